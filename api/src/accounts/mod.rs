@@ -1,0 +1,228 @@
+//! Accounts: sign-up, sign-in, sign-out, scoped tokens and `me`.
+//!
+//! Sign-up and sign-in must read `users` before anyone is signed in, so they switch the
+//! operation's transaction to the gateway's service identity for their own statements
+//! and back afterwards; nothing else here widens what the caller may see.
+
+mod repo;
+
+use std::time::Duration;
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::users::{self, UserRole};
+
+use crate::{
+    auth::{self, Email, Identity, Operation, Password, Resource, Role as TokenRole},
+    error::{ApiError, ApiResult},
+    graphql::{RequestContext, app_state, parse_id},
+    projects,
+};
+
+pub(crate) use repo::{any_revoked, find_by_email, promote_to_admin};
+
+/// The role of an account or token.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Role {
+    User,
+    Admin,
+    Service,
+}
+
+impl From<UserRole> for Role {
+    fn from(role: UserRole) -> Self {
+        match role {
+            UserRole::User => Self::User,
+            UserRole::Admin => Self::Admin,
+        }
+    }
+}
+
+impl From<UserRole> for TokenRole {
+    fn from(role: UserRole) -> Self {
+        match role {
+            UserRole::User => Self::User,
+            UserRole::Admin => Self::Admin,
+        }
+    }
+}
+
+/// An account, as its owner and admins see it.
+#[derive(SimpleObject)]
+pub struct User {
+    id: ID,
+    email: String,
+    display_name: String,
+    role: Role,
+    created_at: DateTime<Utc>,
+}
+
+impl From<users::Model> for User {
+    fn from(user: users::Model) -> Self {
+        Self {
+            id: user.id.into(),
+            email: user.email,
+            display_name: user.display_name,
+            role: user.role.into(),
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// A token and the account it signs in.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    token: String,
+    user: User,
+}
+
+/// A derived, weaker token.
+#[derive(SimpleObject)]
+pub struct ScopedTokenPayload {
+    token: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(InputObject)]
+pub struct SignUpInput {
+    email: String,
+    password: String,
+    display_name: String,
+}
+
+#[derive(InputObject)]
+pub struct SignInInput {
+    email: String,
+    password: String,
+}
+
+/// Each field narrows the caller's token; omitted fields keep what it had.
+#[derive(InputObject)]
+pub struct ScopedTokenInput {
+    project_id: Option<ID>,
+    read_only: Option<bool>,
+    ttl_seconds: Option<i32>,
+}
+
+#[derive(Default)]
+pub struct AccountQuery;
+
+#[Object]
+impl AccountQuery {
+    /// The signed-in account; null when anonymous.
+    async fn me(&self, ctx: &Context<'_>) -> ApiResult<Option<User>> {
+        let rc = RequestContext::of(ctx)?;
+        let Some(user_id) = rc.identity().user_id() else {
+            return Ok(None);
+        };
+        rc.authorize(Operation::Read, Resource::Account)?;
+        Ok(repo::find(&*rc.tx()?, rc.identity(), user_id)
+            .await?
+            .map(User::from))
+    }
+}
+
+#[derive(Default)]
+pub struct AccountMutation;
+
+#[Object]
+impl AccountMutation {
+    /// Creates an account and signs it in.
+    async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> ApiResult<AuthPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let email = Email::parse(&input.email)?;
+        let password = Password::parse_new(input.password)?;
+        let display_name = display_name(&input.display_name)?;
+        let password_hash = auth::hash_password(password).await?;
+        let user = as_service(rc, async {
+            repo::insert(&*rc.tx()?, &email, &display_name, password_hash).await
+        })
+        .await?;
+        sign_in_payload(ctx, user)
+    }
+
+    /// Signs an existing account in. Wrong email and wrong password get the same answer.
+    async fn sign_in(&self, ctx: &Context<'_>, input: SignInInput) -> ApiResult<AuthPayload> {
+        const WRONG: ApiError = ApiError::Unauthenticated("wrong email or password");
+        let rc = RequestContext::of(ctx)?;
+        let email = Email::parse(&input.email).map_err(|_| WRONG)?;
+        let user = as_service(rc, async { find_by_email(&*rc.tx()?, &email).await }).await?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        if !auth::verify_password(Password::presented(input.password), stored).await? {
+            return Err(WRONG);
+        }
+        sign_in_payload(ctx, user.ok_or(WRONG)?)
+    }
+
+    /// Revokes the presented token and every token derived from the same parent blocks.
+    async fn sign_out(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        let rc = RequestContext::of(ctx)?;
+        let session = rc.session()?;
+        rc.authorize(Operation::Write, Resource::Account)?;
+        repo::revoke(&*rc.tx()?, session.revocation_ids(), session.expires_at()).await?;
+        Ok(true)
+    }
+
+    /// Derives a weaker token from the caller's: read-only, one project, shorter life.
+    async fn create_scoped_token(
+        &self,
+        ctx: &Context<'_>,
+        input: ScopedTokenInput,
+    ) -> ApiResult<ScopedTokenPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let session = rc.session()?;
+        let ttl = match input.ttl_seconds {
+            None => None,
+            Some(secs) if secs > 0 => Some(Duration::from_secs(u64::from(secs.unsigned_abs()))),
+            Some(_) => return Err(ApiError::bad_input("ttlSeconds: must be positive")),
+        };
+        let project_id = match &input.project_id {
+            Some(id) => {
+                let id = parse_id("projectId", id)?;
+                projects::require_visible(rc, id).await?;
+                Some(id)
+            }
+            None => None,
+        };
+        let resource = project_id.map_or(Resource::Account, Resource::Project);
+        rc.authorize(Operation::Read, resource)?;
+        let (token, expires_at) =
+            session.attenuate(project_id, input.read_only.unwrap_or(false), ttl)?;
+        Ok(ScopedTokenPayload { token, expires_at })
+    }
+}
+
+/// Runs `work` under the gateway's service identity, then switches back to the caller.
+async fn as_service<T>(
+    rc: &RequestContext,
+    work: impl Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    rc.tx_ref().act_as(&Identity::SERVICE).await?;
+    let result = work.await;
+    // After a failed statement Postgres refuses everything until rollback, which the
+    // pipeline does; switching back is only possible, and needed, on success.
+    if result.is_ok() {
+        rc.tx_ref().act_as(&rc.identity()).await?;
+    }
+    result
+}
+
+fn sign_in_payload(ctx: &Context<'_>, user: users::Model) -> ApiResult<AuthPayload> {
+    let (token, _) = app_state(ctx)?
+        .tokens
+        .issue(user.id, user.role.into(), None)?;
+    Ok(AuthPayload {
+        token,
+        user: user.into(),
+    })
+}
+
+/// A display name: trimmed, 1 to 100 characters.
+fn display_name(raw: &str) -> ApiResult<String> {
+    let name = raw.trim();
+    match name.chars().count() {
+        0 => Err(ApiError::bad_input("displayName: must not be empty")),
+        1..=100 => Ok(name.to_owned()),
+        _ => Err(ApiError::bad_input("displayName: at most 100 characters")),
+    }
+}

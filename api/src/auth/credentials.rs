@@ -1,0 +1,144 @@
+//! Validated credentials at the edge: an [`Email`] is well-formed and normalised, a
+//! [`Password`] long enough and never printed; argon2id hashing lives here too.
+
+use std::{fmt, sync::LazyLock};
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+
+use crate::error::{ApiError, ApiResult};
+
+/// A syntactically valid email address, trimmed and lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Validates `raw`: one `@`, a non-empty local part, a dotted domain, no spaces,
+    /// at most 254 characters.
+    pub fn parse(raw: &str) -> ApiResult<Self> {
+        let email = raw.trim().to_lowercase();
+        let valid = email.len() <= 254
+            && !email.chars().any(char::is_whitespace)
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.split('.').count() >= 2
+                    && domain.split('.').all(|label| !label.is_empty())
+            });
+        if valid {
+            Ok(Self(email))
+        } else {
+            Err(ApiError::bad_input("email: not a valid email address"))
+        }
+    }
+
+    /// The normalised address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password of at least [`Password::MIN_LEN`] characters; its `Debug` hides it.
+pub struct Password(String);
+
+impl Password {
+    /// The shortest accepted password, in characters.
+    pub const MIN_LEN: usize = 8;
+    /// The longest accepted password, so hashing cost stays bounded.
+    pub const MAX_LEN: usize = 1024;
+
+    /// Validates the length of a new password.
+    pub fn parse_new(raw: String) -> ApiResult<Self> {
+        let len = raw.chars().count();
+        if len < Self::MIN_LEN {
+            return Err(ApiError::bad_input(format!(
+                "password: must be at least {} characters",
+                Self::MIN_LEN
+            )));
+        }
+        if len > Self::MAX_LEN {
+            return Err(ApiError::bad_input(format!(
+                "password: must be at most {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        Ok(Self(raw))
+    }
+
+    /// A password presented at sign-in; not length-checked beyond the maximum, so a
+    /// wrong password gets the same answer whatever its length.
+    pub fn presented(raw: String) -> Self {
+        Self(raw.chars().take(Self::MAX_LEN).collect())
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// Hashes with argon2id and a fresh salt, off the async executor.
+pub async fn hash_password(password: Password) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.0.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| ApiError::internal("argon2 hashing failed", anyhow::anyhow!("{e}")))
+    })
+    .await
+    .map_err(|e| ApiError::internal("hashing task failed", e))?
+}
+
+/// Verifies against a stored hash; `None` stands for "no such account" and still
+/// spends the time of one verification so timing does not tell which part was wrong.
+pub async fn verify_password(password: Password, stored: Option<String>) -> ApiResult<bool> {
+    tokio::task::spawn_blocking(move || {
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
+        let hash = PasswordHash::new(&stored)
+            .map_err(|e| ApiError::internal("stored hash unreadable", anyhow::anyhow!("{e}")))?;
+        let matches = Argon2::default()
+            .verify_password(password.0.as_bytes(), &hash)
+            .is_ok();
+        Ok(known && matches)
+    })
+    .await
+    .map_err(|e| ApiError::internal("verification task failed", e))?
+}
+
+/// An argon2id hash (default parameters) of a random string nobody knows, made once.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(salt.as_str().as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .unwrap_or_default()
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_validated_and_normalised() {
+        assert_eq!(
+            Email::parse("  Ada@Example.COM ").map(|e| e.0).ok(),
+            Some("ada@example.com".to_owned())
+        );
+        for bad in [
+            "", "ada", "@x.io", "ada@", "ada@io", "a b@x.io", "a@b@x.io", "a@x..io",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn short_passwords_are_refused() {
+        assert!(Password::parse_new("1234567".into()).is_err());
+        assert!(Password::parse_new("12345678".into()).is_ok());
+    }
+}

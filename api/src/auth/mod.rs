@@ -1,0 +1,117 @@
+//! Who is calling and what their token lets them do.
+//!
+//! [`Identity`] is the caller as the database sees it (user id and role), [`Session`] a
+//! verified biscuit token with that identity, and [`Session::authorize`] the one place
+//! that runs the token's own checks (read-only, project scope, expiry) against the
+//! operation at hand. Identity is read from the authority block only, never from blocks
+//! a holder appended.
+
+mod credentials;
+mod tokens;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use credentials::{Email, Password, hash_password, verify_password};
+pub use tokens::{Session, TokenService};
+
+/// The role a token carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An ordinary account.
+    User,
+    /// An administrator: sees and changes everything.
+    Admin,
+    /// A worker or deployer: the gateway's trusted machine identity.
+    Service,
+}
+
+impl Role {
+    /// The name used in tokens and in `app.role`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+            Self::Service => "service",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "user" => Some(Self::User),
+            "admin" => Some(Self::Admin),
+            "service" => Some(Self::Service),
+            _ => None,
+        }
+    }
+}
+
+/// The caller as the database sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Identity {
+    user_id: Option<Uuid>,
+    role: Option<Role>,
+}
+
+impl Identity {
+    /// Nobody signed in.
+    pub const ANONYMOUS: Self = Self {
+        user_id: None,
+        role: None,
+    };
+
+    /// The gateway's own service identity, used for sign-up and sign-in.
+    pub const SERVICE: Self = Self {
+        user_id: None,
+        role: Some(Role::Service),
+    };
+
+    /// A signed-in account.
+    pub fn user(user_id: Uuid, role: Role) -> Self {
+        Self {
+            user_id: Some(user_id),
+            role: Some(role),
+        }
+    }
+
+    /// The account's id, if any.
+    pub fn user_id(&self) -> Option<Uuid> {
+        self.user_id
+    }
+
+    /// The role, `None` when anonymous.
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    /// Whether this identity sees and changes everything.
+    pub fn is_admin(&self) -> bool {
+        self.role == Some(Role::Admin)
+    }
+}
+
+/// What an operation does, as the token's checks see it (`operation(..)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    Write,
+}
+
+/// What an operation touches, as the token's checks see it (`resource(..)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// The caller's own account: `me`, `signOut`, unscoped `createScopedToken`.
+    Account,
+    /// One project (also a project being created).
+    Project(Uuid),
+}
+
+/// The lifetime a token gets when asked for `ttl`, bounded below by one second.
+pub fn expiry_after(ttl: Duration) -> DateTime<Utc> {
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    Utc::now()
+        .checked_add_signed(ttl.max(chrono::Duration::seconds(1)))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}

@@ -1,0 +1,183 @@
+//! Typed configuration and the command line, read once at start-up.
+//!
+//! Only this module reads the environment (through clap's `env` and `.env` via dotenvy in
+//! `main`). Secrets are wrapped in [`Secret`] so they never reach a log line.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `flashfusion`: the FlashFusion GraphQL gateway.
+#[derive(Debug, Parser)]
+#[command(name = "flashfusion", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate the database, then serve GraphQL (the default).
+    Serve,
+    /// Apply, revert or list migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print the GraphQL schema (SDL) to standard output.
+    Schema,
+    /// Mint tokens from the command line.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// `flashfusion migrate ...`
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert every applied migration.
+    Down,
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+/// `flashfusion token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Issue a token for an existing account.
+    Issue {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// The role the token carries; `admin` also promotes the account.
+        #[arg(long, value_enum, default_value_t = TokenRole::User)]
+        role: TokenRole,
+        /// Lifetime, e.g. `1h`, `30m`; defaults to `FLASHFUSION_TOKEN_TTL`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+}
+
+/// Roles the CLI can mint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    User,
+    Admin,
+    Service,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Database URL: `postgres://...` or `sqlite://file?mode=rwc`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://flashfusion.db?mode=rwc",
+        global = true
+    )]
+    pub database_url: Secret,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "FLASHFUSION_BIND",
+        default_value = "127.0.0.1:8000",
+        global = true
+    )]
+    pub bind: SocketAddr,
+    /// The biscuit root private key (hex Ed25519). When unset, one is generated once
+    /// and kept in `--biscuit-key-file`.
+    #[arg(long, env = "FLASHFUSION_BISCUIT_PRIVATE_KEY", global = true)]
+    pub biscuit_private_key: Option<Secret>,
+    /// Where the development key is kept when no private key is configured.
+    #[arg(
+        long,
+        env = "FLASHFUSION_BISCUIT_KEY_FILE",
+        default_value = "flashfusion.biscuit-key",
+        global = true
+    )]
+    pub biscuit_key_file: PathBuf,
+    /// Default token lifetime, e.g. `24h`.
+    #[arg(long, env = "FLASHFUSION_TOKEN_TTL", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
+    pub token_ttl: Duration,
+    /// Log format.
+    #[arg(long, env = "FLASHFUSION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(
+        long,
+        env = "FLASHFUSION_LOG",
+        default_value = "info,sqlx=warn,sea_orm=warn",
+        global = true
+    )]
+    pub log: String,
+    /// Largest accepted request body, in bytes.
+    #[arg(
+        long,
+        env = "FLASHFUSION_MAX_BODY_BYTES",
+        default_value_t = 1024 * 1024,
+        global = true
+    )]
+    pub max_body_bytes: usize,
+    /// Maximum database connections in the pool.
+    #[arg(
+        long,
+        env = "FLASHFUSION_DB_MAX_CONNECTIONS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub db_max_connections: u32,
+}
+
+impl Config {
+    /// A configuration with every default, as tests and embedders start from.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["flashfusion"]).config
+    }
+}
+
+/// A string that never prints: database URLs carry passwords, keys are keys.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}

@@ -1,0 +1,256 @@
+//! The HTTP surface: routes, the GraphQL-over-HTTP handlers, the WebSocket upgrade and
+//! the middleware stack, in that order.
+//!
+//! The handlers read the body and query string themselves instead of using
+//! async-graphql-axum's ready-made service, which would accept batches, mutations over
+//! GET, any content type, and subscriptions over multipart HTTP without auth (see
+//! STACK-NOTES). Every operation then goes through [`Gateway::run`].
+
+use std::time::Duration;
+
+use async_graphql::{Data, Request, Response, http::GraphiQLSource};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{FromRequestParts, State, WebSocketUpgrade},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
+    response::{Html, IntoResponse},
+    routing::get,
+};
+use tower_http::{cors::CorsLayer, limit::RequestBodyLimitLayer, trace::TraceLayer};
+
+use crate::{
+    auth::{Identity, Session},
+    error::ApiError,
+    pipeline::{Caller, Gateway, Refusal, Transport, WsExecutor},
+};
+
+/// The GraphQL endpoint, for HTTP and WebSocket alike.
+pub const GRAPHQL_PATH: &str = "/graphql";
+/// The media type of GraphQL-over-HTTP responses.
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+/// A WebSocket that has not sent `connection_init` or anything else for this long is
+/// closed.
+const WS_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The router with every route and the middleware stack. Layers, outermost first:
+/// tracing (one span per HTTP request), CORS, the body size limit.
+pub fn router(gateway: Gateway) -> Router {
+    let max_body = gateway.state().config.max_body_bytes;
+    Router::new()
+        .route("/", get(graphiql))
+        .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(gateway)
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT]),
+        )
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint(GRAPHQL_PATH)
+            .subscription_endpoint(GRAPHQL_PATH)
+            .title("FlashFusion Gateway")
+            .finish(),
+    )
+}
+
+async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
+    match gateway.state().db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+    }
+}
+
+/// `POST /graphql`: one JSON request object, `Content-Type: application/json` only.
+async fn graphql_post(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let wants = accepts_graphql_response(&headers);
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::bad_input("Content-Type must be application/json"),
+            wants,
+        );
+    }
+    let request = match parse_post_body(&body) {
+        Ok(request) => request,
+        Err(err) => return error_response(StatusCode::BAD_REQUEST, err, wants),
+    };
+    execute(&gateway, &headers, request, Transport::HttpPost, wants).await
+}
+
+/// `GET /graphql`: a query in the query string, or a WebSocket upgrade.
+async fn graphql_get(
+    State(gateway): State<Gateway>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let (mut parts, _) = request.into_parts();
+    if is_websocket_upgrade(&parts.headers) {
+        return websocket(gateway, &mut parts).await;
+    }
+    let wants = accepts_graphql_response(&parts.headers);
+    let request = match async_graphql::http::parse_query_string(parts.uri.query().unwrap_or("")) {
+        Ok(request) => request,
+        Err(err) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                ApiError::bad_input(format!("query string: {err}")),
+                wants,
+            );
+        }
+    };
+    execute(&gateway, &parts.headers, request, Transport::HttpGet, wants).await
+}
+
+fn parse_post_body(body: &[u8]) -> Result<Request, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_input(format!("body: not valid JSON ({e})")))?;
+    if value.is_array() {
+        return Err(ApiError::bad_input(
+            "batched requests are not supported: send one operation per request",
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_input(format!("body: not a GraphQL request ({e})")))
+}
+
+async fn execute(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    request: Request,
+    transport: Transport,
+    wants: bool,
+) -> axum::response::Response {
+    let caller = match caller_from_header(gateway, headers) {
+        Ok(caller) => caller,
+        Err(err) => return error_response(StatusCode::UNAUTHORIZED, err, wants),
+    };
+    let (response, refusal) = gateway.run(request, caller, transport).await;
+    let status = match refusal {
+        None => StatusCode::OK,
+        Some(Refusal::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
+        Some(Refusal::Unauthenticated) => StatusCode::UNAUTHORIZED,
+        Some(Refusal::BadRequest) => StatusCode::BAD_REQUEST,
+    };
+    json_response(status, &response, wants)
+}
+
+/// The verified token of `Authorization: Bearer ...`, or anonymous when absent.
+fn caller_from_header(gateway: &Gateway, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthenticated("invalid or expired token"))?;
+    verify_bearer(gateway, value).map(Some)
+}
+
+fn verify_bearer(gateway: &Gateway, value: &str) -> Result<Session, ApiError> {
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .unwrap_or(value);
+    gateway.state().tokens.verify(token)
+}
+
+fn accepts_graphql_response(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(GRAPHQL_RESPONSE))
+}
+
+fn error_response(status: StatusCode, err: ApiError, wants: bool) -> axum::response::Response {
+    json_response(status, &Response::from_errors(vec![err.into()]), wants)
+}
+
+fn json_response(status: StatusCode, response: &Response, wants: bool) -> axum::response::Response {
+    let body = serde_json::to_vec(response).unwrap_or_else(|_| {
+        br#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#.to_vec()
+    });
+    let content_type = if wants {
+        GRAPHQL_RESPONSE
+    } else {
+        "application/json"
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Upgrades to graphql-transport-ws or legacy graphql-ws. The caller is read from the
+/// `connection_init` payload (`Authorization: Bearer ...` or `authToken`), verified and
+/// checked against revocations before the connection is acknowledged.
+async fn websocket(gateway: Gateway, parts: &mut Parts) -> axum::response::Response {
+    let (upgrade, protocol) = match (
+        WebSocketUpgrade::from_request_parts(parts, &()).await,
+        GraphQLProtocol::from_request_parts(parts, &()).await,
+    ) {
+        (Ok(upgrade), Ok(protocol)) => (upgrade, protocol),
+        (Err(rejection), _) => return rejection.into_response(),
+        (_, Err(status)) => return status.into_response(),
+    };
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let init_gateway = gateway.clone();
+            GraphQLWebSocket::new(socket, WsExecutor { gateway }, protocol)
+                .keepalive_timeout(WS_KEEPALIVE)
+                .on_connection_init(move |payload| connection_init(init_gateway, payload))
+                .serve()
+        })
+}
+
+async fn connection_init(
+    gateway: Gateway,
+    payload: serde_json::Value,
+) -> async_graphql::Result<Data> {
+    let token = ["Authorization", "authorization", "authToken"]
+        .iter()
+        .find_map(|key| payload.get(key).and_then(|v| v.as_str()));
+    let caller: Caller = match token {
+        None => None,
+        Some(token) => {
+            let session = verify_bearer(&gateway, token)?;
+            let tx = gateway.state().db.begin(&Identity::ANONYMOUS, true).await?;
+            let revoked = crate::accounts::any_revoked(tx.conn(), session.revocation_ids()).await;
+            tx.finish(true).await?;
+            if revoked? {
+                return Err(ApiError::Unauthenticated("invalid or expired token").into());
+            }
+            Some(session)
+        }
+    };
+    let mut data = Data::default();
+    data.insert(caller);
+    Ok(data)
+}

@@ -1,0 +1,164 @@
+//! Relay connections for every list, built once: `first/after/last/before` with
+//! keyset pagination on the time-ordered UUIDv7 primary key (newest first), `pageInfo`,
+//! and a lazily counted `totalCount`. `first` defaults to [`DEFAULT_PAGE`] and is capped
+//! at [`MAX_PAGE`].
+
+use async_graphql::{
+    Object, OutputType,
+    connection::{Connection, CursorType, Edge, EmptyFields},
+};
+use futures_util::future::BoxFuture;
+use sea_orm::{
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
+use uuid::Uuid;
+
+use crate::{
+    db::TxRef,
+    error::{ApiError, ApiResult},
+};
+
+/// Page size when the client gives none.
+pub const DEFAULT_PAGE: usize = 20;
+/// Largest page a client gets, whatever it asks for.
+pub const MAX_PAGE: usize = 100;
+
+/// The four Relay arguments as the client sent them.
+#[derive(Debug, Default, Clone)]
+pub struct PageArgs {
+    pub first: Option<i32>,
+    pub after: Option<String>,
+    pub last: Option<i32>,
+    pub before: Option<String>,
+}
+
+/// A cursor: the row's UUID, opaque to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdCursor(Uuid);
+
+impl CursorType for IdCursor {
+    type Error = uuid::Error;
+
+    fn decode_cursor(s: &str) -> Result<Self, Self::Error> {
+        Uuid::try_parse(s).map(Self)
+    }
+
+    fn encode_cursor(&self) -> String {
+        self.0.simple().to_string()
+    }
+}
+
+/// Extra connection fields: `totalCount`, counted only when asked for.
+pub struct ConnectionTotals {
+    count: Box<dyn Fn() -> BoxFuture<'static, ApiResult<u64>> + Send + Sync>,
+}
+
+#[Object]
+impl ConnectionTotals {
+    /// How many items the whole list holds.
+    async fn total_count(&self) -> ApiResult<u64> {
+        (self.count)().await
+    }
+}
+
+/// A Relay connection of `Node`s.
+pub type Page<Node> = Connection<IdCursor, Node, ConnectionTotals, EmptyFields>;
+
+enum Direction {
+    Forward { limit: usize, after: Option<Uuid> },
+    Backward { limit: usize, before: Option<Uuid> },
+}
+
+fn decode(field: &str, cursor: Option<String>) -> ApiResult<Option<Uuid>> {
+    cursor
+        .map(|c| IdCursor::decode_cursor(&c).map(|c| c.0))
+        .transpose()
+        .map_err(|_| ApiError::bad_input(format!("{field}: not a valid cursor")))
+}
+
+fn size(field: &str, n: i32) -> ApiResult<usize> {
+    usize::try_from(n)
+        .map(|n| n.min(MAX_PAGE))
+        .map_err(|_| ApiError::bad_input(format!("{field}: must not be negative")))
+}
+
+impl PageArgs {
+    fn direction(self) -> ApiResult<Direction> {
+        match (self.first, self.last) {
+            (Some(_), Some(_)) => Err(ApiError::bad_input("first and last: give one, not both")),
+            (None, Some(last)) => Ok(Direction::Backward {
+                limit: size("last", last)?,
+                before: decode("before", self.before)?,
+            }),
+            (first, None) => {
+                if self.before.is_some() {
+                    return Err(ApiError::bad_input("before: use it with last"));
+                }
+                Ok(Direction::Forward {
+                    limit: first.map_or(Ok(DEFAULT_PAGE), |n| size("first", n))?,
+                    after: decode("after", self.after)?,
+                })
+            }
+        }
+    }
+}
+
+/// Pages through `query` newest first by its UUIDv7 key column `id` (read back from a
+/// row with `key`), mapping rows with `node` and keeping only rows `keep` accepts (token
+/// scopes).
+pub async fn paginate<E, C, N>(
+    tx: &TxRef,
+    query: Select<E>,
+    (id, key): (C, fn(&E::Model) -> Uuid),
+    args: PageArgs,
+    keep: impl Fn(&E::Model) -> bool,
+    node: impl Fn(E::Model) -> N,
+) -> ApiResult<Page<N>>
+where
+    E: EntityTrait,
+    C: ColumnTrait,
+    E::Model: Sync,
+    N: OutputType,
+{
+    let direction = args.direction()?;
+    let count_query = query.clone();
+    let count_tx = tx.clone();
+    let db = tx.get()?;
+    let (rows, has_previous, has_next) = match direction {
+        Direction::Forward { limit, after } => {
+            let mut q = query.order_by_desc(id);
+            if let Some(after) = after {
+                q = q.filter(id.lt(after));
+            }
+            let mut rows = q.limit(limit as u64 + 1).all(&*db).await?;
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            (rows, after.is_some(), more)
+        }
+        Direction::Backward { limit, before } => {
+            let mut q = query.order_by_asc(id);
+            if let Some(before) = before {
+                q = q.filter(id.gt(before));
+            }
+            let mut rows = q.limit(limit as u64 + 1).all(&*db).await?;
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            rows.reverse();
+            (rows, more, before.is_some())
+        }
+    };
+    let totals = ConnectionTotals {
+        count: Box::new(move || {
+            let query = count_query.clone();
+            let tx = count_tx.clone();
+            Box::pin(async move { Ok(query.count(&*tx.get()?).await?) })
+        }),
+    };
+    let mut connection = Connection::with_additional_fields(has_previous, has_next, totals);
+    connection.edges.extend(
+        rows.into_iter()
+            .filter(|row| keep(row))
+            .map(|row| Edge::new(IdCursor(key(&row)), node(row))),
+    );
+    Ok(connection)
+}

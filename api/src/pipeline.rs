@@ -1,0 +1,248 @@
+//! The request pipeline every GraphQL operation goes through, over HTTP and WebSocket
+//! alike: find the operation, refuse what the transport may not run, check the token
+//! against revocations, open the operation's transaction as the caller, execute, then
+//! commit on success or roll back on error. Built once, so every resolver gets RLS and
+//! the token's checks without doing anything.
+
+use std::{sync::Arc, time::Instant};
+
+use async_graphql::{
+    Executor, Request, Response, ServerError, Value,
+    dataloader::DataLoader,
+    parser::types::{DocumentOperations, OperationType},
+};
+use futures_util::stream::{self, BoxStream, StreamExt};
+use tracing::Instrument as _;
+
+use crate::{
+    accounts,
+    app::AppState,
+    auth::Session,
+    error::ApiError,
+    graphql::{AppSchema, RequestContext},
+    loaders::ProfileLoader,
+};
+
+/// How an operation arrived; decides which operation types may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `GET /graphql`: queries only.
+    HttpGet,
+    /// `POST /graphql`: queries and mutations.
+    HttpPost,
+    /// WebSocket: anything, subscriptions included.
+    WebSocket,
+}
+
+/// Why the pipeline refused an operation before executing it; the HTTP layer picks
+/// the status code from this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A mutation over GET.
+    MethodNotAllowed,
+    /// The token is invalid, expired or revoked.
+    Unauthenticated,
+    /// Unparseable or otherwise unrunnable.
+    BadRequest,
+}
+
+/// The gateway: schema plus shared state, executing operations through the pipeline.
+#[derive(Clone)]
+pub struct Gateway {
+    schema: AppSchema,
+    state: Arc<AppState>,
+}
+
+/// What identity an operation runs with, once its token has been verified.
+pub type Caller = Option<Session>;
+
+impl Gateway {
+    /// A gateway over `schema` (which must carry `state` in its data).
+    pub fn new(schema: AppSchema, state: Arc<AppState>) -> Self {
+        Self { schema, state }
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Runs one operation for `caller` arriving over `transport`.
+    pub async fn run(
+        &self,
+        mut request: Request,
+        caller: Caller,
+        transport: Transport,
+    ) -> (Response, Option<Refusal>) {
+        let started = Instant::now();
+        let operation_type = match operation_type(&mut request) {
+            Ok(ty) => ty,
+            Err(err) => return refuse(err, Refusal::BadRequest),
+        };
+        let span = tracing::info_span!(
+            "graphql",
+            operation.name = request.operation_name.as_deref().unwrap_or(""),
+            operation.kind = ?operation_type,
+            user.id = caller.as_ref().and_then(|s| s.identity().user_id()).map(|id| id.to_string()).unwrap_or_default(),
+            transport = ?transport,
+        );
+        async move {
+            let result = self
+                .run_checked(request, caller, transport, operation_type)
+                .await;
+            let outcome = match &result.1 {
+                Some(refusal) => format!("{refusal:?}"),
+                None if result.0.is_ok() => "ok".to_owned(),
+                None => "errors".to_owned(),
+            };
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                outcome,
+                "operation finished"
+            );
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_checked(
+        &self,
+        request: Request,
+        caller: Caller,
+        transport: Transport,
+        operation_type: OperationType,
+    ) -> (Response, Option<Refusal>) {
+        match (transport, operation_type) {
+            (Transport::HttpGet, OperationType::Mutation) => {
+                return refuse(
+                    ApiError::bad_input("mutations must be sent with POST"),
+                    Refusal::MethodNotAllowed,
+                );
+            }
+            (Transport::HttpGet | Transport::HttpPost, OperationType::Subscription) => {
+                return refuse(
+                    ApiError::bad_input("subscriptions run over WebSocket at /graphql"),
+                    Refusal::BadRequest,
+                );
+            }
+            _ => {}
+        }
+        let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
+        let read_only = operation_type == OperationType::Query;
+        let tx = match self.state.db.begin(&identity, read_only).await {
+            Ok(tx) => tx,
+            Err(err) => return refuse(err, Refusal::BadRequest),
+        };
+        if let Some(session) = &caller {
+            match accounts::any_revoked(tx.conn(), session.revocation_ids()).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    let _ = tx.finish(false).await;
+                    return refuse(
+                        ApiError::Unauthenticated("invalid or expired token"),
+                        Refusal::Unauthenticated,
+                    );
+                }
+                Err(err) => {
+                    let _ = tx.finish(false).await;
+                    return refuse(err, Refusal::BadRequest);
+                }
+            }
+        }
+        let handle = tx.handle();
+        let request = request
+            .data(RequestContext {
+                session: caller,
+                tx: handle.clone(),
+            })
+            .data(DataLoader::new(ProfileLoader { tx: handle }, tokio::spawn));
+        let mut response = self.schema.execute(request).await;
+        let success = response.is_ok();
+        if !success && operation_type == OperationType::Mutation {
+            // Rolled back as a whole: no field may claim a write that did not happen.
+            response.data = Value::Null;
+        }
+        if let Err(err) = tx.finish(success).await {
+            response = Response::from_errors(vec![err.into()]);
+        }
+        (with_codes(response), None)
+    }
+}
+
+/// Finds the type of the operation the request will run.
+fn operation_type(request: &mut Request) -> Result<OperationType, ApiError> {
+    let name = request.operation_name.clone();
+    let document = request
+        .parsed_query()
+        .map_err(|e| ApiError::bad_input(e.message))?;
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        (DocumentOperations::Multiple(_), None) => {
+            return Err(ApiError::bad_input(
+                "operationName: required when the document has several operations",
+            ));
+        }
+    };
+    operation
+        .map(|op| op.node.ty)
+        .ok_or_else(|| ApiError::bad_input("operationName: no such operation in the document"))
+}
+
+fn refuse(err: ApiError, refusal: Refusal) -> (Response, Option<Refusal>) {
+    let error: ServerError = err.into();
+    (Response::from_errors(vec![error]), Some(refusal))
+}
+
+/// Gives every error a stable `extensions.code`. Errors raised by resolvers already
+/// carry one; those raised by async-graphql itself (syntax, validation, argument
+/// coercion) are the client's input and get `BAD_USER_INPUT`.
+fn with_codes(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|ext| ext.get("code").is_some());
+        if !has_code {
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", "BAD_USER_INPUT");
+        }
+    }
+    response
+}
+
+/// The WebSocket transport runs operations through the same pipeline; its caller
+/// comes from `connection_init`, kept in the connection's data.
+#[derive(Clone)]
+pub struct WsExecutor {
+    pub(crate) gateway: Gateway,
+}
+
+impl Executor for WsExecutor {
+    async fn execute(&self, request: Request) -> Response {
+        self.gateway
+            .run(request, None, Transport::WebSocket)
+            .await
+            .0
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<async_graphql::Data>>,
+    ) -> BoxStream<'static, Response> {
+        let caller = session_data.as_deref().and_then(|data| {
+            data.get(&std::any::TypeId::of::<Caller>())
+                .and_then(|value| value.downcast_ref::<Caller>())
+                .cloned()
+                .flatten()
+        });
+        let gateway = self.gateway.clone();
+        stream::once(async move { gateway.run(request, caller, Transport::WebSocket).await.0 })
+            .boxed()
+    }
+}

@@ -1,0 +1,311 @@
+//! Projects: the GraphQL types and resolvers of the projects domain.
+//!
+//! Visibility rules (owner: all; anyone: read public; admin: all) live in [`repo`] as
+//! SQL conditions that mirror the `projects` policies, so SQLite is guarded too; a
+//! project the caller cannot see is `NOT_FOUND` for mutations and `null` for `project`.
+
+mod repo;
+
+use async_graphql::{
+    ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject, dataloader::DataLoader,
+};
+use chrono::{DateTime, Utc};
+use entity::projects::{self, ProjectStatus as DbStatus, ProjectVisibility as DbVisibility};
+use uuid::Uuid;
+
+use crate::{
+    auth::{Operation, Resource},
+    error::{ApiError, ApiResult},
+    graphql::{RequestContext, parse_id},
+    loaders::{Profile, ProfileLoader},
+    pagination::{Page, PageArgs, paginate},
+};
+
+/// Who may read a project.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ProjectVisibility {
+    Private,
+    Public,
+}
+
+/// Lifecycle of a project.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ProjectStatus {
+    Active,
+    Archived,
+}
+
+/// Maps each API enum to its entity twin and back, both ways in one place.
+macro_rules! mirror_enum {
+    ($api:ident <=> $db:ident { $($variant:ident),+ $(,)? }) => {
+        impl From<$db> for $api {
+            fn from(value: $db) -> Self {
+                match value { $($db::$variant => Self::$variant),+ }
+            }
+        }
+        impl From<$api> for $db {
+            fn from(value: $api) -> Self {
+                match value { $($api::$variant => Self::$variant),+ }
+            }
+        }
+    };
+}
+mirror_enum!(ProjectVisibility <=> DbVisibility { Private, Public });
+mirror_enum!(ProjectStatus <=> DbStatus { Active, Archived });
+
+/// A project as clients see it; `owner` is a public profile, never the account.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Project {
+    id: ID,
+    name: String,
+    description: Option<String>,
+    visibility: ProjectVisibility,
+    framework: Option<String>,
+    status: ProjectStatus,
+    #[graphql(skip)]
+    owner_id: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl Project {
+    /// The owner's public profile, batched across a page of projects.
+    async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Profile> {
+        ctx.data::<DataLoader<ProfileLoader>>()
+            .map_err(|_| ApiError::bug("profile loader missing"))?
+            .load_one(self.owner_id)
+            .await
+            .map_err(|e| (*e).clone())?
+            .ok_or(ApiError::NotFound("owner"))
+    }
+}
+
+impl From<projects::Model> for Project {
+    fn from(p: projects::Model) -> Self {
+        Self {
+            id: p.id.into(),
+            name: p.name,
+            description: p.description,
+            visibility: p.visibility.into(),
+            framework: p.framework,
+            status: p.status.into(),
+            owner_id: p.owner_id,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ProjectPayload {
+    project: Project,
+}
+
+#[derive(SimpleObject)]
+pub struct DeletePayload {
+    deleted_id: ID,
+}
+
+#[derive(InputObject)]
+pub struct CreateProjectInput {
+    name: String,
+    description: Option<String>,
+    visibility: Option<ProjectVisibility>,
+    framework: Option<String>,
+}
+
+/// Omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct UpdateProjectInput {
+    id: ID,
+    name: Option<String>,
+    description: Option<String>,
+    visibility: Option<ProjectVisibility>,
+    status: Option<ProjectStatus>,
+}
+
+#[derive(Default)]
+pub struct ProjectQuery;
+
+#[Object]
+impl ProjectQuery {
+    /// One project; null when it does not exist or the caller may not see it.
+    async fn project(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Project>> {
+        let rc = RequestContext::of(ctx)?;
+        let id = parse_id("id", &id)?;
+        if rc
+            .authorize(Operation::Read, Resource::Project(id))
+            .is_err()
+        {
+            return Ok(None);
+        }
+        Ok(repo::find_visible(&*rc.tx()?, rc.identity(), id)
+            .await?
+            .map(Project::from))
+    }
+
+    /// The caller's own projects, newest first.
+    async fn my_projects(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<Project>> {
+        let rc = RequestContext::of(ctx)?;
+        let owner = rc.user_id()?;
+        let args = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        };
+        list(rc, repo::owned_by(owner), args).await
+    }
+
+    /// Everyone's public projects, newest first.
+    async fn public_projects(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Page<Project>> {
+        let rc = RequestContext::of(ctx)?;
+        let args = PageArgs {
+            first,
+            after,
+            ..PageArgs::default()
+        };
+        list(rc, repo::public(), args).await
+    }
+}
+
+async fn list(
+    rc: &RequestContext,
+    query: sea_orm::Select<projects::Entity>,
+    args: PageArgs,
+) -> ApiResult<Page<Project>> {
+    paginate(
+        rc.tx_ref(),
+        query,
+        (projects::Column::Id, |p: &projects::Model| p.id),
+        args,
+        |p| {
+            rc.authorize(Operation::Read, Resource::Project(p.id))
+                .is_ok()
+        },
+        Project::from,
+    )
+    .await
+}
+
+#[derive(Default)]
+pub struct ProjectMutation;
+
+#[Object]
+impl ProjectMutation {
+    /// Creates a project owned by the caller.
+    async fn create_project(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateProjectInput,
+    ) -> ApiResult<ProjectPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let owner = rc.user_id()?;
+        let id = crate::db::new_id();
+        rc.authorize(Operation::Write, Resource::Project(id))?;
+        let new = repo::NewProject {
+            id,
+            owner_id: owner,
+            name: name(&input.name)?,
+            description: optional_text("description", input.description, 10_000)?,
+            visibility: input
+                .visibility
+                .unwrap_or(ProjectVisibility::Private)
+                .into(),
+            framework: optional_text("framework", input.framework, 100)?,
+        };
+        let project = repo::insert(&*rc.tx()?, new).await?;
+        Ok(ProjectPayload {
+            project: project.into(),
+        })
+    }
+
+    /// Changes the given fields of a project the caller owns (or any, for admins).
+    async fn update_project(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateProjectInput,
+    ) -> ApiResult<ProjectPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let id = parse_id("id", &input.id)?;
+        let current = require_writable(rc, id).await?;
+        let changes = repo::ProjectChanges {
+            name: input.name.as_deref().map(name).transpose()?,
+            description: optional_text("description", input.description, 10_000)?,
+            visibility: input.visibility.map(Into::into),
+            status: input.status.map(Into::into),
+        };
+        let project = repo::update(&*rc.tx()?, current, changes).await?;
+        Ok(ProjectPayload {
+            project: project.into(),
+        })
+    }
+
+    /// Deletes a project the caller owns (or any, for admins).
+    async fn delete_project(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeletePayload> {
+        let rc = RequestContext::of(ctx)?;
+        let uuid = parse_id("id", &id)?;
+        let current = require_writable(rc, uuid).await?;
+        repo::delete(&*rc.tx()?, current).await?;
+        Ok(DeletePayload { deleted_id: id })
+    }
+}
+
+/// The project `id` if the caller may see it, `NOT_FOUND` otherwise (token scope
+/// included: a scoped token does not see other projects).
+pub(crate) async fn require_visible(rc: &RequestContext, id: Uuid) -> ApiResult<projects::Model> {
+    const MISSING: ApiError = ApiError::NotFound("project");
+    rc.authorize(Operation::Read, Resource::Project(id))
+        .map_err(|_| MISSING)?;
+    repo::find_visible(&*rc.tx()?, rc.identity(), id)
+        .await?
+        .ok_or(MISSING)
+}
+
+/// The project `id` if the caller may change it: `NOT_FOUND` when invisible,
+/// `FORBIDDEN` when visible but not theirs or when the token is read-only.
+async fn require_writable(rc: &RequestContext, id: Uuid) -> ApiResult<projects::Model> {
+    let project = require_visible(rc, id).await?;
+    let identity = rc.identity();
+    if identity.user_id() != Some(project.owner_id) && !identity.is_admin() {
+        return Err(ApiError::Forbidden(
+            "only the owner may change this project",
+        ));
+    }
+    rc.authorize(Operation::Write, Resource::Project(id))?;
+    Ok(project)
+}
+
+/// A project name: trimmed, 1 to 200 characters.
+fn name(raw: &str) -> ApiResult<String> {
+    let name = raw.trim();
+    match name.chars().count() {
+        0 => Err(ApiError::bad_input("name: must not be empty")),
+        1..=200 => Ok(name.to_owned()),
+        _ => Err(ApiError::bad_input("name: at most 200 characters")),
+    }
+}
+
+/// Optional free text of at most `max` characters; blank becomes absent.
+fn optional_text(field: &str, raw: Option<String>, max: usize) -> ApiResult<Option<String>> {
+    match raw.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()) {
+        Some(s) if s.chars().count() > max => Err(ApiError::bad_input(format!(
+            "{field}: at most {max} characters"
+        ))),
+        other => Ok(other),
+    }
+}

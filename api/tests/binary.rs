@@ -1,0 +1,175 @@
+//! The real `flashfusion` binary: it starts with no configuration in an empty
+//! directory on the embedded SQLite default, and the checked-in schema matches it.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flashfusion");
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Kills the gateway when the test ends, however it ends.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = client
+        .post(url)
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
+#[tokio::test]
+async fn starts_on_sqlite_with_no_configuration() {
+    let dir = std::env::temp_dir().join(format!("ff-bin-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("empty directory");
+    let port = free_port();
+    let child = Command::new(BIN)
+        .current_dir(&dir)
+        .env_clear()
+        .env("FLASHFUSION_BIND", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .env("FLASHFUSION_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let mut gateway = Gateway(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .expect("client");
+
+    // Wait for the "listening" log line, bounded by TIMEOUT.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = gateway.0.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(TIMEOUT)
+        .expect("the gateway did not start listening");
+    assert!(
+        dir.join("flashfusion.db").exists(),
+        "the SQLite database is created"
+    );
+    assert!(
+        dir.join("flashfusion.biscuit-key").exists(),
+        "the development key is kept"
+    );
+
+    let url = format!("{base}/graphql");
+    let up = post(
+        &client,
+        &url,
+        None,
+        "mutation($i: SignUpInput!) { signUp(input: $i) { token } }",
+        json!({ "i": { "email": "ada@example.com", "password": "correct horse", "displayName": "Ada" } }),
+    )
+    .await;
+    let token = up["data"]["signUp"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let created = post(
+        &client,
+        &url,
+        Some(&token),
+        "mutation { createProject(input: {name: \"first\"}) { project { id owner { displayName } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        created["data"]["createProject"]["project"]["owner"]["displayName"], "Ada",
+        "{created}"
+    );
+    let mine = post(
+        &client,
+        &url,
+        Some(&token),
+        "{ myProjects { totalCount edges { node { name } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(mine["data"]["myProjects"]["totalCount"], 1, "{mine}");
+    assert_eq!(
+        mine["data"]["myProjects"]["edges"][0]["node"]["name"],
+        "first"
+    );
+    let other = post(
+        &client,
+        &url,
+        None,
+        "mutation($i: SignUpInput!) { signUp(input: $i) { token } }",
+        json!({ "i": { "email": "bob@example.com", "password": "correct horse", "displayName": "Bob" } }),
+    )
+    .await;
+    let bob = other["data"]["signUp"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let id = created["data"]["createProject"]["project"]["id"].clone();
+    let peek = post(
+        &client,
+        &url,
+        Some(&bob),
+        "query($id: ID!) { project(id: $id) { name } }",
+        json!({ "id": id }),
+    )
+    .await;
+    assert_eq!(
+        peek["data"]["project"],
+        Value::Null,
+        "resolvers guard SQLite on their own"
+    );
+
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn schema_graphql_is_up_to_date() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schema.graphql");
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    let live = flashfusion_api::graphql::sdl();
+    assert!(
+        checked_in == live,
+        "schema.graphql is out of date; regenerate it with:\n  cargo run -q -- schema > schema.graphql"
+    );
+}

@@ -1,0 +1,248 @@
+//! [`TestApp`]: the real gateway router on a free loopback port, and clients that talk
+//! to it over HTTP ([`Client`]) and WebSocket ([`WsClient`]) the way a browser would.
+
+use std::{sync::Arc, time::Duration};
+
+use biscuit_auth::KeyPair;
+use flashfusion_api::{
+    app::{AppState, router},
+    auth::TokenService,
+    config::Config,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+
+use crate::TestDb;
+
+/// Every wait in the tests is bounded by this.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running gateway.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The root key pair the gateway trusts (for minting and forging tokens in tests).
+    pub root: Arc<KeyPair>,
+    /// The database it serves, kept alive as long as the app.
+    pub db: Option<TestDb>,
+    http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    /// A gateway over a fresh Postgres database.
+    pub async fn postgres() -> Self {
+        let db = TestDb::new().await;
+        let url = db.url().to_owned();
+        Self::start(url, Some(db)).await
+    }
+
+    /// A gateway over the given database URL (already migrated or not: it migrates).
+    pub async fn start(database_url: String, db: Option<TestDb>) -> Self {
+        let mut config = Config::defaults();
+        config.database_url = database_url.into();
+        config.db_max_connections = 5;
+        let root = Arc::new(KeyPair::new());
+        let tokens =
+            TokenService::from_key_pair(KeyPair::from(&root.private()), Duration::from_secs(3600));
+        let state = AppState::with_tokens(config, tokens)
+            .await
+            .expect("gateway state");
+        state.db.migrate().await.expect("migrations");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let address = listener.local_addr().expect("local address");
+        let app = router(state);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base: format!("http://{address}"),
+            root,
+            db,
+            http: reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .build()
+                .expect("http client"),
+            server,
+        }
+    }
+
+    /// A client without a token.
+    pub fn anonymous(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            token: None,
+        }
+    }
+
+    /// A client presenting `token`.
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            token: Some(token.to_owned()),
+            ..self.anonymous()
+        }
+    }
+
+    /// Signs up a new account and returns a client holding its token, and its id.
+    pub async fn user(&self, email: &str) -> (Client, String) {
+        let response = self
+            .anonymous()
+            .graphql(
+                "mutation($input: SignUpInput!) { signUp(input: $input) { token user { id } } }",
+                json!({ "input": { "email": email, "password": "correct horse", "displayName": email.split('@').next() } }),
+            )
+            .await;
+        let token = response["data"]["signUp"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("sign-up failed: {response}"));
+        let id = response["data"]["signUp"]["user"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (self.with_token(token), id)
+    }
+
+    /// A token minted directly with the root key, for roles sign-up does not give.
+    pub fn mint(&self, user_id: &str, role: flashfusion_api::auth::Role) -> String {
+        let tokens = TokenService::from_key_pair(
+            KeyPair::from(&self.root.private()),
+            Duration::from_secs(3600),
+        );
+        tokens
+            .issue(user_id.parse().expect("uuid"), role, None)
+            .expect("mint")
+            .0
+    }
+
+    /// Opens a WebSocket on `/graphql` with `subprotocol` and sends `connection_init`
+    /// with `payload`.
+    pub async fn websocket(&self, subprotocol: &str, payload: Value) -> WsClient {
+        let url = format!("{}/graphql", self.base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().expect("ws request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(subprotocol).expect("protocol header"),
+        );
+        let (stream, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("ws connect timed out")
+            .expect("ws connect");
+        let mut ws = WsClient { stream };
+        ws.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        ws
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// An HTTP client of the gateway, with or without a token.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Client {
+    /// The token this client presents.
+    pub fn token(&self) -> &str {
+        self.token.as_deref().unwrap_or_default()
+    }
+
+    /// POSTs a GraphQL operation and returns the JSON body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.post_json(json!({ "query": query, "variables": variables }))
+            .await
+            .1
+    }
+
+    /// POSTs any JSON body to `/graphql`; returns status and JSON body.
+    pub async fn post_json(&self, body: Value) -> (u16, Value) {
+        let request = self.http.post(format!("{}/graphql", self.base)).json(&body);
+        self.send(request).await
+    }
+
+    /// GETs `/graphql?query=..`; returns status and JSON body.
+    pub async fn get_query(&self, query: &str) -> (u16, Value) {
+        let request = self
+            .http
+            .get(format!("{}/graphql", self.base))
+            .query(&[("query", query)]);
+        self.send(request).await
+    }
+
+    /// Sends a prepared request with this client's token.
+    pub async fn send(&self, mut request: reqwest::RequestBuilder) -> (u16, Value) {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request to the gateway");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// A request builder against the gateway, for raw HTTP checks.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+}
+
+/// A WebSocket connection to `/graphql`.
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// How a WebSocket exchange ended when no JSON message came.
+#[derive(Debug)]
+pub enum WsEnd {
+    /// The server closed the connection with this code.
+    Closed(u16),
+}
+
+impl WsClient {
+    /// Sends one JSON message.
+    pub async fn send(&mut self, message: Value) {
+        self.stream
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next JSON message (pings skipped), or how the connection ended; bounded by
+    /// [`TIMEOUT`].
+    pub async fn next(&mut self) -> Result<Value, WsEnd> {
+        loop {
+            let message = tokio::time::timeout(TIMEOUT, self.stream.next())
+                .await
+                .expect("no WebSocket message within the timeout");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).expect("JSON message");
+                    if matches!(value["type"].as_str(), Some("ping" | "ka")) {
+                        continue;
+                    }
+                    return Ok(value);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(WsEnd::Closed(frame.map_or(1005, |f| u16::from(f.code))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(WsEnd::Closed(1006)),
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The end-to-end test harness: a fresh Postgres database per test (cloned from a
+//! template migrated once per run, dropped afterwards) and a [`TestApp`] that serves the
+//! real gateway router on a free port and speaks HTTP and WebSocket to it, as a web
+//! client would.
+//!
+//! If Postgres cannot be reached the harness panics with how to start it: a test of
+//! Postgres behaviour never silently skips.
+
+mod app;
+mod database;
+
+pub use app::{Client, TIMEOUT, TestApp, WsClient, WsEnd};
+pub use database::{TestDb, test_database_url};

@@ -1,0 +1,395 @@
+//! Authentication: sign-up, sign-in, sign-out, token verification, attenuation (online
+//! and offline), and auth over WebSocket.
+
+use std::collections::HashMap;
+
+use biscuit_auth::{
+    Biscuit, BlockBuilder, KeyPair,
+    builder::{date, string},
+};
+use flashfusion_tests::TestApp;
+use serde_json::{Value, json};
+
+use crate::code;
+
+const ME: &str = "{ me { id email displayName role } }";
+const CREATE: &str =
+    "mutation($name: String!) { createProject(input: {name: $name}) { project { id } } }";
+
+async fn sign_up(app: &TestApp, email: &str, password: &str) -> Value {
+    app.anonymous()
+        .graphql(
+            "mutation($i: SignUpInput!) { signUp(input: $i) { token user { id email displayName role } } }",
+            json!({ "i": { "email": email, "password": password, "displayName": "Ada" } }),
+        )
+        .await
+}
+
+async fn sign_in(app: &TestApp, email: &str, password: &str) -> Value {
+    app.anonymous()
+        .graphql(
+            "mutation($i: SignInInput!) { signIn(input: $i) { token user { email } } }",
+            json!({ "i": { "email": email, "password": password } }),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn sign_up_then_me_and_sign_in() {
+    let app = TestApp::postgres().await;
+    let up = sign_up(&app, "  Ada@Example.com ", "correct horse").await;
+    let user = &up["data"]["signUp"]["user"];
+    assert_eq!(user["email"], "ada@example.com", "{up}");
+    assert_eq!(user["role"], "USER");
+    let token = up["data"]["signUp"]["token"].as_str().expect("token");
+
+    let me = app.with_token(token).graphql(ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["id"], user["id"]);
+    assert_eq!(
+        app.anonymous().graphql(ME, json!({})).await["data"]["me"],
+        Value::Null
+    );
+
+    let signed_in = sign_in(&app, "ADA@example.com", "correct horse").await;
+    assert_eq!(
+        signed_in["data"]["signIn"]["user"]["email"],
+        "ada@example.com"
+    );
+}
+
+#[tokio::test]
+async fn sign_up_refuses_bad_input_and_duplicates() {
+    let app = TestApp::postgres().await;
+    assert_eq!(
+        code(&sign_up(&app, "not-an-email", "correct horse").await),
+        "BAD_USER_INPUT"
+    );
+    let short = sign_up(&app, "ada@example.com", "short").await;
+    assert_eq!(code(&short), "BAD_USER_INPUT");
+    assert!(
+        short["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("8")
+    );
+    assert!(sign_up(&app, "ada@example.com", "correct horse").await["errors"].is_null());
+    let again = sign_up(&app, "ADA@EXAMPLE.COM", "another one").await;
+    assert_eq!(code(&again), "CONFLICT", "{again}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_do_not_say_which_part_was_wrong() {
+    let app = TestApp::postgres().await;
+    sign_up(&app, "ada@example.com", "correct horse").await;
+    let wrong_password = sign_in(&app, "ada@example.com", "wrong horse").await;
+    let unknown_email = sign_in(&app, "bob@example.com", "correct horse").await;
+    assert_eq!(code(&wrong_password), "UNAUTHENTICATED");
+    assert_eq!(code(&unknown_email), "UNAUTHENTICATED");
+    assert_eq!(
+        wrong_password["errors"][0]["message"],
+        unknown_email["errors"][0]["message"]
+    );
+}
+
+#[tokio::test]
+async fn sign_out_revokes_the_token_and_its_derivatives() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let scoped = ada
+        .graphql(
+            "mutation { createScopedToken(input: {readOnly: true}) { token } }",
+            json!({}),
+        )
+        .await;
+    let scoped = app.with_token(
+        scoped["data"]["createScopedToken"]["token"]
+            .as_str()
+            .expect("token"),
+    );
+    assert!(scoped.graphql(ME, json!({})).await["data"]["me"].is_object());
+
+    let out = ada.graphql("mutation { signOut }", json!({})).await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+    for client in [&ada, &scoped] {
+        let (status, body) = client.post_json(json!({ "query": ME })).await;
+        assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+        assert_eq!(status, 401);
+    }
+    // Signing in again gives a fresh, working token.
+    let again = sign_in(&app, "ada@example.com", "correct horse").await;
+    let token = again["data"]["signIn"]["token"].as_str().expect("token");
+    assert!(app.with_token(token).graphql(ME, json!({})).await["data"]["me"].is_object());
+}
+
+/// A token with this user and an expiry in the past, signed by `key`.
+fn token_expiring(key: &KeyPair, user_id: &str, expires: std::time::SystemTime) -> String {
+    let params = HashMap::from([
+        ("user".to_owned(), string(user_id)),
+        ("exp".to_owned(), date(&expires)),
+    ]);
+    Biscuit::builder()
+        .code_with_params(
+            r#"user({user}); role("user"); expires({exp}); check if time($t), $t < {exp};"#,
+            params,
+            HashMap::new(),
+        )
+        .and_then(|b| b.build(key))
+        .and_then(|t| t.to_base64())
+        .expect("token")
+}
+
+#[tokio::test]
+async fn expired_tampered_and_foreign_tokens_are_unauthenticated() {
+    let app = TestApp::postgres().await;
+    let (ada, id) = app.user("ada@example.com").await;
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+    let expired = token_expiring(&app.root, &id, past);
+    let foreign = token_expiring(&KeyPair::new(), &id, future);
+    let valid_here = token_expiring(&app.root, &id, future);
+    let mut tampered = ada.token().to_owned().into_bytes();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+
+    assert!(app.with_token(&valid_here).graphql(ME, json!({})).await["data"]["me"].is_object());
+    for token in [expired, foreign, tampered, "garbage".to_owned()] {
+        let (status, body) = app
+            .with_token(&token)
+            .post_json(json!({ "query": ME }))
+            .await;
+        assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+        assert_eq!(status, 401);
+    }
+}
+
+#[tokio::test]
+async fn identity_comes_from_the_authority_block_only() {
+    let app = TestApp::postgres().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let (bob, _) = app.user("bob@example.com").await;
+    let secret = bob.graphql(CREATE, json!({ "name": "bob's secret" })).await;
+    let secret_id = secret["data"]["createProject"]["project"]["id"].clone();
+
+    // The holder appends a block claiming to be an admin and someone else.
+    let token = Biscuit::from_base64(ada.token(), app.root.public()).expect("parse");
+    let forged = token
+        .append(
+            BlockBuilder::new()
+                .code(r#"user("00000000-0000-0000-0000-000000000000"); role("admin");"#)
+                .expect("block"),
+        )
+        .and_then(|t| t.to_base64())
+        .expect("append");
+    let forged = app.with_token(&forged);
+    let me = forged.graphql(ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["id"], ada_id.as_str());
+    assert_eq!(me["data"]["me"]["role"], "USER");
+    let peek = forged
+        .graphql(
+            "query($id: ID!) { project(id: $id) { name } }",
+            json!({ "id": secret_id }),
+        )
+        .await;
+    assert_eq!(peek["data"]["project"], Value::Null, "{peek}");
+}
+
+#[tokio::test]
+async fn read_only_scoped_token_cannot_mutate() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let payload = ada
+        .graphql(
+            "mutation { createScopedToken(input: {readOnly: true, ttlSeconds: 600}) { token expiresAt } }",
+            json!({}),
+        )
+        .await;
+    let read_only = app.with_token(
+        payload["data"]["createScopedToken"]["token"]
+            .as_str()
+            .expect("token"),
+    );
+    assert!(read_only.graphql(ME, json!({})).await["data"]["me"].is_object());
+    let refused = read_only.graphql(CREATE, json!({ "name": "nope" })).await;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    let mine = ada
+        .graphql("{ myProjects { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        mine["data"]["myProjects"]["totalCount"], 0,
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn project_scoped_token_sees_only_its_project() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let mut ids = Vec::new();
+    for name in ["one", "two"] {
+        let created = ada.graphql(CREATE, json!({ "name": name })).await;
+        ids.push(
+            created["data"]["createProject"]["project"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    let payload = ada
+        .graphql(
+            "mutation($p: ID!) { createScopedToken(input: {projectId: $p}) { token } }",
+            json!({ "p": ids[0] }),
+        )
+        .await;
+    let scoped = app.with_token(
+        payload["data"]["createScopedToken"]["token"]
+            .as_str()
+            .expect("token"),
+    );
+    let get = "query($id: ID!) { project(id: $id) { name } }";
+    assert_eq!(
+        scoped.graphql(get, json!({ "id": ids[0] })).await["data"]["project"]["name"],
+        "one"
+    );
+    assert_eq!(
+        scoped.graphql(get, json!({ "id": ids[1] })).await["data"]["project"],
+        Value::Null
+    );
+    let list = scoped
+        .graphql("{ myProjects { edges { node { name } } } }", json!({}))
+        .await;
+    assert_eq!(
+        list["data"]["myProjects"]["edges"],
+        json!([{ "node": { "name": "one" } }]),
+        "{list}"
+    );
+    let update = scoped
+        .graphql(
+            "mutation($id: ID!) { updateProject(input: {id: $id, name: \"x\"}) { project { name } } }",
+            json!({ "id": ids[1] }),
+        )
+        .await;
+    assert_eq!(code(&update), "NOT_FOUND", "{update}");
+    let create = scoped.graphql(CREATE, json!({ "name": "three" })).await;
+    assert_eq!(code(&create), "FORBIDDEN", "{create}");
+    let renamed = scoped
+        .graphql(
+            "mutation($id: ID!) { updateProject(input: {id: $id, name: \"uno\"}) { project { name } } }",
+            json!({ "id": ids[0] }),
+        )
+        .await;
+    assert_eq!(
+        renamed["data"]["updateProject"]["project"]["name"], "uno",
+        "{renamed}"
+    );
+}
+
+#[tokio::test]
+async fn scoped_token_expiry_only_shortens() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let query =
+        "mutation($ttl: Int) { createScopedToken(input: {ttlSeconds: $ttl}) { token expiresAt } }";
+    let expiry = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(
+            v["data"]["createScopedToken"]["expiresAt"]
+                .as_str()
+                .expect("expiresAt"),
+        )
+        .expect("rfc3339")
+    };
+    let parent = expiry(&ada.graphql(query, json!({ "ttl": null })).await);
+    let short = expiry(&ada.graphql(query, json!({ "ttl": 60 })).await);
+    let long = expiry(&ada.graphql(query, json!({ "ttl": 365 * 24 * 3600 })).await);
+    assert!(short < parent, "{short} < {parent}");
+    assert_eq!(
+        long, parent,
+        "a longer ttl is capped at the parent's expiry"
+    );
+    let zero = ada.graphql(query, json!({ "ttl": 0 })).await;
+    assert_eq!(code(&zero), "BAD_USER_INPUT");
+    let anonymous = app.anonymous().graphql(query, json!({ "ttl": 60 })).await;
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn offline_attenuation_is_enforced() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    // The holder derives a read-only token without asking the gateway.
+    let token = Biscuit::from_base64(ada.token(), app.root.public()).expect("parse");
+    let read_only = token
+        .append(
+            BlockBuilder::new()
+                .code(r#"check if operation("read");"#)
+                .expect("block"),
+        )
+        .and_then(|t| t.to_base64())
+        .expect("append");
+    let read_only = app.with_token(&read_only);
+    assert!(read_only.graphql(ME, json!({})).await["data"]["me"].is_object());
+    assert_eq!(
+        code(&read_only.graphql(CREATE, json!({ "name": "x" })).await),
+        "FORBIDDEN"
+    );
+
+    // And one that has already expired.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let expired = token
+        .append(
+            BlockBuilder::new()
+                .code_with_params(
+                    "check if time($t), $t < {exp};",
+                    HashMap::from([("exp".to_owned(), date(&past))]),
+                    HashMap::new(),
+                )
+                .expect("block"),
+        )
+        .and_then(|t| t.to_base64())
+        .expect("append");
+    assert_eq!(
+        code(&app.with_token(&expired).graphql(ME, json!({})).await),
+        "UNAUTHENTICATED"
+    );
+}
+
+#[tokio::test]
+async fn websocket_takes_auth_from_connection_init() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let bearer = format!("Bearer {}", ada.token());
+    for (protocol, payload, start) in [
+        (
+            "graphql-transport-ws",
+            json!({ "Authorization": bearer }),
+            "subscribe",
+        ),
+        ("graphql-ws", json!({ "authToken": ada.token() }), "start"),
+    ] {
+        let mut ws = app.websocket(protocol, payload).await;
+        assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+        ws.send(json!({ "id": "1", "type": start, "payload": { "query": ME } }))
+            .await;
+        let message = ws.next().await.expect("result");
+        let result = &message["payload"]["data"]["me"]["email"];
+        assert_eq!(result, "ada@example.com", "{protocol}: {message}");
+    }
+    let mut ws = app
+        .websocket(
+            "graphql-transport-ws",
+            json!({ "Authorization": "Bearer garbage" }),
+        )
+        .await;
+    assert!(
+        ws.next().await.is_err(),
+        "a bad token must not be acknowledged"
+    );
+    let mut ws = app.websocket("graphql-transport-ws", json!({})).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": ME } }))
+        .await;
+    assert_eq!(
+        ws.next().await.expect("result")["payload"]["data"]["me"],
+        Value::Null
+    );
+}

@@ -1,0 +1,105 @@
+//! The HTTP surface: GraphQL over GET and POST per the spec, what is refused and how,
+//! health endpoints, and GraphiQL.
+
+use flashfusion_tests::TestApp;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::code;
+
+#[tokio::test]
+async fn queries_run_over_get_but_mutations_do_not() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let (status, body) = ada.get_query("{ me { email } }").await;
+    assert_eq!(
+        (status, &body["data"]["me"]["email"]),
+        (200, &json!("ada@example.com"))
+    );
+    let (status, body) = ada
+        .get_query("mutation { createProject(input: {name: \"x\"}) { project { id } } }")
+        .await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(code(&body), "BAD_USER_INPUT");
+    let mine = ada
+        .graphql("{ myProjects { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        mine["data"]["myProjects"]["totalCount"], 0,
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn batches_and_wrong_content_types_are_refused() {
+    let app = TestApp::postgres().await;
+    let client = app.anonymous();
+    let (status, body) = client
+        .post_json(json!([{ "query": "{ me { id } }" }, { "query": "{ me { id } }" }]))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(code(&body), "BAD_USER_INPUT");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("batch"),
+        "{body}"
+    );
+
+    let (status, body) = client
+        .send(
+            client
+                .request(Method::POST, "/graphql")
+                .header("content-type", "text/plain")
+                .body(r#"{"query":"{ me { id } }"}"#),
+        )
+        .await;
+    assert_eq!(status, 415, "a CSRF-able content type is refused: {body}");
+
+    let (status, body) = client
+        .send(
+            client
+                .request(Method::POST, "/graphql")
+                .header("content-type", "application/json")
+                .body(vec![b' '; 2 * 1024 * 1024]),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+
+    let (status, body) = client.post_json(json!({ "query": "{ me { " })).await;
+    assert_eq!(status, 400);
+    assert_eq!(code(&body), "BAD_USER_INPUT");
+    let (_, body) = client.post_json(json!({ "query": "{ nope }" })).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+}
+
+#[tokio::test]
+async fn health_readiness_and_graphiql() {
+    let app = TestApp::postgres().await;
+    let client = app.anonymous();
+    let text = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .request(Method::GET, path)
+                .send()
+                .await
+                .expect("request");
+            (
+                response.status().as_u16(),
+                response.text().await.expect("body"),
+            )
+        }
+    };
+    assert_eq!(text("/healthz").await.0, 200);
+    assert_eq!(text("/readyz").await.0, 200);
+    let (status, page) = text("/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("graphiql"), "GraphiQL page");
+    assert!(page.contains("/graphql"), "with the endpoint configured");
+    assert!(
+        page.contains("subscriptionUrl: createUrl('/graphql', true)"),
+        "and the WebSocket endpoint"
+    );
+}

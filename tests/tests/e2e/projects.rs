@@ -1,0 +1,419 @@
+//! Projects: ownership enforced by the resolvers and, on Postgres, by the policies
+//! themselves; visibility for anonymous callers and admins; pagination.
+
+use flashfusion_api::auth::Role;
+use flashfusion_tests::{Client, TestApp};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
+use serde_json::{Value, json};
+
+use crate::code;
+
+const CREATE: &str = "mutation($i: CreateProjectInput!) { createProject(input: $i) { project { id name visibility status owner { id displayName } } } }";
+const GET: &str = "query($id: ID!) { project(id: $id) { id name owner { displayName } } }";
+const UPDATE: &str = "mutation($i: UpdateProjectInput!) { updateProject(input: $i) { project { id name status visibility } } }";
+const DELETE: &str = "mutation($id: ID!) { deleteProject(id: $id) { deletedId } }";
+
+async fn create(client: &Client, name: &str, visibility: &str) -> String {
+    let response = client
+        .graphql(
+            CREATE,
+            json!({ "i": { "name": name, "visibility": visibility } }),
+        )
+        .await;
+    response["data"]["createProject"]["project"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createProject failed: {response}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn owner_creates_updates_and_deletes() {
+    let app = TestApp::postgres().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let created = ada
+        .graphql(
+            CREATE,
+            json!({ "i": { "name": "  Site  ", "description": "a site", "framework": "next" } }),
+        )
+        .await;
+    let project = &created["data"]["createProject"]["project"];
+    assert_eq!(project["name"], "Site", "{created}");
+    assert_eq!(project["visibility"], "PRIVATE");
+    assert_eq!(project["status"], "ACTIVE");
+    assert_eq!(
+        project["owner"],
+        json!({ "id": ada_id, "displayName": "ada" })
+    );
+    let id = project["id"].clone();
+
+    let updated = ada
+        .graphql(UPDATE, json!({ "i": { "id": id, "name": "Renamed", "status": "ARCHIVED", "visibility": "PUBLIC" } }))
+        .await;
+    assert_eq!(
+        updated["data"]["updateProject"]["project"],
+        json!({ "id": id, "name": "Renamed", "status": "ARCHIVED", "visibility": "PUBLIC" }),
+        "{updated}"
+    );
+    let deleted = ada.graphql(DELETE, json!({ "id": id })).await;
+    assert_eq!(deleted["data"]["deleteProject"]["deletedId"], id);
+    assert_eq!(
+        ada.graphql(GET, json!({ "id": id })).await["data"]["project"],
+        Value::Null
+    );
+    assert_eq!(
+        code(&ada.graphql(DELETE, json!({ "id": id })).await),
+        "NOT_FOUND"
+    );
+}
+
+#[tokio::test]
+async fn bad_project_input_is_refused_with_codes() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let blank = ada.graphql(CREATE, json!({ "i": { "name": "   " } })).await;
+    assert_eq!(code(&blank), "BAD_USER_INPUT");
+    let enum_value = ada
+        .graphql(
+            CREATE,
+            json!({ "i": { "name": "x", "visibility": "SECRET" } }),
+        )
+        .await;
+    assert_eq!(code(&enum_value), "BAD_USER_INPUT", "{enum_value}");
+    let bad_id = ada.graphql(GET, json!({ "id": "not-a-uuid" })).await;
+    assert_eq!(code(&bad_id), "BAD_USER_INPUT");
+    let unknown = ada
+        .graphql(
+            UPDATE,
+            json!({ "i": { "id": "01a21327-ad51-76d3-837c-59bff2cd56e5", "name": "x" } }),
+        )
+        .await;
+    assert_eq!(code(&unknown), "NOT_FOUND");
+    let anonymous = app
+        .anonymous()
+        .graphql(CREATE, json!({ "i": { "name": "x" } }))
+        .await;
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_read_update_or_delete_a_private_project() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let (bob, _) = app.user("bob@example.com").await;
+    let id = create(&ada, "private", "PRIVATE").await;
+
+    assert_eq!(
+        bob.graphql(GET, json!({ "id": id })).await["data"]["project"],
+        Value::Null
+    );
+    let update = bob
+        .graphql(UPDATE, json!({ "i": { "id": id, "name": "mine now" } }))
+        .await;
+    assert_eq!(code(&update), "NOT_FOUND", "{update}");
+    assert_eq!(update["data"], Value::Null);
+    assert_eq!(
+        code(&bob.graphql(DELETE, json!({ "id": id })).await),
+        "NOT_FOUND"
+    );
+    let still = ada.graphql(GET, json!({ "id": id })).await;
+    assert_eq!(
+        still["data"]["project"]["name"], "private",
+        "untouched: {still}"
+    );
+
+    // A public project is readable by Bob but still not his to change.
+    let public = create(&ada, "public", "PUBLIC").await;
+    assert_eq!(
+        bob.graphql(GET, json!({ "id": public })).await["data"]["project"]["name"],
+        "public"
+    );
+    let update = bob
+        .graphql(UPDATE, json!({ "i": { "id": public, "name": "x" } }))
+        .await;
+    assert_eq!(code(&update), "FORBIDDEN");
+}
+
+/// Runs `sql` in a transaction switched to `role` with these settings, as the gateway's
+/// pipeline does, and returns the rows' first column as text (or the error).
+async fn as_role(
+    app: &TestApp,
+    role: &str,
+    user_id: &str,
+    app_role: &str,
+    sql: &str,
+) -> Result<Vec<String>, sea_orm::DbErr> {
+    let conn = app.db.as_ref().expect("postgres").connect().await;
+    let tx = conn.begin().await?;
+    tx.execute_raw(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        "select set_config('role', $1, true), set_config('app.user_id', $2, true), set_config('app.role', $3, true)",
+        [role.into(), user_id.into(), app_role.into()],
+    ))
+    .await?;
+    let rows = tx
+        .query_all_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+        .await;
+    tx.rollback().await?;
+    Ok(rows?
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).unwrap_or_default())
+        .collect())
+}
+
+#[tokio::test]
+async fn the_policies_themselves_hide_a_private_project() {
+    let app = TestApp::postgres().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let (_, bob_id) = app.user("bob@example.com").await;
+    let id = create(&ada, "private", "PRIVATE").await;
+    let sql = format!("select name from projects where id = '{id}'");
+    let authenticated = "flashfusion_authenticated";
+
+    let as_bob = as_role(&app, authenticated, &bob_id, "user", &sql)
+        .await
+        .expect("query");
+    assert!(
+        as_bob.is_empty(),
+        "Bob must not see Ada's private project: {as_bob:?}"
+    );
+    let as_ada = as_role(&app, authenticated, &ada_id, "user", &sql)
+        .await
+        .expect("query");
+    assert_eq!(as_ada, ["private"]);
+    let as_anon = as_role(&app, "flashfusion_anon", "", "anon", &sql)
+        .await
+        .expect("query");
+    assert!(as_anon.is_empty());
+    let as_admin = as_role(&app, authenticated, &bob_id, "admin", &sql)
+        .await
+        .expect("query");
+    assert_eq!(as_admin, ["private"]);
+
+    // Bob cannot change it in SQL either: the update matches no row.
+    let update = format!("update projects set name = 'stolen' where id = '{id}' returning name");
+    let stolen = as_role(&app, authenticated, &bob_id, "user", &update)
+        .await
+        .expect("update");
+    assert!(stolen.is_empty());
+    // Nor insert a project in Ada's name.
+    let insert = format!(
+        "insert into projects (id, owner_id, name) values (gen_random_uuid(), '{ada_id}', 'forged') returning name"
+    );
+    assert!(
+        as_role(&app, authenticated, &bob_id, "user", &insert)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn strangers_read_only_id_and_display_name_of_a_public_owner() {
+    let app = TestApp::postgres().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let (bob, bob_id) = app.user("bob@example.com").await;
+    create(&ada, "public", "PUBLIC").await;
+    create(&bob, "private", "PRIVATE").await;
+
+    let profiles = as_role(
+        &app,
+        "flashfusion_anon",
+        "",
+        "anon",
+        "select display_name from profiles",
+    )
+    .await
+    .expect("profiles");
+    assert_eq!(profiles, ["ada"], "only owners of public projects");
+    let emails = as_role(
+        &app,
+        "flashfusion_anon",
+        "",
+        "anon",
+        "select email from users",
+    )
+    .await;
+    assert!(
+        emails.is_err() || emails.as_ref().is_ok_and(Vec::is_empty),
+        "{emails:?}"
+    );
+    let bob_reads = as_role(
+        &app,
+        "flashfusion_authenticated",
+        &bob_id,
+        "user",
+        &format!("select email from users where id = '{ada_id}'"),
+    )
+    .await
+    .expect("query");
+    assert!(bob_reads.is_empty(), "Bob must not read Ada's email");
+
+    // Through GraphQL, owner is a Profile: no email field exists on it.
+    let list = app
+        .anonymous()
+        .graphql(
+            "{ publicProjects { edges { node { name owner { id displayName } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        list["data"]["publicProjects"]["edges"],
+        json!([{ "node": { "name": "public", "owner": { "id": ada_id, "displayName": "ada" } } }]),
+        "{list}"
+    );
+    let email = app
+        .anonymous()
+        .graphql(
+            "{ publicProjects { edges { node { owner { email } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&email), "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn anonymous_reads_public_only_and_admin_reads_all() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let (_, carol_id) = app.user("carol@example.com").await;
+    let private = create(&ada, "private", "PRIVATE").await;
+    let public = create(&ada, "public", "PUBLIC").await;
+
+    let anonymous = app.anonymous();
+    assert_eq!(
+        anonymous.graphql(GET, json!({ "id": private })).await["data"]["project"],
+        Value::Null
+    );
+    let seen = anonymous.graphql(GET, json!({ "id": public })).await;
+    assert_eq!(
+        seen["data"]["project"]["owner"]["displayName"], "ada",
+        "{seen}"
+    );
+    let mine = anonymous
+        .graphql("{ myProjects { totalCount } }", json!({}))
+        .await;
+    assert_eq!(code(&mine), "UNAUTHENTICATED");
+
+    let admin = app.with_token(&app.mint(&carol_id, Role::Admin));
+    let seen = admin.graphql(GET, json!({ "id": private })).await;
+    assert_eq!(seen["data"]["project"]["name"], "private", "{seen}");
+    assert_eq!(seen["data"]["project"]["owner"]["displayName"], "ada");
+    let renamed = admin
+        .graphql(
+            UPDATE,
+            json!({ "i": { "id": private, "name": "moderated" } }),
+        )
+        .await;
+    assert_eq!(
+        renamed["data"]["updateProject"]["project"]["name"], "moderated",
+        "{renamed}"
+    );
+}
+
+const PAGE: &str = "query($first: Int, $after: String, $last: Int, $before: String) {
+  myProjects(first: $first, after: $after, last: $last, before: $before) {
+    totalCount
+    edges { cursor node { name owner { displayName } } }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+  }
+}";
+
+#[tokio::test]
+async fn cursors_walk_forwards_and_backwards_without_gaps() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let (bob, _) = app.user("bob@example.com").await;
+    for i in 0..45 {
+        create(
+            &ada,
+            &format!("p{i:02}"),
+            if i % 2 == 0 { "PUBLIC" } else { "PRIVATE" },
+        )
+        .await;
+    }
+    create(&bob, "bob's", "PUBLIC").await;
+    let newest_first: Vec<String> = (0..45).rev().map(|i| format!("p{i:02}")).collect();
+
+    let mut forwards = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = ada
+            .graphql(PAGE, json!({ "first": 10, "after": after }))
+            .await;
+        let connection = &page["data"]["myProjects"];
+        assert_eq!(connection["totalCount"], 45, "{page}");
+        for edge in connection["edges"].as_array().expect("edges") {
+            forwards.push(edge["node"]["name"].as_str().expect("name").to_owned());
+            assert_eq!(edge["node"]["owner"]["displayName"], "ada");
+        }
+        if connection["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = connection["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(forwards, newest_first);
+
+    let mut backwards = Vec::new();
+    let mut before = Value::Null;
+    loop {
+        let page = ada
+            .graphql(PAGE, json!({ "last": 7, "before": before }))
+            .await;
+        let connection = &page["data"]["myProjects"];
+        let names: Vec<String> = connection["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| e["node"]["name"].as_str().expect("name").to_owned())
+            .collect();
+        backwards.splice(0..0, names);
+        if connection["pageInfo"]["hasPreviousPage"] != true {
+            break;
+        }
+        before = connection["pageInfo"]["startCursor"].clone();
+    }
+    assert_eq!(backwards, newest_first);
+
+    let first_page = ada.graphql(PAGE, json!({})).await;
+    assert_eq!(
+        first_page["data"]["myProjects"]["edges"]
+            .as_array()
+            .map(Vec::len),
+        Some(20),
+        "default page size"
+    );
+    let both = ada.graphql(PAGE, json!({ "first": 1, "last": 1 })).await;
+    assert_eq!(code(&both), "BAD_USER_INPUT");
+    let cursor = ada.graphql(PAGE, json!({ "after": "nonsense" })).await;
+    assert_eq!(code(&cursor), "BAD_USER_INPUT");
+    let negative = ada.graphql(PAGE, json!({ "first": -1 })).await;
+    assert_eq!(code(&negative), "BAD_USER_INPUT");
+    let public = app
+        .anonymous()
+        .graphql("{ publicProjects(first: 100) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        public["data"]["publicProjects"]["totalCount"], 24,
+        "23 of Ada's and Bob's one"
+    );
+}
+
+#[tokio::test]
+async fn first_is_capped_at_one_hundred() {
+    let app = TestApp::postgres().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let conn = app.db.as_ref().expect("postgres").connect().await;
+    conn.execute_unprepared(&format!(
+        "insert into projects (id, owner_id, name) select gen_random_uuid(), '{ada_id}', 'p' || n from generate_series(1, 105) n"
+    ))
+    .await
+    .expect("bulk insert");
+    let page = ada.graphql(PAGE, json!({ "first": 1000 })).await;
+    let connection = &page["data"]["myProjects"];
+    assert_eq!(
+        connection["edges"].as_array().map(Vec::len),
+        Some(100),
+        "{page}"
+    );
+    assert_eq!(connection["totalCount"], 105);
+    assert_eq!(connection["pageInfo"]["hasNextPage"], true);
+}
