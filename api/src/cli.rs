@@ -7,7 +7,7 @@ use migration::{Migrator, MigratorTrait};
 use crate::{
     accounts,
     app::{self, AppState},
-    auth::{Email, Role},
+    auth::{Email, Identity, Role},
     config::{Cli, Command, LogFormat, MigrateAction, TokenAction, TokenRole},
     graphql,
 };
@@ -27,31 +27,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             match action {
                 MigrateAction::Up => Migrator::up(conn, None).await,
                 MigrateAction::Down => Migrator::down(conn, None).await,
-                MigrateAction::Status => Migrator::status(conn).await,
+                MigrateAction::Status => Ok(()),
             }
-            .context("migration failed")
+            .context("migration failed")?;
+            for migration in Migrator::get_migration_with_status(conn).await? {
+                println!(
+                    "{:<10} {}",
+                    format!("{:?}", migration.status()),
+                    migration.name()
+                );
+            }
+            Ok(())
         }
         Command::Token {
             action: TokenAction::Issue { email, role, ttl },
         } => {
             let state = AppState::init(cli.config).await?;
             let email = Email::parse(&email).map_err(|e| anyhow::anyhow!(e.message()))?;
-            let conn = state.db.connection();
-            let user = accounts::find_by_email(conn, &email)
+            let user = issue_for(&state, &email, role)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.message()))?
                 .with_context(|| {
                     format!("no account with email {}; sign up first", email.as_str())
                 })?;
-            let (user, role) = match role {
-                TokenRole::User => (user, Role::User),
-                TokenRole::Service => (user, Role::Service),
-                TokenRole::Admin => (
-                    accounts::promote_to_admin(conn, user)
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e.message()))?,
-                    Role::Admin,
-                ),
+            let role = match role {
+                TokenRole::User => Role::User,
+                TokenRole::Admin => Role::Admin,
+                TokenRole::Service => Role::Service,
             };
             let (token, expires_at) = state
                 .tokens
@@ -66,6 +68,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Looks the account up as the gateway's service identity (as sign-in does) and, for an
+/// admin token, promotes it acting as that admin, so the policies and the role-change
+/// trigger see the same rules as over the API.
+async fn issue_for(
+    state: &AppState,
+    email: &Email,
+    role: TokenRole,
+) -> Result<Option<entity::users::Model>, crate::error::ApiError> {
+    let tx = state.db.begin(&Identity::SERVICE, false).await?;
+    let Some(user) = accounts::find_by_email(tx.conn(), email).await? else {
+        return Ok(None);
+    };
+    let user = if role == TokenRole::Admin {
+        tx.handle()
+            .act_as(&Identity::user(user.id, Role::Admin))
+            .await?;
+        accounts::promote_to_admin(tx.conn(), user).await?
+    } else {
+        user
+    };
+    tx.finish(true).await?;
+    Ok(Some(user))
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {

@@ -6,7 +6,10 @@
 //! statement exactly as the resolvers do. This module must never hand out the bare pool
 //! to request code.
 
-use std::sync::{Arc, Weak};
+use std::sync::{
+    Arc, Weak,
+    atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait, roles};
@@ -25,6 +28,9 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Database {
     conn: DatabaseConnection,
+    /// SQL statements run so far (BEGIN/COMMIT excluded), for metrics and for tests
+    /// that prove nested fields are batched.
+    statements: Arc<AtomicU64>,
 }
 
 impl Database {
@@ -32,10 +38,20 @@ impl Database {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let mut options = ConnectOptions::new(url.to_owned());
         options.max_connections(max_connections).sqlx_logging(false);
-        let conn = sea_orm::Database::connect(options)
+        let mut conn = sea_orm::Database::connect(options)
             .await
             .context("cannot connect to the database (check DATABASE_URL)")?;
-        Ok(Self { conn })
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        conn.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        Ok(Self { conn, statements })
+    }
+
+    /// How many SQL statements this pool has run.
+    pub fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     /// Applies every pending migration.

@@ -3,8 +3,14 @@
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     // A missing .env is the normal case outside development.
     let _ = dotenvy::dotenv();
-    flashfusion_api::cli::run(flashfusion_api::config::Cli::parse()).await
+    match flashfusion_api::cli::run(flashfusion_api::config::Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -160,6 +160,77 @@ async fn starts_on_sqlite_with_no_configuration() {
         "resolvers guard SQLite on their own"
     );
 
+    // The CLI mints an admin token for the account, against the same database.
+    let issued = Command::new(BIN)
+        .current_dir(&dir)
+        .env_clear()
+        .args([
+            "token",
+            "issue",
+            "--email",
+            "ADA@example.com",
+            "--role",
+            "admin",
+            "--ttl",
+            "10m",
+        ])
+        .output()
+        .expect("run token issue");
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let admin = String::from_utf8(issued.stdout).expect("utf-8 token");
+    let me = post(
+        &client,
+        &url,
+        Some(admin.trim()),
+        "{ me { email role } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        me["data"]["me"],
+        json!({ "email": "ada@example.com", "role": "ADMIN" }),
+        "{me}"
+    );
+    let peek = post(
+        &client,
+        &url,
+        Some(admin.trim()),
+        "query($id: ID!) { project(id: $id) { name } }",
+        json!({ "id": id }),
+    )
+    .await;
+    assert_eq!(
+        peek["data"]["project"]["name"], "first",
+        "admins read everything"
+    );
+
+    // SIGTERM drains and exits cleanly.
+    let pid = gateway.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut child = std::mem::replace(
+        &mut gateway.0,
+        Command::new("true").spawn().expect("placeholder"),
+    );
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    let status = done_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the gateway did not exit after SIGTERM");
+    assert!(
+        status.expect("exit status").success(),
+        "graceful shutdown exits 0"
+    );
+
     let _ = std::fs::remove_dir_all(dir);
 }
 

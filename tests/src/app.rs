@@ -27,6 +27,8 @@ pub struct TestApp {
     pub root: Arc<KeyPair>,
     /// The database it serves, kept alive as long as the app.
     pub db: Option<TestDb>,
+    /// The gateway's shared state (statement counter, token service).
+    pub state: Arc<AppState>,
     http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
 }
@@ -55,7 +57,7 @@ impl TestApp {
             .await
             .expect("bind a free port");
         let address = listener.local_addr().expect("local address");
-        let app = router(state);
+        let app = router(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -63,6 +65,7 @@ impl TestApp {
             base: format!("http://{address}"),
             root,
             db,
+            state,
             http: reqwest::Client::builder()
                 .timeout(TIMEOUT)
                 .build()

@@ -417,3 +417,75 @@ async fn first_is_capped_at_one_hundred() {
     assert_eq!(connection["totalCount"], 105);
     assert_eq!(connection["pageInfo"]["hasNextPage"], true);
 }
+
+#[tokio::test]
+async fn owners_of_a_page_are_loaded_in_one_batch() {
+    let app = TestApp::postgres().await;
+    for i in 0..30 {
+        let (client, _) = app.user(&format!("user{i}@example.com")).await;
+        create(&client, &format!("p{i}"), "PUBLIC").await;
+    }
+    let before = app.state.db.statements_executed();
+    let page = app
+        .anonymous()
+        .graphql(
+            "{ publicProjects(first: 30) { edges { node { name owner { displayName } } } } }",
+            json!({}),
+        )
+        .await;
+    let statements = app.state.db.statements_executed() - before;
+    let edges = page["data"]["publicProjects"]["edges"]
+        .as_array()
+        .expect("edges");
+    assert_eq!(edges.len(), 30);
+    assert!(
+        edges
+            .iter()
+            .all(|e| e["node"]["owner"]["displayName"].is_string()),
+        "{page}"
+    );
+    // set_config, the page, the owners: not one statement per owner.
+    assert!(
+        statements <= 4,
+        "30 projects with owners took {statements} statements"
+    );
+}
+
+#[tokio::test]
+async fn queries_run_in_read_only_transactions() {
+    let app = TestApp::postgres().await;
+    let (_, ada_id) = app.user("ada@example.com").await;
+    let identity = flashfusion_api::auth::Identity::user(ada_id.parse().expect("uuid"), Role::User);
+    let tx = app.state.db.begin(&identity, true).await.expect("begin");
+    let write = tx
+        .conn()
+        .execute_unprepared(&format!(
+            "insert into projects (id, owner_id, name) values (gen_random_uuid(), '{ada_id}', 'x')"
+        ))
+        .await;
+    let message = write
+        .expect_err("a read-only transaction refuses writes")
+        .to_string();
+    assert!(message.contains("read-only"), "{message}");
+    tx.finish(false).await.expect("rollback");
+    let tx = app.state.db.begin(&identity, false).await.expect("begin");
+    let role = tx
+        .conn()
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "select current_user::text, current_setting('app.user_id'), current_setting('app.role')",
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    let got: (String, String, String) = (
+        role.try_get_by_index(0).expect("user"),
+        role.try_get_by_index(1).expect("id"),
+        role.try_get_by_index(2).expect("role"),
+    );
+    assert_eq!(
+        got,
+        ("flashfusion_authenticated".into(), ada_id, "user".into())
+    );
+    tx.finish(true).await.expect("commit");
+}
