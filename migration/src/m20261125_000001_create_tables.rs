@@ -74,10 +74,10 @@ create table projects (
     created_at {ts} not null default {now},
     updated_at {ts} not null default {now}
 );
--- Keyset pagination of "my projects" and "public projects"; their leading columns also
--- serve the RLS predicates on owner_id and visibility.
-create index projects_owner_id_created_at_id_idx on projects (owner_id, created_at, id);
-create index projects_visibility_created_at_id_idx on projects (visibility, created_at, id);
+-- Keyset pagination of "my projects" and "public projects" walks the time-ordered UUIDv7
+-- id; the leading columns also serve the RLS predicates on owner_id and visibility.
+create index projects_owner_id_id_idx on projects (owner_id, id);
+create index projects_visibility_id_idx on projects (visibility, id);
 create index projects_status_idx on projects (status);
 
 create table ai_services (

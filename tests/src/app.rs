@@ -34,14 +34,14 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// A gateway over a fresh Postgres database.
+    /// A gateway over a fresh Postgres database (cloned from the migrated template).
     pub async fn postgres() -> Self {
         let db = TestDb::new().await;
         let url = db.url().to_owned();
         Self::start(url, Some(db)).await
     }
 
-    /// A gateway over the given database URL (already migrated or not: it migrates).
+    /// A gateway over the given (migrated) database URL.
     pub async fn start(database_url: String, db: Option<TestDb>) -> Self {
         let mut config = Config::defaults();
         config.database_url = database_url.into();
@@ -52,7 +52,6 @@ impl TestApp {
         let state = AppState::with_tokens(config, tokens)
             .await
             .expect("gateway state");
-        state.db.migrate().await.expect("migrations");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a free port");

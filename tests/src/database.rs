@@ -173,6 +173,18 @@ impl TestDb {
         &self.url
     }
 
+    /// Its URL for another login role (trust authentication, as on the test cluster).
+    pub fn url_as(&self, user: &str) -> String {
+        let url = with_database(&test_database_url(), &self.name);
+        match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url,
+        }
+    }
+
     /// A direct connection, for assertions in SQL.
     pub async fn connect(&self) -> DatabaseConnection {
         Database::connect(self.url.as_str())

@@ -4,6 +4,7 @@
 mod auth;
 mod http;
 mod migrations;
+mod production;
 mod projects;
 
 use serde_json::Value;
