@@ -30,7 +30,7 @@ const TABLES_WITH_UPDATED_AT: &[&str] = &[
 ];
 
 /// Every table, in creation order (dependencies first); `down` drops them in reverse.
-const TABLES: &[&str] = &[
+pub(crate) const TABLES: &[&str] = &[
     "users",
     "projects",
     "ai_services",

@@ -12,8 +12,8 @@ use std::{collections::HashMap, fs, path::Path, time::Duration};
 
 use anyhow::Context as _;
 use biscuit_auth::{
-    Algorithm, AuthorizerBuilder, AuthorizerLimits, Biscuit, BlockBuilder, KeyPair, PrivateKey,
-    PublicKey,
+    Algorithm, Authorizer, AuthorizerBuilder, AuthorizerLimits, Biscuit, BlockBuilder, KeyPair,
+    PrivateKey, PublicKey,
     builder::{Term, date, string},
     error::{Logic, Token},
 };
@@ -125,13 +125,9 @@ impl TokenService {
         let token = Biscuit::from_base64(token.trim(), self.root.public()).map_err(|_| INVALID)?;
         // Run only the checks that do not depend on the operation: an expiry check
         // failing means the token is dead whatever it is used for.
-        let mut authorizer = base_authorizer().build(&token).map_err(|_| INVALID)?;
-        match authorizer.authorize_with_limits(LIMITS) {
-            Ok(_) => {}
-            Err(Token::FailedLogic(
-                Logic::Unauthorized { checks, .. } | Logic::NoMatchingPolicy { checks },
-            )) if !checks.iter().any(|c| c.to_string().contains("time(")) => {}
-            Err(_) => return Err(INVALID),
+        let mut authorizer = authorizer(&token, "").map_err(|_| INVALID)?;
+        if let Err(Outcome::Expired | Outcome::Error) = run(&mut authorizer) {
+            return Err(INVALID);
         }
         let users: Vec<(String,)> = authorizer
             .query_with_limits("data($u) <- user($u)", LIMITS)
@@ -169,13 +165,43 @@ fn key_from_hex(hex: &str) -> anyhow::Result<KeyPair> {
 }
 
 /// The authorizer every check starts from: the current time and one policy that
-/// admits any token naming a user in its authority block.
-fn base_authorizer() -> AuthorizerBuilder {
+/// admits any token naming a user in its authority block, plus `facts` about the access.
+fn authorizer(token: &Biscuit, facts: &str) -> ApiResult<Authorizer> {
     AuthorizerBuilder::new()
         .time()
         .set_limits(LIMITS)
-        .code("allow if user($u);")
-        .unwrap_or_else(|_| AuthorizerBuilder::new())
+        .code(format!("{facts} allow if user($u);"))
+        .and_then(|builder| builder.build(token))
+        .map_err(|e| ApiError::internal("cannot build authorizer", e))
+}
+
+/// Why an authorization did not pass.
+enum Outcome {
+    /// A `time` check failed: the token (or one of its blocks) has expired.
+    Expired,
+    /// Another check or no policy: the token does not allow this access.
+    Refused,
+    /// The authorizer could not run (limits exceeded, malformed rules).
+    Error,
+}
+
+/// Runs the authorizer. Expiry is told apart from other refusals by the failing check's
+/// text: every expiry check of our token layout (and of offline attenuation, see the
+/// module header) is a `time(..)` check, and no other check mentions `time`.
+fn run(authorizer: &mut Authorizer) -> Result<(), Outcome> {
+    match authorizer.authorize_with_limits(LIMITS) {
+        Ok(_) => Ok(()),
+        Err(Token::FailedLogic(
+            Logic::Unauthorized { checks, .. } | Logic::NoMatchingPolicy { checks },
+        )) => {
+            if checks.iter().any(|c| c.to_string().contains("time(")) {
+                Err(Outcome::Expired)
+            } else {
+                Err(Outcome::Refused)
+            }
+        }
+        Err(_) => Err(Outcome::Error),
+    }
 }
 
 impl Session {
@@ -211,18 +237,11 @@ impl Session {
             Resource::Account => code.push_str("resource(\"account\");"),
             Resource::Project(id) => code.push_str(&format!("resource(\"project\", \"{id}\");")),
         }
-        let mut authorizer = base_authorizer()
-            .code(code)
-            .and_then(|b| b.build(&self.token))
-            .map_err(|e| ApiError::internal("cannot build authorizer", e))?;
-        match authorizer.authorize_with_limits(LIMITS) {
-            Ok(_) => Ok(()),
-            Err(Token::FailedLogic(
-                Logic::Unauthorized { checks, .. } | Logic::NoMatchingPolicy { checks },
-            )) if checks.iter().any(|c| c.to_string().contains("time(")) => {
-                Err(ApiError::Unauthenticated("invalid or expired token"))
-            }
-            Err(_) => Err(ApiError::Forbidden(
+        let mut authorizer = authorizer(&self.token, &code)?;
+        match run(&mut authorizer) {
+            Ok(()) => Ok(()),
+            Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
+            Err(Outcome::Refused | Outcome::Error) => Err(ApiError::Forbidden(
                 "this token does not allow this operation",
             )),
         }
