@@ -135,6 +135,10 @@ pub struct Config {
         global = true
     )]
     pub max_body_bytes: usize,
+    /// Longest an HTTP request may take before it is answered 408 (its transaction is
+    /// rolled back), e.g. `30s`.
+    #[arg(long, env = "FLASHFUSION_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub request_timeout: Duration,
     /// Maximum database connections in the pool.
     #[arg(
         long,

@@ -96,6 +96,16 @@ impl RequestContext {
         }
     }
 
+    /// Whether the token limits which projects it reaches (an attenuation like
+    /// `check if resource("project", "<id>")`): a project that cannot exist is refused.
+    pub fn is_project_scoped(&self) -> bool {
+        self.session.as_ref().is_some_and(|session| {
+            session
+                .authorize(Operation::Read, Resource::Project(Uuid::nil()))
+                .is_err()
+        })
+    }
+
     /// The operation's transaction.
     pub fn tx(&self) -> ApiResult<Arc<DatabaseTransaction>> {
         self.tx.get()

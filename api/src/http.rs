@@ -18,7 +18,9 @@ use axum::{
     response::{Html, IntoResponse},
     routing::get,
 };
-use tower_http::{cors::CorsLayer, limit::RequestBodyLimitLayer, trace::TraceLayer};
+use tower_http::{
+    cors::CorsLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer,
+};
 
 use crate::{
     auth::{Identity, Session},
@@ -35,9 +37,10 @@ const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 const WS_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The router with every route and the middleware stack. Layers, outermost first:
-/// tracing (one span per HTTP request), CORS, the body size limit.
+/// tracing (one span per HTTP request), CORS, the request timeout, the body size limit.
 pub fn router(gateway: Gateway) -> Router {
     let max_body = gateway.state().config.max_body_bytes;
+    let timeout = gateway.state().config.request_timeout;
     Router::new()
         .route("/", get(graphiql))
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
@@ -45,6 +48,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/readyz", get(readyz))
         .with_state(gateway)
         .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .layer(
             CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)

@@ -104,14 +104,12 @@ impl PageArgs {
 }
 
 /// Pages through `query` newest first by its UUIDv7 key column `id` (read back from a
-/// row with `key`), mapping rows with `node` and keeping only rows `keep` accepts (token
-/// scopes).
+/// row with `key`), mapping rows with `node`.
 pub async fn paginate<E, C, N>(
     tx: &TxRef,
     query: Select<E>,
     (id, key): (C, fn(&E::Model) -> Uuid),
     args: PageArgs,
-    keep: impl Fn(&E::Model) -> bool,
     node: impl Fn(E::Model) -> N,
 ) -> ApiResult<Page<N>>
 where
@@ -157,7 +155,6 @@ where
     let mut connection = Connection::with_additional_fields(has_previous, has_next, totals);
     connection.edges.extend(
         rows.into_iter()
-            .filter(|row| keep(row))
             .map(|row| Edge::new(IdCursor(key(&row)), node(row))),
     );
     Ok(connection)

@@ -11,6 +11,7 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 use entity::projects::{self, ProjectStatus as DbStatus, ProjectVisibility as DbVisibility};
+use sea_orm::{ColumnTrait, QueryFilter, QuerySelect, Select};
 use uuid::Uuid;
 
 use crate::{
@@ -183,20 +184,35 @@ impl ProjectQuery {
     }
 }
 
+/// One page of `query`. Under a token scoped to some projects the candidates are first
+/// narrowed to the projects its checks allow, so pages and `totalCount` count only what
+/// the token may see.
 async fn list(
     rc: &RequestContext,
-    query: sea_orm::Select<projects::Entity>,
+    query: Select<projects::Entity>,
     args: PageArgs,
 ) -> ApiResult<Page<Project>> {
+    let query = if rc.is_project_scoped() {
+        let candidates: Vec<Uuid> = query
+            .clone()
+            .select_only()
+            .column(projects::Column::Id)
+            .into_tuple()
+            .all(&*rc.tx()?)
+            .await?;
+        let allowed = candidates.into_iter().filter(|id| {
+            rc.authorize(Operation::Read, Resource::Project(*id))
+                .is_ok()
+        });
+        query.filter(projects::Column::Id.is_in(allowed))
+    } else {
+        query
+    };
     paginate(
         rc.tx_ref(),
         query,
         (projects::Column::Id, |p: &projects::Model| p.id),
         args,
-        |p| {
-            rc.authorize(Operation::Read, Resource::Project(p.id))
-                .is_ok()
-        },
         Project::from,
     )
     .await

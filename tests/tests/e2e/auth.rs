@@ -256,12 +256,15 @@ async fn project_scoped_token_sees_only_its_project() {
         Value::Null
     );
     let list = scoped
-        .graphql("{ myProjects { edges { node { name } } } }", json!({}))
+        .graphql(
+            "{ myProjects { totalCount edges { node { name } } } }",
+            json!({}),
+        )
         .await;
     assert_eq!(
-        list["data"]["myProjects"]["edges"],
-        json!([{ "node": { "name": "one" } }]),
-        "{list}"
+        list["data"]["myProjects"],
+        json!({ "totalCount": 1, "edges": [{ "node": { "name": "one" } }] }),
+        "the other project is not even counted: {list}"
     );
     let update = scoped
         .graphql(
