@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait, roles};
 use sea_orm::{
     AccessMode, ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, Statement, TransactionTrait,
+    DatabaseTransaction, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -81,11 +81,23 @@ impl Database {
 
     /// Opens a transaction acting as `identity`. On Postgres the transaction is
     /// read-only when `read_only` is set, and its role and settings are switched before
-    /// anything else runs.
+    /// anything else runs. On SQLite a writing transaction takes the write lock at
+    /// `BEGIN IMMEDIATE`, so concurrent writers queue on the busy timeout instead of
+    /// failing when a deferred transaction tries to upgrade its read lock.
     pub async fn begin(&self, identity: &Identity, read_only: bool) -> ApiResult<RequestTx> {
         let is_postgres = self.backend() == DatabaseBackend::Postgres;
-        let access = (is_postgres && read_only).then_some(AccessMode::ReadOnly);
-        let tx = self.conn.begin_with_config(None, access).await?;
+        let options = if is_postgres {
+            TransactionOptions {
+                access_mode: read_only.then_some(AccessMode::ReadOnly),
+                ..TransactionOptions::default()
+            }
+        } else {
+            TransactionOptions {
+                sqlite_transaction_mode: (!read_only).then_some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            }
+        };
+        let tx = self.conn.begin_with_options(options).await?;
         if is_postgres {
             act_as(&tx, identity).await?;
         }

@@ -4,7 +4,7 @@
 //! Resolvers never open transactions or read headers; they get everything from
 //! [`RequestContext`], which only the pipeline builds.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 use sea_orm::DatabaseTransaction;
@@ -40,7 +40,8 @@ pub fn build_schema(state: Option<Arc<crate::app::AppState>>) -> AppSchema {
     let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
-        .extension(async_graphql::extensions::Tracing);
+        .extension(async_graphql::extensions::Tracing)
+        .extension(crate::pipeline::MutationGuard);
     match state {
         Some(state) => builder.data(state).finish(),
         None => builder.finish(),
@@ -56,6 +57,8 @@ pub fn sdl() -> String {
 pub struct RequestContext {
     pub(crate) session: Option<Session>,
     pub(crate) tx: TxRef,
+    /// The code of the first root mutation field that failed; later ones do not run.
+    pub(crate) failed: OnceLock<String>,
 }
 
 impl RequestContext {
@@ -94,16 +97,6 @@ impl RequestContext {
             (None, Operation::Read) => Ok(()),
             (None, Operation::Write) => Err(ApiError::Unauthenticated("sign in first")),
         }
-    }
-
-    /// Whether the token limits which projects it reaches (an attenuation like
-    /// `check if resource("project", "<id>")`): a project that cannot exist is refused.
-    pub fn is_project_scoped(&self) -> bool {
-        self.session.as_ref().is_some_and(|session| {
-            session
-                .authorize(Operation::Read, Resource::Project(Uuid::nil()))
-                .is_err()
-        })
     }
 
     /// The operation's transaction.

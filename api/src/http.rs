@@ -156,6 +156,7 @@ async fn execute(
         Some(Refusal::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
         Some(Refusal::Unauthenticated) => StatusCode::UNAUTHORIZED,
         Some(Refusal::BadRequest) => StatusCode::BAD_REQUEST,
+        Some(Refusal::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
     };
     json_response(status, &response, wants)
 }

@@ -17,3 +17,4 @@ mod loaders;
 mod pagination;
 pub mod pipeline;
 pub mod projects;
+mod validate;

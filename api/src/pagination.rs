@@ -64,9 +64,21 @@ impl ConnectionTotals {
 /// A Relay connection of `Node`s.
 pub type Page<Node> = Connection<IdCursor, Node, ConnectionTotals, EmptyFields>;
 
-enum Direction {
-    Forward { limit: usize, after: Option<Uuid> },
-    Backward { limit: usize, before: Option<Uuid> },
+/// Which end of the (cursor-bounded) list a page is taken from.
+enum End {
+    /// `first`: the newest rows.
+    Newest(usize),
+    /// `last`: the oldest rows.
+    Oldest(usize),
+}
+
+/// The validated arguments: the window between the cursors, and which end to take.
+struct Window {
+    end: End,
+    /// Rows older than this (newest first: after it in the list).
+    after: Option<Uuid>,
+    /// Rows newer than this.
+    before: Option<Uuid>,
 }
 
 fn decode(field: &str, cursor: Option<String>) -> ApiResult<Option<Uuid>> {
@@ -83,24 +95,32 @@ fn size(field: &str, n: i32) -> ApiResult<usize> {
 }
 
 impl PageArgs {
-    fn direction(self) -> ApiResult<Direction> {
-        match (self.first, self.last) {
-            (Some(_), Some(_)) => Err(ApiError::bad_input("first and last: give one, not both")),
-            (None, Some(last)) => Ok(Direction::Backward {
-                limit: size("last", last)?,
-                before: decode("before", self.before)?,
-            }),
-            (first, None) => {
-                if self.before.is_some() {
-                    return Err(ApiError::bad_input("before: use it with last"));
-                }
-                Ok(Direction::Forward {
-                    limit: first.map_or(Ok(DEFAULT_PAGE), |n| size("first", n))?,
-                    after: decode("after", self.after)?,
-                })
+    fn window(self) -> ApiResult<Window> {
+        let end = match (self.first, self.last) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_input("first and last: give one, not both"));
             }
-        }
+            (None, Some(last)) => End::Oldest(size("last", last)?),
+            (first, None) => End::Newest(first.map_or(Ok(DEFAULT_PAGE), |n| size("first", n))?),
+        };
+        Ok(Window {
+            end,
+            after: decode("after", self.after)?,
+            before: decode("before", self.before)?,
+        })
     }
+}
+
+/// The complexity of a connection field: its children counted once per item it may
+/// return, so a query cannot ask for many large pages under one complexity budget.
+pub fn page_complexity(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
+    let items = first.or(last).map_or(DEFAULT_PAGE, |n| {
+        usize::try_from(n).unwrap_or(0).min(MAX_PAGE)
+    });
+    items
+        .max(1)
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
 }
 
 /// Pages through `query` newest first by its UUIDv7 key column `id` (read back from a
@@ -118,31 +138,40 @@ where
     E::Model: Sync,
     N: OutputType,
 {
-    let direction = args.direction()?;
+    let window = args.window()?;
     let count_query = query.clone();
     let count_tx = tx.clone();
     let db = tx.get()?;
-    let (rows, has_previous, has_next) = match direction {
-        Direction::Forward { limit, after } => {
-            let mut q = query.order_by_desc(id);
-            if let Some(after) = after {
-                q = q.filter(id.lt(after));
-            }
-            let mut rows = q.limit(limit as u64 + 1).all(&*db).await?;
+    let mut query = query;
+    if let Some(after) = window.after {
+        query = query.filter(id.lt(after));
+    }
+    if let Some(before) = window.before {
+        query = query.filter(id.gt(before));
+    }
+    // hasPreviousPage / hasNextPage as the Relay spec allows: exact towards the end
+    // the page is taken from, "a cursor was given" towards the other.
+    let (rows, has_previous, has_next) = match window.end {
+        End::Newest(limit) => {
+            let mut rows = query
+                .order_by_desc(id)
+                .limit(limit as u64 + 1)
+                .all(&*db)
+                .await?;
             let more = rows.len() > limit;
             rows.truncate(limit);
-            (rows, after.is_some(), more)
+            (rows, window.after.is_some(), more)
         }
-        Direction::Backward { limit, before } => {
-            let mut q = query.order_by_asc(id);
-            if let Some(before) = before {
-                q = q.filter(id.gt(before));
-            }
-            let mut rows = q.limit(limit as u64 + 1).all(&*db).await?;
+        End::Oldest(limit) => {
+            let mut rows = query
+                .order_by_asc(id)
+                .limit(limit as u64 + 1)
+                .all(&*db)
+                .await?;
             let more = rows.len() > limit;
             rows.truncate(limit);
             rows.reverse();
-            (rows, more, before.is_some())
+            (rows, more, window.before.is_some())
         }
     };
     let totals = ConnectionTotals {

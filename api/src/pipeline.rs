@@ -4,11 +4,15 @@
 //! commit on success or roll back on error. Built once, so every resolver gets RLS and
 //! the token's checks without doing anything.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use async_graphql::{
-    Executor, Request, Response, ServerError, Value,
+    Executor, Request, Response, ServerError, ServerResult, Value,
     dataloader::DataLoader,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo},
     parser::types::{DocumentOperations, OperationType},
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -44,6 +48,8 @@ pub enum Refusal {
     Unauthenticated,
     /// Unparseable or otherwise unrunnable.
     BadRequest,
+    /// The database could not be reached.
+    Unavailable,
 }
 
 /// The gateway: schema plus shared state, executing operations through the pipeline.
@@ -128,26 +134,29 @@ impl Gateway {
             }
             _ => {}
         }
+        if let Some(Err(err)) = caller.as_ref().map(Session::ensure_live) {
+            // A WebSocket outlives its token: expiry is checked per operation.
+            return refuse(err, Refusal::Unauthenticated);
+        }
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
         let read_only = operation_type == OperationType::Query;
         let tx = match self.state.db.begin(&identity, read_only).await {
             Ok(tx) => tx,
-            Err(err) => return refuse(err, Refusal::BadRequest),
+            Err(err) => return refuse(err, Refusal::Unavailable),
         };
         if let Some(session) = &caller {
-            match accounts::any_revoked(tx.conn(), session.revocation_ids()).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    let _ = tx.finish(false).await;
-                    return refuse(
-                        ApiError::Unauthenticated("invalid or expired token"),
-                        Refusal::Unauthenticated,
-                    );
-                }
-                Err(err) => {
-                    let _ = tx.finish(false).await;
-                    return refuse(err, Refusal::BadRequest);
-                }
+            let refusal = match accounts::any_revoked(tx.conn(), session.revocation_ids()).await {
+                Ok(false) => None,
+                Ok(true) => Some((
+                    ApiError::Unauthenticated("invalid or expired token"),
+                    Refusal::Unauthenticated,
+                )),
+                Err(err) => Some((err, Refusal::Unavailable)),
+            };
+            if let Some((err, refusal)) = refusal {
+                // Nothing was written; a failed rollback only means the connection is gone.
+                let _ = tx.finish(false).await;
+                return refuse(err, refusal);
             }
         }
         let handle = tx.handle();
@@ -155,6 +164,7 @@ impl Gateway {
             .data(RequestContext {
                 session: caller,
                 tx: handle.clone(),
+                failed: OnceLock::new(),
             })
             .data(DataLoader::new(ProfileLoader { tx: handle }, tokio::spawn));
         let mut response = self.schema.execute(request).await;
@@ -215,6 +225,61 @@ fn with_codes(mut response: Response) -> Response {
     response
 }
 
+/// Stops a mutation at its first failing root field. GraphQL runs the remaining root
+/// fields anyway, but the operation will be rolled back, and on Postgres every statement
+/// after a failed one is refused ("transaction aborted"), which would surface as
+/// `INTERNAL`. Later fields get an error naming the cause instead, with the first
+/// failure's code, and run nothing.
+pub(crate) struct MutationGuard;
+
+impl ExtensionFactory for MutationGuard {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(MutationGuard)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for MutationGuard {
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        let Some(rc) = ctx.data_opt::<RequestContext>() else {
+            return next.run(ctx, info).await;
+        };
+        if info.parent_type != "Mutation" {
+            return next.run(ctx, info).await;
+        }
+        if let Some(code) = rc.failed.get() {
+            let mut error = ServerError::new(
+                "not run: an earlier field of this mutation failed, so the operation was rolled back",
+                Some(info.field.name.pos),
+            );
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", code.as_str());
+            return Err(error);
+        }
+        let result = next.run(ctx, info).await;
+        if let Err(error) = &result {
+            let code = error
+                .extensions
+                .as_ref()
+                .and_then(|ext| ext.get("code"))
+                .and_then(|code| match code {
+                    Value::String(code) => Some(code.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "BAD_USER_INPUT".to_owned());
+            let _ = rc.failed.set(code);
+        }
+        result
+    }
+}
+
 /// The WebSocket transport runs operations through the same pipeline; its caller
 /// comes from `connection_init`, kept in the connection's data.
 #[derive(Clone)]
@@ -223,11 +288,13 @@ pub struct WsExecutor {
 }
 
 impl Executor for WsExecutor {
-    async fn execute(&self, request: Request) -> Response {
-        self.gateway
-            .run(request, None, Transport::WebSocket)
-            .await
-            .0
+    /// Not used by the WebSocket transport, which always calls `execute_stream` with the
+    /// connection's data; refusing here keeps a future caller from running anonymously
+    /// by accident.
+    async fn execute(&self, _request: Request) -> Response {
+        Response::from_errors(vec![
+            ApiError::bug("WsExecutor::execute has no connection identity").into(),
+        ])
     }
 
     fn execute_stream(

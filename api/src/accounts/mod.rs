@@ -17,6 +17,7 @@ use crate::{
     error::{ApiError, ApiResult},
     graphql::{RequestContext, app_state, parse_id},
     projects,
+    validate::{self, Lines},
 };
 
 pub(crate) use repo::{any_revoked, find_by_email, promote_to_admin};
@@ -116,9 +117,15 @@ impl AccountQuery {
             return Ok(None);
         };
         rc.authorize(Operation::Read, Resource::Account)?;
-        Ok(repo::find(&*rc.tx()?, rc.identity(), user_id)
-            .await?
-            .map(User::from))
+        let user = repo::find(&*rc.tx()?, rc.identity(), user_id).await?;
+        Ok(user.map(|user| {
+            let mut user = User::from(user);
+            // A service token acts as a service whatever the account's stored role.
+            if rc.identity().role() == Some(TokenRole::Service) {
+                user.role = Role::Service;
+            }
+            user
+        }))
     }
 }
 
@@ -132,7 +139,7 @@ impl AccountMutation {
         let rc = RequestContext::of(ctx)?;
         let email = Email::parse(&input.email)?;
         let password = Password::parse_new(input.password)?;
-        let display_name = display_name(&input.display_name)?;
+        let display_name = validate::required("displayName", &input.display_name, 100, Lines::One)?;
         let password_hash = auth::hash_password(password).await?;
         let user = as_service(rc, async {
             repo::insert(&*rc.tx()?, &email, &display_name, password_hash).await
@@ -154,12 +161,18 @@ impl AccountMutation {
         sign_in_payload(ctx, user.ok_or(WRONG)?)
     }
 
-    /// Revokes the presented token and every token derived from the same parent blocks.
+    /// Revokes the presented token and every token derived from it (not the token it
+    /// was itself derived from).
     async fn sign_out(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let rc = RequestContext::of(ctx)?;
         let session = rc.session()?;
         rc.authorize(Operation::Write, Resource::Account)?;
-        repo::revoke(&*rc.tx()?, session.revocation_ids(), session.expires_at()).await?;
+        repo::revoke(
+            &*rc.tx()?,
+            session.own_revocation_id(),
+            session.expires_at(),
+        )
+        .await?;
         Ok(true)
     }
 
@@ -215,14 +228,4 @@ fn sign_in_payload(ctx: &Context<'_>, user: users::Model) -> ApiResult<AuthPaylo
         token,
         user: user.into(),
     })
-}
-
-/// A display name: trimmed, 1 to 100 characters.
-fn display_name(raw: &str) -> ApiResult<String> {
-    let name = raw.trim();
-    match name.chars().count() {
-        0 => Err(ApiError::bad_input("displayName: must not be empty")),
-        1..=100 => Ok(name.to_owned()),
-        _ => Err(ApiError::bad_input("displayName: at most 100 characters")),
-    }
 }

@@ -2,20 +2,28 @@
 //!
 //! Token layout (documented for holders who attenuate offline, see ARCHITECTURE.md):
 //! the authority block holds `user("<uuid>")`, `role("user"|"admin"|"service")`,
-//! `expires(<date>)` and `check if time($t), $t < <date>`. Attenuation blocks add checks
-//! only: `check if operation("read")` for read-only, `check if resource("project",
-//! "<uuid>") or resource("account")` for one project, `check if time($t), $t < <date>`
-//! for a shorter life. The authorizer supplies `time(now)`, `operation(..)` and
-//! `resource(..)` for every access, so those checks bite.
+//! `expires(<date>)` and `check if time($t), $t < <date>`. Attenuation blocks add checks:
+//! `check if operation("read")` for read-only, `check if resource("project", "<uuid>")
+//! or resource("account")` for one project (with the hint `scope_project("<uuid>")`, so
+//! lists need not authorize every row), `check if time($t), $t < <date>` (with
+//! `expires(<date>)`) for a shorter life. The authorizer supplies `time(now)`,
+//! `operation(..)` and `resource(..)` for every access, so those checks bite. Facts of
+//! appended blocks are never trusted to widen anything: identity comes from the
+//! authority block, and hints and expiries only narrow.
 
-use std::{collections::HashMap, fs, path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    fs,
+    path::Path,
+    time::{Duration, SystemTime},
+};
 
 use anyhow::Context as _;
 use biscuit_auth::{
     Algorithm, Authorizer, AuthorizerBuilder, AuthorizerLimits, Biscuit, BlockBuilder, KeyPair,
-    PrivateKey, PublicKey,
+    PrivateKey,
     builder::{Term, date, string},
-    error::{Logic, Token},
+    error::{FailedCheck, Logic, Token},
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -42,7 +50,13 @@ pub struct TokenService {
 pub struct Session {
     token: Biscuit,
     identity: Identity,
+    /// The earliest expiry any block states.
     expires_at: DateTime<Utc>,
+    /// Whether an appended block refers to `resource(..)`, i.e. may restrict which
+    /// projects the token reaches.
+    restricts_resources: bool,
+    /// Project ids appended blocks name with `scope_project(..)`.
+    project_hints: Vec<Uuid>,
 }
 
 impl TokenService {
@@ -63,7 +77,7 @@ impl TokenService {
             }
             None => {
                 let root = KeyPair::new();
-                fs::write(key_file, root.private().to_bytes_hex())
+                write_private(key_file, &root.private().to_bytes_hex())
                     .with_context(|| format!("cannot write {}", key_file.display()))?;
                 tracing::warn!(
                     path = %key_file.display(),
@@ -78,16 +92,6 @@ impl TokenService {
     /// A service around a given key pair (tests, embedding).
     pub fn from_key_pair(root: KeyPair, default_ttl: Duration) -> Self {
         Self { root, default_ttl }
-    }
-
-    /// The public key clients and other services verify with.
-    pub fn public_key(&self) -> PublicKey {
-        self.root.public()
-    }
-
-    /// The configured default lifetime.
-    pub fn default_ttl(&self) -> Duration {
-        self.default_ttl
     }
 
     /// Mints a token for `user_id` with `role`, valid for `ttl` (default lifetime when
@@ -123,34 +127,62 @@ impl TokenService {
     pub fn verify(&self, token: &str) -> ApiResult<Session> {
         const INVALID: ApiError = ApiError::Unauthenticated("invalid or expired token");
         let token = Biscuit::from_base64(token.trim(), self.root.public()).map_err(|_| INVALID)?;
-        // Run only the checks that do not depend on the operation: an expiry check
-        // failing means the token is dead whatever it is used for.
-        let mut authorizer = authorizer(&token, "").map_err(|_| INVALID)?;
-        if let Err(Outcome::Expired | Outcome::Error) = run(&mut authorizer) {
+        // Checks that depend on the operation fail here without meaning anything; only
+        // an expired check makes the token dead whatever it is used for.
+        if let Err(Outcome::Expired | Outcome::Error) = check(&token, "") {
             return Err(INVALID);
         }
+        let mut authorizer = authorizer(&token, "", None).map_err(|_| INVALID)?;
+        let _ = authorizer.authorize_with_limits(LIMITS);
+        // Identity from the authority block only (`query`), never from appended blocks.
         let users: Vec<(String,)> = authorizer
             .query_with_limits("data($u) <- user($u)", LIMITS)
             .map_err(|_| INVALID)?;
         let roles: Vec<(String,)> = authorizer
             .query_with_limits("data($r) <- role($r)", LIMITS)
             .map_err(|_| INVALID)?;
-        let expiries: Vec<(std::time::SystemTime,)> = authorizer
-            .query_with_limits("data($e) <- expires($e)", LIMITS)
-            .map_err(|_| INVALID)?;
-        let (Some((user,)), Some((role,)), Some((expires,))) =
-            (single(users), single(roles), single(expiries))
-        else {
+        let (Some((user,)), Some((role,))) = (single(users), single(roles)) else {
             return Err(INVALID);
         };
-        let user_id = Uuid::parse_str(&user).map_err(|_| INVALID)?;
-        let role = Role::parse(&role).ok_or(INVALID)?;
+        // Facts of appended blocks may only narrow what the gateway does: the earliest
+        // `expires` is reported (checks enforce the real expiry), and `scope_project`
+        // hints only shrink the candidates that lists then authorize row by row.
+        let expiries: Vec<(SystemTime,)> = authorizer
+            .query_all_with_limits("data($e) <- expires($e)", LIMITS)
+            .map_err(|_| INVALID)?;
+        let expires_at = expiries.into_iter().map(|(e,)| e).min().ok_or(INVALID)?;
+        let hints: Vec<(String,)> = authorizer
+            .query_all_with_limits("data($p) <- scope_project($p)", LIMITS)
+            .map_err(|_| INVALID)?;
+        let restricts_resources = (1..token.block_count()).any(|block| {
+            token
+                .print_block_source(block)
+                .map_or(true, |source| source.contains("resource"))
+        });
         Ok(Session {
+            identity: Identity::user(
+                Uuid::parse_str(&user).map_err(|_| INVALID)?,
+                Role::parse(&role).ok_or(INVALID)?,
+            ),
+            expires_at: expires_at.into(),
+            restricts_resources,
+            project_hints: hints
+                .into_iter()
+                .filter_map(|(id,)| Uuid::parse_str(&id).ok())
+                .collect(),
             token,
-            identity: Identity::user(user_id, role),
-            expires_at: expires.into(),
         })
     }
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 /// Exactly one answer, or none.
@@ -164,11 +196,20 @@ fn key_from_hex(hex: &str) -> anyhow::Result<KeyPair> {
     Ok(KeyPair::from(&private))
 }
 
-/// The authorizer every check starts from: the current time and one policy that
-/// admits any token naming a user in its authority block, plus `facts` about the access.
-fn authorizer(token: &Biscuit, facts: &str) -> ApiResult<Authorizer> {
-    AuthorizerBuilder::new()
-        .time()
+/// The authorizer every check starts from: the time (now, or `at`), one policy that
+/// admits any token naming a user in its authority block, and `facts` about the access.
+fn authorizer(token: &Biscuit, facts: &str, at: Option<SystemTime>) -> ApiResult<Authorizer> {
+    let builder = match at {
+        None => AuthorizerBuilder::new().time(),
+        Some(at) => AuthorizerBuilder::new()
+            .code_with_params(
+                "time({at});",
+                HashMap::from([("at".to_owned(), date(&at))]),
+                HashMap::new(),
+            )
+            .map_err(|e| ApiError::internal("cannot build authorizer", e))?,
+    };
+    builder
         .set_limits(LIMITS)
         .code(format!("{facts} allow if user($u);"))
         .and_then(|builder| builder.build(token))
@@ -185,22 +226,37 @@ enum Outcome {
     Error,
 }
 
-/// Runs the authorizer. Expiry is told apart from other refusals by the failing check's
-/// text: every expiry check of our token layout (and of offline attenuation, see the
-/// module header) is a `time(..)` check, and no other check mentions `time`.
-fn run(authorizer: &mut Authorizer) -> Result<(), Outcome> {
-    match authorizer.authorize_with_limits(LIMITS) {
-        Ok(_) => Ok(()),
+/// The checks that failed, if the failure was one of checks or policies.
+fn failed_checks(result: Result<usize, Token>) -> Result<Vec<FailedCheck>, Outcome> {
+    match result {
+        Ok(_) => Ok(Vec::new()),
         Err(Token::FailedLogic(
             Logic::Unauthorized { checks, .. } | Logic::NoMatchingPolicy { checks },
-        )) => {
-            if checks.iter().any(|c| c.to_string().contains("time(")) {
-                Err(Outcome::Expired)
-            } else {
-                Err(Outcome::Refused)
-            }
-        }
+        )) => Ok(checks),
         Err(_) => Err(Outcome::Error),
+    }
+}
+
+/// Authorizes `token` for an access described by `facts`. A refusal is an expiry when
+/// some failing check would pass at the Unix epoch: it fails because of the time, not of
+/// what is being done. This holds for any way a holder writes an expiry, not only ours.
+fn check(token: &Biscuit, facts: &str) -> Result<(), Outcome> {
+    let mut now = authorizer(token, facts, None).map_err(|_| Outcome::Error)?;
+    let result = now.authorize_with_limits(LIMITS);
+    if result.is_ok() {
+        return Ok(());
+    }
+    let failing_now = failed_checks(result)?;
+    let mut epoch =
+        authorizer(token, facts, Some(SystemTime::UNIX_EPOCH)).map_err(|_| Outcome::Error)?;
+    let failing_then = failed_checks(epoch.authorize_with_limits(LIMITS))?;
+    if failing_now
+        .iter()
+        .any(|failed| !failing_then.contains(failed))
+    {
+        Err(Outcome::Expired)
+    } else {
+        Err(Outcome::Refused)
     }
 }
 
@@ -210,19 +266,50 @@ impl Session {
         self.identity
     }
 
-    /// When the token (authority block) expires.
+    /// The earliest expiry the token's blocks state.
     pub fn expires_at(&self) -> DateTime<Utc> {
         self.expires_at
     }
 
-    /// Hex revocation ids of every block; storing them all revokes this token and
-    /// every token derived from it.
+    /// Hex revocation ids of every block. A token is dead when any of them has been
+    /// revoked: its own, or one of a token it was derived from.
     pub fn revocation_ids(&self) -> Vec<String> {
         self.token
             .revocation_identifiers()
             .iter()
             .map(hex::encode)
             .collect()
+    }
+
+    /// The revocation id of this token's last block. Revoking it kills this token and
+    /// every token derived from it, and nothing it was derived from: a dashboard holding
+    /// a derived token cannot sign its owner out. For a token that was not derived, it
+    /// is its only id.
+    pub fn own_revocation_id(&self) -> Vec<String> {
+        self.revocation_ids().pop().into_iter().collect()
+    }
+
+    /// Whether the token may still be used at all; the pipeline asks before every
+    /// operation, so a WebSocket opened with a token stops working when it expires.
+    pub fn ensure_live(&self) -> ApiResult<()> {
+        match check(&self.token, "") {
+            Err(Outcome::Expired | Outcome::Error) => {
+                Err(ApiError::Unauthenticated("invalid or expired token"))
+            }
+            Ok(()) | Err(Outcome::Refused) => Ok(()),
+        }
+    }
+
+    /// Whether an appended block may restrict which projects this token reaches; lists
+    /// then authorize their candidates row by row.
+    pub fn restricts_resources(&self) -> bool {
+        self.restricts_resources
+    }
+
+    /// Project ids appended blocks declare with `scope_project(..)`: when there are any,
+    /// the projects a restricted token may reach are among them.
+    pub fn project_hints(&self) -> &[Uuid] {
+        &self.project_hints
     }
 
     /// Runs the token's checks against this access: `FORBIDDEN` when an attenuation
@@ -232,13 +319,12 @@ impl Session {
             Operation::Read => "read",
             Operation::Write => "write",
         };
-        let mut code = format!("operation(\"{op}\");");
+        let mut facts = format!("operation(\"{op}\");");
         match resource {
-            Resource::Account => code.push_str("resource(\"account\");"),
-            Resource::Project(id) => code.push_str(&format!("resource(\"project\", \"{id}\");")),
+            Resource::Account => facts.push_str("resource(\"account\");"),
+            Resource::Project(id) => facts.push_str(&format!("resource(\"project\", \"{id}\");")),
         }
-        let mut authorizer = authorizer(&self.token, &code)?;
-        match run(&mut authorizer) {
+        match check(&self.token, &facts) {
             Ok(()) => Ok(()),
             Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
             Err(Outcome::Refused | Outcome::Error) => Err(ApiError::Forbidden(
@@ -258,14 +344,17 @@ impl Session {
         let expires_at = ttl
             .map(super::expiry_after)
             .map_or(self.expires_at, |requested| requested.min(self.expires_at));
-        let mut code = String::from("check if time($t), $t < {exp};");
+        let mut code = String::from("expires({exp}); check if time($t), $t < {exp};");
         let mut params: HashMap<String, Term> =
             HashMap::from([("exp".to_owned(), date(&expires_at.into()))]);
         if read_only {
             code.push_str(r#"check if operation("read");"#);
         }
         if let Some(project) = project_id {
-            code.push_str(r#"check if resource("project", {project}) or resource("account");"#);
+            code.push_str(
+                r#"scope_project({project});
+                   check if resource("project", {project}) or resource("account");"#,
+            );
             params.insert("project".to_owned(), string(&project.to_string()));
         }
         let token = BlockBuilder::new()

@@ -7,7 +7,8 @@
 mod repo;
 
 use async_graphql::{
-    ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject, dataloader::DataLoader,
+    ComplexObject, Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject,
+    dataloader::DataLoader,
 };
 use chrono::{DateTime, Utc};
 use entity::projects::{self, ProjectStatus as DbStatus, ProjectVisibility as DbVisibility};
@@ -15,11 +16,12 @@ use sea_orm::{ColumnTrait, QueryFilter, QuerySelect, Select};
 use uuid::Uuid;
 
 use crate::{
-    auth::{Operation, Resource},
+    auth::{Operation, Resource, Role, Session},
     error::{ApiError, ApiResult},
     graphql::{RequestContext, parse_id},
     loaders::{Profile, ProfileLoader},
-    pagination::{Page, PageArgs, paginate},
+    pagination::{Page, PageArgs, page_complexity, paginate},
+    validate::{self, Lines},
 };
 
 /// Who may read a project.
@@ -122,7 +124,7 @@ pub struct CreateProjectInput {
 pub struct UpdateProjectInput {
     id: ID,
     name: Option<String>,
-    description: Option<String>,
+    description: MaybeUndefined<String>,
     visibility: Option<ProjectVisibility>,
     status: Option<ProjectStatus>,
 }
@@ -148,6 +150,7 @@ impl ProjectQuery {
     }
 
     /// The caller's own projects, newest first.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
     async fn my_projects(
         &self,
         ctx: &Context<'_>,
@@ -168,45 +171,40 @@ impl ProjectQuery {
     }
 
     /// Everyone's public projects, newest first.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
     async fn public_projects(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
     ) -> ApiResult<Page<Project>> {
         let rc = RequestContext::of(ctx)?;
         let args = PageArgs {
             first,
             after,
-            ..PageArgs::default()
+            last,
+            before,
         };
         list(rc, repo::public(), args).await
     }
 }
 
-/// One page of `query`. Under a token scoped to some projects the candidates are first
-/// narrowed to the projects its checks allow, so pages and `totalCount` count only what
-/// the token may see.
+/// One page of `query`. Under a token whose appended blocks may restrict projects, the
+/// candidates are first narrowed to those its checks allow, so pages and `totalCount`
+/// count only what the token may see.
 async fn list(
     rc: &RequestContext,
     query: Select<projects::Entity>,
     args: PageArgs,
 ) -> ApiResult<Page<Project>> {
-    let query = if rc.is_project_scoped() {
-        let candidates: Vec<Uuid> = query
-            .clone()
-            .select_only()
-            .column(projects::Column::Id)
-            .into_tuple()
-            .all(&*rc.tx()?)
-            .await?;
-        let allowed = candidates.into_iter().filter(|id| {
-            rc.authorize(Operation::Read, Resource::Project(*id))
-                .is_ok()
-        });
-        query.filter(projects::Column::Id.is_in(allowed))
-    } else {
-        query
+    let query = match &rc.session {
+        Some(session) if session.restricts_resources() => {
+            let allowed = scoped_candidates(rc, session, query.clone()).await?;
+            query.filter(projects::Column::Id.is_in(allowed))
+        }
+        _ => query,
     };
     paginate(
         rc.tx_ref(),
@@ -216,6 +214,47 @@ async fn list(
         Project::from,
     )
     .await
+}
+
+/// Most candidates a restricted token without `scope_project` hints may have
+/// authorized one by one in a list.
+const MAX_SCOPED_CANDIDATES: u64 = 10_000;
+
+/// The ids among `query`'s rows that a restricted token may read.
+async fn scoped_candidates(
+    rc: &RequestContext,
+    session: &Session,
+    mut query: Select<projects::Entity>,
+) -> ApiResult<Vec<Uuid>> {
+    if !session.project_hints().is_empty() {
+        query = query.filter(projects::Column::Id.is_in(session.project_hints().iter().copied()));
+    }
+    let candidates: Vec<Uuid> = query
+        .select_only()
+        .column(projects::Column::Id)
+        .limit(MAX_SCOPED_CANDIDATES + 1)
+        .into_tuple()
+        .all(&*rc.tx()?)
+        .await?;
+    if candidates.len() as u64 > MAX_SCOPED_CANDIDATES {
+        return Err(ApiError::bad_input(
+            "this token restricts projects without naming them; add scope_project(\"<id>\") \
+             facts to its block so lists can be narrowed",
+        ));
+    }
+    let session = session.clone();
+    tokio::task::spawn_blocking(move || {
+        candidates
+            .into_iter()
+            .filter(|id| {
+                session
+                    .authorize(Operation::Read, Resource::Project(*id))
+                    .is_ok()
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::internal("authorizing candidates failed", e))
 }
 
 #[derive(Default)]
@@ -231,18 +270,29 @@ impl ProjectMutation {
     ) -> ApiResult<ProjectPayload> {
         let rc = RequestContext::of(ctx)?;
         let owner = rc.user_id()?;
+        refuse_service(rc)?;
         let id = crate::db::new_id();
         rc.authorize(Operation::Write, Resource::Project(id))?;
         let new = repo::NewProject {
             id,
             owner_id: owner,
-            name: name(&input.name)?,
-            description: optional_text("description", input.description, 10_000)?,
+            name: validate::required("name", &input.name, NAME_MAX, Lines::One)?,
+            description: validate::optional(
+                "description",
+                input.description.as_deref(),
+                DESCRIPTION_MAX,
+                Lines::Many,
+            )?,
             visibility: input
                 .visibility
                 .unwrap_or(ProjectVisibility::Private)
                 .into(),
-            framework: optional_text("framework", input.framework, 100)?,
+            framework: validate::optional(
+                "framework",
+                input.framework.as_deref(),
+                FRAMEWORK_MAX,
+                Lines::One,
+            )?,
         };
         let project = repo::insert(&*rc.tx()?, new).await?;
         Ok(ProjectPayload {
@@ -251,6 +301,7 @@ impl ProjectMutation {
     }
 
     /// Changes the given fields of a project the caller owns (or any, for admins).
+    /// An omitted field stays; `description: null` or `""` clears the description.
     async fn update_project(
         &self,
         ctx: &Context<'_>,
@@ -259,9 +310,23 @@ impl ProjectMutation {
         let rc = RequestContext::of(ctx)?;
         let id = parse_id("id", &input.id)?;
         let current = require_writable(rc, id).await?;
+        let description = match &input.description {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(text) => Some(validate::optional(
+                "description",
+                Some(text),
+                DESCRIPTION_MAX,
+                Lines::Many,
+            )?),
+        };
         let changes = repo::ProjectChanges {
-            name: input.name.as_deref().map(name).transpose()?,
-            description: optional_text("description", input.description, 10_000)?,
+            name: input
+                .name
+                .as_deref()
+                .map(|name| validate::required("name", name, NAME_MAX, Lines::One))
+                .transpose()?,
+            description,
             visibility: input.visibility.map(Into::into),
             status: input.status.map(Into::into),
         };
@@ -274,10 +339,12 @@ impl ProjectMutation {
     /// Deletes a project the caller owns (or any, for admins).
     async fn delete_project(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeletePayload> {
         let rc = RequestContext::of(ctx)?;
-        let uuid = parse_id("id", &id)?;
-        let current = require_writable(rc, uuid).await?;
+        let id = parse_id("id", &id)?;
+        let current = require_writable(rc, id).await?;
         repo::delete(&*rc.tx()?, current).await?;
-        Ok(DeletePayload { deleted_id: id })
+        Ok(DeletePayload {
+            deleted_id: id.into(),
+        })
     }
 }
 
@@ -293,9 +360,11 @@ pub(crate) async fn require_visible(rc: &RequestContext, id: Uuid) -> ApiResult<
 }
 
 /// The project `id` if the caller may change it: `NOT_FOUND` when invisible,
-/// `FORBIDDEN` when visible but not theirs or when the token is read-only.
+/// `FORBIDDEN` when visible but not theirs, for service tokens, or when the token is
+/// read-only.
 async fn require_writable(rc: &RequestContext, id: Uuid) -> ApiResult<projects::Model> {
     let project = require_visible(rc, id).await?;
+    refuse_service(rc)?;
     let identity = rc.identity();
     if identity.user_id() != Some(project.owner_id) && !identity.is_admin() {
         return Err(ApiError::Forbidden(
@@ -306,22 +375,18 @@ async fn require_writable(rc: &RequestContext, id: Uuid) -> ApiResult<projects::
     Ok(project)
 }
 
-/// A project name: trimmed, 1 to 200 characters.
-fn name(raw: &str) -> ApiResult<String> {
-    let name = raw.trim();
-    match name.chars().count() {
-        0 => Err(ApiError::bad_input("name: must not be empty")),
-        1..=200 => Ok(name.to_owned()),
-        _ => Err(ApiError::bad_input("name: at most 200 characters")),
+/// Services read projects but never change them (the policies grant them SELECT only);
+/// saying so here keeps SQLite, which has no policies, to the same rule.
+fn refuse_service(rc: &RequestContext) -> ApiResult<()> {
+    if rc.identity().role() == Some(Role::Service) {
+        return Err(ApiError::Forbidden("service tokens cannot change projects"));
     }
+    Ok(())
 }
 
-/// Optional free text of at most `max` characters; blank becomes absent.
-fn optional_text(field: &str, raw: Option<String>, max: usize) -> ApiResult<Option<String>> {
-    match raw.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()) {
-        Some(s) if s.chars().count() > max => Err(ApiError::bad_input(format!(
-            "{field}: at most {max} characters"
-        ))),
-        other => Ok(other),
-    }
-}
+/// Longest project name, in characters.
+const NAME_MAX: usize = 200;
+/// Longest description, in characters.
+const DESCRIPTION_MAX: usize = 10_000;
+/// Longest framework name, in characters.
+const FRAMEWORK_MAX: usize = 100;

@@ -78,7 +78,8 @@ pub async fn insert(db: &impl ConnectionTrait, new: NewProject) -> ApiResult<pro
 /// Validated changes; `None` leaves a field as it is.
 pub struct ProjectChanges {
     pub name: Option<String>,
-    pub description: Option<String>,
+    /// `Some(None)` clears the description.
+    pub description: Option<Option<String>>,
     pub visibility: Option<ProjectVisibility>,
     pub status: Option<ProjectStatus>,
 }
@@ -93,7 +94,7 @@ pub async fn update(
         project.name = Set(name);
     }
     if let Some(description) = changes.description {
-        project.description = Set(Some(description));
+        project.description = Set(description);
     }
     if let Some(visibility) = changes.visibility {
         project.visibility = Set(visibility);

@@ -1,0 +1,93 @@
+//! Validation of the free text clients send, in one place: trimmed, bounded, and free
+//! of control characters (Postgres refuses NUL outright, and none belong in a name), so
+//! both backends store the same thing and bad input is `BAD_USER_INPUT`, never a
+//! database error.
+
+use crate::error::{ApiError, ApiResult};
+
+/// What a piece of text may span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// A name: no control characters at all.
+    One,
+    /// A description: line breaks and tabs allowed.
+    Many,
+}
+
+fn check(field: &str, value: &str, max: usize, lines: Lines) -> ApiResult<()> {
+    let allowed = |c: char| lines == Lines::Many && matches!(c, '\n' | '\r' | '\t');
+    if value.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(ApiError::bad_input(format!(
+            "{field}: must not contain control characters"
+        )));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::bad_input(format!(
+            "{field}: at most {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Required text: trimmed, not empty, at most `max` characters.
+pub fn required(field: &str, raw: &str, max: usize, lines: Lines) -> ApiResult<String> {
+    let value = raw.trim();
+    if value.is_empty() {
+        return Err(ApiError::bad_input(format!("{field}: must not be empty")));
+    }
+    check(field, value, max, lines)?;
+    Ok(value.to_owned())
+}
+
+/// Optional text: trimmed; blank becomes absent.
+pub fn optional(
+    field: &str,
+    raw: Option<&str>,
+    max: usize,
+    lines: Lines,
+) -> ApiResult<Option<String>> {
+    match raw.map(str::trim).filter(|value| !value.is_empty()) {
+        Some(value) => {
+            check(field, value, max, lines)?;
+            Ok(Some(value.to_owned()))
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_refuse_control_characters() {
+        assert_eq!(
+            required("name", "  Site ", 10, Lines::One).ok().as_deref(),
+            Some("Site")
+        );
+        assert!(required("name", "   ", 10, Lines::One).is_err());
+        assert!(required("name", "a\u{0}b", 10, Lines::One).is_err());
+        assert!(required("name", "a\nb", 10, Lines::One).is_err());
+        assert!(required("name", "abcdefghijk", 10, Lines::One).is_err());
+        assert_eq!(
+            required("name", "ééé", 3, Lines::One).ok().as_deref(),
+            Some("ééé")
+        );
+    }
+
+    #[test]
+    fn descriptions_keep_line_breaks_but_not_nul() {
+        assert_eq!(
+            optional("d", Some("one\ntwo"), 20, Lines::Many)
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("one\ntwo")
+        );
+        assert!(optional("d", Some("a\u{0}"), 20, Lines::Many).is_err());
+        assert_eq!(
+            optional("d", Some("  "), 20, Lines::Many).ok().flatten(),
+            None
+        );
+    }
+}
