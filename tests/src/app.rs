@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
 
+use migration::MigratorTrait as _;
+
 use crate::TestDb;
 
 /// Every wait in the tests is bounded by this.
@@ -29,6 +31,8 @@ pub struct TestApp {
     pub db: Option<TestDb>,
     /// The gateway's shared state (statement counter, token service).
     pub state: Arc<AppState>,
+    /// The directory of a SQLite app's database, removed with the app.
+    sqlite_dir: Option<tempfile::TempDir>,
     http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
 }
@@ -39,6 +43,23 @@ impl TestApp {
         let db = TestDb::new().await;
         let url = db.url().to_owned();
         Self::start(url, Some(db)).await
+    }
+
+    /// A gateway over a fresh SQLite file in a temporary directory, migrated as
+    /// `serve` would: the resolvers are the only guard there.
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+        let conn = sea_orm::Database::connect(url.as_str())
+            .await
+            .expect("sqlite");
+        migration::Migrator::up(&conn, None)
+            .await
+            .expect("migrate sqlite");
+        conn.close().await.expect("close");
+        let mut app = Self::start(url, None).await;
+        app.sqlite_dir = Some(dir);
+        app
     }
 
     /// A gateway over the given (migrated) database URL.
@@ -65,6 +86,7 @@ impl TestApp {
             root,
             db,
             state,
+            sqlite_dir: None,
             http: reqwest::Client::builder()
                 .timeout(TIMEOUT)
                 .build()

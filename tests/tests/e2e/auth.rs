@@ -12,6 +12,16 @@ use serde_json::{Value, json};
 
 use crate::code;
 
+on_both_backends!(
+    sign_up_refuses_bad_input_and_duplicates,
+    sign_out_revokes_the_token_and_its_derivatives,
+    a_derived_token_signs_out_only_itself,
+    read_only_scoped_token_cannot_mutate,
+    project_scoped_token_sees_only_its_project,
+    offline_attenuation_is_enforced,
+    offline_deny_lists_hide_projects_from_lists,
+);
+
 const ME: &str = "{ me { id email displayName role } }";
 const CREATE: &str =
     "mutation($name: String!) { createProject(input: {name: $name}) { project { id } } }";
@@ -57,9 +67,7 @@ async fn sign_up_then_me_and_sign_in() {
     );
 }
 
-#[tokio::test]
-async fn sign_up_refuses_bad_input_and_duplicates() {
-    let app = TestApp::postgres().await;
+async fn sign_up_refuses_bad_input_and_duplicates(app: TestApp) {
     assert_eq!(
         code(&sign_up(&app, "not-an-email", "correct horse").await),
         "BAD_USER_INPUT"
@@ -75,6 +83,10 @@ async fn sign_up_refuses_bad_input_and_duplicates() {
     assert!(sign_up(&app, "ada@example.com", "correct horse").await["errors"].is_null());
     let again = sign_up(&app, "ADA@EXAMPLE.COM", "another one").await;
     assert_eq!(code(&again), "CONFLICT", "{again}");
+    let nul = sign_up(&app, "a\u{0}@example.com", "correct horse").await;
+    assert_eq!(code(&nul), "BAD_USER_INPUT", "{nul}");
+    let nul = sign_in(&app, "a\u{0}@example.com", "correct horse").await;
+    assert_eq!(code(&nul), "UNAUTHENTICATED", "{nul}");
 }
 
 #[tokio::test]
@@ -91,9 +103,7 @@ async fn wrong_credentials_do_not_say_which_part_was_wrong() {
     );
 }
 
-#[tokio::test]
-async fn sign_out_revokes_the_token_and_its_derivatives() {
-    let app = TestApp::postgres().await;
+async fn sign_out_revokes_the_token_and_its_derivatives(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let scoped = ada
         .graphql(
@@ -194,9 +204,7 @@ async fn identity_comes_from_the_authority_block_only() {
     assert_eq!(peek["data"]["project"], Value::Null, "{peek}");
 }
 
-#[tokio::test]
-async fn read_only_scoped_token_cannot_mutate() {
-    let app = TestApp::postgres().await;
+async fn read_only_scoped_token_cannot_mutate(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let payload = ada
         .graphql(
@@ -221,9 +229,7 @@ async fn read_only_scoped_token_cannot_mutate() {
     );
 }
 
-#[tokio::test]
-async fn project_scoped_token_sees_only_its_project() {
-    let app = TestApp::postgres().await;
+async fn project_scoped_token_sees_only_its_project(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let mut ids = Vec::new();
     for name in ["one", "two"] {
@@ -315,9 +321,7 @@ async fn scoped_token_expiry_only_shortens() {
     assert_eq!(code(&anonymous), "UNAUTHENTICATED");
 }
 
-#[tokio::test]
-async fn offline_attenuation_is_enforced() {
-    let app = TestApp::postgres().await;
+async fn offline_attenuation_is_enforced(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     // The holder derives a read-only token without asking the gateway.
     let token = Biscuit::from_base64(ada.token(), app.root.public()).expect("parse");
@@ -394,5 +398,169 @@ async fn websocket_takes_auth_from_connection_init() {
     assert_eq!(
         ws.next().await.expect("result")["payload"]["data"]["me"],
         Value::Null
+    );
+}
+
+async fn scoped(client: &flashfusion_tests::Client, input: Value) -> String {
+    let payload = client
+        .graphql(
+            "mutation($i: ScopedTokenInput!) { createScopedToken(input: $i) { token } }",
+            json!({ "i": input }),
+        )
+        .await;
+    payload["data"]["createScopedToken"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createScopedToken failed: {payload}"))
+        .to_owned()
+}
+
+async fn a_derived_token_signs_out_only_itself(app: TestApp) {
+    let (ada, _) = app.user("ada@example.com").await;
+    let child = app.with_token(&scoped(&ada, json!({})).await);
+    let grandchild = app.with_token(&scoped(&child, json!({ "readOnly": true })).await);
+    let sibling = app.with_token(&scoped(&ada, json!({})).await);
+    let out = child.graphql("mutation { signOut }", json!({})).await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+    assert_eq!(code(&child.graphql(ME, json!({})).await), "UNAUTHENTICATED");
+    assert_eq!(
+        code(&grandchild.graphql(ME, json!({})).await),
+        "UNAUTHENTICATED",
+        "what was derived from it dies with it"
+    );
+    for survivor in [&ada, &sibling] {
+        let me = survivor.graphql(ME, json!({})).await;
+        assert!(
+            me["data"]["me"].is_object(),
+            "the parent and siblings live on: {me}"
+        );
+    }
+}
+
+async fn offline_deny_lists_hide_projects_from_lists(app: TestApp) {
+    let (ada, _) = app.user("ada@example.com").await;
+    let public = |name: &'static str| {
+        let ada = ada.clone();
+        async move {
+            let created = ada
+                .graphql(
+                    "mutation($n: String!) { createProject(input: {name: $n, visibility: PUBLIC}) { project { id } } }",
+                    json!({ "n": name }),
+                )
+                .await;
+            created["data"]["createProject"]["project"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        }
+    };
+    let secret = public("secret").await;
+    public("shown").await;
+    let token = Biscuit::from_base64(ada.token(), app.root.public()).expect("parse");
+    let denying = token
+        .append(
+            BlockBuilder::new()
+                .code_with_params(
+                    r#"check if resource("project", $p), $p != {secret} or resource("account");"#,
+                    HashMap::from([("secret".to_owned(), string(&secret))]),
+                    HashMap::new(),
+                )
+                .expect("block"),
+        )
+        .and_then(|t| t.to_base64())
+        .expect("append");
+    let dashboard = app.with_token(&denying);
+    let get = dashboard
+        .graphql(
+            "query($id: ID!) { project(id: $id) { name } }",
+            json!({ "id": secret }),
+        )
+        .await;
+    assert_eq!(get["data"]["project"], Value::Null);
+    for list in ["myProjects", "publicProjects"] {
+        let page = dashboard
+            .graphql(
+                &format!("{{ {list} {{ totalCount edges {{ node {{ name }} }} }} }}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            page["data"][list],
+            json!({ "totalCount": 1, "edges": [{ "node": { "name": "shown" } }] }),
+            "{list}: {page}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn expiry_is_told_from_other_refusals_however_it_is_written() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let token = Biscuit::from_base64(ada.token(), app.root.public()).expect("parse");
+    let append = |code: &str| {
+        token
+            .append(BlockBuilder::new().code(code).expect("block"))
+            .and_then(|t| t.to_base64())
+            .expect("append")
+    };
+    // A valid expiry combined with read-only in one check: usable for reads.
+    let combined = app.with_token(&append(
+        r#"check if time($t), $t < 2100-01-01T00:00:00Z, operation("read");"#,
+    ));
+    assert!(combined.graphql(ME, json!({})).await["data"]["me"].is_object());
+    let write = combined
+        .graphql(
+            "mutation { createProject(input: {name: \"x\"}) { project { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&write), "FORBIDDEN", "{write}");
+    // An expiry written through a rule is still an expiry.
+    let disguised = app.with_token(&append(
+        r#"now($t) <- time($t); check if now($t), $t < 2000-01-01T00:00:00Z;"#,
+    ));
+    assert_eq!(
+        code(&disguised.graphql(ME, json!({})).await),
+        "UNAUTHENTICATED"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_stops_answering_when_its_token_expires() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let payload = ada
+        .graphql(
+            "mutation { createScopedToken(input: {ttlSeconds: 1}) { token expiresAt } }",
+            json!({}),
+        )
+        .await;
+    let token = payload["data"]["createScopedToken"]["token"]
+        .as_str()
+        .expect("token");
+    let expires_at = chrono::DateTime::parse_from_rfc3339(
+        payload["data"]["createScopedToken"]["expiresAt"]
+            .as_str()
+            .expect("expiresAt"),
+    )
+    .expect("rfc3339");
+    let mut ws = app
+        .websocket(
+            "graphql-transport-ws",
+            json!({ "Authorization": format!("Bearer {token}") }),
+        )
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    // Waiting for the clock is the behaviour under test, not a synchronisation.
+    let remaining = (expires_at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(remaining + std::time::Duration::from_millis(200)).await;
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": ME } }))
+        .await;
+    let message = ws.next().await.expect("an answer");
+    assert_eq!(message["type"], "next", "{message}");
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{message}"
     );
 }

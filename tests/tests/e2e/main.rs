@@ -1,6 +1,25 @@
 //! End-to-end tests: each test starts the real gateway router on its own fresh Postgres
 //! database (or SQLite where it says so) and talks to it as a web client would.
 
+/// Runs each named scenario (an `async fn(TestApp)`) against both backends: Postgres,
+/// where policies and resolvers both guard, and SQLite, where the resolvers alone do, so
+/// a resolver check that RLS would mask cannot go missing unnoticed.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn postgres() {
+                super::$scenario(flashfusion_tests::TestApp::postgres().await).await;
+            }
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$scenario(flashfusion_tests::TestApp::sqlite().await).await;
+            }
+        }
+    )*};
+}
+
 mod auth;
 mod http;
 mod migrations;

@@ -8,6 +8,17 @@ use serde_json::{Value, json};
 
 use crate::code;
 
+on_both_backends!(
+    owner_creates_updates_and_deletes,
+    bad_project_input_is_refused_with_codes,
+    a_stranger_cannot_read_update_or_delete_a_private_project,
+    anonymous_reads_public_only_and_admin_reads_all,
+    cursors_walk_forwards_and_backwards_without_gaps,
+    service_tokens_read_but_do_not_change_projects,
+    failed_mutations_stop_and_roll_back_whole,
+    concurrent_writers_all_succeed,
+);
+
 const CREATE: &str = "mutation($i: CreateProjectInput!) { createProject(input: $i) { project { id name visibility status owner { id displayName } } } }";
 const GET: &str = "query($id: ID!) { project(id: $id) { id name owner { displayName } } }";
 const UPDATE: &str = "mutation($i: UpdateProjectInput!) { updateProject(input: $i) { project { id name status visibility } } }";
@@ -26,9 +37,7 @@ async fn create(client: &Client, name: &str, visibility: &str) -> String {
         .to_owned()
 }
 
-#[tokio::test]
-async fn owner_creates_updates_and_deletes() {
-    let app = TestApp::postgres().await;
+async fn owner_creates_updates_and_deletes(app: TestApp) {
     let (ada, ada_id) = app.user("ada@example.com").await;
     let created = ada
         .graphql(
@@ -54,8 +63,37 @@ async fn owner_creates_updates_and_deletes() {
         json!({ "id": id, "name": "Renamed", "status": "ARCHIVED", "visibility": "PUBLIC" }),
         "{updated}"
     );
-    let deleted = ada.graphql(DELETE, json!({ "id": id })).await;
-    assert_eq!(deleted["data"]["deleteProject"]["deletedId"], id);
+    let described = "query($id: ID!) { project(id: $id) { description } }";
+    assert_eq!(
+        ada.graphql(described, json!({ "id": id })).await["data"]["project"]["description"],
+        "a site"
+    );
+    ada.graphql(
+        UPDATE,
+        json!({ "i": { "id": id, "name": "Renamed again" } }),
+    )
+    .await;
+    assert_eq!(
+        ada.graphql(described, json!({ "id": id })).await["data"]["project"]["description"],
+        "a site",
+        "an omitted field stays"
+    );
+    let cleared = ada
+        .graphql(UPDATE, json!({ "i": { "id": id, "description": null } }))
+        .await;
+    assert!(cleared["errors"].is_null(), "{cleared}");
+    assert_eq!(
+        ada.graphql(described, json!({ "id": id })).await["data"]["project"]["description"],
+        Value::Null
+    );
+
+    // The id comes back canonical whatever spelling the client used.
+    let braced = format!("{{{}}}", id.as_str().expect("id").to_uppercase());
+    let deleted = ada.graphql(DELETE, json!({ "id": braced })).await;
+    assert_eq!(
+        deleted["data"]["deleteProject"]["deletedId"], id,
+        "{deleted}"
+    );
     assert_eq!(
         ada.graphql(GET, json!({ "id": id })).await["data"]["project"],
         Value::Null
@@ -66,9 +104,7 @@ async fn owner_creates_updates_and_deletes() {
     );
 }
 
-#[tokio::test]
-async fn bad_project_input_is_refused_with_codes() {
-    let app = TestApp::postgres().await;
+async fn bad_project_input_is_refused_with_codes(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let blank = ada.graphql(CREATE, json!({ "i": { "name": "   " } })).await;
     assert_eq!(code(&blank), "BAD_USER_INPUT");
@@ -93,11 +129,35 @@ async fn bad_project_input_is_refused_with_codes() {
         .graphql(CREATE, json!({ "i": { "name": "x" } }))
         .await;
     assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+    for input in [
+        json!({ "name": "nul\u{0}name" }),
+        json!({ "name": "two\nlines" }),
+        json!({ "name": "x", "description": "nul\u{0}" }),
+        json!({ "name": "x".repeat(201) }),
+    ] {
+        let refused = ada.graphql(CREATE, json!({ "i": input })).await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{input}: {refused}");
+    }
+    let multiline = ada
+        .graphql(
+            CREATE,
+            json!({ "i": { "name": "x", "description": "one\ntwo" } }),
+        )
+        .await;
+    assert!(
+        multiline["errors"].is_null(),
+        "descriptions may span lines: {multiline}"
+    );
+    let mine = ada
+        .graphql("{ myProjects { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        mine["data"]["myProjects"]["totalCount"], 1,
+        "nothing half-written"
+    );
 }
 
-#[tokio::test]
-async fn a_stranger_cannot_read_update_or_delete_a_private_project() {
-    let app = TestApp::postgres().await;
+async fn a_stranger_cannot_read_update_or_delete_a_private_project(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let (bob, _) = app.user("bob@example.com").await;
     let id = create(&ada, "private", "PRIVATE").await;
@@ -199,11 +259,9 @@ async fn the_policies_themselves_hide_a_private_project() {
     let insert = format!(
         "insert into projects (id, owner_id, name) values (gen_random_uuid(), '{ada_id}', 'forged') returning name"
     );
-    assert!(
-        as_role(&app, authenticated, &bob_id, "user", &insert)
-            .await
-            .is_err()
-    );
+    let forged = as_role(&app, authenticated, &bob_id, "user", &insert).await;
+    let message = forged.expect_err("the policy refuses the row").to_string();
+    assert!(message.contains("row-level security"), "{message}");
 }
 
 #[tokio::test]
@@ -270,9 +328,7 @@ async fn strangers_read_only_id_and_display_name_of_a_public_owner() {
     assert_eq!(code(&email), "BAD_USER_INPUT");
 }
 
-#[tokio::test]
-async fn anonymous_reads_public_only_and_admin_reads_all() {
-    let app = TestApp::postgres().await;
+async fn anonymous_reads_public_only_and_admin_reads_all(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let (_, carol_id) = app.user("carol@example.com").await;
     let private = create(&ada, "private", "PRIVATE").await;
@@ -317,9 +373,7 @@ const PAGE: &str = "query($first: Int, $after: String, $last: Int, $before: Stri
   }
 }";
 
-#[tokio::test]
-async fn cursors_walk_forwards_and_backwards_without_gaps() {
-    let app = TestApp::postgres().await;
+async fn cursors_walk_forwards_and_backwards_without_gaps(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let (bob, _) = app.user("bob@example.com").await;
     for i in 0..45 {
@@ -372,6 +426,53 @@ async fn cursors_walk_forwards_and_backwards_without_gaps() {
         before = connection["pageInfo"]["startCursor"].clone();
     }
     assert_eq!(backwards, newest_first);
+
+    // Both cursors bound the window whichever end the page is taken from.
+    let names = |page: &Value| -> Vec<String> {
+        page["data"]["myProjects"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| e["node"]["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let cursor_of = |name: &str, page: &Value| -> Value {
+        page["data"]["myProjects"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .find(|e| e["node"]["name"] == name)
+            .map(|e| e["cursor"].clone())
+            .expect("cursor")
+    };
+    let all = ada.graphql(PAGE, json!({ "first": 100 })).await;
+    let (p30, p20) = (cursor_of("p30", &all), cursor_of("p20", &all));
+    let window = ada
+        .graphql(PAGE, json!({ "last": 3, "after": p30, "before": p20 }))
+        .await;
+    assert_eq!(names(&window), ["p23", "p22", "p21"], "{window}");
+    let window = ada
+        .graphql(PAGE, json!({ "first": 3, "after": p30, "before": p20 }))
+        .await;
+    assert_eq!(names(&window), ["p29", "p28", "p27"], "{window}");
+    let oldest = ada.graphql(PAGE, json!({ "last": 2, "after": p30 })).await;
+    assert_eq!(names(&oldest), ["p01", "p00"]);
+    assert_eq!(
+        oldest["data"]["myProjects"]["pageInfo"]["hasPreviousPage"],
+        true
+    );
+    let public_tail = app
+        .anonymous()
+        .graphql(
+            "{ publicProjects(last: 2) { edges { node { name } } pageInfo { hasPreviousPage } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        public_tail["data"]["publicProjects"]["edges"],
+        json!([{ "node": { "name": "p02" } }, { "node": { "name": "p00" } }]),
+        "{public_tail}"
+    );
 
     let first_page = ada.graphql(PAGE, json!({})).await;
     assert_eq!(
@@ -488,4 +589,100 @@ async fn queries_run_in_read_only_transactions() {
         ("flashfusion_authenticated".into(), ada_id, "user".into())
     );
     tx.finish(true).await.expect("commit");
+}
+
+async fn service_tokens_read_but_do_not_change_projects(app: TestApp) {
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let id = create(&ada, "private", "PRIVATE").await;
+    let service = app.with_token(&app.mint(&ada_id, Role::Service));
+    let me = service.graphql("{ me { role } }", json!({})).await;
+    assert_eq!(me["data"]["me"]["role"], "SERVICE", "{me}");
+    let seen = service.graphql(GET, json!({ "id": id })).await;
+    assert_eq!(
+        seen["data"]["project"]["name"], "private",
+        "services read every project"
+    );
+    let created = service
+        .graphql(CREATE, json!({ "i": { "name": "x" } }))
+        .await;
+    assert_eq!(code(&created), "FORBIDDEN", "{created}");
+    let updated = service
+        .graphql(UPDATE, json!({ "i": { "id": id, "name": "x" } }))
+        .await;
+    assert_eq!(code(&updated), "FORBIDDEN", "{updated}");
+    assert_eq!(
+        code(&service.graphql(DELETE, json!({ "id": id })).await),
+        "FORBIDDEN"
+    );
+}
+
+async fn failed_mutations_stop_and_roll_back_whole(app: TestApp) {
+    let (ada, _) = app.user("ada@example.com").await;
+    let response = ada
+        .graphql(
+            r#"mutation {
+                first: createProject(input: {name: "kept?"}) { project { id } }
+                taken: signUp(input: {email: "ada@example.com", password: "correct horse", displayName: "x"}) { token }
+                after: createProject(input: {name: "after"}) { project { id } }
+            }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        response["data"],
+        Value::Null,
+        "no field claims a rolled-back write: {response}"
+    );
+    let codes: Vec<&str> = response["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["extensions"]["code"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(codes, ["CONFLICT", "CONFLICT"], "{response}");
+    let mine = ada
+        .graphql("{ myProjects { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        mine["data"]["myProjects"]["totalCount"], 0,
+        "the first field was rolled back"
+    );
+}
+
+async fn concurrent_writers_all_succeed(app: TestApp) {
+    let (ada, _) = app.user("ada@example.com").await;
+    let writes = (0..24).map(|i| {
+        let ada = ada.clone();
+        async move {
+            ada.graphql(CREATE, json!({ "i": { "name": format!("c{i}") } }))
+                .await
+        }
+    });
+    for response in futures_util::future::join_all(writes).await {
+        assert!(response["errors"].is_null(), "{response}");
+    }
+    let mine = ada
+        .graphql("{ myProjects { totalCount } }", json!({}))
+        .await;
+    assert_eq!(mine["data"]["myProjects"]["totalCount"], 24);
+}
+
+#[tokio::test]
+async fn many_large_pages_exceed_the_complexity_budget() {
+    let app = TestApp::postgres().await;
+    let fields: String = (0..60)
+        .map(|i| format!("p{i}: publicProjects(first: 100) {{ edges {{ node {{ name owner {{ displayName }} }} }} }} "))
+        .collect();
+    let response = app
+        .anonymous()
+        .graphql(&format!("{{ {fields} }}"), json!({}))
+        .await;
+    assert_eq!(code(&response), "BAD_USER_INPUT", "{response}");
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("complex"),
+        "{response}"
+    );
 }
