@@ -40,7 +40,6 @@ pub fn build_schema(state: Option<Arc<crate::app::AppState>>) -> AppSchema {
     let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
-        .extension(async_graphql::extensions::Tracing)
         .extension(crate::pipeline::MutationGuard);
     match state {
         Some(state) => builder.data(state).finish(),
