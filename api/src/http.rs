@@ -23,7 +23,7 @@ use tower_http::{
 };
 
 use crate::{
-    auth::{Identity, Session},
+    auth::Session,
     error::ApiError,
     pipeline::{Caller, Gateway, Refusal, Transport, WsExecutor},
 };
@@ -249,10 +249,10 @@ async fn connection_init(
         None => None,
         Some(token) => {
             let session = verify_bearer(&gateway, token)?;
-            let tx = gateway.state().db.begin(&Identity::ANONYMOUS, true).await?;
-            let revoked = crate::accounts::any_revoked(tx.conn(), session.revocation_ids()).await;
+            let tx = gateway.state().db.begin(&session.identity(), true).await?;
+            let current = crate::accounts::session_is_current(tx.conn(), &session).await;
             tx.finish(true).await?;
-            if revoked? {
+            if !current? {
                 return Err(ApiError::Unauthenticated("invalid or expired token").into());
             }
             Some(session)

@@ -145,9 +145,9 @@ impl Gateway {
             Err(err) => return refuse(err, Refusal::Unavailable),
         };
         if let Some(session) = &caller {
-            let refusal = match accounts::any_revoked(tx.conn(), session.revocation_ids()).await {
-                Ok(false) => None,
-                Ok(true) => Some((
+            let refusal = match accounts::session_is_current(tx.conn(), session).await {
+                Ok(true) => None,
+                Ok(false) => Some((
                     ApiError::Unauthenticated("invalid or expired token"),
                     Refusal::Unauthenticated,
                 )),

@@ -131,6 +131,22 @@ impl TestApp {
         (self.with_token(token), id)
     }
 
+    /// Signs up an account, makes it an administrator in the database (as
+    /// `flashfusion token issue --role admin` does) and returns a client with an admin
+    /// token.
+    pub async fn admin(&self, email: &str) -> (Client, String) {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        let (_, id) = self.user(email).await;
+        entity::users::Entity::update_many()
+            .col_expr(entity::users::Column::Role, Expr::value("admin"))
+            .filter(entity::users::Column::Id.eq(id.parse::<uuid::Uuid>().expect("uuid")))
+            .exec(self.state.db.connection())
+            .await
+            .expect("promote to admin");
+        let token = self.mint(&id, flashfusion_api::auth::Role::Admin);
+        (self.with_token(&token), id)
+    }
+
     /// A token minted directly with the root key, for roles sign-up does not give.
     pub fn mint(&self, user_id: &str, role: flashfusion_api::auth::Role) -> String {
         let tokens = TokenService::from_key_pair(

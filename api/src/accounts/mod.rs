@@ -20,7 +20,7 @@ use crate::{
     validate::{self, Lines},
 };
 
-pub(crate) use repo::{any_revoked, find_by_email, promote_to_admin};
+pub(crate) use repo::{find_by_email, promote_to_admin, session_is_current};
 
 /// The role of an account or token.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]

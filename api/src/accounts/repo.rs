@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 use entity::{revoked_tokens, users};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
     sea_query::{Expr, ExprTrait, Func},
 };
 use uuid::Uuid;
 
 use crate::{
-    auth::{Email, Identity},
+    auth::{Email, Identity, Session},
     db::new_id,
     error::ApiResult,
 };
@@ -81,11 +81,34 @@ pub async fn revoke(
     Ok(())
 }
 
-/// Whether any of these revocation ids has been revoked.
-pub(crate) async fn any_revoked(
+/// Whether the session may still act: none of its revocation ids is revoked, its
+/// account still exists, and an admin token's account is still an admin (a demoted
+/// admin's tokens stop working at once instead of at their expiry).
+pub(crate) async fn session_is_current(
     db: &impl ConnectionTrait,
-    revocation_ids: Vec<String>,
+    session: &Session,
 ) -> ApiResult<bool> {
+    if any_revoked(db, session.revocation_ids()).await? {
+        return Ok(false);
+    }
+    let identity = session.identity();
+    let Some(user_id) = identity.user_id() else {
+        return Ok(false);
+    };
+    let role: Option<users::UserRole> = users::Entity::find_by_id(user_id)
+        .select_only()
+        .column(users::Column::Role)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(match role {
+        None => false,
+        Some(stored) => !identity.is_admin() || stored == users::UserRole::Admin,
+    })
+}
+
+/// Whether any of these revocation ids has been revoked.
+async fn any_revoked(db: &impl ConnectionTrait, revocation_ids: Vec<String>) -> ApiResult<bool> {
     Ok(revoked_tokens::Entity::find()
         .filter(revoked_tokens::Column::RevocationId.is_in(revocation_ids))
         .one(db)

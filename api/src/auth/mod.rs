@@ -108,10 +108,12 @@ pub enum Resource {
     Project(Uuid),
 }
 
-/// The lifetime a token gets when asked for `ttl`, bounded below by one second.
+/// The expiry of a token asked to live `ttl` (at least one second), in whole seconds:
+/// biscuit dates have no fraction, so the reported expiry is exactly the enforced one.
 pub fn expiry_after(ttl: Duration) -> DateTime<Utc> {
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-    Utc::now()
+    let expiry = Utc::now()
         .checked_add_signed(ttl.max(chrono::Duration::seconds(1)))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    DateTime::from_timestamp(expiry.timestamp(), 0).unwrap_or(expiry)
 }

@@ -126,7 +126,16 @@ impl TokenService {
     /// checked by the pipeline against the database.
     pub fn verify(&self, token: &str) -> ApiResult<Session> {
         const INVALID: ApiError = ApiError::Unauthenticated("invalid or expired token");
-        let token = Biscuit::from_base64(token.trim(), self.root.public()).map_err(|_| INVALID)?;
+        let token = token.trim();
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(INVALID);
+        }
+        let token = Biscuit::from_base64(token, self.root.public()).map_err(|_| INVALID)?;
+        if !within_limits(&token) {
+            return Err(ApiError::Unauthenticated(
+                "token refused: appended blocks may hold at most 8 facts or checks, 2 variables and no rules",
+            ));
+        }
         // Checks that depend on the operation fail here without meaning anything; only
         // an expired check makes the token dead whatever it is used for.
         if let Err(Outcome::Expired | Outcome::Error) = check(&token, "") {
@@ -237,27 +246,73 @@ fn failed_checks(result: Result<usize, Token>) -> Result<Vec<FailedCheck>, Outco
     }
 }
 
-/// Authorizes `token` for an access described by `facts`. A refusal is an expiry when
-/// some failing check would pass at the Unix epoch: it fails because of the time, not of
-/// what is being done. This holds for any way a holder writes an expiry, not only ours.
+/// Far enough ahead that any "not before" a token states has passed.
+const FAR_FUTURE: Duration = Duration::from_secs(8_000 * 365 * 24 * 3600);
+
+/// Authorizes `token` for an access described by `facts`. A refusal counts as the token
+/// being out of its validity period (`Expired`) when some failing check would pass at
+/// the Unix epoch (an expiry) or far in the future (a "not before"): it fails because
+/// of the time, not of what is being done. This holds however a holder writes the
+/// check; only a bounded window ("valid between A and B") once past reads as a refusal.
 fn check(token: &Biscuit, facts: &str) -> Result<(), Outcome> {
-    let mut now = authorizer(token, facts, None).map_err(|_| Outcome::Error)?;
-    let result = now.authorize_with_limits(LIMITS);
-    if result.is_ok() {
+    let failing_at = |at: Option<SystemTime>| -> Result<Vec<FailedCheck>, Outcome> {
+        let mut authorizer = authorizer(token, facts, at).map_err(|_| Outcome::Error)?;
+        failed_checks(authorizer.authorize_with_limits(LIMITS))
+    };
+    let failing_now = failing_at(None)?;
+    if failing_now.is_empty() {
         return Ok(());
     }
-    let failing_now = failed_checks(result)?;
-    let mut epoch =
-        authorizer(token, facts, Some(SystemTime::UNIX_EPOCH)).map_err(|_| Outcome::Error)?;
-    let failing_then = failed_checks(epoch.authorize_with_limits(LIMITS))?;
-    if failing_now
-        .iter()
-        .any(|failed| !failing_then.contains(failed))
-    {
-        Err(Outcome::Expired)
-    } else {
-        Err(Outcome::Refused)
+    for at in [SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH + FAR_FUTURE] {
+        let failing_then = failing_at(Some(at))?;
+        if failing_now
+            .iter()
+            .any(|failed| !failing_then.contains(failed))
+        {
+            return Err(Outcome::Expired);
+        }
     }
+    Err(Outcome::Refused)
+}
+
+/// Largest token accepted, in base64 characters; ours are a few hundred.
+const MAX_TOKEN_LEN: usize = 4_096;
+/// Most blocks a holder may append.
+const MAX_APPENDED_BLOCKS: usize = 4;
+/// Most statements (facts and checks) in one appended block.
+const MAX_BLOCK_STATEMENTS: usize = 8;
+/// Most distinct variables in one appended block.
+const MAX_BLOCK_VARIABLES: usize = 2;
+
+/// Whether the holder-written blocks of `token` are small enough to authorize quickly.
+///
+/// Datalog cost grows with facts to the power of a query's variables, and biscuit's
+/// time limit is only checked between iterations, not inside one join: a 1.5 KB token
+/// with four-variable checks kept a core busy for minutes. So appended blocks may hold
+/// no rules, at most [`MAX_BLOCK_STATEMENTS`] statements and [`MAX_BLOCK_VARIABLES`]
+/// variables (every narrowing in ARCHITECTURE.md needs one). The counts are taken on the
+/// printed source and can only over-count (a `;` or `$` inside a string), never under.
+fn within_limits(token: &Biscuit) -> bool {
+    let appended = token.block_count().saturating_sub(1);
+    appended <= MAX_APPENDED_BLOCKS
+        && (1..token.block_count()).all(|block| {
+            let Ok(source) = token.print_block_source(block) else {
+                return false;
+            };
+            let variables: std::collections::HashSet<&str> = source
+                .split('$')
+                .skip(1)
+                .map(|rest| {
+                    let end = rest
+                        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .unwrap_or(rest.len());
+                    &rest[..end]
+                })
+                .collect();
+            !source.contains("<-")
+                && source.matches(';').count() <= MAX_BLOCK_STATEMENTS
+                && variables.len() <= MAX_BLOCK_VARIABLES
+        })
 }
 
 impl Session {

@@ -191,9 +191,12 @@ impl ProjectQuery {
     }
 }
 
-/// One page of `query`. Under a token whose appended blocks may restrict projects, the
-/// candidates are first narrowed to those its checks allow, so pages and `totalCount`
-/// count only what the token may see.
+/// One page of `query`, as far as the token's checks allow.
+///
+/// When no appended block mentions `resource`, every check evaluates the same for the
+/// account as for any row, so one authorization of the account decides for the whole
+/// list (a token refused everything is refused the list). Otherwise the candidates are
+/// authorized row by row first, so pages and `totalCount` count only what it may see.
 async fn list(
     rc: &RequestContext,
     query: Select<projects::Entity>,
@@ -204,7 +207,10 @@ async fn list(
             let allowed = scoped_candidates(rc, session, query.clone()).await?;
             query.filter(projects::Column::Id.is_in(allowed))
         }
-        _ => query,
+        _ => {
+            rc.authorize(Operation::Read, Resource::Account)?;
+            query
+        }
     };
     paginate(
         rc.tx_ref(),

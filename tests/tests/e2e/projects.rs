@@ -349,7 +349,13 @@ async fn anonymous_reads_public_only_and_admin_reads_all(app: TestApp) {
         .await;
     assert_eq!(code(&mine), "UNAUTHENTICATED");
 
-    let admin = app.with_token(&app.mint(&carol_id, Role::Admin));
+    // An admin token for an account that is not (or no longer) an admin is refused.
+    let pretender = app.with_token(&app.mint(&carol_id, Role::Admin));
+    assert_eq!(
+        code(&pretender.graphql(GET, json!({ "id": private })).await),
+        "UNAUTHENTICATED"
+    );
+    let (admin, _) = app.admin("root@example.com").await;
     let seen = admin.graphql(GET, json!({ "id": private })).await;
     assert_eq!(seen["data"]["project"]["name"], "private", "{seen}");
     assert_eq!(seen["data"]["project"]["owner"]["displayName"], "ada");
