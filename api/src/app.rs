@@ -51,14 +51,30 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    tracing::info!(address = %bind, "FlashFusion gateway listening; GraphiQL at http://{bind}/");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server error")?;
+    let address = listener.local_addr().context("no local address")?;
+    tracing::info!(%address, "FlashFusion gateway listening; GraphiQL at http://{address}/");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    // In-flight requests get DRAIN to finish after the signal; then the process exits
+    // anyway, so a stuck request cannot keep a replica from stopping.
+    let deadline = async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        result = server => result.context("server error")?,
+        () = deadline => tracing::warn!(drain = ?DRAIN, "requests still running at the drain deadline; exiting"),
+    }
     tracing::info!("shut down");
     Ok(())
 }
+
+/// How long in-flight requests may run after a shutdown signal.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn shutdown_signal() {
     let ctrl_c = async {

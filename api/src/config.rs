@@ -5,7 +5,7 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// `flashfusion`: the FlashFusion GraphQL gateway.
 #[derive(Debug, Parser)]
@@ -90,6 +90,7 @@ pub struct Config {
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://flashfusion.db?mode=rwc",
+        hide_env_values = true,
         global = true
     )]
     pub database_url: Secret,
@@ -103,7 +104,12 @@ pub struct Config {
     pub bind: SocketAddr,
     /// The biscuit root private key (hex Ed25519). When unset, one is generated once
     /// and kept in `--biscuit-key-file`.
-    #[arg(long, env = "FLASHFUSION_BISCUIT_PRIVATE_KEY", global = true)]
+    #[arg(
+        long,
+        env = "FLASHFUSION_BISCUIT_PRIVATE_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub biscuit_private_key: Option<Secret>,
     /// Where the development key is kept when no private key is configured.
     #[arg(
@@ -150,9 +156,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with every default, as tests and embedders start from.
+    /// A configuration with every default and nothing read from the environment, as
+    /// tests and embedders start from.
     pub fn defaults() -> Self {
-        Cli::parse_from(["flashfusion"]).config
+        let command = Cli::command().mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["flashfusion"]);
+        Cli::from_arg_matches(&matches)
+            .expect("the built-in defaults parse")
+            .config
     }
 }
 

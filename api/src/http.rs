@@ -6,8 +6,6 @@
 //! GET, any content type, and subscriptions over multipart HTTP without auth (see
 //! STACK-NOTES). Every operation then goes through [`Gateway::run`].
 
-use std::time::Duration;
-
 use async_graphql::{Data, Request, Response, http::GraphiQLSource};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
@@ -32,10 +30,6 @@ use crate::{
 pub const GRAPHQL_PATH: &str = "/graphql";
 /// The media type of GraphQL-over-HTTP responses.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
-/// A WebSocket that has not sent `connection_init` or anything else for this long is
-/// closed.
-const WS_KEEPALIVE: Duration = Duration::from_secs(60);
-
 /// The router with every route and the middleware stack. Layers, outermost first:
 /// tracing (one span per HTTP request), CORS, the request timeout, the body size limit.
 pub fn router(gateway: Gateway) -> Router {
@@ -227,12 +221,14 @@ async fn websocket(gateway: Gateway, parts: &mut Parts) -> axum::response::Respo
         (Err(rejection), _) => return rejection.into_response(),
         (_, Err(status)) => return status.into_response(),
     };
+    let max_message = gateway.state().config.max_body_bytes;
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .on_upgrade(move |socket| {
             let init_gateway = gateway.clone();
             GraphQLWebSocket::new(socket, WsExecutor { gateway }, protocol)
-                .keepalive_timeout(WS_KEEPALIVE)
                 .on_connection_init(move |payload| connection_init(init_gateway, payload))
                 .serve()
         })

@@ -309,7 +309,25 @@ impl Executor for WsExecutor {
                 .flatten()
         });
         let gateway = self.gateway.clone();
-        stream::once(async move { gateway.run(request, caller, Transport::WebSocket).await.0 })
-            .boxed()
+        let limit = gateway.state.config.request_timeout;
+        stream::once(async move {
+            // The HTTP timeout layer does not reach WebSocket operations; the same bound
+            // applies here, and dropping the operation rolls its transaction back.
+            tokio::time::timeout(limit, gateway.run(request, caller, Transport::WebSocket))
+                .await
+                .map_or_else(
+                    |_| {
+                        Response::from_errors(vec![
+                            ApiError::internal(
+                                "operation timed out",
+                                anyhow::anyhow!("over FLASHFUSION_REQUEST_TIMEOUT ({limit:?})"),
+                            )
+                            .into(),
+                        ])
+                    },
+                    |(response, _)| response,
+                )
+        })
+        .boxed()
     }
 }

@@ -3,7 +3,6 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -22,13 +21,6 @@ impl Drop for Gateway {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 async fn post(
@@ -55,37 +47,41 @@ async fn post(
 
 #[tokio::test]
 async fn starts_on_sqlite_with_no_configuration() {
-    let dir = std::env::temp_dir().join(format!("ff-bin-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).expect("empty directory");
-    let port = free_port();
+    let tempdir = tempfile::tempdir().expect("an empty directory");
+    let dir = tempdir.path();
     let child = Command::new(BIN)
-        .current_dir(&dir)
+        .current_dir(dir)
         .env_clear()
-        .env("FLASHFUSION_BIND", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
+        // Port 0: the kernel picks a free port, and the log line says which.
+        .env("FLASHFUSION_BIND", "127.0.0.1:0")
         .env("FLASHFUSION_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the gateway");
     let mut gateway = Gateway(child);
-    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .build()
         .expect("client");
 
-    // Wait for the "listening" log line, bounded by TIMEOUT.
+    // Wait for the "listening" log line, bounded by TIMEOUT, and read the address.
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = gateway.0.stderr.take().expect("stderr");
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening") {
-                let _ = tx.send(());
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if let Some(address) = event["fields"]["address"].as_str() {
+                let _ = tx.send(address.to_owned());
             }
         }
     });
-    rx.recv_timeout(TIMEOUT)
+    let address = rx
+        .recv_timeout(TIMEOUT)
         .expect("the gateway did not start listening");
+    let base = format!("http://{address}");
     assert!(
         dir.join("flashfusion.db").exists(),
         "the SQLite database is created"
@@ -162,7 +158,7 @@ async fn starts_on_sqlite_with_no_configuration() {
 
     // The CLI mints an admin token for the account, against the same database.
     let issued = Command::new(BIN)
-        .current_dir(&dir)
+        .current_dir(dir)
         .env_clear()
         .args([
             "token",
@@ -230,8 +226,6 @@ async fn starts_on_sqlite_with_no_configuration() {
         status.expect("exit status").success(),
         "graceful shutdown exits 0"
     );
-
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -128,8 +128,9 @@ grant select, insert on usage_analytics to flashfusion_authenticated, flashfusio
 
 grant select, insert, update, delete on notifications to flashfusion_authenticated, flashfusion_service;
 
-grant select, insert on events to flashfusion_authenticated, flashfusion_service;
-grant usage on all sequences in schema public to flashfusion_authenticated, flashfusion_service;
+grant select on events to flashfusion_authenticated;
+grant select, insert on events to flashfusion_service;
+grant usage on all sequences in schema public to flashfusion_service;
 
 grant select on revoked_tokens to flashfusion_anon, flashfusion_authenticated, flashfusion_service;
 grant insert on revoked_tokens to flashfusion_authenticated, flashfusion_service;
@@ -278,8 +279,10 @@ const POLICIES: &[Policy] = &[
         Some(OWN_OR_ADMIN), None),
     policy("agent_tasks", "agent_tasks_owner_insert", "insert", AUTH,
         None, Some(OWN_WITH_OWN_PROJECT)),
+    // The new row must still hang off a project the caller owns: an update may not
+    // move a task into someone else's project.
     policy("agent_tasks", "agent_tasks_owner_update", "update", AUTH,
-        Some(OWN_OR_ADMIN), Some(OWN_OR_ADMIN)),
+        Some(OWN_OR_ADMIN), Some(OWN_WITH_OWN_PROJECT)),
     policy("agent_tasks", "agent_tasks_admin_delete", "delete", AUTH,
         Some(ADMIN), None),
     policy("agent_tasks", "agent_tasks_service_select", "select", SERV,
@@ -291,7 +294,7 @@ const POLICIES: &[Policy] = &[
     policy("deployments", "deployments_owner_insert", "insert", AUTH,
         None, Some(OWN_WITH_OWN_PROJECT)),
     policy("deployments", "deployments_owner_update", "update", AUTH,
-        Some(OWN_OR_ADMIN), Some(OWN_OR_ADMIN)),
+        Some(OWN_OR_ADMIN), Some(OWN_WITH_OWN_PROJECT)),
     policy("deployments", "deployments_admin_delete", "delete", AUTH,
         Some(ADMIN), None),
     policy("deployments", "deployments_service_select", "select", SERV,
@@ -340,12 +343,14 @@ const POLICIES: &[Policy] = &[
     policy("notifications", "notifications_service_all", "all", SERV,
         Some(ANY), Some(ANY)),
     // events: a user reads the events about their own rows, admins and the service all.
-    // Triggers (a later migration) append them as the invoker, hence INSERT for both.
     policy("events", "events_owner_select", "select", AUTH,
         Some("owner_id = flashfusion_user_id() or flashfusion_is_admin()"), None),
     policy("events", "events_service_select", "select", SERV,
         Some(ANY), None),
-    policy("events", "events_insert", "insert", AUTH_SERV,
+    // Only the service appends directly; a user could otherwise forge events into
+    // someone else's feed. The triggers of the subscription feed will write as a
+    // definer, not as the invoker.
+    policy("events", "events_service_insert", "insert", SERV,
         None, Some(ANY)),
     // revoked_tokens: every request checks its token against it; sign-out appends; the
     // service purges rows whose token has expired anyway.

@@ -64,9 +64,19 @@ impl TestApp {
 
     /// A gateway over the given (migrated) database URL.
     pub async fn start(database_url: String, db: Option<TestDb>) -> Self {
+        Self::start_with(database_url, db, |_| {}).await
+    }
+
+    /// Like [`TestApp::start`], with the configuration adjusted by `configure`.
+    pub async fn start_with(
+        database_url: String,
+        db: Option<TestDb>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::defaults();
         config.database_url = database_url.into();
         config.db_max_connections = 5;
+        configure(&mut config);
         let root = Arc::new(KeyPair::new());
         let tokens =
             TokenService::from_key_pair(KeyPair::from(&root.private()), Duration::from_secs(3600));

@@ -185,6 +185,17 @@ impl TestDb {
         }
     }
 
+    /// Drops the database now, terminating every connection to it (an outage).
+    pub async fn destroy(&self) {
+        let admin = admin_connection().await;
+        exec(
+            &admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )
+        .await;
+        let _ = admin.close().await;
+    }
+
     /// A direct connection, for assertions in SQL.
     pub async fn connect(&self) -> DatabaseConnection {
         Database::connect(self.url.as_str())

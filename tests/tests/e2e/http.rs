@@ -103,3 +103,53 @@ async fn health_readiness_and_graphiql() {
         "and the WebSocket endpoint"
     );
 }
+
+#[tokio::test]
+async fn a_lost_database_is_503_and_readyz_says_so() {
+    let app = TestApp::postgres().await;
+    let client = app.anonymous();
+    assert_eq!(client.get_query("{ me { id } }").await.0, 200);
+    app.db.as_ref().expect("postgres").destroy().await;
+    let (status, body) = client
+        .post_json(json!({ "query": "{ publicProjects { totalCount } }" }))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(code(&body), "INTERNAL");
+    let ready = client
+        .request(Method::GET, "/readyz")
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+}
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_is_408_and_writes_nothing() {
+    let db = flashfusion_tests::TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.request_timeout = std::time::Duration::from_millis(1);
+    })
+    .await;
+    let (status, _) = app
+        .anonymous()
+        .post_json(json!({
+            "query": "mutation { signUp(input: {email: \"ada@example.com\", password: \"correct horse\", displayName: \"Ada\"}) { token } }"
+        }))
+        .await;
+    assert_eq!(status, 408);
+    let conn = app.db.as_ref().expect("postgres").connect().await;
+    let users = sea_orm::ConnectionTrait::query_one_raw(
+        &conn,
+        sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "select count(*) from users",
+        ),
+    )
+    .await
+    .expect("count")
+    .expect("row")
+    .try_get_by_index::<i64>(0)
+    .expect("count");
+    assert_eq!(users, 0);
+}

@@ -692,3 +692,58 @@ async fn many_large_pages_exceed_the_complexity_budget() {
         "{response}"
     );
 }
+
+#[tokio::test]
+async fn users_cannot_forge_events_or_move_tasks_into_foreign_projects() {
+    let app = TestApp::postgres().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let (bob, bob_id) = app.user("bob@example.com").await;
+    let ada_project = create(&ada, "ada's", "PRIVATE").await;
+    let bob_project = create(&bob, "bob's", "PRIVATE").await;
+    let task = uuid::Uuid::new_v4();
+    let conn = app.db.as_ref().expect("postgres").connect().await;
+    conn.execute_unprepared(&format!(
+        "insert into agent_tasks (id, project_id, user_id, agent_id, title) \
+         select '{task}', '{ada_project}', '{ada_id}', id, 'review' from agents limit 1"
+    ))
+    .await
+    .expect("a task of Ada's");
+    let authenticated = "flashfusion_authenticated";
+
+    let moved = as_role(
+        &app,
+        authenticated,
+        &ada_id,
+        "user",
+        &format!("update agent_tasks set project_id = '{bob_project}' where id = '{task}' returning title"),
+    )
+    .await;
+    let message = moved.expect_err("the policy refuses the move").to_string();
+    assert!(message.contains("row-level security"), "{message}");
+    let renamed = as_role(
+        &app,
+        authenticated,
+        &ada_id,
+        "user",
+        &format!("update agent_tasks set title = 'renamed' where id = '{task}' returning title"),
+    )
+    .await
+    .expect("an update within her own project");
+    assert_eq!(renamed, ["renamed"]);
+
+    let forged = as_role(
+        &app,
+        authenticated,
+        &ada_id,
+        "user",
+        &format!(
+            "insert into events (topic, entity_id, owner_id, payload) \
+             values ('notification', '{task}', '{bob_id}', '{{}}') returning topic"
+        ),
+    )
+    .await;
+    let message = forged
+        .expect_err("users cannot write into anyone's event feed")
+        .to_string();
+    assert!(message.contains("permission denied"), "{message}");
+}
