@@ -9,7 +9,7 @@ use async_graphql::{
 };
 use futures_util::future::BoxFuture;
 use sea_orm::{
-    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use uuid::Uuid;
 
@@ -151,27 +151,22 @@ where
     }
     // hasPreviousPage / hasNextPage as the Relay spec allows: exact towards the end
     // the page is taken from, "a cursor was given" towards the other.
-    let (rows, has_previous, has_next) = match window.end {
-        End::Newest(limit) => {
-            let mut rows = query
-                .order_by_desc(id)
-                .limit(limit as u64 + 1)
-                .all(&*db)
-                .await?;
-            let more = rows.len() > limit;
-            rows.truncate(limit);
-            (rows, window.after.is_some(), more)
-        }
-        End::Oldest(limit) => {
-            let mut rows = query
-                .order_by_asc(id)
-                .limit(limit as u64 + 1)
-                .all(&*db)
-                .await?;
-            let more = rows.len() > limit;
-            rows.truncate(limit);
+    let (order, limit) = match window.end {
+        End::Newest(limit) => (Order::Desc, limit),
+        End::Oldest(limit) => (Order::Asc, limit),
+    };
+    let mut rows = query
+        .order_by(id, order)
+        .limit(limit as u64 + 1)
+        .all(&*db)
+        .await?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let (has_previous, has_next) = match window.end {
+        End::Newest(_) => (window.after.is_some(), more),
+        End::Oldest(_) => {
             rows.reverse();
-            (rows, more, window.before.is_some())
+            (more, window.before.is_some())
         }
     };
     let totals = ConnectionTotals {
