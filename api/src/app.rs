@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::{
-    auth::TokenService, config::Config, db::Database, graphql::build_schema, http,
+    accounts, auth::TokenService, config::Config, db::Database, graphql::build_schema, http,
     pipeline::Gateway,
 };
 
@@ -53,6 +53,7 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {bind}"))?;
     let address = listener.local_addr().context("no local address")?;
     tracing::info!(%address, "FlashFusion gateway listening; GraphiQL at http://{address}/");
+    tokio::spawn(purge_revocations(state.db.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
         shutdown_signal().await;
@@ -75,6 +76,20 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
 
 /// How long in-flight requests may run after a shutdown signal.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Keeps `revoked_tokens` from growing forever: every hour, drop the revocations of
+/// tokens that have expired anyway. A failure is logged and retried next time.
+async fn purge_revocations(db: Database) {
+    let mut every = tokio::time::interval(accounts::PURGE_EVERY);
+    loop {
+        every.tick().await;
+        match accounts::purge_expired_revocations(&db).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired revocations"),
+            Err(err) => tracing::warn!(error = ?err, "purging expired revocations failed"),
+        }
+    }
+}
 
 async fn shutdown_signal() {
     let ctrl_c = async {

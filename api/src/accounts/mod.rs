@@ -14,6 +14,7 @@ use entity::users::{self, UserRole};
 
 use crate::{
     auth::{self, Email, Identity, Operation, Password, Resource, Role as TokenRole},
+    db::Database,
     error::{ApiError, ApiResult},
     graphql::{RequestContext, app_state, parse_id},
     projects,
@@ -204,6 +205,18 @@ impl AccountMutation {
         Ok(ScopedTokenPayload { token, expires_at })
     }
 }
+
+/// Deletes the revocations of tokens that have expired anyway, as the service (whose
+/// policy allows exactly that); `serve` runs it every [`PURGE_EVERY`].
+pub async fn purge_expired_revocations(db: &Database) -> ApiResult<u64> {
+    let tx = db.begin(&Identity::SERVICE, false).await?;
+    let purged = repo::purge_expired_revocations(tx.conn()).await;
+    tx.finish(purged.is_ok()).await?;
+    purged
+}
+
+/// How often `serve` purges expired revocations.
+pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs `work` under the gateway's service identity, then switches back to the caller.
 async fn as_service<T>(

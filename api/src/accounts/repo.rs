@@ -127,3 +127,12 @@ pub(crate) async fn promote_to_admin(
     user.updated_at = Set(Utc::now());
     Ok(user.update(db).await?)
 }
+
+/// Deletes revocations whose token has expired anyway; returns how many.
+pub(crate) async fn purge_expired_revocations(db: &impl ConnectionTrait) -> ApiResult<u64> {
+    let purged = revoked_tokens::Entity::delete_many()
+        .filter(revoked_tokens::Column::ExpiresAt.lt(Utc::now()))
+        .exec(db)
+        .await?;
+    Ok(purged.rows_affected)
+}

@@ -611,3 +611,30 @@ async fn a_websocket_stops_answering_when_its_token_expires() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn expired_revocations_are_purged_and_live_ones_kept() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    assert_eq!(
+        ada.graphql("mutation { signOut }", json!({})).await["data"]["signOut"],
+        true
+    );
+    let conn = app.db.as_ref().expect("postgres").connect().await;
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &conn,
+        "insert into revoked_tokens (revocation_id, revoked_at, expires_at) \
+         values ('00ff', now() - interval '2 days', now() - interval '1 day')",
+    )
+    .await
+    .expect("an expired revocation");
+    let purged = flashfusion_api::accounts::purge_expired_revocations(&app.state.db)
+        .await
+        .expect("purge");
+    assert_eq!(purged, 1);
+    assert_eq!(
+        code(&ada.graphql(ME, json!({})).await),
+        "UNAUTHENTICATED",
+        "the live revocation stays"
+    );
+}
