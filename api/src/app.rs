@@ -1,6 +1,6 @@
 //! The application: shared state built once, and serving it with graceful shutdown.
 
-use std::sync::Arc;
+use std::{num::NonZeroU32, sync::Arc};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -16,9 +16,14 @@ pub struct AppState {
     pub db: Database,
     /// Mints and verifies biscuit tokens with the root key.
     pub tokens: TokenService,
+    /// Sign-in attempts per email, against password guessing.
+    pub sign_in_limiter: SignInLimiter,
     /// The configuration the process started with.
     pub config: Config,
 }
+
+/// A rate limiter keyed by normalised email.
+pub type SignInLimiter = governor::DefaultKeyedRateLimiter<String>;
 
 impl AppState {
     /// Connects to the database and loads the root key.
@@ -34,7 +39,17 @@ impl AppState {
     /// Like [`AppState::init`] with a given token service (tests, embedding).
     pub async fn with_tokens(config: Config, tokens: TokenService) -> anyhow::Result<Arc<Self>> {
         let db = Database::connect(config.database_url.expose(), config.db_max_connections).await?;
-        Ok(Arc::new(Self { db, tokens, config }))
+        let burst = NonZeroU32::new(config.signin_burst)
+            .context("FLASHFUSION_SIGNIN_BURST must be positive")?;
+        let quota = governor::Quota::with_period(config.signin_refill)
+            .context("FLASHFUSION_SIGNIN_REFILL must be positive")?
+            .allow_burst(burst);
+        Ok(Arc::new(Self {
+            db,
+            tokens,
+            sign_in_limiter: governor::RateLimiter::keyed(quota),
+            config,
+        }))
     }
 }
 
@@ -53,7 +68,7 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {bind}"))?;
     let address = listener.local_addr().context("no local address")?;
     tracing::info!(%address, "FlashFusion gateway listening; GraphiQL at http://{address}/");
-    tokio::spawn(purge_revocations(state.db.clone()));
+    tokio::spawn(housekeeping(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
         shutdown_signal().await;
@@ -77,13 +92,15 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
 /// How long in-flight requests may run after a shutdown signal.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Keeps `revoked_tokens` from growing forever: every hour, drop the revocations of
-/// tokens that have expired anyway. A failure is logged and retried next time.
-async fn purge_revocations(db: Database) {
+/// Keeps in-process and database bookkeeping from growing forever: every hour, drop the
+/// revocations of tokens that have expired anyway and the sign-in limiter's idle keys.
+/// A failure is logged and retried next time.
+async fn housekeeping(state: Arc<AppState>) {
     let mut every = tokio::time::interval(accounts::PURGE_EVERY);
     loop {
         every.tick().await;
-        match accounts::purge_expired_revocations(&db).await {
+        state.sign_in_limiter.retain_recent();
+        match accounts::purge_expired_revocations(&state.db).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired revocations"),
             Err(err) => tracing::warn!(error = ?err, "purging expired revocations failed"),

@@ -145,6 +145,18 @@ pub struct Config {
     /// rolled back), e.g. `30s`.
     #[arg(long, env = "FLASHFUSION_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub request_timeout: Duration,
+    /// Sign-in attempts one email may make in a burst before `RATE_LIMITED`.
+    #[arg(
+        long,
+        env = "FLASHFUSION_SIGNIN_BURST",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub signin_burst: u32,
+    /// How often one more sign-in attempt per email is allowed after a burst, e.g. `30s`.
+    #[arg(long, env = "FLASHFUSION_SIGNIN_REFILL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub signin_refill: Duration,
     /// Maximum database connections in the pool.
     #[arg(
         long,

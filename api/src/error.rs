@@ -64,7 +64,7 @@ impl ApiError {
             Self::Unauthenticated(m) | Self::Forbidden(m) | Self::Conflict(m) => (*m).to_owned(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::BadUserInput(m) | Self::InvalidTransition(m) => m.clone(),
-            Self::RateLimited => "too many requests".to_owned(),
+            Self::RateLimited => "too many attempts; try again later".to_owned(),
             Self::Internal(_) => "internal error".to_owned(),
         }
     }

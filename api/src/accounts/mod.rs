@@ -154,6 +154,14 @@ impl AccountMutation {
         const WRONG: ApiError = ApiError::Unauthenticated("wrong email or password");
         let rc = RequestContext::of(ctx)?;
         let email = Email::parse(&input.email).map_err(|_| WRONG)?;
+        // Every attempt counts, found or not, so the limit says nothing about accounts.
+        if app_state(ctx)?
+            .sign_in_limiter
+            .check_key(&email.as_str().to_owned())
+            .is_err()
+        {
+            return Err(ApiError::RateLimited);
+        }
         let user = as_service(rc, async { find_by_email(&*rc.tx()?, &email).await }).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         if !auth::verify_password(Password::presented(input.password), stored).await? {
@@ -215,7 +223,7 @@ pub async fn purge_expired_revocations(db: &Database) -> ApiResult<u64> {
     purged
 }
 
-/// How often `serve` purges expired revocations.
+/// How often `serve` purges expired revocations (and idle sign-in limiter keys).
 pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs `work` under the gateway's service identity, then switches back to the caller.

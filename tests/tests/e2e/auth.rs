@@ -638,3 +638,30 @@ async fn expired_revocations_are_purged_and_live_ones_kept() {
         "the live revocation stays"
     );
 }
+
+#[tokio::test]
+async fn password_guessing_is_rate_limited_per_email() {
+    let db = flashfusion_tests::TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.signin_burst = 3;
+        config.signin_refill = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    sign_up(&app, "ada@example.com", "correct horse").await;
+    sign_up(&app, "bob@example.com", "correct horse").await;
+    for _ in 0..3 {
+        let wrong = sign_in(&app, "ada@example.com", "wrong horse").await;
+        assert_eq!(code(&wrong), "UNAUTHENTICATED");
+    }
+    let limited = sign_in(&app, "ADA@example.com", "correct horse").await;
+    assert_eq!(code(&limited), "RATE_LIMITED", "{limited}");
+    let unknown = sign_in(&app, "nobody@example.com", "x").await;
+    assert_eq!(
+        code(&unknown),
+        "UNAUTHENTICATED",
+        "other emails are not affected"
+    );
+    let bob = sign_in(&app, "bob@example.com", "correct horse").await;
+    assert_eq!(bob["data"]["signIn"]["user"]["email"], "bob@example.com");
+}
