@@ -145,6 +145,9 @@ pub struct Config {
     /// rolled back), e.g. `30s`.
     #[arg(long, env = "FLASHFUSION_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub request_timeout: Duration,
+    /// How long a new WebSocket may take to send `connection_init` before it is closed.
+    #[arg(long, env = "FLASHFUSION_WS_INIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub ws_init_timeout: Duration,
     /// Sign-in attempts one email may make in a burst before `RATE_LIMITED`.
     #[arg(
         long,

@@ -37,7 +37,12 @@ impl Database {
     /// Connects to `url` with at most `max_connections` pooled connections.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let mut options = ConnectOptions::new(url.to_owned());
-        options.max_connections(max_connections).sqlx_logging(false);
+        // A request waits at most this long for a pooled connection; beyond it the
+        // database is treated as unavailable (503) rather than holding the request.
+        options
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .sqlx_logging(false);
         let mut conn = sea_orm::Database::connect(options)
             .await
             .context("cannot connect to the database (check DATABASE_URL)")?;

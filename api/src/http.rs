@@ -222,15 +222,33 @@ async fn websocket(gateway: Gateway, parts: &mut Parts) -> axum::response::Respo
         (_, Err(status)) => return status.into_response(),
     };
     let max_message = gateway.state().config.max_body_bytes;
+    let init_timeout = gateway.state().config.ws_init_timeout;
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
             let init_gateway = gateway.clone();
-            GraphQLWebSocket::new(socket, WsExecutor { gateway }, protocol)
-                .on_connection_init(move |payload| connection_init(init_gateway, payload))
-                .serve()
+            let (initialised, init_seen) = tokio::sync::oneshot::channel::<()>();
+            let serve = GraphQLWebSocket::new(socket, WsExecutor { gateway }, protocol)
+                .on_connection_init(move |payload| {
+                    let _ = initialised.send(());
+                    connection_init(init_gateway, payload)
+                })
+                .serve();
+            // A socket that never says `connection_init` would otherwise be held open
+            // for ever (the HTTP timeout stops at the upgrade): drop it after a while.
+            let init_deadline = async {
+                if tokio::time::timeout(init_timeout, init_seen).await.is_err() {
+                    tracing::debug!("WebSocket closed: no connection_init in time");
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                () = init_deadline => {}
+            }
         })
 }
 

@@ -172,6 +172,14 @@ impl TestApp {
     /// Opens a WebSocket on `/graphql` with `subprotocol` and sends `connection_init`
     /// with `payload`.
     pub async fn websocket(&self, subprotocol: &str, payload: Value) -> WsClient {
+        let mut ws = self.silent_websocket(subprotocol).await;
+        ws.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        ws
+    }
+
+    /// Opens a WebSocket on `/graphql` with `subprotocol` and sends nothing.
+    pub async fn silent_websocket(&self, subprotocol: &str) -> WsClient {
         let url = format!("{}/graphql", self.base.replacen("http", "ws", 1));
         let mut request = url.into_client_request().expect("ws request");
         request.headers_mut().insert(
@@ -182,10 +190,7 @@ impl TestApp {
             .await
             .expect("ws connect timed out")
             .expect("ws connect");
-        let mut ws = WsClient { stream };
-        ws.send(json!({ "type": "connection_init", "payload": payload }))
-            .await;
-        ws
+        WsClient { stream }
     }
 }
 

@@ -28,12 +28,28 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 async fn admin_connection() -> DatabaseConnection {
+    // Once Postgres was found unreachable, every later test fails at once instead of
+    // waiting for it again.
+    static UNREACHABLE: OnceLock<String> = OnceLock::new();
+    if let Some(message) = UNREACHABLE.get() {
+        panic!("{message}");
+    }
     let url = test_database_url();
-    let mut attempt = Database::connect(url.as_str()).await;
+    // sqlx retries a refused connection until its acquire timeout (30 s by default):
+    // keep each attempt short, so an unreachable server is reported quickly.
+    let options = || {
+        let mut options = sea_orm::ConnectOptions::new(url.clone());
+        options
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .sqlx_logging(false);
+        options
+    };
+    let mut attempt = Database::connect(options()).await;
     if attempt.is_err() && start_local_cluster() {
         // The cluster was started just now: give it a bounded while to accept.
-        for _ in 0..30 {
-            attempt = Database::connect(url.as_str()).await;
+        for _ in 0..10 {
+            attempt = Database::connect(options()).await;
             if attempt.is_ok() {
                 break;
             }
@@ -42,12 +58,15 @@ async fn admin_connection() -> DatabaseConnection {
     }
     match attempt {
         Ok(conn) => conn,
-        Err(err) => panic!(
-            "PostgreSQL is not reachable at {url} ({err}).\n\
-             The end-to-end tests need a real Postgres: start the local one with\n  \
-             pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
-             or point TEST_DATABASE_URL at a server where the user may CREATE DATABASE."
-        ),
+        Err(err) => {
+            let message = format!(
+                "PostgreSQL is not reachable at {url} ({err}).\n\
+                 The end-to-end tests need a real Postgres: start the local one with\n  \
+                 pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
+                 or point TEST_DATABASE_URL at a server where the user may CREATE DATABASE."
+            );
+            panic!("{}", UNREACHABLE.get_or_init(|| message));
+        }
     }
 }
 

@@ -40,6 +40,16 @@ impl From<UserRole> for Role {
     }
 }
 
+impl From<TokenRole> for Role {
+    fn from(role: TokenRole) -> Self {
+        match role {
+            TokenRole::User => Self::User,
+            TokenRole::Admin => Self::Admin,
+            TokenRole::Service => Self::Service,
+        }
+    }
+}
+
 impl From<UserRole> for TokenRole {
     fn from(role: UserRole) -> Self {
         match role {
@@ -121,9 +131,10 @@ impl AccountQuery {
         let user = repo::find(&*rc.tx()?, rc.identity(), user_id).await?;
         Ok(user.map(|user| {
             let mut user = User::from(user);
-            // A service token acts as a service whatever the account's stored role.
-            if rc.identity().role() == Some(TokenRole::Service) {
-                user.role = Role::Service;
+            // The role the caller acts with: the token's (a user token of an admin acts
+            // as a user; an admin token is only accepted while the account is an admin).
+            if let Some(role) = rc.identity().role() {
+                user.role = role.into();
             }
             user
         }))
@@ -179,7 +190,7 @@ impl AccountMutation {
         repo::revoke(
             &*rc.tx()?,
             session.own_revocation_id(),
-            session.expires_at(),
+            session.authority_expires_at(),
         )
         .await?;
         Ok(true)

@@ -108,12 +108,14 @@ pub enum Resource {
     Project(Uuid),
 }
 
-/// The expiry of a token asked to live `ttl` (at least one second), in whole seconds:
-/// biscuit dates have no fraction, so the reported expiry is exactly the enforced one.
+/// The expiry of a token asked to live `ttl` (at least one second), rounded up to a
+/// whole second: biscuit dates have no fraction, so the reported expiry is exactly the
+/// enforced one, and the token lives at least as long as asked.
 pub fn expiry_after(ttl: Duration) -> DateTime<Utc> {
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     let expiry = Utc::now()
         .checked_add_signed(ttl.max(chrono::Duration::seconds(1)))
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    DateTime::from_timestamp(expiry.timestamp(), 0).unwrap_or(expiry)
+    let whole = expiry.timestamp() + i64::from(expiry.timestamp_subsec_nanos() > 0);
+    DateTime::from_timestamp(whole, 0).unwrap_or(expiry)
 }

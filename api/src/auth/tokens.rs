@@ -50,8 +50,11 @@ pub struct TokenService {
 pub struct Session {
     token: Biscuit,
     identity: Identity,
-    /// The earliest expiry any block states.
+    /// The earliest expiry any block states (what clients are told).
     expires_at: DateTime<Utc>,
+    /// The expiry the gateway signed: the token can never outlive it, whatever appended
+    /// blocks claim, so a revocation may be forgotten after it.
+    authority_expires_at: DateTime<Utc>,
     /// Whether an appended block refers to `resource(..)`, i.e. may restrict which
     /// projects the token reaches.
     restricts_resources: bool,
@@ -128,18 +131,18 @@ impl TokenService {
         const INVALID: ApiError = ApiError::Unauthenticated("invalid or expired token");
         let token = token.trim();
         if token.len() > MAX_TOKEN_LEN {
-            return Err(INVALID);
+            return Err(ApiError::Unauthenticated(TOO_COSTLY));
         }
         let token = Biscuit::from_base64(token, self.root.public()).map_err(|_| INVALID)?;
         if !within_limits(&token) {
-            return Err(ApiError::Unauthenticated(
-                "token refused: appended blocks may hold at most 8 facts or checks, 2 variables and no rules",
-            ));
+            return Err(ApiError::Unauthenticated(TOO_COSTLY));
         }
         // Checks that depend on the operation fail here without meaning anything; only
         // an expired check makes the token dead whatever it is used for.
-        if let Err(Outcome::Expired | Outcome::Error) = check(&token, "") {
-            return Err(INVALID);
+        match check(&token, "") {
+            Ok(()) | Err(Outcome::Refused) => {}
+            Err(Outcome::Expired) => return Err(INVALID),
+            Err(Outcome::Error) => return Err(over_limits()),
         }
         let mut authorizer = authorizer(&token, "", None).map_err(|_| INVALID)?;
         let _ = authorizer.authorize_with_limits(LIMITS);
@@ -150,7 +153,12 @@ impl TokenService {
         let roles: Vec<(String,)> = authorizer
             .query_with_limits("data($r) <- role($r)", LIMITS)
             .map_err(|_| INVALID)?;
-        let (Some((user,)), Some((role,))) = (single(users), single(roles)) else {
+        let authority_expiries: Vec<(SystemTime,)> = authorizer
+            .query_with_limits("data($e) <- expires($e)", LIMITS)
+            .map_err(|_| INVALID)?;
+        let (Some((user,)), Some((role,)), Some((authority_expires_at,))) =
+            (single(users), single(roles), single(authority_expiries))
+        else {
             return Err(INVALID);
         };
         // Facts of appended blocks may only narrow what the gateway does: the earliest
@@ -174,6 +182,7 @@ impl TokenService {
                 Role::parse(&role).ok_or(INVALID)?,
             ),
             expires_at: expires_at.into(),
+            authority_expires_at: authority_expires_at.into(),
             restricts_resources,
             project_hints: hints
                 .into_iter()
@@ -263,6 +272,14 @@ fn check(token: &Biscuit, facts: &str) -> Result<(), Outcome> {
     if failing_now.is_empty() {
         return Ok(());
     }
+    // Appended blocks hold no rules (`within_limits`), so a check can only depend on
+    // the time by naming `time` itself: a plain refusal costs one authorization.
+    if !failing_now
+        .iter()
+        .any(|failed| failed.to_string().contains("time"))
+    {
+        return Err(Outcome::Refused);
+    }
     for at in [SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH + FAR_FUTURE] {
         let failing_then = failing_at(Some(at))?;
         if failing_now
@@ -273,6 +290,16 @@ fn check(token: &Biscuit, facts: &str) -> Result<(), Outcome> {
         }
     }
     Err(Outcome::Refused)
+}
+
+/// Why a token is refused by [`within_limits`].
+const TOO_COSTLY: &str = "token refused: at most 4 KB and 4 appended blocks, each with at most \
+     8 facts or checks, 2 variables and no rules";
+
+/// An authorization that hit biscuit's limits says nothing about the token (a busy
+/// machine can cause it), so it is an internal error, logged, not a verdict.
+fn over_limits() -> ApiError {
+    ApiError::bug("a token authorization exceeded its time or size limits")
 }
 
 /// Largest token accepted, in base64 characters; ours are a few hundred.
@@ -326,6 +353,12 @@ impl Session {
         self.expires_at
     }
 
+    /// The expiry of the authority block, which the gateway signed: the latest moment
+    /// the token can be valid, and so how long its revocation must be kept.
+    pub fn authority_expires_at(&self) -> DateTime<Utc> {
+        self.authority_expires_at
+    }
+
     /// Hex revocation ids of every block. A token is dead when any of them has been
     /// revoked: its own, or one of a token it was derived from.
     pub fn revocation_ids(&self) -> Vec<String> {
@@ -348,10 +381,9 @@ impl Session {
     /// operation, so a WebSocket opened with a token stops working when it expires.
     pub fn ensure_live(&self) -> ApiResult<()> {
         match check(&self.token, "") {
-            Err(Outcome::Expired | Outcome::Error) => {
-                Err(ApiError::Unauthenticated("invalid or expired token"))
-            }
             Ok(()) | Err(Outcome::Refused) => Ok(()),
+            Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
+            Err(Outcome::Error) => Err(over_limits()),
         }
     }
 
@@ -382,9 +414,10 @@ impl Session {
         match check(&self.token, &facts) {
             Ok(()) => Ok(()),
             Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
-            Err(Outcome::Refused | Outcome::Error) => Err(ApiError::Forbidden(
+            Err(Outcome::Refused) => Err(ApiError::Forbidden(
                 "this token does not allow this operation",
             )),
+            Err(Outcome::Error) => Err(over_limits()),
         }
     }
 
@@ -396,6 +429,12 @@ impl Session {
         read_only: bool,
         ttl: Option<Duration>,
     ) -> ApiResult<(String, DateTime<Utc>)> {
+        if self.token.block_count() > MAX_APPENDED_BLOCKS {
+            return Err(ApiError::bad_input(format!(
+                "this token already carries {MAX_APPENDED_BLOCKS} narrowing blocks, the most \
+                 accepted; derive the new token from one with fewer"
+            )));
+        }
         let expires_at = ttl
             .map(super::expiry_after)
             .map_or(self.expires_at, |requested| requested.min(self.expires_at));

@@ -224,7 +224,7 @@ async fn list(
 
 /// Most candidates a restricted token without `scope_project` hints may have
 /// authorized one by one in a list.
-const MAX_SCOPED_CANDIDATES: u64 = 10_000;
+const MAX_SCOPED_CANDIDATES: u64 = 5_000;
 
 /// The ids among `query`'s rows that a restricted token may read.
 async fn scoped_candidates(
@@ -250,17 +250,18 @@ async fn scoped_candidates(
     }
     let session = session.clone();
     tokio::task::spawn_blocking(move || {
-        candidates
-            .into_iter()
-            .filter(|id| {
-                session
-                    .authorize(Operation::Read, Resource::Project(*id))
-                    .is_ok()
-            })
-            .collect()
+        let mut allowed = Vec::new();
+        for id in candidates {
+            match session.authorize(Operation::Read, Resource::Project(id)) {
+                Ok(()) => allowed.push(id),
+                Err(ApiError::Internal(err)) => return Err(ApiError::Internal(err)),
+                Err(_) => {}
+            }
+        }
+        Ok(allowed)
     })
     .await
-    .map_err(|e| ApiError::internal("authorizing candidates failed", e))
+    .map_err(|e| ApiError::internal("authorizing candidates failed", e))?
 }
 
 #[derive(Default)]

@@ -308,7 +308,17 @@ async fn scoped_token_expiry_only_shortens() {
         .expect("rfc3339")
     };
     let parent = expiry(&ada.graphql(query, json!({ "ttl": null })).await);
+    let asked_at = chrono::Utc::now();
     let short = expiry(&ada.graphql(query, json!({ "ttl": 60 })).await);
+    assert!(
+        short.with_timezone(&chrono::Utc) - asked_at >= chrono::Duration::seconds(60),
+        "a token lives at least as long as asked: {short} from {asked_at}"
+    );
+    assert_eq!(
+        short.timestamp_subsec_nanos(),
+        0,
+        "expiries are whole seconds"
+    );
     let long = expiry(&ada.graphql(query, json!({ "ttl": 365 * 24 * 3600 })).await);
     assert!(short < parent, "{short} < {parent}");
     assert_eq!(
@@ -664,4 +674,73 @@ async fn password_guessing_is_rate_limited_per_email() {
     );
     let bob = sign_in(&app, "bob@example.com", "correct horse").await;
     assert_eq!(bob["data"]["signIn"]["user"]["email"], "bob@example.com");
+}
+
+#[tokio::test]
+async fn a_claimed_expiry_does_not_shorten_a_revocation() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    // A holder appends a fact claiming the token expired long ago; no check enforces it.
+    let token = Biscuit::from_base64(ada.token(), app.root.public()).expect("parse");
+    let claimed = token
+        .append(
+            BlockBuilder::new()
+                .code("expires(1970-01-01T00:00:00Z);")
+                .expect("block"),
+        )
+        .and_then(|t| t.to_base64())
+        .expect("append");
+    let claimed = app.with_token(&claimed);
+    assert_eq!(
+        claimed.graphql("mutation { signOut }", json!({})).await["data"]["signOut"],
+        true
+    );
+    let purged = flashfusion_api::accounts::purge_expired_revocations(&app.state.db)
+        .await
+        .expect("purge");
+    assert_eq!(
+        purged, 0,
+        "the revocation lives as long as the signed expiry"
+    );
+    assert_eq!(
+        code(&claimed.graphql(ME, json!({})).await),
+        "UNAUTHENTICATED"
+    );
+}
+
+#[tokio::test]
+async fn derivation_depth_is_bounded_with_a_clear_error() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let mut holder = ada.clone();
+    for depth in 1..=4 {
+        let token = scoped(&holder, json!({ "readOnly": true, "ttlSeconds": 600 })).await;
+        holder = app.with_token(&token);
+        assert!(
+            holder.graphql(ME, json!({})).await["data"]["me"].is_object(),
+            "depth {depth}"
+        );
+    }
+    let refused = holder
+        .graphql(
+            "mutation { createScopedToken(input: {readOnly: true}) { token } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+}
+
+#[tokio::test]
+async fn me_reports_the_role_the_token_acts_with() {
+    let app = TestApp::postgres().await;
+    let (admin, admin_id) = app.admin("root@example.com").await;
+    assert_eq!(
+        admin.graphql("{ me { role } }", json!({})).await["data"]["me"]["role"],
+        "ADMIN"
+    );
+    let as_user = app.with_token(&app.mint(&admin_id, flashfusion_api::auth::Role::User));
+    assert_eq!(
+        as_user.graphql("{ me { role } }", json!({})).await["data"]["me"]["role"],
+        "USER"
+    );
 }

@@ -153,3 +153,18 @@ async fn a_request_over_the_time_limit_is_408_and_writes_nothing() {
     .expect("count");
     assert_eq!(users, 0);
 }
+
+#[tokio::test]
+async fn a_websocket_that_never_initialises_is_closed() {
+    let db = flashfusion_tests::TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.ws_init_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut silent = app.silent_websocket("graphql-transport-ws").await;
+    assert!(silent.next().await.is_err(), "closed without a message");
+    // One that does initialise in time stays open and answers.
+    let mut ws = app.websocket("graphql-transport-ws", json!({})).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+}
