@@ -159,7 +159,7 @@ async fn a_websocket_that_never_initialises_is_closed() {
     let db = flashfusion_tests::TestDb::new().await;
     let url = db.url().to_owned();
     let app = TestApp::start_with(url, Some(db), |config| {
-        config.ws_init_timeout = std::time::Duration::from_millis(300);
+        config.ws_init_timeout = std::time::Duration::from_secs(1);
     })
     .await;
     let mut silent = app.silent_websocket("graphql-transport-ws").await;
