@@ -134,8 +134,11 @@ impl Gateway {
             }
             _ => {}
         }
-        if let Some(Err(err)) = caller.as_ref().map(Session::ensure_live) {
-            // A WebSocket outlives its token: expiry is checked per operation.
+        // An HTTP caller was verified for this very request; a WebSocket's caller was
+        // verified at connection_init and may have expired since.
+        if transport == Transport::WebSocket
+            && let Some(Err(err)) = caller.as_ref().map(Session::ensure_live)
+        {
             return refuse(err, Refusal::Unauthenticated);
         }
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();

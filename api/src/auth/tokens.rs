@@ -134,18 +134,18 @@ impl TokenService {
             return Err(ApiError::Unauthenticated(TOO_COSTLY));
         }
         let token = Biscuit::from_base64(token, self.root.public()).map_err(|_| INVALID)?;
-        if !within_limits(&token) {
-            return Err(ApiError::Unauthenticated(TOO_COSTLY));
-        }
+        let restricts_resources =
+            inspect_blocks(&token).ok_or(ApiError::Unauthenticated(TOO_COSTLY))?;
         // Checks that depend on the operation fail here without meaning anything; only
-        // an expired check makes the token dead whatever it is used for.
-        match check(&token, "") {
+        // an expired check makes the token dead whatever it is used for. The queries
+        // below read the world this one authorization computed.
+        let mut authorizer = authorizer(&token, "", None).map_err(|_| INVALID)?;
+        let result = authorizer.authorize_with_limits(LIMITS);
+        match classify(&token, "", result) {
             Ok(()) | Err(Outcome::Refused) => {}
             Err(Outcome::Expired) => return Err(INVALID),
             Err(Outcome::Error) => return Err(over_limits()),
         }
-        let mut authorizer = authorizer(&token, "", None).map_err(|_| INVALID)?;
-        let _ = authorizer.authorize_with_limits(LIMITS);
         // Identity from the authority block only (`query`), never from appended blocks.
         let users: Vec<(String,)> = authorizer
             .query_with_limits("data($u) <- user($u)", LIMITS)
@@ -171,11 +171,6 @@ impl TokenService {
         let hints: Vec<(String,)> = authorizer
             .query_all_with_limits("data($p) <- scope_project($p)", LIMITS)
             .map_err(|_| INVALID)?;
-        let restricts_resources = (1..token.block_count()).any(|block| {
-            token
-                .print_block_source(block)
-                .map_or(true, |source| source.contains("resource"))
-        });
         Ok(Session {
             identity: Identity::user(
                 Uuid::parse_str(&user).map_err(|_| INVALID)?,
@@ -264,15 +259,18 @@ const FAR_FUTURE: Duration = Duration::from_secs(8_000 * 365 * 24 * 3600);
 /// of the time, not of what is being done. This holds however a holder writes the
 /// check; only a bounded window ("valid between A and B") once past reads as a refusal.
 fn check(token: &Biscuit, facts: &str) -> Result<(), Outcome> {
-    let failing_at = |at: Option<SystemTime>| -> Result<Vec<FailedCheck>, Outcome> {
-        let mut authorizer = authorizer(token, facts, at).map_err(|_| Outcome::Error)?;
-        failed_checks(authorizer.authorize_with_limits(LIMITS))
-    };
-    let failing_now = failing_at(None)?;
+    let mut now = authorizer(token, facts, None).map_err(|_| Outcome::Error)?;
+    classify(token, facts, now.authorize_with_limits(LIMITS))
+}
+
+/// The outcome of an authorization that ran now (see [`check`]); re-runs the failing
+/// checks at other times only when one of them names `time`.
+fn classify(token: &Biscuit, facts: &str, now: Result<usize, Token>) -> Result<(), Outcome> {
+    let failing_now = failed_checks(now)?;
     if failing_now.is_empty() {
         return Ok(());
     }
-    // Appended blocks hold no rules (`within_limits`), so a check can only depend on
+    // Appended blocks hold no rules (`inspect_blocks`), so a check can only depend on
     // the time by naming `time` itself: a plain refusal costs one authorization.
     if !failing_now
         .iter()
@@ -281,7 +279,8 @@ fn check(token: &Biscuit, facts: &str) -> Result<(), Outcome> {
         return Err(Outcome::Refused);
     }
     for at in [SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH + FAR_FUTURE] {
-        let failing_then = failing_at(Some(at))?;
+        let mut then = authorizer(token, facts, Some(at)).map_err(|_| Outcome::Error)?;
+        let failing_then = failed_checks(then.authorize_with_limits(LIMITS))?;
         if failing_now
             .iter()
             .any(|failed| !failing_then.contains(failed))
@@ -292,7 +291,7 @@ fn check(token: &Biscuit, facts: &str) -> Result<(), Outcome> {
     Err(Outcome::Refused)
 }
 
-/// Why a token is refused by [`within_limits`].
+/// Why a token is refused by [`inspect_blocks`].
 const TOO_COSTLY: &str = "token refused: at most 4 KB and 4 appended blocks, each with at most \
      8 facts or checks, 2 variables and no rules";
 
@@ -311,35 +310,42 @@ const MAX_BLOCK_STATEMENTS: usize = 8;
 /// Most distinct variables in one appended block.
 const MAX_BLOCK_VARIABLES: usize = 2;
 
-/// Whether the holder-written blocks of `token` are small enough to authorize quickly.
+/// What the gateway needs to know of the blocks a holder appended, read in one pass
+/// over their printed source: `None` when they are too costly to authorize, otherwise
+/// whether any of them mentions `resource` (may restrict which projects it reaches).
 ///
 /// Datalog cost grows with facts to the power of a query's variables, and biscuit's
 /// time limit is only checked between iterations, not inside one join: a 1.5 KB token
 /// with four-variable checks kept a core busy for minutes. So appended blocks may hold
 /// no rules, at most [`MAX_BLOCK_STATEMENTS`] statements and [`MAX_BLOCK_VARIABLES`]
-/// variables (every narrowing in ARCHITECTURE.md needs one). The counts are taken on the
-/// printed source and can only over-count (a `;` or `$` inside a string), never under.
-fn within_limits(token: &Biscuit) -> bool {
-    let appended = token.block_count().saturating_sub(1);
-    appended <= MAX_APPENDED_BLOCKS
-        && (1..token.block_count()).all(|block| {
-            let Ok(source) = token.print_block_source(block) else {
-                return false;
-            };
-            let variables: std::collections::HashSet<&str> = source
-                .split('$')
-                .skip(1)
-                .map(|rest| {
-                    let end = rest
-                        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                        .unwrap_or(rest.len());
-                    &rest[..end]
-                })
-                .collect();
-            !source.contains("<-")
-                && source.matches(';').count() <= MAX_BLOCK_STATEMENTS
-                && variables.len() <= MAX_BLOCK_VARIABLES
-        })
+/// variables (every narrowing in ARCHITECTURE.md needs one). The counts can only
+/// over-count (a `;` or `$` inside a string), never under.
+fn inspect_blocks(token: &Biscuit) -> Option<bool> {
+    if token.block_count().saturating_sub(1) > MAX_APPENDED_BLOCKS {
+        return None;
+    }
+    let mut restricts_resources = false;
+    for block in 1..token.block_count() {
+        let source = token.print_block_source(block).ok()?;
+        let variables: std::collections::HashSet<&str> = source
+            .split('$')
+            .skip(1)
+            .map(|rest| {
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        if source.contains("<-")
+            || source.matches(';').count() > MAX_BLOCK_STATEMENTS
+            || variables.len() > MAX_BLOCK_VARIABLES
+        {
+            return None;
+        }
+        restricts_resources |= source.contains("resource");
+    }
+    Some(restricts_resources)
 }
 
 impl Session {
@@ -378,7 +384,8 @@ impl Session {
     }
 
     /// Whether the token may still be used at all; the pipeline asks before every
-    /// operation, so a WebSocket opened with a token stops working when it expires.
+    /// WebSocket operation, so a socket opened with a token stops working when it
+    /// expires.
     pub fn ensure_live(&self) -> ApiResult<()> {
         match check(&self.token, "") {
             Ok(()) | Err(Outcome::Refused) => Ok(()),
