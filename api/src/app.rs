@@ -1,57 +1,13 @@
-//! The application: shared state built once, and serving it with graceful shutdown.
+//! The application, the top of the stack: the router over the shared state, serving it
+//! with graceful shutdown, and the hourly housekeeping.
 
-use std::{num::NonZeroU32, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::{
-    accounts, auth::TokenService, config::Config, db::Database, graphql::build_schema, http,
-    pipeline::Gateway,
-};
-
-/// Everything requests share, built once at start-up.
-pub struct AppState {
-    /// The connection pool; request code reaches it only through `Database::begin`.
-    pub db: Database,
-    /// Mints and verifies biscuit tokens with the root key.
-    pub tokens: TokenService,
-    /// Sign-in attempts per email, against password guessing.
-    pub sign_in_limiter: SignInLimiter,
-    /// The configuration the process started with.
-    pub config: Config,
-}
-
-/// A rate limiter keyed by normalised email.
-pub type SignInLimiter = governor::DefaultKeyedRateLimiter<String>;
-
-impl AppState {
-    /// Connects to the database and loads the root key.
-    pub async fn init(config: Config) -> anyhow::Result<Arc<Self>> {
-        let tokens = TokenService::load(
-            config.biscuit_private_key.as_ref().map(|k| k.expose()),
-            &config.biscuit_key_file,
-            config.token_ttl,
-        )?;
-        Self::with_tokens(config, tokens).await
-    }
-
-    /// Like [`AppState::init`] with a given token service (tests, embedding).
-    pub async fn with_tokens(config: Config, tokens: TokenService) -> anyhow::Result<Arc<Self>> {
-        let db = Database::connect(config.database_url.expose(), config.db_max_connections).await?;
-        let burst = NonZeroU32::new(config.signin_burst)
-            .context("FLASHFUSION_SIGNIN_BURST must be positive")?;
-        let quota = governor::Quota::with_period(config.signin_refill)
-            .context("FLASHFUSION_SIGNIN_REFILL must be positive")?
-            .allow_burst(burst);
-        Ok(Arc::new(Self {
-            db,
-            tokens,
-            sign_in_limiter: governor::RateLimiter::keyed(quota),
-            config,
-        }))
-    }
-}
+pub use crate::state::AppState;
+use crate::{http, pipeline::Gateway, schema::build_schema, session};
 
 /// The gateway's router over `state`.
 pub fn router(state: Arc<AppState>) -> axum::Router {
@@ -96,11 +52,11 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 /// revocations of tokens that have expired anyway and the sign-in limiter's idle keys.
 /// A failure is logged and retried next time.
 async fn housekeeping(state: Arc<AppState>) {
-    let mut every = tokio::time::interval(accounts::PURGE_EVERY);
+    let mut every = tokio::time::interval(session::PURGE_EVERY);
     loop {
         every.tick().await;
         state.sign_in_limiter.retain_recent();
-        match accounts::purge_expired_revocations(&state.db).await {
+        match session::purge_expired_revocations(&state.db).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired revocations"),
             Err(err) => tracing::warn!(error = ?err, "purging expired revocations failed"),

@@ -5,11 +5,10 @@ use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait};
 
 use crate::{
-    accounts,
     app::{self, AppState},
     auth::{Email, Identity, Role},
     config::{Cli, Command, LogFormat, MigrateAction, TokenAction, TokenRole},
-    graphql,
+    schema,
 };
 
 /// Runs the command line.
@@ -18,7 +17,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => app::serve(AppState::init(cli.config).await?).await,
         Command::Schema => {
-            print!("{}", graphql::sdl());
+            print!("{}", schema::sdl());
             Ok(())
         }
         Command::Migrate { action } => {
@@ -79,14 +78,14 @@ async fn issue_for(
     role: TokenRole,
 ) -> Result<Option<entity::users::Model>, crate::error::ApiError> {
     let tx = state.db.begin(&Identity::SERVICE, false).await?;
-    let Some(user) = accounts::find_by_email(tx.conn(), email).await? else {
+    let Some(user) = crate::domains::accounts::find_by_email(tx.conn(), email).await? else {
         return Ok(None);
     };
     let user = if role == TokenRole::Admin {
         tx.handle()
             .act_as(&Identity::user(user.id, Role::Admin))
             .await?;
-        accounts::promote_to_admin(tx.conn(), user).await?
+        crate::domains::accounts::promote_to_admin(tx.conn(), user).await?
     } else {
         user
     };

@@ -264,7 +264,7 @@ async fn connection_init(
         Some(token) => {
             let session = verify_bearer(&gateway, token)?;
             let tx = gateway.state().db.begin(&session.identity(), true).await?;
-            let current = crate::accounts::session_is_current(tx.conn(), &session).await;
+            let current = crate::session::is_current(tx.conn(), &session).await;
             tx.finish(true).await?;
             if !current? {
                 return Err(ApiError::Unauthenticated("invalid or expired token").into());

@@ -1,20 +1,22 @@
 //! The FlashFusion gateway: GraphQL over the FlashFusion database with biscuit-token
 //! auth, Postgres Row Level Security per request, and an embedded SQLite default.
 //!
-//! See ARCHITECTURE.md for the map. The binary (`main.rs`) only parses the command line
-//! and calls [`cli::run`].
+//! Modules import only from below (ARCHITECTURE.md has the map):
+//! `error`, `config`, `validate`, `auth` → `db` → `state` → `session` → `kit` →
+//! `domains` → `schema` → `pipeline` → `http` → `app`, `cli`. The binary (`main.rs`)
+//! only parses the command line and calls [`cli::run`].
 
-pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod domains;
 pub mod error;
-pub mod graphql;
 pub mod http;
-mod loaders;
-mod pagination;
+pub mod kit;
 pub mod pipeline;
-pub mod projects;
+pub mod schema;
+pub mod session;
+pub mod state;
 mod validate;

@@ -4,27 +4,18 @@
 //! commit on success or roll back on error. Built once, so every resolver gets RLS and
 //! the token's checks without doing anything.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use async_graphql::{
-    Executor, Request, Response, ServerError, ServerResult, Value,
-    dataloader::DataLoader,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo},
+    Executor, Request, Response, ServerError, Value,
     parser::types::{DocumentOperations, OperationType},
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tracing::Instrument as _;
 
 use crate::{
-    accounts,
-    app::AppState,
-    auth::Session,
-    error::ApiError,
-    graphql::{AppSchema, RequestContext},
-    loaders::ProfileLoader,
+    auth::Session, domains, error::ApiError, kit::RequestContext, schema::AppSchema, session,
+    state::AppState,
 };
 
 /// How an operation arrived; decides which operation types may run.
@@ -148,7 +139,7 @@ impl Gateway {
             Err(err) => return refuse(err, Refusal::Unavailable),
         };
         if let Some(session) = &caller {
-            let refusal = match accounts::session_is_current(tx.conn(), session).await {
+            let refusal = match session::is_current(tx.conn(), session).await {
                 Ok(true) => None,
                 Ok(false) => Some((
                     ApiError::Unauthenticated("invalid or expired token"),
@@ -163,13 +154,10 @@ impl Gateway {
             }
         }
         let handle = tx.handle();
-        let request = request
-            .data(RequestContext {
-                session: caller,
-                tx: handle.clone(),
-                failed: OnceLock::new(),
-            })
-            .data(DataLoader::new(ProfileLoader { tx: handle }, tokio::spawn));
+        let request = domains::register_loaders(
+            request.data(RequestContext::new(caller, handle.clone())),
+            handle,
+        );
         let mut response = self.schema.execute(request).await;
         let success = response.is_ok();
         if !success && operation_type == OperationType::Mutation {
@@ -226,61 +214,6 @@ fn with_codes(mut response: Response) -> Response {
         }
     }
     response
-}
-
-/// Stops a mutation at its first failing root field. GraphQL runs the remaining root
-/// fields anyway, but the operation will be rolled back, and on Postgres every statement
-/// after a failed one is refused ("transaction aborted"), which would surface as
-/// `INTERNAL`. Later fields get an error naming the cause instead, with the first
-/// failure's code, and run nothing.
-pub(crate) struct MutationGuard;
-
-impl ExtensionFactory for MutationGuard {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(MutationGuard)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for MutationGuard {
-    async fn resolve(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        let Some(rc) = ctx.data_opt::<RequestContext>() else {
-            return next.run(ctx, info).await;
-        };
-        if info.parent_type != "Mutation" {
-            return next.run(ctx, info).await;
-        }
-        if let Some(code) = rc.failed.get() {
-            let mut error = ServerError::new(
-                "not run: an earlier field of this mutation failed, so the operation was rolled back",
-                Some(info.field.name.pos),
-            );
-            error
-                .extensions
-                .get_or_insert_with(Default::default)
-                .set("code", code.as_str());
-            return Err(error);
-        }
-        let result = next.run(ctx, info).await;
-        if let Err(error) = &result {
-            let code = error
-                .extensions
-                .as_ref()
-                .and_then(|ext| ext.get("code"))
-                .and_then(|code| match code {
-                    Value::String(code) => Some(code.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "BAD_USER_INPUT".to_owned());
-            let _ = rc.failed.set(code);
-        }
-        result
-    }
 }
 
 /// The WebSocket transport runs operations through the same pipeline; its caller

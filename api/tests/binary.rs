@@ -232,7 +232,7 @@ async fn starts_on_sqlite_with_no_configuration() {
 fn schema_graphql_is_up_to_date() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schema.graphql");
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    let live = flashfusion_api::graphql::sdl();
+    let live = flashfusion_api::schema::sdl();
     assert!(
         checked_in == live,
         "schema.graphql is out of date; regenerate it with:\n  cargo run -q -- schema > schema.graphql"

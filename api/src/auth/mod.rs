@@ -93,19 +93,53 @@ impl Identity {
 }
 
 /// What an operation does, as the token's checks see it (`operation(..)`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     Read,
     Write,
 }
 
-/// What an operation touches, as the token's checks see it (`resource(..)`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an operation touches, as the token's checks see it (`resource(..)`). Each kind
+/// of account-wide data has a resource of its own, so a token narrowed to one project
+/// (`resource("project", P) or resource("account")`) reaches that project and the
+/// caller's own profile, and nothing account-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource {
-    /// The caller's own account: `me`, `signOut`, unscoped `createScopedToken`.
+    /// The caller's own profile: `me`, `updateMe`, unscoped `createScopedToken`.
     Account,
-    /// One project (also a project being created).
+    /// One project and what hangs off it (tasks, deployments, generations), also a
+    /// project being created.
     Project(Uuid),
+    /// The caller's billing (`resource("billing")`).
+    Billing,
+    /// The caller's provider keys (`resource("api_keys")`).
+    ApiKeys,
+    /// The caller's integrations (`resource("integrations")`).
+    Integrations,
+    /// The caller's notifications (`resource("notifications")`).
+    Notifications,
+    /// The caller's usage figures (`resource("usage")`).
+    Usage,
+    /// The shared catalogs and the user directory that admins write and manage
+    /// (`resource("admin")`).
+    Admin,
+}
+
+impl Resource {
+    /// The `resource(..)` fact the authorizer supplies for this access.
+    pub(crate) fn fact(self) -> String {
+        let kind = match self {
+            Self::Project(id) => return format!("resource(\"project\", \"{id}\");"),
+            Self::Account => "account",
+            Self::Billing => "billing",
+            Self::ApiKeys => "api_keys",
+            Self::Integrations => "integrations",
+            Self::Notifications => "notifications",
+            Self::Usage => "usage",
+            Self::Admin => "admin",
+        };
+        format!("resource(\"{kind}\");")
+    }
 }
 
 /// The expiry of a token asked to live `ttl` (at least one second), rounded up to a

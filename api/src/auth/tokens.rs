@@ -413,11 +413,7 @@ impl Session {
             Operation::Read => "read",
             Operation::Write => "write",
         };
-        let mut facts = format!("operation(\"{op}\");");
-        match resource {
-            Resource::Account => facts.push_str("resource(\"account\");"),
-            Resource::Project(id) => facts.push_str(&format!("resource(\"project\", \"{id}\");")),
-        }
+        let facts = format!("operation(\"{op}\");{}", resource.fact());
         match check(&self.token, &facts) {
             Ok(()) => Ok(()),
             Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),

@@ -638,7 +638,7 @@ async fn expired_revocations_are_purged_and_live_ones_kept() {
     )
     .await
     .expect("an expired revocation");
-    let purged = flashfusion_api::accounts::purge_expired_revocations(&app.state.db)
+    let purged = flashfusion_api::session::purge_expired_revocations(&app.state.db)
         .await
         .expect("purge");
     assert_eq!(purged, 1);
@@ -695,7 +695,7 @@ async fn a_claimed_expiry_does_not_shorten_a_revocation() {
         claimed.graphql("mutation { signOut }", json!({})).await["data"]["signOut"],
         true
     );
-    let purged = flashfusion_api::accounts::purge_expired_revocations(&app.state.db)
+    let purged = flashfusion_api::session::purge_expired_revocations(&app.state.db)
         .await
         .expect("purge");
     assert_eq!(

@@ -25,6 +25,7 @@ mod http;
 mod migrations;
 mod production;
 mod projects;
+mod scoping;
 
 use serde_json::Value;
 

@@ -23,13 +23,33 @@ pub const DEFAULT_PAGE: usize = 20;
 /// Largest page a client gets, whatever it asks for.
 pub const MAX_PAGE: usize = 100;
 
-/// The four Relay arguments as the client sent them.
+/// The four Relay arguments as the client sent them. A list field takes them as its
+/// own arguments (async-graphql cannot flatten arguments), declares
+/// `complexity = "page_complexity(first, last, child_complexity)"`, and passes them on
+/// with [`PageArgs::new`].
 #[derive(Debug, Default, Clone)]
 pub struct PageArgs {
     pub first: Option<i32>,
     pub after: Option<String>,
     pub last: Option<i32>,
     pub before: Option<String>,
+}
+
+impl PageArgs {
+    /// The arguments in the order list fields declare them.
+    pub fn new(
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Self {
+        Self {
+            first,
+            after,
+            last,
+            before,
+        }
+    }
 }
 
 /// A cursor: the row's UUID, opaque to clients.

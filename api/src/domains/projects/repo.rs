@@ -1,28 +1,15 @@
-//! SQL for projects. The visibility condition here mirrors the `projects` RLS policies
-//! so the same rows are hidden on SQLite, where no policy runs.
+//! SQL for projects. Reads filter with [`super::policy::readable`], so the same rows are
+//! hidden on SQLite, where no policy runs.
 
 use chrono::Utc;
 use entity::projects::{self, ProjectStatus, ProjectVisibility};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    IntoActiveModel, ModelTrait, QueryFilter, Select,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    ModelTrait, QueryFilter, Select,
 };
 use uuid::Uuid;
 
 use crate::{auth::Identity, error::ApiResult};
-
-/// What the policies let `identity` read: public projects, its own, or all for admins
-/// and services.
-fn visible_to(identity: Identity) -> Condition {
-    let public = projects::Column::Visibility.eq(ProjectVisibility::Public);
-    match (identity.role(), identity.user_id()) {
-        (Some(crate::auth::Role::Admin | crate::auth::Role::Service), _) => Condition::all(),
-        (_, Some(user)) => Condition::any()
-            .add(public)
-            .add(projects::Column::OwnerId.eq(user)),
-        (_, None) => Condition::all().add(public),
-    }
-}
 
 /// The project `id` if `identity` may read it.
 pub async fn find_visible(
@@ -31,7 +18,7 @@ pub async fn find_visible(
     id: Uuid,
 ) -> ApiResult<Option<projects::Model>> {
     Ok(projects::Entity::find_by_id(id)
-        .filter(visible_to(identity))
+        .filter(super::policy::readable(identity))
         .one(db)
         .await?)
 }

@@ -1,26 +1,34 @@
 //! Projects: the GraphQL types and resolvers of the projects domain.
 //!
-//! Visibility rules (owner: all; anyone: read public; admin: all) live in [`repo`] as
-//! SQL conditions that mirror the `projects` policies, so SQLite is guarded too; a
-//! project the caller cannot see is `NOT_FOUND` for mutations and `null` for `project`.
+//! Who may do what lives in [`policy`], which mirrors the `projects` policies, so SQLite
+//! is guarded too; a project the caller cannot see is `NOT_FOUND` for mutations and
+//! `null` for `project`. Everything project-owned builds on [`require_visible`] and
+//! [`require_changeable`].
 
+pub mod policy;
 mod repo;
 
 use async_graphql::{
     ComplexObject, Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject,
-    dataloader::DataLoader,
 };
 use chrono::{DateTime, Utc};
 use entity::projects::{self, ProjectStatus as DbStatus, ProjectVisibility as DbVisibility};
-use sea_orm::{ColumnTrait, QueryFilter, QuerySelect, Select};
+use sea_orm::Select;
 use uuid::Uuid;
 
 use crate::{
-    auth::{Operation, Resource, Role, Session},
+    auth::{Operation, Resource},
     error::{ApiError, ApiResult},
-    graphql::{RequestContext, parse_id},
-    loaders::{Profile, ProfileLoader},
-    pagination::{Page, PageArgs, page_complexity, paginate},
+    kit::{
+        RequestContext,
+        authz::{refuse_service, scope_to_token},
+        enums::mirror_enum,
+        loaders::load_one,
+        pagination::{Page, PageArgs, page_complexity, paginate},
+        parse_id,
+        payloads::DeletePayload,
+        profiles::{Profile, ProfileLoader},
+    },
     validate::{self, Lines},
 };
 
@@ -38,21 +46,6 @@ pub enum ProjectStatus {
     Archived,
 }
 
-/// Maps each API enum to its entity twin and back, both ways in one place.
-macro_rules! mirror_enum {
-    ($api:ident <=> $db:ident { $($variant:ident),+ $(,)? }) => {
-        impl From<$db> for $api {
-            fn from(value: $db) -> Self {
-                match value { $($db::$variant => Self::$variant),+ }
-            }
-        }
-        impl From<$api> for $db {
-            fn from(value: $api) -> Self {
-                match value { $($api::$variant => Self::$variant),+ }
-            }
-        }
-    };
-}
 mirror_enum!(ProjectVisibility <=> DbVisibility { Private, Public });
 mirror_enum!(ProjectStatus <=> DbStatus { Active, Archived });
 
@@ -76,11 +69,8 @@ pub struct Project {
 impl Project {
     /// The owner's public profile, batched across a page of projects.
     async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Profile> {
-        ctx.data::<DataLoader<ProfileLoader>>()
-            .map_err(|_| ApiError::bug("profile loader missing"))?
-            .load_one(self.owner_id)
-            .await
-            .map_err(|e| (*e).clone())?
+        load_one::<ProfileLoader, _>(ctx, self.owner_id)
+            .await?
             .ok_or(ApiError::NotFound("owner"))
     }
 }
@@ -104,11 +94,6 @@ impl From<projects::Model> for Project {
 #[derive(SimpleObject)]
 pub struct ProjectPayload {
     project: Project,
-}
-
-#[derive(SimpleObject)]
-pub struct DeletePayload {
-    deleted_id: ID,
 }
 
 #[derive(InputObject)]
@@ -161,12 +146,7 @@ impl ProjectQuery {
     ) -> ApiResult<Page<Project>> {
         let rc = RequestContext::of(ctx)?;
         let owner = rc.user_id()?;
-        let args = PageArgs {
-            first,
-            after,
-            last,
-            before,
-        };
+        let args = PageArgs::new(first, after, last, before);
         list(rc, repo::owned_by(owner), args).await
     }
 
@@ -181,37 +161,18 @@ impl ProjectQuery {
         before: Option<String>,
     ) -> ApiResult<Page<Project>> {
         let rc = RequestContext::of(ctx)?;
-        let args = PageArgs {
-            first,
-            after,
-            last,
-            before,
-        };
+        let args = PageArgs::new(first, after, last, before);
         list(rc, repo::public(), args).await
     }
 }
 
 /// One page of `query`, as far as the token's checks allow.
-///
-/// When no appended block mentions `resource`, every check evaluates the same for the
-/// account as for any row, so one authorization of the account decides for the whole
-/// list (a token refused everything is refused the list). Otherwise the candidates are
-/// authorized row by row first, so pages and `totalCount` count only what it may see.
 async fn list(
     rc: &RequestContext,
     query: Select<projects::Entity>,
     args: PageArgs,
 ) -> ApiResult<Page<Project>> {
-    let query = match &rc.session {
-        Some(session) if session.restricts_resources() => {
-            let allowed = scoped_candidates(rc, session, query.clone()).await?;
-            query.filter(projects::Column::Id.is_in(allowed))
-        }
-        _ => {
-            rc.authorize(Operation::Read, Resource::Account)?;
-            query
-        }
-    };
+    let query = scope_to_token(rc, query, projects::Column::Id, Resource::Account).await?;
     paginate(
         rc.tx_ref(),
         query,
@@ -220,48 +181,6 @@ async fn list(
         Project::from,
     )
     .await
-}
-
-/// Most candidates a restricted token without `scope_project` hints may have
-/// authorized one by one in a list.
-const MAX_SCOPED_CANDIDATES: u64 = 5_000;
-
-/// The ids among `query`'s rows that a restricted token may read.
-async fn scoped_candidates(
-    rc: &RequestContext,
-    session: &Session,
-    mut query: Select<projects::Entity>,
-) -> ApiResult<Vec<Uuid>> {
-    if !session.project_hints().is_empty() {
-        query = query.filter(projects::Column::Id.is_in(session.project_hints().iter().copied()));
-    }
-    let candidates: Vec<Uuid> = query
-        .select_only()
-        .column(projects::Column::Id)
-        .limit(MAX_SCOPED_CANDIDATES + 1)
-        .into_tuple()
-        .all(&*rc.tx()?)
-        .await?;
-    if candidates.len() as u64 > MAX_SCOPED_CANDIDATES {
-        return Err(ApiError::bad_input(
-            "this token restricts projects without naming them; add scope_project(\"<id>\") \
-             facts to its block so lists can be narrowed",
-        ));
-    }
-    let session = session.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut allowed = Vec::new();
-        for id in candidates {
-            match session.authorize(Operation::Read, Resource::Project(id)) {
-                Ok(()) => allowed.push(id),
-                Err(ApiError::Internal(err)) => return Err(ApiError::Internal(err)),
-                Err(_) => {}
-            }
-        }
-        Ok(allowed)
-    })
-    .await
-    .map_err(|e| ApiError::internal("authorizing candidates failed", e))?
 }
 
 #[derive(Default)]
@@ -277,7 +196,7 @@ impl ProjectMutation {
     ) -> ApiResult<ProjectPayload> {
         let rc = RequestContext::of(ctx)?;
         let owner = rc.user_id()?;
-        refuse_service(rc)?;
+        refuse_service(rc, SERVICE_REFUSED)?;
         let id = crate::db::new_id();
         rc.authorize(Operation::Write, Resource::Project(id))?;
         let new = repo::NewProject {
@@ -316,7 +235,7 @@ impl ProjectMutation {
     ) -> ApiResult<ProjectPayload> {
         let rc = RequestContext::of(ctx)?;
         let id = parse_id("id", &input.id)?;
-        let current = require_writable(rc, id).await?;
+        let current = require_changeable(rc, id).await?;
         let description = match &input.description {
             MaybeUndefined::Undefined => None,
             MaybeUndefined::Null => Some(None),
@@ -347,11 +266,9 @@ impl ProjectMutation {
     async fn delete_project(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeletePayload> {
         let rc = RequestContext::of(ctx)?;
         let id = parse_id("id", &id)?;
-        let current = require_writable(rc, id).await?;
+        let current = require_changeable(rc, id).await?;
         repo::delete(&*rc.tx()?, current).await?;
-        Ok(DeletePayload {
-            deleted_id: id.into(),
-        })
+        Ok(DeletePayload::new(id))
     }
 }
 
@@ -366,14 +283,16 @@ pub(crate) async fn require_visible(rc: &RequestContext, id: Uuid) -> ApiResult<
         .ok_or(MISSING)
 }
 
-/// The project `id` if the caller may change it: `NOT_FOUND` when invisible,
-/// `FORBIDDEN` when visible but not theirs, for service tokens, or when the token is
-/// read-only.
-async fn require_writable(rc: &RequestContext, id: Uuid) -> ApiResult<projects::Model> {
+/// The project `id` if the caller may change it or hang rows off it: `NOT_FOUND` when
+/// invisible, `FORBIDDEN` when visible but not theirs (see [`policy::may_change`]) or
+/// when the token does not allow writing to it.
+pub(crate) async fn require_changeable(
+    rc: &RequestContext,
+    id: Uuid,
+) -> ApiResult<projects::Model> {
     let project = require_visible(rc, id).await?;
-    refuse_service(rc)?;
-    let identity = rc.identity();
-    if identity.user_id() != Some(project.owner_id) && !identity.is_admin() {
+    refuse_service(rc, SERVICE_REFUSED)?;
+    if !policy::may_change(rc.identity(), project.owner_id) {
         return Err(ApiError::Forbidden(
             "only the owner may change this project",
         ));
@@ -382,14 +301,8 @@ async fn require_writable(rc: &RequestContext, id: Uuid) -> ApiResult<projects::
     Ok(project)
 }
 
-/// Services read projects but never change them (the policies grant them SELECT only);
-/// saying so here keeps SQLite, which has no policies, to the same rule.
-fn refuse_service(rc: &RequestContext) -> ApiResult<()> {
-    if rc.identity().role() == Some(Role::Service) {
-        return Err(ApiError::Forbidden("service tokens cannot change projects"));
-    }
-    Ok(())
-}
+/// Services read projects but never change them (the policies grant them SELECT only).
+const SERVICE_REFUSED: &str = "service tokens cannot change projects";
 
 /// Longest project name, in characters.
 const NAME_MAX: usize = 200;

@@ -1,6 +1,6 @@
-//! Per-request DataLoaders, so nested fields are batched (a page of 100 projects loads
-//! its owners in one statement). Loaders hold a [`TxRef`], never the transaction
-//! itself, so they cannot outlive the operation's commit.
+//! [`Profile`]: what anyone may see of another account (id and display name), loaded in
+//! batches through the `profiles` view, which Postgres filters to the profiles the
+//! caller may see (a page of 100 projects loads its owners in one statement).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -9,6 +9,7 @@ use entity::profiles;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
+use super::loaders::Loaders;
 use crate::{db::TxRef, error::ApiError};
 
 /// What anyone may see of another account.
@@ -46,4 +47,9 @@ impl Loader<Uuid> for ProfileLoader {
             })
             .collect())
     }
+}
+
+/// Registers the profile loader for a request.
+pub fn register(loaders: Loaders) -> Loaders {
+    loaders.register(|tx| ProfileLoader { tx })
 }

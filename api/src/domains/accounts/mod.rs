@@ -4,6 +4,7 @@
 //! operation's transaction to the gateway's service identity for their own statements
 //! and back afterwards; nothing else here widens what the caller may see.
 
+pub mod policy;
 mod repo;
 
 use std::time::Duration;
@@ -12,16 +13,16 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::users::{self, UserRole};
 
+use super::projects;
 use crate::{
     auth::{self, Email, Identity, Operation, Password, Resource, Role as TokenRole},
-    db::Database,
     error::{ApiError, ApiResult},
-    graphql::{RequestContext, app_state, parse_id},
-    projects,
+    kit::{RequestContext, app_state, parse_id},
+    session,
     validate::{self, Lines},
 };
 
-pub(crate) use repo::{find_by_email, promote_to_admin, session_is_current};
+pub(crate) use repo::{find_by_email, promote_to_admin};
 
 /// The role of an account or token.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -182,12 +183,12 @@ impl AccountMutation {
     }
 
     /// Revokes the presented token and every token derived from it (not the token it
-    /// was itself derived from).
+    /// was itself derived from). Any live token may sign itself out, read-only and
+    /// project-scoped ones included: giving up a token widens nothing.
     async fn sign_out(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let rc = RequestContext::of(ctx)?;
         let session = rc.session()?;
-        rc.authorize(Operation::Write, Resource::Account)?;
-        repo::revoke(
+        session::revoke(
             &*rc.tx()?,
             session.own_revocation_id(),
             session.authority_expires_at(),
@@ -224,18 +225,6 @@ impl AccountMutation {
         Ok(ScopedTokenPayload { token, expires_at })
     }
 }
-
-/// Deletes the revocations of tokens that have expired anyway, as the service (whose
-/// policy allows exactly that); `serve` runs it every [`PURGE_EVERY`].
-pub async fn purge_expired_revocations(db: &Database) -> ApiResult<u64> {
-    let tx = db.begin(&Identity::SERVICE, false).await?;
-    let purged = repo::purge_expired_revocations(tx.conn()).await;
-    tx.finish(purged.is_ok()).await?;
-    purged
-}
-
-/// How often `serve` purges expired revocations (and idle sign-in limiter keys).
-pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs `work` under the gateway's service identity, then switches back to the caller.
 async fn as_service<T>(

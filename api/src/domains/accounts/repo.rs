@@ -1,0 +1,73 @@
+//! SQL for accounts. Every query also filters as the `users`
+//! policies do, so SQLite (no RLS) is guarded by the same rules.
+
+use chrono::Utc;
+use entity::users;
+use sea_orm::{
+    ActiveValue::Set,
+    ConnectionTrait, EntityTrait, QueryFilter,
+    sea_query::{Expr, ExprTrait, Func},
+};
+use uuid::Uuid;
+
+use crate::{
+    auth::{Email, Identity},
+    db::new_id,
+    error::ApiResult,
+};
+
+/// The account `id` if `identity` may read it (itself, or an admin).
+pub async fn find(
+    db: &impl ConnectionTrait,
+    identity: Identity,
+    id: Uuid,
+) -> ApiResult<Option<users::Model>> {
+    if !super::policy::may_access(identity, id) {
+        return Ok(None);
+    }
+    Ok(users::Entity::find_by_id(id).one(db).await?)
+}
+
+/// The account with this email, compared case-insensitively.
+pub(crate) async fn find_by_email(
+    db: &impl ConnectionTrait,
+    email: &Email,
+) -> ApiResult<Option<users::Model>> {
+    Ok(users::Entity::find()
+        .filter(Func::lower(Expr::col(users::Column::Email)).eq(email.as_str()))
+        .one(db)
+        .await?)
+}
+
+/// Creates an ordinary account; a taken email is `CONFLICT`.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    email: &Email,
+    display_name: &str,
+    password_hash: String,
+) -> ApiResult<users::Model> {
+    let now = Utc::now();
+    let user = users::ActiveModel {
+        id: Set(new_id()),
+        email: Set(email.as_str().to_owned()),
+        display_name: Set(display_name.to_owned()),
+        avatar_url: Set(None),
+        role: Set(users::UserRole::User),
+        password_hash: Set(password_hash),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    Ok(users::Entity::insert(user).exec_with_returning(db).await?)
+}
+
+/// Makes the account an administrator (the CLI's `token issue --role admin`).
+pub(crate) async fn promote_to_admin(
+    db: &impl ConnectionTrait,
+    user: users::Model,
+) -> ApiResult<users::Model> {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel};
+    let mut user = user.into_active_model();
+    user.role = Set(users::UserRole::Admin);
+    user.updated_at = Set(Utc::now());
+    Ok(user.update(db).await?)
+}

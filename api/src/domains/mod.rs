@@ -1,0 +1,24 @@
+//! The domains, one folder each: GraphQL types and resolvers (`mod.rs`), the one
+//! statement of who may read and write (`policy.rs`, mirroring the table's RLS
+//! policies, used by resolvers, list conditions and tests alike) and the SQL (`repo.rs`).
+//!
+//! Domains import the kit and below. A domain may import one beneath it for a related
+//! type or rule (everything project-owned imports `projects`); `projects` imports no
+//! other domain.
+
+use async_graphql::Request;
+
+use crate::{
+    db::TxRef,
+    kit::{loaders::Loaders, profiles},
+};
+
+pub mod accounts;
+pub mod projects;
+
+/// Attaches every domain's per-request DataLoaders to `request`.
+pub fn register_loaders(request: Request, tx: TxRef) -> Request {
+    let loaders = Loaders::new(request, tx);
+    let loaders = profiles::register(loaders);
+    loaders.finish()
+}

@@ -1,0 +1,167 @@
+//! Authorization shared by every domain: the role rules that the policies state per
+//! table (who is an admin, that services never act as owners), and scoped listing:
+//! narrowing a list to what the caller's token allows.
+//!
+//! A token whose appended blocks mention `resource` may refuse any project, so lists of
+//! project-owned rows (projects, tasks, deployments, generations) authorize each distinct
+//! project among their candidates. Verdicts are remembered in the [`RequestContext`], and
+//! every project authorized one by one is charged against one budget per operation
+//! ([`AUTHORIZATION_BUDGET`]), so aliases and nested lists cannot multiply the work.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Select};
+use uuid::Uuid;
+
+use super::RequestContext;
+use crate::{
+    auth::{Operation, Resource, Role},
+    error::{ApiError, ApiResult},
+};
+
+/// Most projects one operation may have authorized one by one for its lists, all list
+/// fields and aliases together. A token with `scope_project` hints needs one per hint.
+pub const AUTHORIZATION_BUDGET: usize = 500;
+
+/// `FORBIDDEN` for service tokens: where a table's policies grant the service role no
+/// write, the resolvers say so too, so SQLite (no policies) keeps the same rule.
+pub fn refuse_service(rc: &RequestContext, what: &'static str) -> ApiResult<()> {
+    if rc.identity().role() == Some(Role::Service) {
+        return Err(ApiError::Forbidden(what));
+    }
+    Ok(())
+}
+
+/// `FORBIDDEN` unless the caller acts as an admin (`UNAUTHENTICATED` when anonymous).
+pub fn require_admin(rc: &RequestContext) -> ApiResult<()> {
+    rc.session()?;
+    if !rc.identity().is_admin() {
+        return Err(ApiError::Forbidden("only an admin may do this"));
+    }
+    rc.authorize(Operation::Write, Resource::Admin)
+}
+
+/// `FORBIDDEN` unless the caller acts as the service or an admin.
+pub fn require_service_or_admin(rc: &RequestContext) -> ApiResult<()> {
+    rc.session()?;
+    match rc.identity().role() {
+        Some(Role::Service | Role::Admin) => Ok(()),
+        _ => Err(ApiError::Forbidden(
+            "only a service or an admin may do this",
+        )),
+    }
+}
+
+/// `FORBIDDEN` unless the caller acts as the service (agent workers and deployers).
+pub fn require_service(rc: &RequestContext) -> ApiResult<()> {
+    rc.session()?;
+    if rc.identity().role() != Some(Role::Service) {
+        return Err(ApiError::Forbidden("only a service token may do this"));
+    }
+    Ok(())
+}
+
+/// Narrows `query` to the rows whose project (`project` column) the token may read.
+///
+/// When no appended block mentions `resource`, every check evaluates the same for any
+/// resource, so one authorization of `otherwise` decides for the whole list (a token
+/// refused everything is refused the list). Otherwise the distinct projects among the
+/// candidates are authorized (at most once per operation each), so pages and
+/// `totalCount` count only what the token may see.
+pub async fn scope_to_token<E>(
+    rc: &RequestContext,
+    query: Select<E>,
+    project: E::Column,
+    otherwise: Resource,
+) -> ApiResult<Select<E>>
+where
+    E: EntityTrait,
+{
+    let Some(session) = rc.session_opt().filter(|s| s.restricts_resources()) else {
+        rc.authorize(Operation::Read, otherwise)?;
+        return Ok(query);
+    };
+    let mut candidates = query.clone();
+    if !session.project_hints().is_empty() {
+        candidates = candidates.filter(project.is_in(session.project_hints().iter().copied()));
+    }
+    let ids: Vec<Uuid> = candidates
+        .select_only()
+        .column(project)
+        .distinct()
+        .limit(AUTHORIZATION_BUDGET as u64 + 1)
+        .into_tuple()
+        .all(&*rc.tx()?)
+        .await?;
+    let allowed = readable_projects(rc, ids).await?;
+    Ok(query.filter(project.is_in(allowed)))
+}
+
+/// The projects among `ids` the token may read. Verdicts already reached in this
+/// operation are reused; the rest are charged to the budget and authorized off the
+/// async runtime, stopping early if the operation is dropped (client gone, timeout).
+async fn readable_projects(rc: &RequestContext, ids: Vec<Uuid>) -> ApiResult<Vec<Uuid>> {
+    // One list at a time per operation, so a concurrent sibling reuses these verdicts.
+    let mut budget = rc.budget.lock().await;
+    let mut allowed = Vec::new();
+    let mut unknown = Vec::new();
+    for id in ids {
+        match rc.remembered(Operation::Read, Resource::Project(id)) {
+            Some(Ok(())) => allowed.push(id),
+            Some(Err(_)) => {}
+            None => unknown.push(id),
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(allowed);
+    }
+    if unknown.len() > *budget {
+        return Err(ApiError::bad_input(format!(
+            "this token restricts projects, so lists authorize each project they return, at \
+             most {AUTHORIZATION_BUDGET} per operation; ask for fewer lists, or name the \
+             projects with scope_project(\"<id>\") facts in the token's block"
+        )));
+    }
+    *budget -= unknown.len();
+    let session = rc.session()?.clone();
+    let cancelled = CancelOnDrop::default();
+    let flag = cancelled.0.clone();
+    let verdicts = tokio::task::spawn_blocking(move || {
+        unknown
+            .into_iter()
+            .take_while(|_| !flag.load(Ordering::Relaxed))
+            .map(|id| {
+                (
+                    id,
+                    session.authorize(Operation::Read, Resource::Project(id)),
+                )
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal("authorizing list candidates failed", e))?;
+    drop(cancelled);
+    for (id, verdict) in verdicts {
+        rc.remember(Operation::Read, Resource::Project(id), verdict.clone());
+        match verdict {
+            Ok(()) => allowed.push(id),
+            Err(ApiError::Internal(err)) => return Err(ApiError::Internal(err)),
+            Err(_) => {}
+        }
+    }
+    Ok(allowed)
+}
+
+/// Raises its flag when dropped: the blocking loop stops when the operation that waits
+/// for it is dropped.
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}

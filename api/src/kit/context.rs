@@ -1,0 +1,149 @@
+//! [`RequestContext`]: everything a resolver may use about the running operation (the
+//! caller, the token's checks, the operation's transaction), built by the pipeline only.
+//!
+//! Resolvers never open transactions or read headers. The token's verdicts are
+//! remembered for the whole operation, so a resource is authorized at most once per
+//! request however many fields and aliases ask about it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use async_graphql::Context;
+use sea_orm::DatabaseTransaction;
+use uuid::Uuid;
+
+use crate::{
+    auth::{Identity, Operation, Resource, Session},
+    db::TxRef,
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+/// What one operation runs with; built by the pipeline only.
+pub struct RequestContext {
+    session: Option<Session>,
+    tx: TxRef,
+    /// The code of the first root mutation field that failed; later ones do not run.
+    pub(crate) failed: OnceLock<String>,
+    /// The token's verdict for each access asked about so far.
+    verdicts: Mutex<HashMap<(Operation, Resource), ApiResult<()>>>,
+    /// How many more resources may still be authorized one by one for lists
+    /// (see [`super::authz`]). Held across a list's authorizations: query fields run
+    /// concurrently, and a second list must wait for the first one's verdicts instead
+    /// of paying for the same projects again.
+    pub(super) budget: tokio::sync::Mutex<usize>,
+}
+
+impl RequestContext {
+    /// The context of an operation by `session` (`None`: anonymous) running in `tx`.
+    pub(crate) fn new(session: Option<Session>, tx: TxRef) -> Self {
+        Self {
+            session,
+            tx,
+            failed: OnceLock::new(),
+            verdicts: Mutex::default(),
+            budget: tokio::sync::Mutex::new(super::authz::AUTHORIZATION_BUDGET),
+        }
+    }
+
+    /// The context of the running operation.
+    pub fn of<'a>(ctx: &Context<'a>) -> ApiResult<&'a Self> {
+        ctx.data::<Self>()
+            .map_err(|_| ApiError::bug("request context missing"))
+    }
+
+    /// The caller as the database sees it.
+    pub fn identity(&self) -> Identity {
+        self.session
+            .as_ref()
+            .map_or(Identity::ANONYMOUS, Session::identity)
+    }
+
+    /// The verified token, if any.
+    pub fn session_opt(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// The verified token, or `UNAUTHENTICATED`.
+    pub fn session(&self) -> ApiResult<&Session> {
+        self.session
+            .as_ref()
+            .ok_or(ApiError::Unauthenticated("sign in first"))
+    }
+
+    /// The signed-in account's id, or `UNAUTHENTICATED`.
+    pub fn user_id(&self) -> ApiResult<Uuid> {
+        self.identity()
+            .user_id()
+            .ok_or(ApiError::Unauthenticated("sign in first"))
+    }
+
+    /// Runs the token's checks for this access, once per operation: later asks get the
+    /// remembered verdict. Anonymous callers may read; writing needs a token.
+    pub fn authorize(&self, operation: Operation, resource: Resource) -> ApiResult<()> {
+        let Some(session) = &self.session else {
+            return match operation {
+                Operation::Read => Ok(()),
+                Operation::Write => Err(ApiError::Unauthenticated("sign in first")),
+            };
+        };
+        if let Some(verdict) = self.remembered(operation, resource) {
+            return verdict;
+        }
+        let verdict = session.authorize(operation, resource);
+        self.remember(operation, resource, verdict.clone());
+        verdict
+    }
+
+    /// The verdict already reached for this access, if any.
+    pub(super) fn remembered(
+        &self,
+        operation: Operation,
+        resource: Resource,
+    ) -> Option<ApiResult<()>> {
+        self.verdicts
+            .lock()
+            .ok()
+            .and_then(|verdicts| verdicts.get(&(operation, resource)).cloned())
+    }
+
+    /// Keeps a verdict for the rest of the operation. Internal errors (limits hit on a
+    /// busy machine) say nothing about the token and are not kept.
+    pub(super) fn remember(
+        &self,
+        operation: Operation,
+        resource: Resource,
+        verdict: ApiResult<()>,
+    ) {
+        if matches!(verdict, Err(ApiError::Internal(_))) {
+            return;
+        }
+        if let Ok(mut verdicts) = self.verdicts.lock() {
+            verdicts.insert((operation, resource), verdict);
+        }
+    }
+
+    /// The operation's transaction.
+    pub fn tx(&self) -> ApiResult<Arc<DatabaseTransaction>> {
+        self.tx.get()
+    }
+
+    /// The weak handle, for DataLoaders and identity switches.
+    pub fn tx_ref(&self) -> &TxRef {
+        &self.tx
+    }
+}
+
+/// The shared services, from the schema data.
+pub fn app_state<'a>(ctx: &Context<'a>) -> ApiResult<&'a Arc<AppState>> {
+    ctx.data::<Arc<AppState>>()
+        .map_err(|_| ApiError::bug("application state missing"))
+}
+
+/// Parses a client-supplied `ID` as a UUID, naming the field on failure.
+pub fn parse_id(field: &str, id: &async_graphql::ID) -> ApiResult<Uuid> {
+    Uuid::parse_str(id.as_str())
+        .map_err(|_| ApiError::bad_input(format!("{field}: not a valid id")))
+}

@@ -1,0 +1,13 @@
+//! The shared kit every domain builds on, and which knows no domain: the request
+//! context, authorization helpers and scoped listing, Relay pagination, DataLoader
+//! plumbing, the public profile loader, common payloads and enum mirroring.
+
+pub mod authz;
+mod context;
+pub mod enums;
+pub mod loaders;
+pub mod pagination;
+pub mod payloads;
+pub mod profiles;
+
+pub use context::{RequestContext, app_state, parse_id};

@@ -1,0 +1,108 @@
+//! The GraphQL schema: the root types merged from the domains, its limits and its
+//! extensions. Above every domain and below the pipeline; adding a domain means adding
+//! its query and mutation roots here and its loaders in `domains::register_loaders`.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    EmptySubscription, MergedObject, Schema, ServerError, ServerResult, Value,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo},
+};
+
+use crate::{
+    domains::{
+        accounts::{AccountMutation, AccountQuery},
+        projects::{ProjectMutation, ProjectQuery},
+    },
+    kit::RequestContext,
+    state::AppState,
+};
+
+/// Every query field, merged from the domains.
+#[derive(MergedObject, Default)]
+pub struct Query(AccountQuery, ProjectQuery);
+
+/// Every mutation field, merged from the domains.
+#[derive(MergedObject, Default)]
+pub struct Mutation(AccountMutation, ProjectMutation);
+
+/// The gateway's schema type.
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Deepest selection accepted.
+const MAX_DEPTH: usize = 16;
+/// Largest complexity accepted (each field 1, connections multiply by `first`).
+const MAX_COMPLEXITY: usize = 5_000;
+
+/// Builds the schema. It holds no state of its own: per-request data comes from the
+/// pipeline, shared services from [`AppState`] in the schema data.
+pub fn build_schema(state: Option<Arc<AppState>>) -> AppSchema {
+    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .extension(MutationGuard);
+    match state {
+        Some(state) => builder.data(state).finish(),
+        None => builder.finish(),
+    }
+}
+
+/// The SDL of the live schema, as checked in at `schema.graphql`.
+pub fn sdl() -> String {
+    build_schema(None).sdl()
+}
+
+/// Stops a mutation at its first failing root field. GraphQL runs the remaining root
+/// fields anyway, but the operation will be rolled back, and on Postgres every statement
+/// after a failed one is refused ("transaction aborted"), which would surface as
+/// `INTERNAL`. Later fields get an error naming the cause instead, with the first
+/// failure's code, and run nothing.
+pub(crate) struct MutationGuard;
+
+impl ExtensionFactory for MutationGuard {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(MutationGuard)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for MutationGuard {
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        let Some(rc) = ctx.data_opt::<RequestContext>() else {
+            return next.run(ctx, info).await;
+        };
+        if info.parent_type != "Mutation" {
+            return next.run(ctx, info).await;
+        }
+        if let Some(code) = rc.failed.get() {
+            let mut error = ServerError::new(
+                "not run: an earlier field of this mutation failed, so the operation was rolled back",
+                Some(info.field.name.pos),
+            );
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", code.as_str());
+            return Err(error);
+        }
+        let result = next.run(ctx, info).await;
+        if let Err(error) = &result {
+            let code = error
+                .extensions
+                .as_ref()
+                .and_then(|ext| ext.get("code"))
+                .and_then(|code| match code {
+                    Value::String(code) => Some(code.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "BAD_USER_INPUT".to_owned());
+            let _ = rc.failed.set(code);
+        }
+        result
+    }
+}

@@ -1,0 +1,88 @@
+//! Whether a verified token may still act, decided against the database: revocations,
+//! the account's existence and role. The pipeline asks before every operation and the
+//! WebSocket handshake at `connection_init`; `signOut` records revocations here and
+//! `serve` purges the expired ones. Nothing here knows of GraphQL.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::{revoked_tokens, users};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+};
+
+use crate::{
+    auth::{Identity, Session},
+    db::Database,
+    error::ApiResult,
+};
+
+/// Whether the session may still act: none of its revocation ids is revoked, its
+/// account still exists, and an admin token's account is still an admin (a demoted
+/// admin's tokens stop working at once instead of at their expiry).
+pub async fn is_current(db: &impl ConnectionTrait, session: &Session) -> ApiResult<bool> {
+    if any_revoked(db, session.revocation_ids()).await? {
+        return Ok(false);
+    }
+    let identity = session.identity();
+    let Some(user_id) = identity.user_id() else {
+        return Ok(false);
+    };
+    let role: Option<users::UserRole> = users::Entity::find_by_id(user_id)
+        .select_only()
+        .column(users::Column::Role)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(match role {
+        None => false,
+        Some(stored) => !identity.is_admin() || stored == users::UserRole::Admin,
+    })
+}
+
+/// Whether any of these revocation ids has been revoked.
+async fn any_revoked(db: &impl ConnectionTrait, revocation_ids: Vec<String>) -> ApiResult<bool> {
+    Ok(revoked_tokens::Entity::find()
+        .filter(revoked_tokens::Column::RevocationId.is_in(revocation_ids))
+        .one(db)
+        .await?
+        .is_some())
+}
+
+/// Records revocation ids; recording one twice is harmless.
+pub async fn revoke(
+    db: &impl ConnectionTrait,
+    revocation_ids: Vec<String>,
+    expires_at: DateTime<Utc>,
+) -> ApiResult<()> {
+    let now = Utc::now();
+    let rows = revocation_ids
+        .into_iter()
+        .map(|id| revoked_tokens::ActiveModel {
+            revocation_id: Set(id),
+            revoked_at: Set(now),
+            expires_at: Set(Some(expires_at)),
+        });
+    revoked_tokens::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([revoked_tokens::Column::RevocationId])
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes the revocations of tokens that have expired anyway, as the service (whose
+/// policy allows exactly that); `serve` runs it every [`PURGE_EVERY`]. Returns how many.
+pub async fn purge_expired_revocations(db: &Database) -> ApiResult<u64> {
+    let tx = db.begin(&Identity::SERVICE, false).await?;
+    let purged = revoked_tokens::Entity::delete_many()
+        .filter(revoked_tokens::Column::ExpiresAt.lt(Utc::now()))
+        .exec(tx.conn())
+        .await
+        .map(|done| done.rows_affected)
+        .map_err(Into::into);
+    tx.finish(purged.is_ok()).await?;
+    purged
+}
+
+/// How often `serve` purges expired revocations (and idle sign-in limiter keys).
+pub const PURGE_EVERY: Duration = Duration::from_secs(3600);

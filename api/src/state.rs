@@ -1,0 +1,51 @@
+//! [`AppState`]: the services every request shares, built once at start-up. It knows
+//! nothing of the schema or the router (those sit above it), so any layer may hold it.
+
+use std::{num::NonZeroU32, sync::Arc};
+
+use anyhow::Context as _;
+
+use crate::{auth::TokenService, config::Config, db::Database};
+
+/// Everything requests share, built once at start-up.
+pub struct AppState {
+    /// The connection pool; request code reaches it only through `Database::begin`.
+    pub db: Database,
+    /// Mints and verifies biscuit tokens with the root key.
+    pub tokens: TokenService,
+    /// Sign-in attempts per email, against password guessing.
+    pub sign_in_limiter: SignInLimiter,
+    /// The configuration the process started with.
+    pub config: Config,
+}
+
+/// A rate limiter keyed by normalised email.
+pub type SignInLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+impl AppState {
+    /// Connects to the database and loads the root key.
+    pub async fn init(config: Config) -> anyhow::Result<Arc<Self>> {
+        let tokens = TokenService::load(
+            config.biscuit_private_key.as_ref().map(|k| k.expose()),
+            &config.biscuit_key_file,
+            config.token_ttl,
+        )?;
+        Self::with_tokens(config, tokens).await
+    }
+
+    /// Like [`AppState::init`] with a given token service (tests, embedding).
+    pub async fn with_tokens(config: Config, tokens: TokenService) -> anyhow::Result<Arc<Self>> {
+        let db = Database::connect(config.database_url.expose(), config.db_max_connections).await?;
+        let burst = NonZeroU32::new(config.signin_burst)
+            .context("FLASHFUSION_SIGNIN_BURST must be positive")?;
+        let quota = governor::Quota::with_period(config.signin_refill)
+            .context("FLASHFUSION_SIGNIN_REFILL must be positive")?
+            .allow_burst(burst);
+        Ok(Arc::new(Self {
+            db,
+            tokens,
+            sign_in_limiter: governor::RateLimiter::keyed(quota),
+            config,
+        }))
+    }
+}
