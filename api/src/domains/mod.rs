@@ -4,7 +4,8 @@
 //!
 //! Domains import the kit and below. A domain may import one beneath it for a related
 //! type or rule (everything project-owned imports `projects`); `projects` imports no
-//! other domain.
+//! other domain. Fields from a parent to its children (`Project.tasks`, ...) would point
+//! upward, so they are attached in `edges`, above every domain.
 
 use async_graphql::Request;
 
@@ -14,6 +15,7 @@ use crate::{
 };
 
 pub mod accounts;
+mod edges;
 pub mod projects;
 
 /// Attaches every domain's per-request DataLoaders to `request`.

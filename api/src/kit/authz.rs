@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::RequestContext;
 use crate::{
-    auth::{Operation, Resource, Role},
+    auth::{Identity, Operation, Resource, Role},
     error::{ApiError, ApiResult},
 };
 
@@ -62,6 +62,24 @@ pub fn require_service(rc: &RequestContext) -> ApiResult<()> {
         return Err(ApiError::Forbidden("only a service token may do this"));
     }
     Ok(())
+}
+
+/// Runs `work` under the gateway's service identity, then switches back to the caller:
+/// for the few writes the gateway makes on a caller's behalf that the caller's own role
+/// may not make (reading `users` at sign-in, creating the billing row at sign-up,
+/// notifying an owner of their own task's end). Nothing else widens what a caller sees.
+pub async fn as_service<T>(
+    rc: &RequestContext,
+    work: impl Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    rc.tx_ref().act_as(&Identity::SERVICE).await?;
+    let result = work.await;
+    // After a failed statement Postgres refuses everything until rollback, which the
+    // pipeline does; switching back is only possible, and needed, on success.
+    if result.is_ok() {
+        rc.tx_ref().act_as(&rc.identity()).await?;
+    }
+    result
 }
 
 /// Narrows `query` to the rows whose project (`project` column) the token may read.

@@ -15,9 +15,9 @@ use entity::users::{self, UserRole};
 
 use super::projects;
 use crate::{
-    auth::{self, Email, Identity, Operation, Password, Resource, Role as TokenRole},
+    auth::{self, Email, Operation, Password, Resource, Role as TokenRole},
     error::{ApiError, ApiResult},
-    kit::{RequestContext, app_state, parse_id},
+    kit::{RequestContext, app_state, authz::as_service, parse_id},
     session,
     validate::{self, Lines},
 };
@@ -224,21 +224,6 @@ impl AccountMutation {
             session.attenuate(project_id, input.read_only.unwrap_or(false), ttl)?;
         Ok(ScopedTokenPayload { token, expires_at })
     }
-}
-
-/// Runs `work` under the gateway's service identity, then switches back to the caller.
-async fn as_service<T>(
-    rc: &RequestContext,
-    work: impl Future<Output = ApiResult<T>>,
-) -> ApiResult<T> {
-    rc.tx_ref().act_as(&Identity::SERVICE).await?;
-    let result = work.await;
-    // After a failed statement Postgres refuses everything until rollback, which the
-    // pipeline does; switching back is only possible, and needed, on success.
-    if result.is_ok() {
-        rc.tx_ref().act_as(&rc.identity()).await?;
-    }
-    result
 }
 
 fn sign_in_payload(ctx: &Context<'_>, user: users::Model) -> ApiResult<AuthPayload> {

@@ -8,9 +8,7 @@
 pub mod policy;
 mod repo;
 
-use async_graphql::{
-    ComplexObject, Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject,
-};
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::projects::{self, ProjectStatus as DbStatus, ProjectVisibility as DbVisibility};
 use sea_orm::Select;
@@ -23,11 +21,9 @@ use crate::{
         RequestContext,
         authz::{refuse_service, scope_to_token},
         enums::mirror_enum,
-        loaders::load_one,
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
-        profiles::{Profile, ProfileLoader},
     },
     validate::{self, Lines},
 };
@@ -49,7 +45,8 @@ pub enum ProjectStatus {
 mirror_enum!(ProjectVisibility <=> DbVisibility { Private, Public });
 mirror_enum!(ProjectStatus <=> DbStatus { Active, Archived });
 
-/// A project as clients see it; `owner` is a public profile, never the account.
+/// A project as clients see it; `owner` is a public profile, never the account. Its
+/// fields that reach into other domains live in `domains::edges`.
 #[derive(SimpleObject)]
 #[graphql(complex)]
 pub struct Project {
@@ -60,19 +57,9 @@ pub struct Project {
     framework: Option<String>,
     status: ProjectStatus,
     #[graphql(skip)]
-    owner_id: Uuid,
+    pub(crate) owner_id: Uuid,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-}
-
-#[ComplexObject]
-impl Project {
-    /// The owner's public profile, batched across a page of projects.
-    async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Profile> {
-        load_one::<ProfileLoader, _>(ctx, self.owner_id)
-            .await?
-            .ok_or(ApiError::NotFound("owner"))
-    }
 }
 
 impl From<projects::Model> for Project {
