@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 pub use credentials::{Email, Password, hash_password, verify_password};
 pub use tokens::{Session, TokenService};
+pub(crate) use tokens::write_private;
 
 /// The role a token carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
