@@ -73,6 +73,7 @@ pub async fn revoke(
             revocation_id: Set(id),
             revoked_at: Set(now),
             expires_at: Set(Some(expires_at)),
+            user_id: Set(None),
         });
     revoked_tokens::Entity::insert_many(rows)
         .on_conflict_do_nothing_on([revoked_tokens::Column::RevocationId])
