@@ -12,6 +12,9 @@ use async_graphql::{
 use crate::{
     domains::{
         accounts::{AccountMutation, AccountQuery},
+        api_keys::{ApiKeyMutation, ApiKeyQuery},
+        code_generations::{CodeGenerationMutation, CodeGenerationQuery},
+        integrations::{IntegrationMutation, IntegrationQuery},
         projects::{ProjectMutation, ProjectQuery},
     },
     kit::RequestContext,
@@ -20,11 +23,23 @@ use crate::{
 
 /// Every query field, merged from the domains.
 #[derive(MergedObject, Default)]
-pub struct Query(AccountQuery, ProjectQuery);
+pub struct Query(
+    AccountQuery,
+    ProjectQuery,
+    ApiKeyQuery,
+    IntegrationQuery,
+    CodeGenerationQuery,
+);
 
 /// Every mutation field, merged from the domains.
 #[derive(MergedObject, Default)]
-pub struct Mutation(AccountMutation, ProjectMutation);
+pub struct Mutation(
+    AccountMutation,
+    ProjectMutation,
+    ApiKeyMutation,
+    IntegrationMutation,
+    CodeGenerationMutation,
+);
 
 /// The gateway's schema type.
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;

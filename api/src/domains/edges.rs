@@ -5,11 +5,15 @@
 
 use async_graphql::{ComplexObject, Context};
 
-use super::projects::Project;
+use super::{
+    code_generations::{self, CodeGeneration, GenerationStatus},
+    projects::Project,
+};
 use crate::{
     error::{ApiError, ApiResult},
     kit::{
         loaders::load_one,
+        pagination::{Page, PageArgs, page_complexity},
         profiles::{Profile, ProfileLoader},
     },
 };
@@ -21,5 +25,21 @@ impl Project {
         load_one::<ProfileLoader, _>(ctx, self.owner_id)
             .await?
             .ok_or(ApiError::NotFound("owner"))
+    }
+
+    /// The project's code generations the caller may see (the owner's; all for
+    /// services), newest first, optionally in one status.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn code_generations(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<GenerationStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<CodeGeneration>> {
+        let args = PageArgs::new(first, after, last, before);
+        code_generations::of_project(ctx, self.key, status, args).await
     }
 }

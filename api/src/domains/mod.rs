@@ -15,8 +15,12 @@ use crate::{
 };
 
 pub mod accounts;
+pub mod api_keys;
+pub mod code_generations;
 mod edges;
+pub mod integrations;
 pub mod projects;
+pub mod usage;
 
 /// Attaches every domain's per-request DataLoaders to `request`.
 pub fn register_loaders(request: Request, tx: TxRef) -> Request {

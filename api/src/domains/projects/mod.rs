@@ -56,6 +56,9 @@ pub struct Project {
     visibility: ProjectVisibility,
     framework: Option<String>,
     status: ProjectStatus,
+    /// The project's id, for the fields attached in `domains::edges`.
+    #[graphql(skip)]
+    pub(crate) key: Uuid,
     #[graphql(skip)]
     pub(crate) owner_id: Uuid,
     created_at: DateTime<Utc>,
@@ -66,6 +69,7 @@ impl From<projects::Model> for Project {
     fn from(p: projects::Model) -> Self {
         Self {
             id: p.id.into(),
+            key: p.id,
             name: p.name,
             description: p.description,
             visibility: p.visibility.into(),
