@@ -191,10 +191,7 @@ mod tests {
                 .windows(4)
                 .any(|w| w == b"1234" || w == b"sk-l")
         );
-        assert_eq!(
-            sealer.open(owner, &sealed).expect("open"),
-            "sk-live-1234"
-        );
+        assert_eq!(sealer.open(owner, &sealed).expect("open"), "sk-live-1234");
         let again = sealer.seal(owner, "sk-live-1234").expect("seal");
         assert_ne!(again.nonce, sealed.nonce, "a fresh nonce each time");
     }

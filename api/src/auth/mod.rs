@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use credentials::{Email, Password, hash_password, verify_password};
-pub use tokens::{Session, TokenService};
 pub(crate) use tokens::write_private;
+pub use tokens::{Session, TokenService};
 
 /// The role a token carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,13 +20,18 @@ macro_rules! on_both_backends {
     )*};
 }
 
+mod actors;
+mod api_keys;
 mod auth;
+mod code_generations;
 mod http;
+mod integrations;
 mod migrations;
 mod policies;
 mod production;
 mod projects;
 mod scoping;
+mod secrets;
 
 use serde_json::Value;
 

@@ -260,7 +260,10 @@ pub(crate) fn provider(field: &str, raw: &str) -> ApiResult<String> {
 /// The last four characters of a secret, all that is ever shown of it again.
 fn hint(secret: &str) -> String {
     let count = secret.chars().count();
-    secret.chars().skip(count.saturating_sub(HINT_LEN)).collect()
+    secret
+        .chars()
+        .skip(count.saturating_sub(HINT_LEN))
+        .collect()
 }
 
 /// Characters of a secret shown back as its hint.

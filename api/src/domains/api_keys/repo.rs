@@ -88,7 +88,10 @@ pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<()> {
 }
 
 /// The task `id` (read as the service, which sees every task).
-pub async fn find_task(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<Option<agent_tasks::Model>> {
+pub async fn find_task(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> ApiResult<Option<agent_tasks::Model>> {
     Ok(agent_tasks::Entity::find_by_id(id).one(db).await?)
 }
 

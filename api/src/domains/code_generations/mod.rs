@@ -156,6 +156,9 @@ impl CodeGenerationQuery {
     ) -> ApiResult<Option<CodeGeneration>> {
         let rc = RequestContext::of(ctx)?;
         let id = parse_id("id", &id)?;
+        if !policy::reads_any(rc.identity()) {
+            return Ok(None);
+        }
         let Some(generation) = repo::find(&*rc.tx()?, policy::readable(rc.identity()), id).await?
         else {
             return Ok(None);
@@ -219,9 +222,10 @@ async fn list(
     paginate(
         rc.tx_ref(),
         query,
-        (code_generations::Column::Id, |g: &code_generations::Model| {
-            g.id
-        }),
+        (
+            code_generations::Column::Id,
+            |g: &code_generations::Model| g.id,
+        ),
         args,
         CodeGeneration::from,
     )
@@ -450,7 +454,9 @@ fn money(x: f64) -> Decimal {
 
 fn not_negative<T: Default + PartialOrd>(field: &str, value: T) -> ApiResult<T> {
     if value < T::default() {
-        return Err(ApiError::bad_input(format!("{field}: must not be negative")));
+        return Err(ApiError::bad_input(format!(
+            "{field}: must not be negative"
+        )));
     }
     Ok(value)
 }

@@ -27,6 +27,12 @@ pub fn readable(identity: Identity) -> Condition {
     }
 }
 
+/// Whether `identity` may read any generation at all: anonymous callers may not (they
+/// have no privilege on the table).
+pub fn reads_any(identity: Identity) -> bool {
+    identity.role().is_some()
+}
+
 /// Whether `identity` may ask for a generation on a project owned by `owner`: only the
 /// project's owner, never an admin for someone else or a service.
 pub fn may_create(identity: Identity, owner: Uuid) -> bool {
