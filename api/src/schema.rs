@@ -12,6 +12,7 @@ use async_graphql::{
 use crate::{
     domains::{
         accounts::{AccountMutation, AccountQuery},
+        catalog::{CatalogMutation, CatalogQuery},
         projects::{ProjectMutation, ProjectQuery},
     },
     kit::RequestContext,
@@ -20,11 +21,11 @@ use crate::{
 
 /// Every query field, merged from the domains.
 #[derive(MergedObject, Default)]
-pub struct Query(AccountQuery, ProjectQuery);
+pub struct Query(AccountQuery, ProjectQuery, CatalogQuery);
 
 /// Every mutation field, merged from the domains.
 #[derive(MergedObject, Default)]
-pub struct Mutation(AccountMutation, ProjectMutation);
+pub struct Mutation(AccountMutation, ProjectMutation, CatalogMutation);
 
 /// The gateway's schema type.
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
