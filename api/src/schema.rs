@@ -13,6 +13,7 @@ use crate::{
     domains::{
         accounts::{AccountMutation, AccountQuery},
         api_keys::{ApiKeyMutation, ApiKeyQuery},
+        catalog::{CatalogMutation, CatalogQuery},
         code_generations::{CodeGenerationMutation, CodeGenerationQuery},
         integrations::{IntegrationMutation, IntegrationQuery},
         projects::{ProjectMutation, ProjectQuery},
@@ -26,6 +27,7 @@ use crate::{
 pub struct Query(
     AccountQuery,
     ProjectQuery,
+    CatalogQuery,
     ApiKeyQuery,
     IntegrationQuery,
     CodeGenerationQuery,
@@ -36,6 +38,7 @@ pub struct Query(
 pub struct Mutation(
     AccountMutation,
     ProjectMutation,
+    CatalogMutation,
     ApiKeyMutation,
     IntegrationMutation,
     CodeGenerationMutation,

@@ -10,12 +10,14 @@
 use async_graphql::Request;
 
 use crate::{
+    auth::Identity,
     db::TxRef,
     kit::{loaders::Loaders, profiles},
 };
 
 pub mod accounts;
 pub mod api_keys;
+pub mod catalog;
 pub mod code_generations;
 mod edges;
 pub mod integrations;
@@ -23,8 +25,9 @@ pub mod projects;
 pub mod usage;
 
 /// Attaches every domain's per-request DataLoaders to `request`.
-pub fn register_loaders(request: Request, tx: TxRef) -> Request {
-    let loaders = Loaders::new(request, tx);
+pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Request {
+    let loaders = Loaders::new(request, tx, identity);
     let loaders = profiles::register(loaders);
+    let loaders = catalog::register(loaders);
     loaders.finish()
 }

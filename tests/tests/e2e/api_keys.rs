@@ -15,7 +15,7 @@ on_both_backends!(
     only_a_service_gets_a_running_tasks_key,
 );
 
-pub const CREATE: &str = "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { apiKey { id label provider hint lastUsedAt revokedAt createdAt } } }";
+pub const CREATE: &str = "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { apiKey { id label provider aiService { slug } hint lastUsedAt revokedAt createdAt } } }";
 const MINE: &str = "{ myApiKeys { id label hint revokedAt lastUsedAt } }";
 const REVOKE: &str = "mutation($id: ID!) { revokeApiKey(id: $id) { apiKey { id revokedAt } } }";
 pub const CREDENTIAL: &str =
@@ -37,6 +37,7 @@ async fn keys_are_their_owners_alone(app: TestApp) {
     assert_eq!(key["label"], "laptop", "{created}");
     assert_eq!(key["provider"], "anthropic");
     assert_eq!(key["hint"], "WXYZ");
+    assert_eq!(key["aiService"]["slug"], "anthropic-claude-sonnet");
     assert_eq!(key["revokedAt"], Value::Null);
     assert!(!created.to_string().contains("secret-0001"), "{created}");
     let id = key["id"].as_str().expect("id").to_owned();
@@ -151,10 +152,9 @@ async fn bad_key_input_is_refused_without_echoing_the_secret(app: TestApp) {
             json!({ "i": { "label": "x", "provider": "OpenAI", "secret": secret } }),
         )
         .await;
-    assert_eq!(
-        without_service["data"]["createApiKey"]["apiKey"]["provider"], "openai",
-        "{without_service}"
-    );
+    let key = &without_service["data"]["createApiKey"]["apiKey"];
+    assert_eq!(key["provider"], "openai", "{without_service}");
+    assert_eq!(key["aiService"], Value::Null);
     let mine = ada.graphql(MINE, json!({})).await;
     assert_eq!(mine["data"]["myApiKeys"].as_array().map(Vec::len), Some(1));
 }

@@ -16,7 +16,7 @@ on_both_backends!(
     completion_is_priced_exactly_and_recorded,
 );
 
-const CREATE: &str = "mutation($i: CreateCodeGenerationInput!) { createCodeGeneration(input: $i) { codeGeneration { id status prompt language tokensIn tokensOut cost project { id } } } }";
+const CREATE: &str = "mutation($i: CreateCodeGenerationInput!) { createCodeGeneration(input: $i) { codeGeneration { id status prompt language tokensIn tokensOut cost project { id } aiService { provider } } } }";
 const GET: &str = "query($id: ID!) { codeGeneration(id: $id) { id status cost output error } }";
 const LIST: &str = "query($p: ID, $s: GenerationStatus) { codeGenerations(projectId: $p, status: $s) { totalCount edges { node { id } } } }";
 const START: &str =
@@ -52,6 +52,7 @@ async fn generations_per_actor(app: TestApp) {
     assert_eq!(generation["status"], "PENDING", "{first}");
     assert_eq!(generation["cost"], "0");
     assert_eq!(generation["project"]["id"], a.project.as_str());
+    assert_eq!(generation["aiService"]["provider"], "anthropic");
     let id = generation["id"].as_str().expect("id").to_owned();
 
     for (who, client) in a.all() {

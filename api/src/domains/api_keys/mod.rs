@@ -10,7 +10,7 @@
 pub mod policy;
 mod repo;
 
-use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{agent_tasks::AgentTaskStatus, user_api_keys::Metadata};
 use rust_decimal::Decimal;
@@ -18,11 +18,15 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Operation, Resource},
-    domains::usage::{self, UsageEvent},
+    domains::{
+        catalog::{AiService, AiServiceLoader},
+        usage::{self, UsageEvent},
+    },
     error::{ApiError, ApiResult},
     kit::{
         RequestContext, app_state,
         authz::{refuse_service, require_service},
+        loaders::load_one,
         parse_id,
     },
     secrets::Sealed,
@@ -32,12 +36,13 @@ use crate::{
 /// A provider API key as its owner sees it: never the secret, only its last four
 /// characters.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct ApiKey {
     id: ID,
     label: String,
     provider: String,
     #[graphql(skip)]
-    pub(crate) ai_service_id: Option<Uuid>,
+    ai_service_id: Option<Uuid>,
     /// The last four characters of the key.
     hint: String,
     last_used_at: Option<DateTime<Utc>>,
@@ -56,6 +61,17 @@ impl From<Metadata> for ApiKey {
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
             created_at: k.created_at,
+        }
+    }
+}
+
+#[ComplexObject]
+impl ApiKey {
+    /// The catalog's AI service this key is for, if any (and still readable).
+    async fn ai_service(&self, ctx: &Context<'_>) -> ApiResult<Option<AiService>> {
+        match self.ai_service_id {
+            Some(id) => load_one::<AiServiceLoader, _>(ctx, id).await,
+            None => Ok(None),
         }
     }
 }

@@ -14,12 +14,13 @@ mod repo;
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::code_generations::{self, CodeGenerationStatus as DbStatus};
-use rust_decimal::{Decimal, RoundingStrategy, prelude::ToPrimitive};
+use rust_decimal::{Decimal, RoundingStrategy};
 use uuid::Uuid;
 
 use crate::{
     auth::{Operation, Resource},
     domains::{
+        catalog::{AiService, AiServiceLoader},
         projects::{Project, require_changeable, require_visible},
         usage::{self, UsageEvent},
     },
@@ -28,6 +29,8 @@ use crate::{
         RequestContext,
         authz::{require_service, scope_to_token},
         enums::mirror_enum,
+        loaders::load_one,
+        money,
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
     },
@@ -53,7 +56,7 @@ pub struct CodeGeneration {
     #[graphql(skip)]
     project_id: Option<Uuid>,
     #[graphql(skip)]
-    pub(crate) ai_service_id: Option<Uuid>,
+    ai_service_id: Option<Uuid>,
     prompt: String,
     output: Option<String>,
     language: Option<String>,
@@ -79,7 +82,7 @@ impl From<code_generations::Model> for CodeGeneration {
             language: g.language,
             tokens_in: g.tokens_in,
             tokens_out: g.tokens_out,
-            cost: money(g.cost),
+            cost: money::from_column(g.cost),
             status: g.status.into(),
             error: g.error,
             duration_ms: g.duration_ms,
@@ -96,6 +99,14 @@ impl CodeGeneration {
         let rc = RequestContext::of(ctx)?;
         let id = self.project_id.ok_or(ApiError::NotFound("project"))?;
         Ok(require_visible(rc, id).await?.into())
+    }
+
+    /// The catalog's AI service asked, if it is still there and readable.
+    async fn ai_service(&self, ctx: &Context<'_>) -> ApiResult<Option<AiService>> {
+        match self.ai_service_id {
+            Some(id) => load_one::<AiServiceLoader, _>(ctx, id).await,
+            None => Ok(None),
+        }
     }
 }
 
@@ -336,7 +347,7 @@ impl CodeGenerationMutation {
             output: Some(output),
             tokens_in: Some(tokens_in),
             tokens_out: Some(tokens_out),
-            cost: Some(cost.to_f64().unwrap_or_default()),
+            cost: Some(money::to_column("cost", cost)?),
             duration_ms,
             ..Default::default()
         };
@@ -438,18 +449,11 @@ async fn visible_to_service(rc: &RequestContext, id: &ID) -> ApiResult<code_gene
 /// keeps exactly).
 pub fn cost(tokens_in: i32, tokens_out: i32, input_per_1k: f64, output_per_1k: f64) -> Decimal {
     let thousand = Decimal::from(1000);
-    let total = Decimal::from(tokens_in) * money(input_per_1k) / thousand
-        + Decimal::from(tokens_out) * money(output_per_1k) / thousand;
+    let total = Decimal::from(tokens_in) * money::from_column(input_per_1k) / thousand
+        + Decimal::from(tokens_out) * money::from_column(output_per_1k) / thousand;
     total
         .round_dp_with_strategy(MONEY_DP, RoundingStrategy::MidpointAwayFromZero)
         .normalize()
-}
-
-/// A dollar amount stored as `f64`, as the decimal it stands for.
-fn money(x: f64) -> Decimal {
-    Decimal::from_f64_retain(x)
-        .unwrap_or_default()
-        .round_dp(MONEY_DP)
 }
 
 fn not_negative<T: Default + PartialOrd>(field: &str, value: T) -> ApiResult<T> {
@@ -461,7 +465,7 @@ fn not_negative<T: Default + PartialOrd>(field: &str, value: T) -> ApiResult<T> 
     Ok(value)
 }
 
-/// Decimal places of money: whole micro-dollars.
+/// Decimal places of a cost: whole micro-dollars, as `kit::money` keeps them.
 const MONEY_DP: u32 = 6;
 /// Longest prompt, in characters.
 const PROMPT_MAX: usize = 100_000;
