@@ -29,5 +29,6 @@ pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Requ
     let loaders = Loaders::new(request, tx, identity);
     let loaders = profiles::register(loaders);
     let loaders = catalog::register(loaders);
+    let loaders = projects::register(loaders);
     loaders.finish()
 }

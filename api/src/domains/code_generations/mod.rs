@@ -21,7 +21,7 @@ use crate::{
     auth::{Operation, Resource},
     domains::{
         catalog::{AiService, AiServiceLoader},
-        projects::{Project, require_changeable, require_visible},
+        projects::{Project, load_visible, require_changeable},
         usage::{self, UsageEvent},
     },
     error::{ApiError, ApiResult},
@@ -94,11 +94,10 @@ impl From<code_generations::Model> for CodeGeneration {
 
 #[async_graphql::ComplexObject]
 impl CodeGeneration {
-    /// The project this generation belongs to.
+    /// The project this generation belongs to, batched across a page.
     async fn project(&self, ctx: &Context<'_>) -> ApiResult<Project> {
-        let rc = RequestContext::of(ctx)?;
         let id = self.project_id.ok_or(ApiError::NotFound("project"))?;
-        Ok(require_visible(rc, id).await?.into())
+        load_visible(ctx, id).await
     }
 
     /// The catalog's AI service asked, if it is still there and readable.

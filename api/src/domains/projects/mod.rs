@@ -21,6 +21,7 @@ use crate::{
         RequestContext,
         authz::{refuse_service, scope_to_token},
         enums::mirror_enum,
+        loaders::{ById, Loaders, load_one},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
@@ -47,7 +48,7 @@ mirror_enum!(ProjectStatus <=> DbStatus { Active, Archived });
 
 // Its fields that reach into other domains (owner, tasks, ...) live in `domains::edges`.
 /// A project as clients see it; `owner` is a public profile, never the account.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct Project {
     id: ID,
@@ -261,6 +262,31 @@ impl ProjectMutation {
         repo::delete(&*rc.tx()?, current).await?;
         Ok(DeletePayload::new(id))
     }
+}
+
+/// Loads projects by id, as far as the caller may read them.
+pub type ProjectLoader = ById<projects::Entity, Project>;
+
+/// Registers the project loader for a request.
+pub fn register(loaders: Loaders) -> Loaders {
+    loaders.register(|tx, identity| {
+        ProjectLoader::new(
+            tx,
+            policy::readable(identity),
+            projects::Column::Id,
+            |row| (row.id, row.into()),
+        )
+    })
+}
+
+/// The project `id` for a child row's `project` field, batched across a page:
+/// `NOT_FOUND` when the caller (or its token) may not see it.
+pub(crate) async fn load_visible(ctx: &Context<'_>, id: Uuid) -> ApiResult<Project> {
+    const MISSING: ApiError = ApiError::NotFound("project");
+    RequestContext::of(ctx)?
+        .authorize(Operation::Read, Resource::Project(id))
+        .map_err(|_| MISSING)?;
+    load_one::<ProjectLoader, _>(ctx, id).await?.ok_or(MISSING)
 }
 
 /// The project `id` if the caller may see it, `NOT_FOUND` otherwise (token scope
