@@ -12,8 +12,11 @@ use async_graphql::{
 use crate::{
     domains::{
         accounts::{AccountMutation, AccountQuery},
+        billing::{BillingMutation, BillingQuery},
         catalog::{CatalogMutation, CatalogQuery},
+        notifications::{NotificationMutation, NotificationQuery},
         projects::{ProjectMutation, ProjectQuery},
+        usage::UsageQuery,
     },
     kit::RequestContext,
     state::AppState,
@@ -21,11 +24,24 @@ use crate::{
 
 /// Every query field, merged from the domains.
 #[derive(MergedObject, Default)]
-pub struct Query(AccountQuery, ProjectQuery, CatalogQuery);
+pub struct Query(
+    AccountQuery,
+    ProjectQuery,
+    CatalogQuery,
+    NotificationQuery,
+    BillingQuery,
+    UsageQuery,
+);
 
 /// Every mutation field, merged from the domains.
 #[derive(MergedObject, Default)]
-pub struct Mutation(AccountMutation, ProjectMutation, CatalogMutation);
+pub struct Mutation(
+    AccountMutation,
+    ProjectMutation,
+    CatalogMutation,
+    NotificationMutation,
+    BillingMutation,
+);
 
 /// The gateway's schema type.
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;

@@ -16,14 +16,18 @@ use crate::{
 };
 
 pub mod accounts;
+pub mod billing;
 pub mod catalog;
 mod edges;
+pub mod notifications;
 pub mod projects;
+pub mod usage;
 
 /// Attaches every domain's per-request DataLoaders to `request`.
 pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Request {
     let loaders = Loaders::new(request, tx, identity);
     let loaders = profiles::register(loaders);
     let loaders = catalog::register(loaders);
+    let loaders = billing::register(loaders);
     loaders.finish()
 }
