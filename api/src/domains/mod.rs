@@ -17,10 +17,12 @@ use crate::{
 
 pub mod accounts;
 pub mod api_keys;
+pub mod billing;
 pub mod catalog;
 pub mod code_generations;
 mod edges;
 pub mod integrations;
+pub mod notifications;
 pub mod projects;
 pub mod usage;
 
@@ -29,6 +31,7 @@ pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Requ
     let loaders = Loaders::new(request, tx, identity);
     let loaders = profiles::register(loaders);
     let loaders = catalog::register(loaders);
+    let loaders = billing::register(loaders);
     let loaders = projects::register(loaders);
     loaders.finish()
 }

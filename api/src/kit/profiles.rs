@@ -5,12 +5,15 @@
 use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{ID, SimpleObject, dataloader::Loader};
-use entity::profiles;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use entity::{profiles, users};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 use super::loaders::Loaders;
-use crate::{db::TxRef, error::ApiError};
+use crate::{
+    db::TxRef,
+    error::{ApiError, ApiResult},
+};
 
 /// What anyone may see of another account.
 #[derive(SimpleObject, Clone)]
@@ -52,4 +55,16 @@ impl Loader<Uuid> for ProfileLoader {
 /// Registers the profile loader for a request.
 pub fn register(loaders: Loaders) -> Loaders {
     loaders.register(|tx, _| ProfileLoader { tx })
+}
+
+/// Whether account `id` exists and the caller may know it (a notification's recipient,
+/// a billing row's owner): only its id is read.
+pub async fn account_exists(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<bool> {
+    let found: Option<Uuid> = users::Entity::find_by_id(id)
+        .select_only()
+        .column(users::Column::Id)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(found.is_some())
 }

@@ -1,12 +1,12 @@
 //! Provider API keys: who may list, create and revoke them, that the secret is never
 //! shown again, and that only a service gets it back, for a running task.
 
-use flashfusion_tests::TestApp;
+use flashfusion_tests::{Actors, TestApp};
 use serde_json::{Value, json};
 
 use crate::{
-    actors::{Actors, outcome, task, usage_count},
     code,
+    fixtures::{all, outcome, task, usage_count},
 };
 
 on_both_backends!(
@@ -43,7 +43,7 @@ async fn keys_are_their_owners_alone(app: TestApp) {
     let id = key["id"].as_str().expect("id").to_owned();
 
     // myApiKeys: the owner's own keys only; tokens need resource("api_keys").
-    for (who, client) in a.all() {
+    for (who, client) in all(&a) {
         let response = client.graphql(MINE, json!({})).await;
         let expected = match who {
             "anonymous" => "UNAUTHENTICATED",
@@ -64,7 +64,7 @@ async fn keys_are_their_owners_alone(app: TestApp) {
     }
 
     // createApiKey: any account for itself, never a service or a narrowed token.
-    for (who, client) in a.all() {
+    for (who, client) in all(&a) {
         let response = client
             .graphql(CREATE, key_input("mine", &format!("sk-{who}-key-abcd")))
             .await;
@@ -79,7 +79,7 @@ async fn keys_are_their_owners_alone(app: TestApp) {
     assert_eq!(bobs["data"]["myApiKeys"].as_array().map(Vec::len), Some(1));
 
     // revokeApiKey of the owner's key: invisible to everyone else.
-    for (who, client) in a.all() {
+    for (who, client) in all(&a) {
         if who == "owner" {
             continue;
         }
@@ -167,11 +167,11 @@ async fn only_a_service_gets_a_running_tasks_key(app: TestApp) {
         let created = a.owner.graphql(CREATE, key_input("k", secret)).await;
         assert_eq!(code(&created), "", "{created}");
     }
-    let running = task(&app, &a.owner_id, &a.project, "running").await;
-    let queued = task(&app, &a.owner_id, &a.project, "queued").await;
+    let running = task(&app, &a.owner_id, &a.project_id, "running").await;
+    let queued = task(&app, &a.owner_id, &a.project_id, "queued").await;
     let ask = |task: &str, provider: &str| json!({ "i": { "taskId": task, "provider": provider } });
 
-    for (who, client) in a.all() {
+    for (who, client) in all(&a) {
         if who == "service" {
             continue;
         }

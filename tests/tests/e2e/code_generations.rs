@@ -1,13 +1,13 @@
 //! Code generations: the owner asks on their own project, the service moves them along
 //! the state machine, completion is priced exactly and recorded as usage.
 
-use flashfusion_tests::{Client, TestApp};
+use flashfusion_tests::{Actors, Client, TestApp};
 use serde_json::{Value, json};
 
 use crate::{
-    actors::{Actors, outcome, usage_count},
     api_keys::SONNET,
     code,
+    fixtures::{all, outcome, usage_count},
 };
 
 on_both_backends!(
@@ -47,16 +47,16 @@ fn complete(id: &str, tokens_in: i64, tokens_out: i64) -> Value {
 
 async fn generations_per_actor(app: TestApp) {
     let a = Actors::new(&app).await;
-    let first = create(&a.owner, &a.project).await;
+    let first = create(&a.owner, &a.project_id).await;
     let generation = &first["data"]["createCodeGeneration"]["codeGeneration"];
     assert_eq!(generation["status"], "PENDING", "{first}");
     assert_eq!(generation["cost"], "0");
-    assert_eq!(generation["project"]["id"], a.project.as_str());
+    assert_eq!(generation["project"]["id"], a.project_id.as_str());
     assert_eq!(generation["aiService"]["provider"], "anthropic");
     let id = generation["id"].as_str().expect("id").to_owned();
 
-    for (who, client) in a.all() {
-        let response = create(client, &a.project).await;
+    for (who, client) in all(&a) {
+        let response = create(client, &a.project_id).await;
         let expected = match who {
             "anonymous" => "UNAUTHENTICATED",
             "other user" | "other-project token" => "NOT_FOUND",
@@ -66,7 +66,7 @@ async fn generations_per_actor(app: TestApp) {
         assert_eq!(outcome(&response), expected, "create by {who}: {response}");
     }
     // The owner's project has two generations now: `id` and the owner's second one.
-    for (who, client) in a.all() {
+    for (who, client) in all(&a) {
         let one = client.graphql(GET, json!({ "id": id })).await;
         assert_eq!(outcome(&one), "ok", "{who}: {one}");
         let sees = matches!(who, "owner" | "service" | "read-only token");
@@ -76,7 +76,7 @@ async fn generations_per_actor(app: TestApp) {
             "{who}: {one}"
         );
 
-        let list = client.graphql(LIST, json!({ "p": a.project })).await;
+        let list = client.graphql(LIST, json!({ "p": a.project_id })).await;
         let expected = if who == "anonymous" {
             "UNAUTHENTICATED"
         } else {
@@ -102,7 +102,7 @@ async fn generations_per_actor(app: TestApp) {
         .owner
         .graphql(
             "query($id: ID!) { project(id: $id) { codeGenerations(status: RUNNING) { totalCount edges { node { id status } } } } }",
-            json!({ "id": a.project }),
+            json!({ "id": a.project_id }),
         )
         .await;
     let page = &nested["data"]["project"]["codeGenerations"];
@@ -110,10 +110,10 @@ async fn generations_per_actor(app: TestApp) {
     assert_eq!(page["edges"][0]["node"]["id"], id.as_str());
 
     // The admin creates on their own project, but not on someone else's.
-    let admins = crate::actors::project(&a.admin, "admin's").await;
+    let admins = flashfusion_tests::create_project(&a.admin, "admin's").await;
     assert_eq!(code(&create(&a.admin, &admins).await), "");
     // Bob's generations are his: the owner's list does not grow.
-    let bobs = crate::actors::project(&a.other, "bob's").await;
+    let bobs = flashfusion_tests::create_project(&a.other, "bob's").await;
     let bob_generation = created(&a.other, &bobs).await;
     let hidden = a.owner.graphql(GET, json!({ "id": bob_generation })).await;
     assert!(hidden["data"]["codeGeneration"].is_null(), "{hidden}");
@@ -128,7 +128,7 @@ async fn generations_per_actor(app: TestApp) {
 
 async fn the_state_machine_moves_forward_only(app: TestApp) {
     let a = Actors::new(&app).await;
-    let id = created(&a.owner, &a.project).await;
+    let id = created(&a.owner, &a.project_id).await;
     let premature = a.service.graphql(COMPLETE, complete(&id, 1, 1)).await;
     assert_eq!(code(&premature), "INVALID_TRANSITION", "{premature}");
     let started = a.service.graphql(START, json!({ "id": id })).await;
@@ -153,7 +153,7 @@ async fn the_state_machine_moves_forward_only(app: TestApp) {
     }
 
     // A pending generation may fail without starting; a failed one stays failed.
-    let other = created(&a.owner, &a.project).await;
+    let other = created(&a.owner, &a.project_id).await;
     let failed = a
         .service
         .graphql(
@@ -193,7 +193,7 @@ async fn the_state_machine_moves_forward_only(app: TestApp) {
 
 async fn completion_is_priced_exactly_and_recorded(app: TestApp) {
     let a = Actors::new(&app).await;
-    let id = created(&a.owner, &a.project).await;
+    let id = created(&a.owner, &a.project_id).await;
     a.service.graphql(START, json!({ "id": id })).await;
     for bad in [
         complete(&id, -1, 0),
@@ -222,7 +222,7 @@ async fn completion_is_priced_exactly_and_recorded(app: TestApp) {
         .owner
         .graphql(
             CREATE,
-            json!({ "i": { "projectId": a.project, "aiServiceId": "01936b2a-0000-7000-8000-0000000000ff", "prompt": "x" } }),
+            json!({ "i": { "projectId": a.project_id, "aiServiceId": "01936b2a-0000-7000-8000-0000000000ff", "prompt": "x" } }),
         )
         .await;
     assert_eq!(code(&unknown), "NOT_FOUND", "{unknown}");
@@ -230,7 +230,7 @@ async fn completion_is_priced_exactly_and_recorded(app: TestApp) {
         .owner
         .graphql(
             CREATE,
-            json!({ "i": { "projectId": a.project, "aiServiceId": SONNET, "prompt": "  " } }),
+            json!({ "i": { "projectId": a.project_id, "aiServiceId": SONNET, "prompt": "  " } }),
         )
         .await;
     assert_eq!(code(&blank), "BAD_USER_INPUT");

@@ -1,11 +1,11 @@
 //! Integrations: the owner's alone, credentials write-only, one per provider.
 
-use flashfusion_tests::TestApp;
+use flashfusion_tests::{Actors, TestApp};
 use serde_json::{Value, json};
 
 use crate::{
-    actors::{Actors, outcome},
     code,
+    fixtures::{all, outcome},
 };
 
 on_both_backends!(
@@ -34,7 +34,7 @@ async fn integrations_are_their_owners_alone(app: TestApp) {
     assert_eq!(integration["hasCredentials"], true);
     let id = integration["id"].as_str().expect("id").to_owned();
 
-    for (who, client) in a.all() {
+    for (who, client) in all(&a) {
         let response = client.graphql(MINE, json!({})).await;
         let expected = match who {
             "anonymous" => "UNAUTHENTICATED",
@@ -51,7 +51,7 @@ async fn integrations_are_their_owners_alone(app: TestApp) {
             assert_eq!(sees, matches!(who, "owner" | "read-only token"), "{who}");
         }
     }
-    for (who, client) in a.all() {
+    for (who, client) in all(&a) {
         let response = client
             .graphql(CONNECT, json!({ "i": { "provider": "vercel" } }))
             .await;
@@ -63,7 +63,7 @@ async fn integrations_are_their_owners_alone(app: TestApp) {
         assert_eq!(outcome(&response), expected, "{who}: {response}");
     }
     let change = json!({ "i": { "id": id, "config": { "org": "stolen" } } });
-    for (who, client) in a.all() {
+    for (who, client) in all(&a) {
         if who == "owner" {
             continue;
         }

@@ -20,11 +20,12 @@ macro_rules! on_both_backends {
     )*};
 }
 
-mod actors;
+mod account_data;
 mod api_keys;
 mod auth;
 mod catalog;
 mod code_generations;
+mod fixtures;
 mod http;
 mod integrations;
 mod migrations;
@@ -41,18 +42,4 @@ pub fn code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_default()
-}
-
-/// A token derived from `client`'s with `createScopedToken(input: ..)`.
-pub async fn scoped_token(client: &flashfusion_tests::Client, input: Value) -> String {
-    let payload = client
-        .graphql(
-            "mutation($i: ScopedTokenInput!) { createScopedToken(input: $i) { token } }",
-            serde_json::json!({ "i": input }),
-        )
-        .await;
-    payload["data"]["createScopedToken"]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("createScopedToken failed: {payload}"))
-        .to_owned()
 }

@@ -5,14 +5,14 @@
 //! The gateway's log lines are not captured in-process here; what is asserted is the
 //! dump, the column grants and every GraphQL response.
 
-use flashfusion_tests::TestApp;
+use flashfusion_tests::{Actors, TestApp};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use serde_json::json;
 
 use crate::{
-    actors::{Actors, task},
     api_keys::{CREATE, CREDENTIAL, key_input},
     code,
+    fixtures::task,
     integrations::CONNECT,
 };
 
@@ -114,7 +114,7 @@ async fn a_key_moved_to_another_owner_does_not_open() {
     ))
     .await
     .expect("move the key to Bob");
-    let bobs = crate::actors::project(&a.other, "bob's").await;
+    let bobs = flashfusion_tests::create_project(&a.other, "bob's").await;
     let running = task(&app, &a.other_id, &bobs, "running").await;
     let response = a
         .service
@@ -126,7 +126,7 @@ async fn a_key_moved_to_another_owner_does_not_open() {
     assert_eq!(code(&response), "INTERNAL", "{response}");
     assert!(!response.to_string().contains("PLAINTEXT"), "{response}");
     assert_eq!(
-        crate::actors::usage_count(&app, "api_key.used").await,
+        crate::fixtures::usage_count(&app, "api_key.used").await,
         0,
         "rolled back"
     );

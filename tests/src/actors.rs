@@ -1,0 +1,138 @@
+//! [`Actors`]: the cast every access test runs through — anonymous, the owner, another
+//! user, an admin, a service, the owner's read-only token, and the owner's token scoped
+//! to another project of theirs — with the owner's project that their data hangs off.
+
+use flashfusion_api::auth::Role;
+use serde_json::{Value, json};
+
+use crate::{Client, TestApp};
+
+/// Who calls, for tables of expected outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Anonymous,
+    Owner,
+    Other,
+    Admin,
+    Service,
+    /// The owner's token narrowed with `readOnly: true`.
+    ReadOnly,
+    /// The owner's token narrowed to another project of the owner's.
+    OtherProject,
+}
+
+impl Actor {
+    /// Every actor, in table order.
+    pub const ALL: [Actor; 7] = [
+        Actor::Anonymous,
+        Actor::Owner,
+        Actor::Other,
+        Actor::Admin,
+        Actor::Service,
+        Actor::ReadOnly,
+        Actor::OtherProject,
+    ];
+}
+
+/// The cast of one test.
+pub struct Actors {
+    pub anonymous: Client,
+    pub owner: Client,
+    pub owner_id: String,
+    pub other: Client,
+    pub other_id: String,
+    pub admin: Client,
+    pub admin_id: String,
+    pub service: Client,
+    pub read_only: Client,
+    pub other_project: Client,
+    /// The owner's project that test data hangs off.
+    pub project_id: String,
+    /// The owner's other project, the one `other_project` is scoped to.
+    pub side_project_id: String,
+}
+
+impl Actors {
+    /// Signs everyone up and derives the owner's narrowed tokens.
+    pub async fn new(app: &TestApp) -> Self {
+        let (owner, owner_id) = app.user("owner@example.com").await;
+        let (other, other_id) = app.user("other@example.com").await;
+        let (admin, admin_id) = app.admin("admin@example.com").await;
+        let (_, service_id) = app.user("worker@example.com").await;
+        let service = app.with_token(&app.mint(&service_id, Role::Service));
+        let project_id = create_project(&owner, "main").await;
+        let side_project_id = create_project(&owner, "side").await;
+        let read_only = app.with_token(&scoped(&owner, json!({ "readOnly": true })).await);
+        let other_project =
+            app.with_token(&scoped(&owner, json!({ "projectId": side_project_id })).await);
+        Self {
+            anonymous: app.anonymous(),
+            owner,
+            owner_id,
+            other,
+            other_id,
+            admin,
+            admin_id,
+            service,
+            read_only,
+            other_project,
+            project_id,
+            side_project_id,
+        }
+    }
+
+    /// The client of `actor`.
+    pub fn client(&self, actor: Actor) -> &Client {
+        match actor {
+            Actor::Anonymous => &self.anonymous,
+            Actor::Owner => &self.owner,
+            Actor::Other => &self.other,
+            Actor::Admin => &self.admin,
+            Actor::Service => &self.service,
+            Actor::ReadOnly => &self.read_only,
+            Actor::OtherProject => &self.other_project,
+        }
+    }
+}
+
+/// Creates a private project owned by `client`; returns its id.
+pub async fn create_project(client: &Client, name: &str) -> String {
+    let created = client
+        .graphql(
+            "mutation($n: String!) { createProject(input: {name: $n}) { project { id } } }",
+            json!({ "n": name }),
+        )
+        .await;
+    created["data"]["createProject"]["project"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createProject failed: {created}"))
+        .to_owned()
+}
+
+/// A token derived from `client`'s with `createScopedToken(input: ..)`.
+pub async fn scoped(client: &Client, input: Value) -> String {
+    let payload = client
+        .graphql(
+            "mutation($i: ScopedTokenInput!) { createScopedToken(input: $i) { token } }",
+            json!({ "i": input }),
+        )
+        .await;
+    payload["data"]["createScopedToken"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createScopedToken failed: {payload}"))
+        .to_owned()
+}
+
+/// The outcome of a response, for tables: `"data"` when the field answered without
+/// error, `"null"` when it answered null without error, otherwise the first error's
+/// `extensions.code`.
+pub fn outcome(response: &Value, field: &str) -> String {
+    if let Some(code) = response["errors"][0]["extensions"]["code"].as_str() {
+        return code.to_owned();
+    }
+    if response["data"][field].is_null() {
+        "null".to_owned()
+    } else {
+        "data".to_owned()
+    }
+}
