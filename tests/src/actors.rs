@@ -123,6 +123,42 @@ pub async fn scoped(client: &Client, input: Value) -> String {
         .to_owned()
 }
 
+/// One row of an access matrix: an operation (its root field and a document over the
+/// matrix's variables) and the outcome per actor, in [`Actor::ALL`] order: `"data"`,
+/// `"null"`, or an `extensions.code`.
+pub struct Case {
+    pub field: &'static str,
+    pub query: &'static str,
+    pub expected: [&'static str; 7],
+}
+
+/// Runs every case as every actor (skipping the pairs `skip` names, which a test runs
+/// itself, e.g. a delete that must come last) and asserts each outcome.
+pub async fn run_matrix(
+    cast: &Actors,
+    cases: &[Case],
+    variables: &Value,
+    skip: impl Fn(&str, Actor) -> bool,
+) {
+    for case in cases {
+        for (actor, expected) in Actor::ALL.into_iter().zip(case.expected) {
+            if skip(case.field, actor) {
+                continue;
+            }
+            let response = cast
+                .client(actor)
+                .graphql(case.query, variables.clone())
+                .await;
+            assert_eq!(
+                outcome(&response, case.field),
+                expected,
+                "{} as {actor:?}: {response}",
+                case.field
+            );
+        }
+    }
+}
+
 /// The outcome of a response, for tables: `"data"` when the field answered without
 /// error, `"null"` when it answered null without error, otherwise the first error's
 /// `extensions.code`.

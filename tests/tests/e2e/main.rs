@@ -24,6 +24,7 @@ mod account_data;
 mod auth;
 mod catalog;
 mod http;
+mod matrix;
 mod migrations;
 mod policies;
 mod production;
