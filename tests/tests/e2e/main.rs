@@ -26,6 +26,7 @@ mod catalog;
 mod http;
 mod matrix;
 mod migrations;
+mod parity;
 mod policies;
 mod production;
 mod projects;
