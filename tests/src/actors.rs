@@ -44,6 +44,8 @@ pub struct Actors {
     pub admin: Client,
     pub admin_id: String,
     pub service: Client,
+    /// The account the service token was minted for.
+    pub service_id: String,
     pub read_only: Client,
     pub other_project: Client,
     /// The owner's project that test data hangs off.
@@ -74,6 +76,7 @@ impl Actors {
             admin,
             admin_id,
             service,
+            service_id,
             read_only,
             other_project,
             project_id,
@@ -123,6 +126,42 @@ pub async fn scoped(client: &Client, input: Value) -> String {
         .to_owned()
 }
 
+/// One row of an access matrix: an operation (its root field and a document over the
+/// matrix's variables) and the outcome per actor, in [`Actor::ALL`] order: `"data"`,
+/// `"null"`, or an `extensions.code`.
+pub struct Case {
+    pub field: &'static str,
+    pub query: &'static str,
+    pub expected: [&'static str; 7],
+}
+
+/// Runs every case as every actor (skipping the pairs `skip` names, which a test runs
+/// itself, e.g. a delete that must come last) and asserts each outcome.
+pub async fn run_matrix(
+    cast: &Actors,
+    cases: &[Case],
+    variables: &Value,
+    skip: impl Fn(&str, Actor) -> bool,
+) {
+    for case in cases {
+        for (actor, expected) in Actor::ALL.into_iter().zip(case.expected) {
+            if skip(case.field, actor) {
+                continue;
+            }
+            let response = cast
+                .client(actor)
+                .graphql(case.query, variables.clone())
+                .await;
+            assert_eq!(
+                outcome(&response, case.field),
+                expected,
+                "{} as {actor:?}: {response}",
+                case.field
+            );
+        }
+    }
+}
+
 /// The outcome of a response, for tables: `"data"` when the field answered without
 /// error, `"null"` when it answered null without error, otherwise the first error's
 /// `extensions.code`.
@@ -134,5 +173,46 @@ pub fn outcome(response: &Value, field: &str) -> String {
         "null".to_owned()
     } else {
         "data".to_owned()
+    }
+}
+
+impl Actors {
+    /// Runs `sql` on Postgres as `actor`'s database identity (role and `app.*` settings,
+    /// as the gateway sets them) in a transaction that is rolled back, and returns the
+    /// first column of each row as text. Token narrowing is the gateway's alone, so the
+    /// owner's narrowed tokens act as the owner here.
+    pub async fn sql_as(
+        &self,
+        app: &TestApp,
+        actor: Actor,
+        sql: &str,
+    ) -> Result<Vec<String>, sea_orm::DbErr> {
+        use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
+        let (role, user_id, app_role) = match actor {
+            Actor::Anonymous => ("flashfusion_anon", "", "anon"),
+            Actor::Owner | Actor::ReadOnly | Actor::OtherProject => {
+                ("flashfusion_authenticated", self.owner_id.as_str(), "user")
+            }
+            Actor::Other => ("flashfusion_authenticated", self.other_id.as_str(), "user"),
+            Actor::Admin => ("flashfusion_authenticated", self.admin_id.as_str(), "admin"),
+            Actor::Service => ("flashfusion_service", self.service_id.as_str(), "service"),
+        };
+        let conn = app.db.as_ref().expect("a Postgres app").connect().await;
+        let tx = conn.begin().await?;
+        tx.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "select set_config('role', $1, true), set_config('app.user_id', $2, true), \
+             set_config('app.role', $3, true)",
+            [role.into(), user_id.into(), app_role.into()],
+        ))
+        .await?;
+        let rows = tx
+            .query_all_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+            .await;
+        tx.rollback().await?;
+        Ok(rows?
+            .iter()
+            .map(|row| row.try_get_by_index::<String>(0).unwrap_or_default())
+            .collect())
     }
 }

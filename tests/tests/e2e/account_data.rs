@@ -2,7 +2,7 @@
 //! Each operation runs as every actor, with the outcome the rules of DESIGN §3 give it;
 //! a token narrowed to a project reaches none of it.
 
-use flashfusion_tests::{Actor, Actors, TestApp, outcome};
+use flashfusion_tests::{Actor, Actors, Case, TestApp, outcome, run_matrix};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -13,17 +13,43 @@ on_both_backends!(
     profiles_and_roles_change_as_the_rules_say,
 );
 
-/// One operation and the outcome per actor, in [`Actor::ALL`] order.
-struct Case {
-    field: &'static str,
-    query: &'static str,
-    expected: [&'static str; 7],
-}
-
 const U: &str = "UNAUTHENTICATED";
 const F: &str = "FORBIDDEN";
 const N: &str = "NOT_FOUND";
 const D: &str = "data";
+
+/// The matrix rows of account-wide data, over the variables of
+/// [`every_actor_gets_the_expected_outcome`].
+#[rustfmt::skip]
+pub const CASES: [Case; 13] = [
+    //                                         anon owner other admin service readOnly otherProject
+    Case { field: "myBilling", query: "{ myBilling { plan } }",
+           expected: [U, D, D, D, D, D, F] },
+    Case { field: "notifications", query: "{ notifications { totalCount } }",
+           expected: [U, D, D, D, D, D, F] },
+    Case { field: "unreadNotificationCount", query: "{ unreadNotificationCount }",
+           expected: [U, D, D, D, D, D, F] },
+    Case { field: "usageSummary", query: "query($from: DateTime!, $to: DateTime!) { usageSummary(from: $from, to: $to, groupBy: DAY) { key } }",
+           expected: [U, D, D, D, D, D, F] },
+    Case { field: "usageSummary", query: "query($owner: ID!, $from: DateTime!, $to: DateTime!) { usageSummary(from: $from, to: $to, groupBy: DAY, userId: $owner) { key } }",
+           expected: [U, D, F, D, F, D, F] },
+    Case { field: "users", query: "{ users { totalCount } }",
+           expected: [U, F, F, D, F, F, F] },
+    Case { field: "createNotification", query: "mutation($owner: ID!) { createNotification(input: {userId: $owner, kind: \"t\", title: \"hi\"}) { notificationId } }",
+           expected: [U, F, F, D, D, F, F] },
+    Case { field: "setBilling", query: "mutation($owner: ID!) { setBilling(input: {userId: $owner, plan: PRO}) { billing { plan } } }",
+           expected: [U, F, F, D, D, F, F] },
+    Case { field: "setUserRole", query: "mutation($other: ID!) { setUserRole(input: {userId: $other, role: USER}) { user { role } } }",
+           expected: [U, F, F, D, F, F, F] },
+    Case { field: "updateMe", query: "mutation { updateMe(input: {displayName: \"Renamed\"}) { user { displayName } } }",
+           expected: [U, D, D, D, F, F, D] },
+    Case { field: "markAllNotificationsRead", query: "mutation { markAllNotificationsRead }",
+           expected: [U, D, D, D, D, F, F] },
+    Case { field: "markNotificationRead", query: "mutation($n: ID!) { markNotificationRead(id: $n) { notification { readAt } } }",
+           expected: [U, D, N, N, N, F, F] },
+    Case { field: "deleteNotification", query: "mutation($n: ID!) { deleteNotification(id: $n) { deletedId } }",
+           expected: [U, N, N, N, N, F, F] },
+];
 
 async fn every_actor_gets_the_expected_outcome(app: TestApp) {
     let cast = Actors::new(&app).await;
@@ -32,52 +58,11 @@ async fn every_actor_gets_the_expected_outcome(app: TestApp) {
         "owner": cast.owner_id, "other": cast.other_id, "n": notify,
         "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z",
     });
-    #[rustfmt::skip]
-    let cases = [
-        //                                         anon owner other admin service readOnly otherProject
-        Case { field: "myBilling", query: "{ myBilling { plan } }",
-               expected: [U, D, D, D, D, D, F] },
-        Case { field: "notifications", query: "{ notifications { totalCount } }",
-               expected: [U, D, D, D, D, D, F] },
-        Case { field: "unreadNotificationCount", query: "{ unreadNotificationCount }",
-               expected: [U, D, D, D, D, D, F] },
-        Case { field: "usageSummary", query: "query($from: DateTime!, $to: DateTime!) { usageSummary(from: $from, to: $to, groupBy: DAY) { key } }",
-               expected: [U, D, D, D, D, D, F] },
-        Case { field: "usageSummary", query: "query($owner: ID!, $from: DateTime!, $to: DateTime!) { usageSummary(from: $from, to: $to, groupBy: DAY, userId: $owner) { key } }",
-               expected: [U, D, F, D, F, D, F] },
-        Case { field: "users", query: "{ users { totalCount } }",
-               expected: [U, F, F, D, F, F, F] },
-        Case { field: "createNotification", query: "mutation($owner: ID!) { createNotification(input: {userId: $owner, kind: \"t\", title: \"hi\"}) { notificationId } }",
-               expected: [U, F, F, D, D, F, F] },
-        Case { field: "setBilling", query: "mutation($owner: ID!) { setBilling(input: {userId: $owner, plan: PRO}) { billing { plan } } }",
-               expected: [U, F, F, D, D, F, F] },
-        Case { field: "setUserRole", query: "mutation($other: ID!) { setUserRole(input: {userId: $other, role: USER}) { user { role } } }",
-               expected: [U, F, F, D, F, F, F] },
-        Case { field: "updateMe", query: "mutation { updateMe(input: {displayName: \"Renamed\"}) { user { displayName } } }",
-               expected: [U, D, D, D, F, F, D] },
-        Case { field: "markAllNotificationsRead", query: "mutation { markAllNotificationsRead }",
-               expected: [U, D, D, D, D, F, F] },
-        Case { field: "markNotificationRead", query: "mutation($n: ID!) { markNotificationRead(id: $n) { notification { readAt } } }",
-               expected: [U, D, N, N, N, F, F] },
-        Case { field: "deleteNotification", query: "mutation($n: ID!) { deleteNotification(id: $n) { deletedId } }",
-               expected: [U, N, N, N, N, F, F] },
-    ];
-    for case in cases {
-        for (actor, expected) in Actor::ALL.into_iter().zip(case.expected) {
-            // The owner's delete runs last so the others see the notification first.
-            let expected = match (case.field, actor) {
-                ("deleteNotification", Actor::Owner) => continue,
-                _ => expected,
-            };
-            let response = cast.client(actor).graphql(case.query, vars.clone()).await;
-            assert_eq!(
-                outcome(&response, case.field),
-                expected,
-                "{} as {actor:?}: {response}",
-                case.field
-            );
-        }
-    }
+    run_matrix(&cast, &CASES, &vars, |field, actor| {
+        // The owner's delete runs last so the others see the notification first.
+        field == "deleteNotification" && actor == Actor::Owner
+    })
+    .await;
     let deleted = cast
         .owner
         .graphql(

@@ -28,12 +28,15 @@ mod code_generations;
 mod fixtures;
 mod http;
 mod integrations;
+mod matrix;
 mod migrations;
+mod parity;
 mod policies;
 mod production;
 mod projects;
 mod scoping;
 mod secrets;
+mod secrets_matrix;
 
 use serde_json::Value;
 
