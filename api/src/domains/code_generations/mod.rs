@@ -182,7 +182,10 @@ impl CodeGenerationQuery {
     /// The generations the caller may see (its own; all for services), newest first,
     /// optionally of one project and in one status.
     #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a list field takes its filters and the four Relay arguments as its own"
+    )]
     async fn code_generations(
         &self,
         ctx: &Context<'_>,
