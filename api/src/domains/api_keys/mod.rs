@@ -192,7 +192,7 @@ impl ApiKeyMutation {
         repo::find(&*tx, visible.clone(), id)
             .await?
             .ok_or(ApiError::NotFound("api key"))?;
-        repo::revoke(&*tx, id).await?;
+        repo::revoke(&*tx, visible.clone(), id).await?;
         let api_key = repo::find(&*tx, visible, id)
             .await?
             .ok_or(ApiError::NotFound("api key"))?;

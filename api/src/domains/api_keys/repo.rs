@@ -74,14 +74,15 @@ pub async fn insert(db: &impl ConnectionTrait, new: NewKey) -> ApiResult<()> {
 }
 
 /// Marks the key revoked unless it already is (the owner may update `revoked_at` and
-/// `updated_at` only).
-pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<()> {
+/// `updated_at` only), if `visible` allows it.
+pub async fn revoke(db: &impl ConnectionTrait, visible: Condition, id: Uuid) -> ApiResult<()> {
     let now = Utc::now();
     user_api_keys::Entity::update_many()
         .col_expr(user_api_keys::Column::RevokedAt, Expr::value(now))
         .col_expr(user_api_keys::Column::UpdatedAt, Expr::value(now))
         .filter(user_api_keys::Column::Id.eq(id))
         .filter(user_api_keys::Column::RevokedAt.is_null())
+        .filter(visible)
         .exec(db)
         .await?;
     Ok(())

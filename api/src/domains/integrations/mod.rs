@@ -174,7 +174,7 @@ impl IntegrationMutation {
             config: config(input.config)?,
             sealed,
         };
-        repo::update(&*tx, id, changes).await?;
+        repo::update(&*tx, visible.clone(), id, changes).await?;
         let integration = repo::find(&*tx, visible, id)
             .await?
             .ok_or(ApiError::NotFound("integration"))?;
@@ -190,10 +190,11 @@ impl IntegrationMutation {
         require_owner(rc, Operation::Write)?;
         let id = parse_id("id", &id)?;
         let tx = rc.tx()?;
-        repo::find(&*tx, policy::manageable(rc.identity()), id)
+        let visible = policy::manageable(rc.identity());
+        repo::find(&*tx, visible.clone(), id)
             .await?
             .ok_or(ApiError::NotFound("integration"))?;
-        repo::delete(&*tx, id).await?;
+        repo::delete(&*tx, visible, id).await?;
         Ok(DeletePayload::new(id))
     }
 }

@@ -72,11 +72,18 @@ pub struct Changes {
     pub sealed: Option<Option<Sealed>>,
 }
 
-/// Applies `changes` to the integration `id`, naming only the changed columns.
-pub async fn update(db: &impl ConnectionTrait, id: Uuid, changes: Changes) -> ApiResult<()> {
+/// Applies `changes` to the integration `id` if `visible` allows it, naming only the
+/// changed columns.
+pub async fn update(
+    db: &impl ConnectionTrait,
+    visible: Condition,
+    id: Uuid,
+    changes: Changes,
+) -> ApiResult<()> {
     let mut update = integrations::Entity::update_many()
         .col_expr(integrations::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(integrations::Column::Id.eq(id));
+        .filter(integrations::Column::Id.eq(id))
+        .filter(visible);
     if let Some(config) = changes.config {
         update = update.col_expr(integrations::Column::Config, Expr::value(config));
     }
@@ -91,8 +98,12 @@ pub async fn update(db: &impl ConnectionTrait, id: Uuid, changes: Changes) -> Ap
     Ok(())
 }
 
-pub async fn delete(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<()> {
-    integrations::Entity::delete_by_id(id).exec(db).await?;
+/// Deletes the integration `id` if `visible` allows it.
+pub async fn delete(db: &impl ConnectionTrait, visible: Condition, id: Uuid) -> ApiResult<()> {
+    integrations::Entity::delete_by_id(id)
+        .filter(visible)
+        .exec(db)
+        .await?;
     Ok(())
 }
 
