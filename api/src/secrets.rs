@@ -1,4 +1,4 @@
-//! Secrets at rest (DESIGN §8): provider API keys and integration credentials are sealed
+//! Secrets at rest: provider API keys and integration credentials are sealed
 //! with XChaCha20-Poly1305 under the key from configuration before they reach the
 //! database, with the owner's id bound in as associated data, so a sealed value copied
 //! or moved to another owner's row no longer opens.

@@ -55,6 +55,12 @@ pub fn optional(
     }
 }
 
+/// A provider name (`openai`, `github`, ...): one line of at most 100 characters, kept in
+/// lower case, so the catalog, keys and integrations compare providers alike.
+pub fn provider(field: &str, raw: &str) -> ApiResult<String> {
+    Ok(required(field, raw, 100, Lines::One)?.to_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

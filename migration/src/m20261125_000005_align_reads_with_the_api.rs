@@ -1,8 +1,7 @@
 //! Makes the read policies of `usage_analytics` and `notifications` say what the API
 //! does, so the parity test (tests/tests/e2e/parity.rs) finds the same rows through
 //! both (Postgres only: SQLite has no policies):
-//! - admins read everyone's usage (`usageSummary(userId: ..)` is theirs, DESIGN §3
-//!   "admin: all");
+//! - admins read everyone's usage (`usageSummary(userId: ..)` is theirs);
 //! - the service appends usage but does not read it (nothing it does needs to);
 //! - notifications are read by their owner only: admins and the service create them
 //!   without reading them back, so the admins' SELECT policy (which only existed for

@@ -1,6 +1,6 @@
 //! The shared kit every domain builds on, and which knows no domain: the request
 //! context, authorization helpers and scoped listing, Relay pagination, DataLoader
-//! plumbing, the public profile loader, common payloads and enum mirroring.
+//! plumbing, the public profile loader, common payloads, enum mirroring and money.
 
 pub mod authz;
 mod context;

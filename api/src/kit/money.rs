@@ -7,7 +7,7 @@ use rust_decimal::{Decimal, prelude::ToPrimitive};
 use crate::error::{ApiError, ApiResult};
 
 /// Decimal places kept for money.
-const PLACES: u32 = 6;
+pub const PLACES: u32 = 6;
 
 /// A stored amount as the API shows it.
 pub fn from_column(amount: f64) -> Decimal {

@@ -1,5 +1,5 @@
 //! Account-wide data: notifications, billing, usage and the admins' user directory.
-//! Each operation runs as every actor, with the outcome the rules of DESIGN §3 give it;
+//! Each operation runs as every actor, with the outcome the domains' `policy.rs` give it;
 //! a token narrowed to a project reaches none of it.
 
 use flashfusion_tests::{Actor, Actors, Case, TestApp, outcome, run_matrix};
@@ -26,11 +26,11 @@ pub const CASES: [Case; 13] = [
     Case { field: "myBilling", query: "{ myBilling { plan } }",
            expected: [U, D, D, D, D, D, F] },
     Case { field: "notifications", query: "{ notifications { totalCount } }",
-           expected: [U, D, D, D, D, D, F] },
+           expected: [U, D, D, D, F, D, F] },
     Case { field: "unreadNotificationCount", query: "{ unreadNotificationCount }",
-           expected: [U, D, D, D, D, D, F] },
+           expected: [U, D, D, D, F, D, F] },
     Case { field: "usageSummary", query: "query($from: DateTime!, $to: DateTime!) { usageSummary(from: $from, to: $to, groupBy: DAY) { key } }",
-           expected: [U, D, D, D, D, D, F] },
+           expected: [U, D, D, D, F, D, F] },
     Case { field: "usageSummary", query: "query($owner: ID!, $from: DateTime!, $to: DateTime!) { usageSummary(from: $from, to: $to, groupBy: DAY, userId: $owner) { key } }",
            expected: [U, D, F, D, F, D, F] },
     Case { field: "users", query: "{ users { totalCount } }",
@@ -44,11 +44,11 @@ pub const CASES: [Case; 13] = [
     Case { field: "updateMe", query: "mutation { updateMe(input: {displayName: \"Renamed\"}) { user { displayName } } }",
            expected: [U, D, D, D, F, F, D] },
     Case { field: "markAllNotificationsRead", query: "mutation { markAllNotificationsRead }",
-           expected: [U, D, D, D, D, F, F] },
+           expected: [U, D, D, D, F, F, F] },
     Case { field: "markNotificationRead", query: "mutation($n: ID!) { markNotificationRead(id: $n) { notification { readAt } } }",
-           expected: [U, D, N, N, N, F, F] },
+           expected: [U, D, N, N, F, F, F] },
     Case { field: "deleteNotification", query: "mutation($n: ID!) { deleteNotification(id: $n) { deletedId } }",
-           expected: [U, N, N, N, N, F, F] },
+           expected: [U, N, N, N, F, F, F] },
 ];
 
 async fn every_actor_gets_the_expected_outcome(app: TestApp) {

@@ -1,4 +1,4 @@
-//! The production set-up of DESIGN §2: the gateway logs in as an authenticator role that
+//! The production set-up of ARCHITECTURE.md (Production notes): the gateway logs in as an authenticator role that
 //! is neither superuser nor table owner and may only switch to the three gateway roles.
 //! Everything still works, and a statement that skipped the switch sees nothing.
 

@@ -720,7 +720,7 @@ async fn users_cannot_forge_events_or_move_tasks_into_foreign_projects() {
     .await;
     let message = moved.expect_err("the move is refused").to_string();
     assert!(message.contains("permission denied"), "{message}");
-    // Owners change only what DESIGN §3 lets them: cancelling is allowed, within her own
+    // Owners change only what the column grants let them: cancelling is allowed, within her own
     // project.
     let cancelled = as_role(
         &app,

@@ -138,7 +138,7 @@ impl ApiKeyMutation {
         let rc = RequestContext::of(ctx)?;
         let owner = require_owner(rc, Operation::Write)?;
         let label = validate::required("label", &input.label, LABEL_MAX, Lines::One)?;
-        let provider = provider("provider", &input.provider)?;
+        let provider = validate::provider("provider", &input.provider)?;
         let secret = validate::required("secret", &input.secret, SECRET_MAX, Lines::One)?;
         if secret.chars().count() < SECRET_MIN {
             return Err(ApiError::bad_input(format!(
@@ -214,13 +214,16 @@ impl ApiKeyMutation {
         let rc = RequestContext::of(ctx)?;
         require_service(rc)?;
         let task_id = parse_id("taskId", &input.task_id)?;
-        let provider = provider("provider", &input.provider)?;
+        let provider = validate::provider("provider", &input.provider)?;
         let tx = rc.tx()?;
         let task = repo::find_task(&*tx, task_id)
             .await?
             .ok_or(ApiError::NotFound("task"))?;
         rc.authorize(Operation::Write, Resource::Project(task.project_id))
             .map_err(|_| ApiError::NotFound("task"))?;
+        // A plaintext key is account data of the task's owner: a service token narrowed
+        // to a project reaches it only if it also allows `resource("api_keys")`.
+        rc.authorize(Operation::Read, Resource::ApiKeys)?;
         if task.status != AgentTaskStatus::Running {
             return Err(ApiError::InvalidTransition(
                 "credentials are handed out only for a running task".to_owned(),
@@ -268,11 +271,6 @@ fn require_owner(rc: &RequestContext, operation: Operation) -> ApiResult<Uuid> {
     Ok(user)
 }
 
-/// A provider name: one line, stored in lower case.
-pub(crate) fn provider(field: &str, raw: &str) -> ApiResult<String> {
-    Ok(validate::required(field, raw, PROVIDER_MAX, Lines::One)?.to_lowercase())
-}
-
 /// The last four characters of a secret, all that is ever shown of it again.
 fn hint(secret: &str) -> String {
     let count = secret.chars().count();
@@ -290,8 +288,6 @@ const SECRET_MIN: usize = 2 * HINT_LEN;
 const SECRET_MAX: usize = 4_096;
 /// Longest label, in characters.
 const LABEL_MAX: usize = 200;
-/// Longest provider name, in characters.
-const PROVIDER_MAX: usize = 100;
 
 #[cfg(test)]
 mod tests {

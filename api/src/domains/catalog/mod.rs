@@ -262,7 +262,7 @@ impl CatalogMutation {
             id: Set(new_id()),
             slug: Set(slug(&input.slug)?),
             name: Set(text("name", &input.name)?),
-            provider: Set(text("provider", &input.provider)?),
+            provider: Set(validate::provider("provider", &input.provider)?),
             model: Set(text("model", &input.model)?),
             capabilities: Set(capabilities(input.capabilities)?),
             input_price_per_1k: Set(money::to_column(
@@ -299,7 +299,12 @@ impl CatalogMutation {
         let row = ai_services::ActiveModel {
             id: Set(id),
             name: changed(input.name.as_deref().map(|v| text("name", v)))?,
-            provider: changed(input.provider.as_deref().map(|v| text("provider", v)))?,
+            provider: changed(
+                input
+                    .provider
+                    .as_deref()
+                    .map(|v| validate::provider("provider", v)),
+            )?,
             model: changed(input.model.as_deref().map(|v| text("model", v)))?,
             capabilities: changed(input.capabilities.map(capabilities))?,
             input_price_per_1k: changed(

@@ -31,7 +31,7 @@ use crate::{
         enums::mirror_enum,
         loaders::load_one,
         money,
-        pagination::{Page, PageArgs, page_complexity, paginate},
+        pagination::{Page, PageArgs, empty_page, page_complexity, paginate},
         parse_id,
     },
     validate::{self, Lines},
@@ -226,6 +226,10 @@ async fn list(
     otherwise: Resource,
     args: PageArgs,
 ) -> ApiResult<Page<CodeGeneration>> {
+    if !policy::reads_any(rc.identity()) {
+        // Anonymous callers read no generation (their role has no grant on the table).
+        return Ok(empty_page());
+    }
     let query = repo::listed(
         policy::readable(rc.identity()),
         project,
@@ -344,7 +348,8 @@ impl CodeGenerationMutation {
             tokens_out,
             service.input_price_per_1k,
             service.output_price_per_1k,
-        );
+        )
+        .ok_or_else(|| ApiError::bad_input("tokensIn, tokensOut: the cost is out of range"))?;
         let outcome = repo::Outcome {
             output: Some(output),
             tokens_in: Some(tokens_in),
@@ -449,13 +454,25 @@ async fn visible_to_service(rc: &RequestContext, id: &ID) -> ApiResult<code_gene
 /// The price of a generation in US dollars: tokens / 1000 × the price per 1,000, in
 /// exact decimal arithmetic, rounded to whole micro-dollars (what the `cost` column
 /// keeps exactly).
-pub fn cost(tokens_in: i32, tokens_out: i32, input_per_1k: f64, output_per_1k: f64) -> Decimal {
+/// `None` when the amount overflows a `Decimal` (absurd prices or counts).
+pub fn cost(
+    tokens_in: i32,
+    tokens_out: i32,
+    input_per_1k: f64,
+    output_per_1k: f64,
+) -> Option<Decimal> {
     let thousand = Decimal::from(1000);
-    let total = Decimal::from(tokens_in) * money::from_column(input_per_1k) / thousand
-        + Decimal::from(tokens_out) * money::from_column(output_per_1k) / thousand;
-    total
-        .round_dp_with_strategy(MONEY_DP, RoundingStrategy::MidpointAwayFromZero)
-        .normalize()
+    let part = |tokens: i32, per_1k: f64| {
+        Decimal::from(tokens)
+            .checked_mul(money::from_column(per_1k))?
+            .checked_div(thousand)
+    };
+    let total = part(tokens_in, input_per_1k)?.checked_add(part(tokens_out, output_per_1k)?)?;
+    Some(
+        total
+            .round_dp_with_strategy(money::PLACES, RoundingStrategy::MidpointAwayFromZero)
+            .normalize(),
+    )
 }
 
 fn not_negative<T: Default + PartialOrd>(field: &str, value: T) -> ApiResult<T> {
@@ -467,8 +484,6 @@ fn not_negative<T: Default + PartialOrd>(field: &str, value: T) -> ApiResult<T> 
     Ok(value)
 }
 
-/// Decimal places of a cost: whole micro-dollars, as `kit::money` keeps them.
-const MONEY_DP: u32 = 6;
 /// Longest prompt, in characters.
 const PROMPT_MAX: usize = 100_000;
 /// Longest output, in characters.
@@ -484,8 +499,10 @@ mod tests {
 
     #[test]
     fn cost_is_exact() {
-        assert_eq!(cost(1234, 567, 0.003, 0.015).to_string(), "0.012207");
-        assert_eq!(cost(0, 0, 0.003, 0.015), Decimal::ZERO);
-        assert_eq!(cost(1_000_000, 0, 0.0025, 0.01).to_string(), "2.5");
+        let cost = |i, o, pi, po| cost(i, o, pi, po).map(|c| c.to_string());
+        assert_eq!(cost(1234, 567, 0.003, 0.015).as_deref(), Some("0.012207"));
+        assert_eq!(cost(0, 0, 0.003, 0.015).as_deref(), Some("0"));
+        assert_eq!(cost(1_000_000, 0, 0.0025, 0.01).as_deref(), Some("2.5"));
+        assert_eq!(cost(i32::MAX, 0, 7.9e28, 0.0), None);
     }
 }

@@ -18,7 +18,6 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Operation, Resource},
-    domains::api_keys::provider,
     error::{ApiError, ApiResult},
     kit::{
         RequestContext, app_state, authz::refuse_service, enums::mirror_enum, parse_id,
@@ -122,7 +121,7 @@ impl IntegrationMutation {
     ) -> ApiResult<ConnectIntegrationPayload> {
         let rc = RequestContext::of(ctx)?;
         let owner = require_owner(rc, Operation::Write)?;
-        let provider = provider("provider", &input.provider)?;
+        let provider = validate::provider("provider", &input.provider)?;
         let config = config(input.config)?.unwrap_or_else(|| serde_json::json!({}));
         let sealed = input
             .credentials

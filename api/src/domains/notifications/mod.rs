@@ -18,7 +18,7 @@ use crate::{
     error::{ApiError, ApiResult},
     kit::{
         RequestContext,
-        authz::require_service_or_admin,
+        authz::{refuse_service, require_service_or_admin},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
@@ -108,8 +108,7 @@ impl NotificationQuery {
         before: Option<String>,
     ) -> ApiResult<Page<Notification>> {
         let rc = RequestContext::of(ctx)?;
-        let user_id = rc.user_id()?;
-        rc.authorize(Operation::Read, Resource::Notifications)?;
+        let user_id = recipient(rc, Operation::Read)?;
         paginate(
             rc.tx_ref(),
             repo::list(user_id, unread_only),
@@ -123,8 +122,7 @@ impl NotificationQuery {
     /// How many of the caller's notifications are unread.
     async fn unread_notification_count(&self, ctx: &Context<'_>) -> ApiResult<u64> {
         let rc = RequestContext::of(ctx)?;
-        let user_id = rc.user_id()?;
-        rc.authorize(Operation::Read, Resource::Notifications)?;
+        let user_id = recipient(rc, Operation::Read)?;
         repo::unread_count(&*rc.tx()?, user_id).await
     }
 }
@@ -187,8 +185,7 @@ impl NotificationMutation {
     /// Marks every unread notification of the caller read; returns how many.
     async fn mark_all_notifications_read(&self, ctx: &Context<'_>) -> ApiResult<u64> {
         let rc = RequestContext::of(ctx)?;
-        let user_id = rc.user_id()?;
-        rc.authorize(Operation::Write, Resource::Notifications)?;
+        let user_id = recipient(rc, Operation::Write)?;
         repo::mark_read(&*rc.tx()?, user_id, None).await
     }
 
@@ -206,8 +203,15 @@ impl NotificationMutation {
 /// The caller and the notification id a change names, once the token allows changing
 /// notifications.
 fn own(rc: &RequestContext, id: &ID) -> ApiResult<(Uuid, Uuid)> {
+    let user_id = recipient(rc, Operation::Write)?;
+    Ok((user_id, parse_id("id", id)?))
+}
+
+/// The signed-in account whose notifications the caller reads or changes, once the
+/// token allows it. Services send notifications but have none (their role reads none).
+fn recipient(rc: &RequestContext, operation: Operation) -> ApiResult<Uuid> {
     let user_id = rc.user_id()?;
-    let id = parse_id("id", id)?;
-    rc.authorize(Operation::Write, Resource::Notifications)?;
-    Ok((user_id, id))
+    refuse_service(rc, "service tokens send notifications but have none")?;
+    rc.authorize(operation, Resource::Notifications)?;
+    Ok(user_id)
 }
