@@ -12,6 +12,8 @@ use async_graphql::{
 use crate::{
     domains::{
         accounts::{AccountMutation, AccountQuery},
+        agent_tasks::{AgentTaskMutation, AgentTaskQuery},
+        deployments::{DeploymentMutation, DeploymentQuery},
         projects::{ProjectMutation, ProjectQuery},
     },
     kit::RequestContext,
@@ -20,11 +22,21 @@ use crate::{
 
 /// Every query field, merged from the domains.
 #[derive(MergedObject, Default)]
-pub struct Query(AccountQuery, ProjectQuery);
+pub struct Query(
+    AccountQuery,
+    ProjectQuery,
+    AgentTaskQuery,
+    DeploymentQuery,
+);
 
 /// Every mutation field, merged from the domains.
 #[derive(MergedObject, Default)]
-pub struct Mutation(AccountMutation, ProjectMutation);
+pub struct Mutation(
+    AccountMutation,
+    ProjectMutation,
+    AgentTaskMutation,
+    DeploymentMutation,
+);
 
 /// The gateway's schema type.
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;

@@ -5,11 +5,16 @@
 
 use async_graphql::{ComplexObject, Context};
 
-use super::projects::Project;
+use super::{
+    agent_tasks::{self, AgentTask, AgentTaskStatus},
+    deployments::{self, Deployment, DeploymentStatus},
+    projects::Project,
+};
 use crate::{
     error::{ApiError, ApiResult},
     kit::{
         loaders::load_one,
+        pagination::{Page, PageArgs, page_complexity},
         profiles::{Profile, ProfileLoader},
     },
 };
@@ -21,5 +26,37 @@ impl Project {
         load_one::<ProfileLoader, _>(ctx, self.owner_id)
             .await?
             .ok_or(ApiError::NotFound("owner"))
+    }
+
+    /// The project's agent tasks the caller may read, newest first; first pages are
+    /// batched across a page of projects.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<AgentTaskStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<AgentTask>> {
+        let args = PageArgs::new(first, after, last, before);
+        agent_tasks::project_page(ctx, self.key, status, args).await
+    }
+
+    /// The project's deployments the caller may read, newest first; first pages are
+    /// batched across a page of projects.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<DeploymentStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<Deployment>> {
+        let args = PageArgs::new(first, after, last, before);
+        deployments::project_page(ctx, self.key, status, args).await
     }
 }

@@ -15,6 +15,8 @@ use crate::{
 };
 
 pub mod accounts;
+pub mod agent_tasks;
+pub mod deployments;
 mod edges;
 pub mod projects;
 
@@ -22,5 +24,8 @@ pub mod projects;
 pub fn register_loaders(request: Request, tx: TxRef) -> Request {
     let loaders = Loaders::new(request, tx);
     let loaders = profiles::register(loaders);
+    let loaders = projects::register(loaders);
+    let loaders = agent_tasks::register(loaders);
+    let loaders = deployments::register(loaders);
     loaders.finish()
 }

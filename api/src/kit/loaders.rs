@@ -9,7 +9,9 @@ use async_graphql::{
     dataloader::{DataLoader, Loader},
 };
 
+use super::RequestContext;
 use crate::{
+    auth::Identity,
     db::TxRef,
     error::{ApiError, ApiResult},
 };
@@ -18,12 +20,23 @@ use crate::{
 pub struct Loaders {
     request: Request,
     tx: TxRef,
+    identity: Identity,
 }
 
 impl Loaders {
-    /// Starts from `request`, whose loaders will read through `tx`.
+    /// Starts from `request`, whose loaders will read through `tx` as the caller of the
+    /// request's [`RequestContext`] (anonymous when it has none).
     pub fn new(request: Request, tx: TxRef) -> Self {
-        Self { request, tx }
+        let identity = request
+            .data
+            .get(&std::any::TypeId::of::<RequestContext>())
+            .and_then(|data| data.downcast_ref::<RequestContext>())
+            .map_or(Identity::ANONYMOUS, RequestContext::identity);
+        Self {
+            request,
+            tx,
+            identity,
+        }
     }
 
     /// Attaches the loader `make(tx)` builds.
@@ -33,6 +46,18 @@ impl Loaders {
         K: Send + Sync + Hash + Eq + Clone + 'static,
     {
         let loader = make(self.tx.clone());
+        self.request = self.request.data(DataLoader::new(loader, tokio::spawn));
+        self
+    }
+
+    /// Attaches the loader `make(tx, caller)` builds, for loaders that filter what they
+    /// load by the caller's read policy (SQLite has no RLS to do it for them).
+    pub fn register_as<L, K>(mut self, make: impl FnOnce(TxRef, Identity) -> L) -> Self
+    where
+        L: Loader<K, Error = Arc<ApiError>>,
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+    {
+        let loader = make(self.tx.clone(), self.identity);
         self.request = self.request.data(DataLoader::new(loader, tokio::spawn));
         self
     }

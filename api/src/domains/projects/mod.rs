@@ -8,19 +8,25 @@
 pub mod policy;
 mod repo;
 
-use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
+use std::{collections::HashMap, sync::Arc};
+
+use async_graphql::{
+    Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject, dataloader::Loader,
+};
 use chrono::{DateTime, Utc};
 use entity::projects::{self, ProjectStatus as DbStatus, ProjectVisibility as DbVisibility};
 use sea_orm::Select;
 use uuid::Uuid;
 
 use crate::{
-    auth::{Operation, Resource},
+    auth::{Identity, Operation, Resource},
+    db::TxRef,
     error::{ApiError, ApiResult},
     kit::{
         RequestContext,
         authz::{refuse_service, scope_to_token},
         enums::mirror_enum,
+        loaders::Loaders,
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
@@ -47,10 +53,13 @@ mirror_enum!(ProjectStatus <=> DbStatus { Active, Archived });
 
 /// A project as clients see it; `owner` is a public profile, never the account. Its
 /// fields that reach into other domains live in `domains::edges`.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct Project {
     id: ID,
+    /// The project's uuid, for the fields in `domains::edges`.
+    #[graphql(skip)]
+    pub(crate) key: Uuid,
     name: String,
     description: Option<String>,
     visibility: ProjectVisibility,
@@ -66,6 +75,7 @@ impl From<projects::Model> for Project {
     fn from(p: projects::Model) -> Self {
         Self {
             id: p.id.into(),
+            key: p.id,
             name: p.name,
             description: p.description,
             visibility: p.visibility.into(),
@@ -257,6 +267,32 @@ impl ProjectMutation {
         repo::delete(&*rc.tx()?, current).await?;
         Ok(DeletePayload::new(id))
     }
+}
+
+/// Loads [`Project`]s by id, as far as the caller may read them
+/// ([`policy::readable`]): the `project` field of rows hanging off projects, batched
+/// across a page.
+pub struct ProjectLoader {
+    tx: TxRef,
+    identity: Identity,
+}
+
+impl Loader<Uuid> for ProjectLoader {
+    type Value = Project;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Project>, Self::Error> {
+        let tx = self.tx.get().map_err(Arc::new)?;
+        let rows = repo::find_readable_many(&*tx, self.identity, keys)
+            .await
+            .map_err(Arc::new)?;
+        Ok(rows.into_iter().map(|p| (p.id, Project::from(p))).collect())
+    }
+}
+
+/// Registers the projects domain's loaders for a request.
+pub fn register(loaders: Loaders) -> Loaders {
+    loaders.register_as(|tx, identity| ProjectLoader { tx, identity })
 }
 
 /// The project `id` if the caller may see it, `NOT_FOUND` otherwise (token scope

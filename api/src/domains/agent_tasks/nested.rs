@@ -1,0 +1,138 @@
+//! A project's agent tasks as a nested list (`Project.tasks`): the first page of every
+//! project on a page of projects in one statement, and their counts in another, through
+//! DataLoaders keyed by project, status filter and page size. Cursors and `last` fall
+//! back to the per-field [`paginate`] path.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_graphql::{Context, dataloader::Loader};
+use entity::agent_tasks::{self, AgentTaskStatus as DbStatus};
+use uuid::Uuid;
+
+use super::{AgentTask, AgentTaskStatus, repo};
+use crate::{
+    auth::Identity,
+    db::TxRef,
+    error::{ApiError, ApiResult},
+    kit::{
+        RequestContext,
+        loaders::{Loaders, load_one},
+        pagination::{Page, PageArgs, first_page, paginate},
+    },
+};
+
+/// The first page of one project's agent tasks: the newest `limit + 1` rows (the extra one
+/// tells whether there is a next page), keyed by project, status filter and `limit`.
+pub struct FirstPages {
+    tx: TxRef,
+    identity: Identity,
+}
+
+type PageKey = (Uuid, Option<DbStatus>, usize);
+
+impl Loader<PageKey> for FirstPages {
+    type Value = Vec<AgentTask>;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[PageKey]) -> Result<HashMap<PageKey, Self::Value>, Self::Error> {
+        let tx = self.tx.get().map_err(Arc::new)?;
+        // One statement per distinct (status, limit): one for a typical query.
+        let mut groups: HashMap<(Option<DbStatus>, usize), Vec<Uuid>> = HashMap::new();
+        for &(project, status, limit) in keys {
+            groups.entry((status, limit)).or_default().push(project);
+        }
+        let mut pages = HashMap::new();
+        for ((status, limit), projects) in groups {
+            let mut rows =
+                repo::newest_per_project(&*tx, self.identity, &projects, status, limit)
+                    .await
+                    .map_err(Arc::new)?;
+            for project in projects {
+                let page = rows.remove(&project).unwrap_or_default();
+                pages.insert(
+                    (project, status, limit),
+                    page.into_iter().map(AgentTask::from).collect(),
+                );
+            }
+        }
+        Ok(pages)
+    }
+}
+
+/// How many agent tasks a project has, keyed by project and status filter.
+pub struct Counts {
+    tx: TxRef,
+    identity: Identity,
+}
+
+type CountKey = (Uuid, Option<DbStatus>);
+
+impl Loader<CountKey> for Counts {
+    type Value = u64;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[CountKey]) -> Result<HashMap<CountKey, u64>, Self::Error> {
+        let tx = self.tx.get().map_err(Arc::new)?;
+        let mut groups: HashMap<Option<DbStatus>, Vec<Uuid>> = HashMap::new();
+        for &(project, status) in keys {
+            groups.entry(status).or_default().push(project);
+        }
+        let mut counts = HashMap::new();
+        for (status, projects) in groups {
+            let found = repo::count_per_project(&*tx, self.identity, &projects, status)
+                .await
+                .map_err(Arc::new)?;
+            for project in projects {
+                counts.insert(
+                    (project, status),
+                    found.get(&project).copied().unwrap_or(0),
+                );
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Registers the nested-list loaders for a request.
+pub fn register(loaders: Loaders) -> Loaders {
+    loaders
+        .register_as(|tx, identity| FirstPages { tx, identity })
+        .register_as(|tx, identity| Counts { tx, identity })
+}
+
+/// One page of the agent tasks of `project` (already readable by the caller and allowed by
+/// its token) that the caller may read.
+pub(crate) async fn project_page(
+    ctx: &Context<'_>,
+    project: Uuid,
+    status: Option<AgentTaskStatus>,
+    args: PageArgs,
+) -> ApiResult<Page<AgentTask>> {
+    let status = status.map(DbStatus::from);
+    if let Some(limit) = args.first_without_cursor()? {
+        let rows = load_one::<FirstPages, _>(ctx, (project, status, limit))
+            .await?
+            .unwrap_or_default();
+        let rows = rows.into_iter().map(|row| (row.key, row)).collect();
+        return Ok(first_page(
+            rows,
+            limit,
+            Box::new(move |ctx| {
+                Box::pin(async move {
+                    Ok(load_one::<Counts, _>(ctx, (project, status))
+                        .await?
+                        .unwrap_or(0))
+                })
+            }),
+        ));
+    }
+    let rc = RequestContext::of(ctx)?;
+    paginate(
+        rc.tx_ref(),
+        repo::readable(rc.identity(), Some(project), status),
+        (agent_tasks::Column::Id, |row: &agent_tasks::Model| row.id),
+        args,
+        AgentTask::from,
+    )
+    .await
+}
