@@ -81,14 +81,14 @@ async fn issue_for(
     let Some(user) = crate::domains::accounts::find_by_email(tx.conn(), email).await? else {
         return Ok(None);
     };
-    let user = if role == TokenRole::Admin {
+    let mut user = user;
+    if role == TokenRole::Admin {
         tx.handle()
             .act_as(&Identity::user(user.id, Role::Admin))
             .await?;
-        crate::domains::accounts::promote_to_admin(tx.conn(), user).await?
-    } else {
-        user
-    };
+        crate::domains::accounts::promote_to_admin(tx.conn(), user.id).await?;
+        user.role = entity::users::UserRole::Admin;
+    }
     tx.finish(true).await?;
     Ok(Some(user))
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use entity::{revoked_tokens, users};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
@@ -49,19 +49,20 @@ async fn any_revoked(db: &impl ConnectionTrait, revocation_ids: Vec<String>) -> 
         .is_some())
 }
 
-/// Records revocation ids; recording one twice is harmless.
-pub async fn revoke(
-    db: &impl ConnectionTrait,
-    revocation_ids: Vec<String>,
-    expires_at: DateTime<Utc>,
-) -> ApiResult<()> {
+/// Revokes `session`'s own (last block's) revocation id, which kills it and every token
+/// derived from it, and nothing it was derived from; recording one twice is harmless.
+/// The row names the account, which the `revoked_tokens` policy checks is the caller's.
+pub async fn revoke(db: &impl ConnectionTrait, session: &Session) -> ApiResult<()> {
     let now = Utc::now();
-    let rows = revocation_ids
+    let user_id = session.identity().user_id();
+    let rows = session
+        .own_revocation_id()
         .into_iter()
         .map(|id| revoked_tokens::ActiveModel {
             revocation_id: Set(id),
+            user_id: Set(user_id),
             revoked_at: Set(now),
-            expires_at: Set(Some(expires_at)),
+            expires_at: Set(Some(session.authority_expires_at())),
         });
     revoked_tokens::Entity::insert_many(rows)
         .on_conflict_do_nothing_on([revoked_tokens::Column::RevocationId])

@@ -15,6 +15,9 @@ pub struct Model {
     pub revoked_at: DateTimeUtc,
     /// When the revoked token would have expired anyway, if known.
     pub expires_at: Option<DateTimeUtc>,
+    /// The account that signed out, if recorded; a user may only record their own
+    /// (`m20261125_000004_tighten_policies`), the service anyone's.
+    pub user_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

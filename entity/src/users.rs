@@ -33,6 +33,20 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
 }
 
+/// Every column of `users` but `password_hash`: what the gateway's user and admin roles
+/// may read (the column grants leave the hash to the service role, for sign-in).
+#[derive(Clone, Debug, PartialEq, Eq, DerivePartialModel)]
+#[sea_orm(entity = "Entity")]
+pub struct Account {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub avatar_url: Option<String>,
+    pub role: UserRole,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     #[sea_orm(has_many = "super::projects::Entity")]

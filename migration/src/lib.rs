@@ -13,6 +13,7 @@ use sea_orm_migration::prelude::*;
 mod m20261125_000001_create_tables;
 mod m20261125_000002_enable_row_level_security;
 mod m20261125_000003_seed_catalogs;
+mod m20261125_000004_tighten_policies;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_tables::Migration),
             Box::new(m20261125_000002_enable_row_level_security::Migration),
             Box::new(m20261125_000003_seed_catalogs::Migration),
+            Box::new(m20261125_000004_tighten_policies::Migration),
         ]
     }
 }

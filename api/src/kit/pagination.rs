@@ -9,8 +9,8 @@ use async_graphql::{
 };
 use futures_util::future::BoxFuture;
 use sea_orm::{
-    ColumnTrait, DatabaseBackend, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Select, Statement,
+    ColumnTrait, DatabaseBackend, EntityTrait, Order, PaginatorTrait, PartialModelTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
     sea_query::Expr,
 };
 use uuid::Uuid;
@@ -214,18 +214,20 @@ pub fn page_complexity(first: Option<i32>, last: Option<i32>, child_complexity: 
 }
 
 /// Pages through `query` newest first by its UUIDv7 key column `id` (read back from a
-/// row with `key`), mapping rows with `node`.
-pub async fn paginate<E, C, N>(
+/// row with `key`), reading rows as `R` (the entity's model, or a partial model where
+/// the caller's role may not read every column) and mapping them with `node`.
+pub async fn paginate<E, R, C, N>(
     tx: &TxRef,
     query: Select<E>,
-    (id, key): (C, fn(&E::Model) -> Uuid),
+    (id, key): (C, fn(&R) -> Uuid),
     args: PageArgs,
-    node: impl Fn(E::Model) -> N,
+    node: impl Fn(R) -> N,
 ) -> ApiResult<Page<N>>
 where
     E: EntityTrait,
-    C: ColumnTrait,
     E::Model: Sync,
+    R: PartialModelTrait + Send + Sync,
+    C: ColumnTrait,
     N: OutputType,
 {
     let window = args.window()?;
@@ -248,6 +250,7 @@ where
     let mut rows = query
         .order_by(id, order)
         .limit(limit as u64 + 1)
+        .into_partial_model::<R>()
         .all(&*db)
         .await?;
     let more = rows.len() > limit;

@@ -23,6 +23,7 @@ macro_rules! on_both_backends {
 mod auth;
 mod http;
 mod migrations;
+mod policies;
 mod production;
 mod projects;
 mod scoping;

@@ -70,6 +70,18 @@ pub struct User {
     created_at: DateTime<Utc>,
 }
 
+impl From<users::Account> for User {
+    fn from(user: users::Account) -> Self {
+        Self {
+            id: user.id.into(),
+            email: user.email,
+            display_name: user.display_name,
+            role: user.role.into(),
+            created_at: user.created_at,
+        }
+    }
+}
+
 impl From<users::Model> for User {
     fn from(user: users::Model) -> Self {
         Self {
@@ -188,12 +200,7 @@ impl AccountMutation {
     async fn sign_out(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let rc = RequestContext::of(ctx)?;
         let session = rc.session()?;
-        session::revoke(
-            &*rc.tx()?,
-            session.own_revocation_id(),
-            session.authority_expires_at(),
-        )
-        .await?;
+        session::revoke(&*rc.tx()?, session).await?;
         Ok(true)
     }
 

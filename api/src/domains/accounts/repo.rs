@@ -5,7 +5,7 @@ use chrono::Utc;
 use entity::users;
 use sea_orm::{
     ActiveValue::Set,
-    ConnectionTrait, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     sea_query::{Expr, ExprTrait, Func},
 };
 use uuid::Uuid;
@@ -21,11 +21,14 @@ pub async fn find(
     db: &impl ConnectionTrait,
     identity: Identity,
     id: Uuid,
-) -> ApiResult<Option<users::Model>> {
+) -> ApiResult<Option<users::Account>> {
     if !super::policy::may_access(identity, id) {
         return Ok(None);
     }
-    Ok(users::Entity::find_by_id(id).one(db).await?)
+    Ok(users::Entity::find_by_id(id)
+        .into_partial_model::<users::Account>()
+        .one(db)
+        .await?)
 }
 
 /// The account with this email, compared case-insensitively.
@@ -60,14 +63,14 @@ pub async fn insert(
     Ok(users::Entity::insert(user).exec_with_returning(db).await?)
 }
 
-/// Makes the account an administrator (the CLI's `token issue --role admin`).
-pub(crate) async fn promote_to_admin(
-    db: &impl ConnectionTrait,
-    user: users::Model,
-) -> ApiResult<users::Model> {
-    use sea_orm::{ActiveModelTrait, IntoActiveModel};
-    let mut user = user.into_active_model();
-    user.role = Set(users::UserRole::Admin);
-    user.updated_at = Set(Utc::now());
-    Ok(user.update(db).await?)
+/// Makes the account an administrator (the CLI's `token issue --role admin`). Updates
+/// without RETURNING: the admin role may not read the row's password hash.
+pub(crate) async fn promote_to_admin(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<()> {
+    users::Entity::update_many()
+        .col_expr(users::Column::Role, Expr::value(users::UserRole::Admin))
+        .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(users::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
 }

@@ -51,8 +51,8 @@ pub enum ProjectStatus {
 mirror_enum!(ProjectVisibility <=> DbVisibility { Private, Public });
 mirror_enum!(ProjectStatus <=> DbStatus { Active, Archived });
 
-/// A project as clients see it; `owner` is a public profile, never the account. Its
-/// fields that reach into other domains live in `domains::edges`.
+// Its fields that reach into other domains (owner, tasks, ...) live in `domains::edges`.
+/// A project as clients see it; `owner` is a public profile, never the account.
 #[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct Project {
