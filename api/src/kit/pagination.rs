@@ -172,10 +172,15 @@ pub fn first_page<N: OutputType>(
     connection
 }
 
+/// The column of [`newest_per_parent`]'s rows holding the parent's count of rows.
+pub const TOTAL_IN_PARENT: &str = "total_in_parent";
+
 /// One statement for the first page of many parents at once: the rows of `query`
-/// numbered newest first within each value of the `parent` column (a window function,
+/// numbered newest first within each value of the `parent` column (window functions,
 /// which Postgres and SQLite 3.25+ both have), keeping the first `limit + 1` of each
-/// (the extra row says whether a parent has a next page), newest first.
+/// (the extra row says whether a parent has a next page), newest first. Each row also
+/// carries its parent's whole count as [`TOTAL_IN_PARENT`], so `totalCount` costs no
+/// second statement.
 pub fn newest_per_parent<E: EntityTrait>(
     backend: DatabaseBackend,
     query: Select<E>,
@@ -188,6 +193,10 @@ pub fn newest_per_parent<E: EntityTrait>(
                 "row_number() over (partition by {parent} order by id desc)"
             )),
             "row_in_parent",
+        )
+        .expr_as(
+            Expr::cust(format!("count(*) over (partition by {parent})")),
+            TOTAL_IN_PARENT,
         )
         .build(backend);
     let keep = limit + 1;

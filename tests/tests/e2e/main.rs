@@ -20,13 +20,18 @@ macro_rules! on_both_backends {
     )*};
 }
 
+mod agent_task_access;
+mod agent_tasks;
 mod auth;
+mod deployments;
 mod http;
 mod migrations;
 mod policies;
 mod production;
 mod projects;
 mod scoping;
+mod task_queue;
+mod work_support;
 
 use serde_json::Value;
 

@@ -238,6 +238,10 @@ impl AgentTaskQuery {
     async fn agent_task(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<AgentTask>> {
         let rc = RequestContext::of(ctx)?;
         let id = parse_id("id", &id)?;
+        if rc.session_opt().is_none() {
+            // Anonymous callers read no tasks (and Postgres grants them no SELECT).
+            return Ok(None);
+        }
         let Some(task) = repo::find_readable(&*rc.tx()?, rc.identity(), id).await? else {
             return Ok(None);
         };
@@ -297,6 +301,7 @@ impl AgentTaskMutation {
         input: CreateAgentTaskInput,
     ) -> ApiResult<CreateAgentTaskPayload> {
         let rc = RequestContext::of(ctx)?;
+        rc.session()?;
         let project_id = parse_id("projectId", &input.project_id)?;
         let project = require_changeable(rc, project_id).await?;
         let title = validate::required("title", &input.title, TITLE_MAX, Lines::One)?;
@@ -346,6 +351,7 @@ impl AgentTaskMutation {
         id: ID,
     ) -> ApiResult<CancelAgentTaskPayload> {
         let rc = RequestContext::of(ctx)?;
+        rc.session()?;
         let task = require_task(rc, &id).await?;
         if !policy::may_cancel(rc.identity(), task.user_id) {
             return Err(ApiError::Forbidden(
@@ -355,7 +361,7 @@ impl AgentTaskMutation {
         let task = repo::apply(
             &*rc.tx()?,
             &task,
-            DbStatus::Cancelled,
+            Some(DbStatus::Cancelled),
             repo::Step {
                 finished_at: true,
                 ..repo::Step::default()
@@ -396,7 +402,7 @@ impl AgentTaskMutation {
         let task = repo::apply(
             &*tx,
             &task,
-            DbStatus::Running,
+            Some(DbStatus::Running),
             repo::Step {
                 attempts: Some(task.attempts + 1),
                 started_at: true,
@@ -437,7 +443,7 @@ impl AgentTaskMutation {
         let task = repo::apply(
             &*rc.tx()?,
             &task,
-            DbStatus::Running,
+            None,
             repo::Step {
                 progress: Some(input.progress),
                 output: input.output.map(|Json(output)| output),
@@ -459,7 +465,7 @@ impl AgentTaskMutation {
         let task = repo::apply(
             &*rc.tx()?,
             &task,
-            DbStatus::Succeeded,
+            Some(DbStatus::Succeeded),
             repo::Step {
                 progress: Some(100),
                 output: input.output.map(|Json(output)| output),
@@ -492,7 +498,7 @@ impl AgentTaskMutation {
         let task = repo::apply(
             &*rc.tx()?,
             &task,
-            to,
+            Some(to),
             repo::Step {
                 error: Some(Some(error)),
                 finished_at: !again,

@@ -23,7 +23,7 @@ use super::policy;
 use crate::{
     auth::Identity,
     error::{ApiError, ApiResult},
-    kit::pagination::newest_per_parent,
+    kit::pagination::{TOTAL_IN_PARENT, newest_per_parent},
 };
 
 /// The task `id` if `identity` may read it.
@@ -67,48 +67,27 @@ pub fn readable(
     query
 }
 
-/// The newest `limit` tasks of each project in `projects` that `identity` may read, in
-/// one statement (`row_number()` per project), newest first per project.
+/// The newest `limit + 1` tasks of each project in `projects` that `identity` may
+/// read, newest first, with each project's whole count, in one statement.
 pub async fn newest_per_project(
     db: &impl ConnectionTrait,
     identity: Identity,
     projects: &[Uuid],
     status: Option<Status>,
     limit: usize,
-) -> ApiResult<HashMap<Uuid, Vec<agent_tasks::Model>>> {
+) -> ApiResult<HashMap<Uuid, (Vec<agent_tasks::Model>, u64)>> {
     let query = readable(identity, None, status)
         .filter(agent_tasks::Column::ProjectId.is_in(projects.iter().copied()));
     let statement = newest_per_parent(db.get_database_backend(), query, "project_id", limit);
-    let rows = agent_tasks::Model::find_by_statement(statement)
-        .all(db)
-        .await?;
-    let mut pages: HashMap<Uuid, Vec<agent_tasks::Model>> = HashMap::new();
-    for row in rows {
-        pages.entry(row.project_id).or_default().push(row);
+    let mut pages: HashMap<Uuid, (Vec<agent_tasks::Model>, u64)> = HashMap::new();
+    for row in db.query_all_raw(statement).await? {
+        let model = agent_tasks::Model::from_query_result(&row, "")?;
+        let total: i64 = row.try_get("", TOTAL_IN_PARENT)?;
+        let page = pages.entry(model.project_id).or_default();
+        page.0.push(model);
+        page.1 = u64::try_from(total).unwrap_or(0);
     }
     Ok(pages)
-}
-
-/// How many tasks `identity` may read per project in `projects`, in one statement.
-pub async fn count_per_project(
-    db: &impl ConnectionTrait,
-    identity: Identity,
-    projects: &[Uuid],
-    status: Option<Status>,
-) -> ApiResult<HashMap<Uuid, u64>> {
-    let rows: Vec<(Uuid, i64)> = readable(identity, None, status)
-        .filter(agent_tasks::Column::ProjectId.is_in(projects.iter().copied()))
-        .select_only()
-        .column(agent_tasks::Column::ProjectId)
-        .column_as(agent_tasks::Column::Id.count(), "count")
-        .group_by(agent_tasks::Column::ProjectId)
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(project, count)| (project, u64::try_from(count).unwrap_or(0)))
-        .collect())
 }
 
 /// The active agent `slug`, if any.
@@ -202,21 +181,22 @@ pub struct Step {
     pub finished_at: bool,
 }
 
-/// Moves `task` to `to` (checked by [`policy::transition`] unless it stays in its
-/// status) and writes `step`, only if the row still has the status it was read with.
+/// Moves `task` to `to` (checked by [`policy::transition`]; `None` keeps its status,
+/// for progress reports on a running task) and writes `step`, only if the row still has
+/// the status it was read with.
 pub async fn apply(
     db: &impl ConnectionTrait,
     task: &agent_tasks::Model,
-    to: Status,
+    to: Option<Status>,
     step: Step,
 ) -> ApiResult<agent_tasks::Model> {
-    if to != task.status {
+    if let Some(to) = to {
         policy::transition(task.status, to)?;
     }
     let now = Utc::now();
     let set = |flag: bool| if flag { Set(Some(now)) } else { NotSet };
     let changes = agent_tasks::ActiveModel {
-        status: if to == task.status { NotSet } else { Set(to) },
+        status: to.map_or(NotSet, Set),
         progress: step.progress.map_or(NotSet, Set),
         output: step.output.map_or(NotSet, |output| Set(Some(output))),
         error: step.error.map_or(NotSet, Set),

@@ -159,6 +159,10 @@ impl DeploymentQuery {
     async fn deployment(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Deployment>> {
         let rc = RequestContext::of(ctx)?;
         let id = parse_id("id", &id)?;
+        if rc.session_opt().is_none() {
+            // Anonymous callers read no deployments (and Postgres grants them no SELECT).
+            return Ok(None);
+        }
         let Some(deployment) = repo::find_readable(&*rc.tx()?, rc.identity(), id).await? else {
             return Ok(None);
         };
@@ -217,6 +221,7 @@ impl DeploymentMutation {
         input: CreateDeploymentInput,
     ) -> ApiResult<CreateDeploymentPayload> {
         let rc = RequestContext::of(ctx)?;
+        rc.session()?;
         let project_id = parse_id("projectId", &input.project_id)?;
         let project = require_changeable(rc, project_id).await?;
         let provider = validate::required("provider", &input.provider, PROVIDER_MAX, Lines::One)?;
@@ -251,6 +256,7 @@ impl DeploymentMutation {
         id: ID,
     ) -> ApiResult<CancelDeploymentPayload> {
         let rc = RequestContext::of(ctx)?;
+        rc.session()?;
         let deployment = require_deployment(rc, &id).await?;
         if !policy::may_cancel(rc.identity(), deployment.user_id) {
             return Err(ApiError::Forbidden(
@@ -260,7 +266,7 @@ impl DeploymentMutation {
         let deployment = repo::apply(
             &*rc.tx()?,
             &deployment,
-            DbStatus::Cancelled,
+            Some(DbStatus::Cancelled),
             repo::Step::default(),
         )
         .await?;
@@ -290,10 +296,9 @@ impl DeploymentMutation {
             }
             _ => None,
         };
-        let to = input.status.map_or(deployment.status, Into::into);
-        let finishes = to != deployment.status && policy::is_final(to);
+        let to = input.status.map(DbStatus::from);
         let deployment = repo::apply(&*rc.tx()?, &deployment, to, repo::Step { url, log }).await?;
-        if finishes {
+        if to.is_some_and(policy::is_final) {
             notify_end(rc, &deployment).await?;
         }
         Ok(AdvanceDeploymentPayload {

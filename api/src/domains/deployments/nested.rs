@@ -1,6 +1,6 @@
 //! A project's deployments as a nested list (`Project.deployments`): the first page of every
-//! project on a page of projects in one statement, and their counts in another, through
-//! DataLoaders keyed by project, status filter and page size. Cursors and `last` fall
+//! project on a page of projects, with each one's count, in one statement, through a
+//! DataLoader keyed by project, status filter and page size. Cursors and `last` fall
 //! back to the per-field [`paginate`] path.
 
 use std::{collections::HashMap, sync::Arc};
@@ -22,7 +22,8 @@ use crate::{
 };
 
 /// The first page of one project's deployments: the newest `limit + 1` rows (the extra one
-/// tells whether there is a next page), keyed by project, status filter and `limit`.
+/// tells whether there is a next page) and the count of all of them, keyed by project,
+/// status filter and `limit`.
 pub struct FirstPages {
     tx: TxRef,
     identity: Identity,
@@ -31,7 +32,7 @@ pub struct FirstPages {
 type PageKey = (Uuid, Option<DbStatus>, usize);
 
 impl Loader<PageKey> for FirstPages {
-    type Value = Vec<Deployment>;
+    type Value = (Vec<Deployment>, u64);
     type Error = Arc<ApiError>;
 
     async fn load(&self, keys: &[PageKey]) -> Result<HashMap<PageKey, Self::Value>, Self::Error> {
@@ -48,10 +49,10 @@ impl Loader<PageKey> for FirstPages {
                     .await
                     .map_err(Arc::new)?;
             for project in projects {
-                let page = rows.remove(&project).unwrap_or_default();
+                let (page, total) = rows.remove(&project).unwrap_or_default();
                 pages.insert(
                     (project, status, limit),
-                    page.into_iter().map(Deployment::from).collect(),
+                    (page.into_iter().map(Deployment::from).collect(), total),
                 );
             }
         }
@@ -59,45 +60,10 @@ impl Loader<PageKey> for FirstPages {
     }
 }
 
-/// How many deployments a project has, keyed by project and status filter.
-pub struct Counts {
-    tx: TxRef,
-    identity: Identity,
-}
-
-type CountKey = (Uuid, Option<DbStatus>);
-
-impl Loader<CountKey> for Counts {
-    type Value = u64;
-    type Error = Arc<ApiError>;
-
-    async fn load(&self, keys: &[CountKey]) -> Result<HashMap<CountKey, u64>, Self::Error> {
-        let tx = self.tx.get().map_err(Arc::new)?;
-        let mut groups: HashMap<Option<DbStatus>, Vec<Uuid>> = HashMap::new();
-        for &(project, status) in keys {
-            groups.entry(status).or_default().push(project);
-        }
-        let mut counts = HashMap::new();
-        for (status, projects) in groups {
-            let found = repo::count_per_project(&*tx, self.identity, &projects, status)
-                .await
-                .map_err(Arc::new)?;
-            for project in projects {
-                counts.insert(
-                    (project, status),
-                    found.get(&project).copied().unwrap_or(0),
-                );
-            }
-        }
-        Ok(counts)
-    }
-}
-
 /// Registers the nested-list loaders for a request.
 pub fn register(loaders: Loaders) -> Loaders {
     loaders
         .register_as(|tx, identity| FirstPages { tx, identity })
-        .register_as(|tx, identity| Counts { tx, identity })
 }
 
 /// One page of the deployments of `project` (already readable by the caller and allowed by
@@ -110,20 +76,14 @@ pub(crate) async fn project_page(
 ) -> ApiResult<Page<Deployment>> {
     let status = status.map(DbStatus::from);
     if let Some(limit) = args.first_without_cursor()? {
-        let rows = load_one::<FirstPages, _>(ctx, (project, status, limit))
+        let (rows, total) = load_one::<FirstPages, _>(ctx, (project, status, limit))
             .await?
             .unwrap_or_default();
         let rows = rows.into_iter().map(|row| (row.key, row)).collect();
         return Ok(first_page(
             rows,
             limit,
-            Box::new(move |ctx| {
-                Box::pin(async move {
-                    Ok(load_one::<Counts, _>(ctx, (project, status))
-                        .await?
-                        .unwrap_or(0))
-                })
-            }),
+            Box::new(move |_| Box::pin(async move { Ok(total) })),
         ));
     }
     let rc = RequestContext::of(ctx)?;

@@ -10,7 +10,7 @@ use chrono::Utc;
 use entity::deployments::{self, DeploymentEnvironment, DeploymentStatus as Status};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Select,
 };
 use uuid::Uuid;
 
@@ -18,7 +18,7 @@ use super::policy;
 use crate::{
     auth::Identity,
     error::{ApiError, ApiResult},
-    kit::pagination::newest_per_parent,
+    kit::pagination::{TOTAL_IN_PARENT, newest_per_parent},
 };
 
 /// The deployment `id` if `identity` may read it.
@@ -49,49 +49,27 @@ pub fn readable(
     query
 }
 
-/// The newest `limit` deployments of each project in `projects` that `identity` may
-/// read, in one statement, newest first per project.
+/// The newest `limit + 1` deployments of each project in `projects` that `identity` may
+/// read, newest first, with each project's whole count, in one statement.
 pub async fn newest_per_project(
     db: &impl ConnectionTrait,
     identity: Identity,
     projects: &[Uuid],
     status: Option<Status>,
     limit: usize,
-) -> ApiResult<HashMap<Uuid, Vec<deployments::Model>>> {
+) -> ApiResult<HashMap<Uuid, (Vec<deployments::Model>, u64)>> {
     let query = readable(identity, None, status)
         .filter(deployments::Column::ProjectId.is_in(projects.iter().copied()));
     let statement = newest_per_parent(db.get_database_backend(), query, "project_id", limit);
-    let rows = deployments::Model::find_by_statement(statement)
-        .all(db)
-        .await?;
-    let mut pages: HashMap<Uuid, Vec<deployments::Model>> = HashMap::new();
-    for row in rows {
-        pages.entry(row.project_id).or_default().push(row);
+    let mut pages: HashMap<Uuid, (Vec<deployments::Model>, u64)> = HashMap::new();
+    for row in db.query_all_raw(statement).await? {
+        let model = deployments::Model::from_query_result(&row, "")?;
+        let total: i64 = row.try_get("", TOTAL_IN_PARENT)?;
+        let page = pages.entry(model.project_id).or_default();
+        page.0.push(model);
+        page.1 = u64::try_from(total).unwrap_or(0);
     }
     Ok(pages)
-}
-
-/// How many deployments `identity` may read per project in `projects`, in one
-/// statement.
-pub async fn count_per_project(
-    db: &impl ConnectionTrait,
-    identity: Identity,
-    projects: &[Uuid],
-    status: Option<Status>,
-) -> ApiResult<HashMap<Uuid, u64>> {
-    let rows: Vec<(Uuid, i64)> = readable(identity, None, status)
-        .filter(deployments::Column::ProjectId.is_in(projects.iter().copied()))
-        .select_only()
-        .column(deployments::Column::ProjectId)
-        .column_as(deployments::Column::Id.count(), "count")
-        .group_by(deployments::Column::ProjectId)
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(project, count)| (project, u64::try_from(count).unwrap_or(0)))
-        .collect())
 }
 
 /// A validated new deployment.
@@ -136,30 +114,31 @@ pub struct Step {
     pub log: Option<String>,
 }
 
-/// Moves `deployment` to `to` (checked by [`policy::transition`] unless it stays in its
-/// status; a final status also stamps `finished_at`) and writes `step`, only if the row
-/// still has the status it was read with.
+/// Moves `deployment` to `to` (checked by [`policy::transition`]; a final status also
+/// stamps `finished_at`) or, with `None`, keeps its status (only while unfinished), and
+/// writes `step`, only if the row still has the status it was read with.
 pub async fn apply(
     db: &impl ConnectionTrait,
     deployment: &deployments::Model,
-    to: Status,
+    to: Option<Status>,
     step: Step,
 ) -> ApiResult<deployments::Model> {
-    let moves = to != deployment.status;
-    if moves {
-        policy::transition(deployment.status, to)?;
-    } else if policy::is_final(to) {
-        return Err(ApiError::InvalidTransition(format!(
-            "the deployment is {} and changes no more",
-            policy::name(to)
-        )));
+    match to {
+        Some(to) => policy::transition(deployment.status, to)?,
+        None if policy::is_final(deployment.status) => {
+            return Err(ApiError::InvalidTransition(format!(
+                "the deployment is {} and changes no more",
+                policy::name(deployment.status)
+            )));
+        }
+        None => {}
     }
     let now = Utc::now();
     let changes = deployments::ActiveModel {
-        status: if moves { Set(to) } else { NotSet },
+        status: to.map_or(NotSet, Set),
         url: step.url.map_or(NotSet, |url| Set(Some(url))),
         log: step.log.map_or(NotSet, |log| Set(Some(log))),
-        finished_at: if moves && policy::is_final(to) {
+        finished_at: if to.is_some_and(policy::is_final) {
             Set(Some(now))
         } else {
             NotSet
