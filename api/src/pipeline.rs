@@ -157,6 +157,7 @@ impl Gateway {
         let request = domains::register_loaders(
             request.data(RequestContext::new(caller, handle.clone())),
             handle,
+            identity,
         );
         let mut response = self.schema.execute(request).await;
         let success = response.is_ok();

@@ -14,6 +14,7 @@ use crate::{
         accounts::{AccountMutation, AccountQuery},
         agent_tasks::{AgentTaskMutation, AgentTaskQuery},
         deployments::{DeploymentMutation, DeploymentQuery},
+        catalog::{CatalogMutation, CatalogQuery},
         projects::{ProjectMutation, ProjectQuery},
     },
     kit::RequestContext,
@@ -25,6 +26,7 @@ use crate::{
 pub struct Query(
     AccountQuery,
     ProjectQuery,
+    CatalogQuery,
     AgentTaskQuery,
     DeploymentQuery,
 );
@@ -34,6 +36,7 @@ pub struct Query(
 pub struct Mutation(
     AccountMutation,
     ProjectMutation,
+    CatalogMutation,
     AgentTaskMutation,
     DeploymentMutation,
 );

@@ -10,22 +10,25 @@
 use async_graphql::Request;
 
 use crate::{
+    auth::Identity,
     db::TxRef,
     kit::{loaders::Loaders, profiles},
 };
 
 pub mod accounts;
 pub mod agent_tasks;
+pub mod catalog;
 pub mod deployments;
 mod edges;
 pub mod projects;
 
 /// Attaches every domain's per-request DataLoaders to `request`.
-pub fn register_loaders(request: Request, tx: TxRef) -> Request {
-    let loaders = Loaders::new(request, tx);
+pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Request {
+    let loaders = Loaders::new(request, tx, identity);
     let loaders = profiles::register(loaders);
     let loaders = projects::register(loaders);
     let loaders = agent_tasks::register(loaders);
     let loaders = deployments::register(loaders);
+    let loaders = catalog::register(loaders);
     loaders.finish()
 }

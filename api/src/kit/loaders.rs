@@ -2,14 +2,15 @@
 //! [`Loaders`], and fields load through [`load_one`]. Loaders hold a [`TxRef`], never the
 //! transaction itself, so they cannot outlive the operation's commit.
 
-use std::{hash::Hash, sync::Arc};
+use std::{collections::HashMap, hash::Hash, sync::Arc};
 
 use async_graphql::{
     Context, Request,
     dataloader::{DataLoader, Loader},
 };
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter};
+use uuid::Uuid;
 
-use super::RequestContext;
 use crate::{
     auth::Identity,
     db::TxRef,
@@ -24,14 +25,8 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    /// Starts from `request`, whose loaders will read through `tx` as the caller of the
-    /// request's [`RequestContext`] (anonymous when it has none).
-    pub fn new(request: Request, tx: TxRef) -> Self {
-        let identity = request
-            .data
-            .get(&std::any::TypeId::of::<RequestContext>())
-            .and_then(|data| data.downcast_ref::<RequestContext>())
-            .map_or(Identity::ANONYMOUS, RequestContext::identity);
+    /// Starts from `request`, whose loaders read through `tx` for `identity`.
+    pub fn new(request: Request, tx: TxRef, identity: Identity) -> Self {
         Self {
             request,
             tx,
@@ -39,20 +34,8 @@ impl Loaders {
         }
     }
 
-    /// Attaches the loader `make(tx)` builds.
-    pub fn register<L, K>(mut self, make: impl FnOnce(TxRef) -> L) -> Self
-    where
-        L: Loader<K, Error = Arc<ApiError>>,
-        K: Send + Sync + Hash + Eq + Clone + 'static,
-    {
-        let loader = make(self.tx.clone());
-        self.request = self.request.data(DataLoader::new(loader, tokio::spawn));
-        self
-    }
-
-    /// Attaches the loader `make(tx, caller)` builds, for loaders that filter what they
-    /// load by the caller's read policy (SQLite has no RLS to do it for them).
-    pub fn register_as<L, K>(mut self, make: impl FnOnce(TxRef, Identity) -> L) -> Self
+    /// Attaches the loader `make(tx, identity)` builds.
+    pub fn register<L, K>(mut self, make: impl FnOnce(TxRef, Identity) -> L) -> Self
     where
         L: Loader<K, Error = Arc<ApiError>>,
         K: Send + Sync + Hash + Eq + Clone + 'static,
@@ -79,4 +62,53 @@ where
         .load_one(key)
         .await
         .map_err(|e| (*e).clone())
+}
+
+/// Loads rows of `E` by their UUID primary key, as far as a domain's policy lets the
+/// caller read them, mapped to the GraphQL type `N`: the one by-id loader every domain
+/// registers instead of writing its own. A row the caller may not read is absent.
+pub struct ById<E: EntityTrait, N> {
+    tx: TxRef,
+    readable: Condition,
+    column: E::Column,
+    node: fn(E::Model) -> (Uuid, N),
+}
+
+impl<E: EntityTrait, N> ById<E, N> {
+    /// A loader of `E` by `column`, filtered by `readable` (the domain's policy for the
+    /// caller), mapping each row to its key and node with `node`.
+    pub fn new(
+        tx: TxRef,
+        readable: Condition,
+        column: E::Column,
+        node: fn(E::Model) -> (Uuid, N),
+    ) -> Self {
+        Self {
+            tx,
+            readable,
+            column,
+            node,
+        }
+    }
+}
+
+impl<E, N> Loader<Uuid> for ById<E, N>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+    N: Clone + Send + Sync + 'static,
+{
+    type Value = N;
+    type Error = Arc<ApiError>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, N>, Self::Error> {
+        let tx = self.tx.get().map_err(Arc::new)?;
+        let rows = E::find()
+            .filter(self.column.is_in(keys.iter().copied()))
+            .filter(self.readable.clone())
+            .all(&*tx)
+            .await
+            .map_err(|e| Arc::new(ApiError::from(e)))?;
+        Ok(rows.into_iter().map(self.node).collect())
+    }
 }

@@ -6,6 +6,7 @@ pub mod authz;
 mod context;
 pub mod enums;
 pub mod loaders;
+pub mod money;
 pub mod pagination;
 pub mod payloads;
 pub mod profiles;

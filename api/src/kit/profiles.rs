@@ -51,5 +51,5 @@ impl Loader<Uuid> for ProfileLoader {
 
 /// Registers the profile loader for a request.
 pub fn register(loaders: Loaders) -> Loaders {
-    loaders.register(|tx| ProfileLoader { tx })
+    loaders.register(|tx, _| ProfileLoader { tx })
 }

@@ -233,6 +233,7 @@ async fn new_tasks_are_checked(app: flashfusion_tests::TestApp) {
     )
     .await;
     assert_eq!(child["parentTask"]["id"], parent.as_str());
+    assert_eq!(child["agent"]["slug"], WORKED);
     assert_eq!(child["input"], json!({ "path": "src" }));
     assert_eq!(child["priority"], 7);
     assert_eq!(child["progress"], 0);

@@ -23,6 +23,7 @@ macro_rules! on_both_backends {
 mod agent_task_access;
 mod agent_tasks;
 mod auth;
+mod catalog;
 mod deployments;
 mod http;
 mod migrations;
@@ -40,4 +41,18 @@ pub fn code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_default()
+}
+
+/// A token derived from `client`'s with `createScopedToken(input: ..)`.
+pub async fn scoped_token(client: &flashfusion_tests::Client, input: Value) -> String {
+    let payload = client
+        .graphql(
+            "mutation($i: ScopedTokenInput!) { createScopedToken(input: $i) { token } }",
+            serde_json::json!({ "i": input }),
+        )
+        .await;
+    payload["data"]["createScopedToken"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createScopedToken failed: {payload}"))
+        .to_owned()
 }

@@ -144,7 +144,7 @@ async fn a_page_of_projects_loads_its_tasks_and_deployments_in_batches(app: Test
     let baseline = counter.statements_executed() - before;
 
     let nested = "{ myProjects(first: 100) { edges { node { owner { displayName } \
-        tasks(first: 5) { totalCount edges { node { title } } } \
+        tasks(first: 5) { totalCount edges { node { title agent { name } } } } \
         deployments(first: 5) { totalCount } } } } }";
     let before = counter.statements_executed();
     let response = world.owner().graphql(nested, json!({})).await;
@@ -163,6 +163,7 @@ async fn a_page_of_projects_loads_its_tasks_and_deployments_in_batches(app: Test
         // Newest first: the titles count down from the newest seeded task.
         let titles: Vec<_> = tasks.iter().map(|t| t["node"]["title"].clone()).collect();
         assert_eq!(titles, ["task 6", "task 5", "task 4", "task 3", "task 2"]);
+        assert_eq!(tasks[0]["node"]["agent"]["name"], "Code Reviewer");
         assert_eq!(node["deployments"]["totalCount"], 2);
     }
     assert!(

@@ -121,7 +121,7 @@ pub async fn ok(client: &Client, query: &str, variables: Value, mutation: &str, 
     value
 }
 
-pub const CREATE_TASK: &str = "mutation($i: CreateAgentTaskInput!) { createAgentTask(input: $i) { task { id status progress attempts priority title input project { id } parentTask { id } } } }";
+pub const CREATE_TASK: &str = "mutation($i: CreateAgentTaskInput!) { createAgentTask(input: $i) { task { id status progress attempts priority title input agent { slug } project { id } parentTask { id } } } }";
 pub const TASK: &str = "query($id: ID!) { agentTask(id: $id) { id status progress attempts output error startedAt finishedAt project { id } } }";
 pub const CANCEL_TASK: &str =
     "mutation($id: ID!) { cancelAgentTask(id: $id) { task { id status finishedAt } } }";

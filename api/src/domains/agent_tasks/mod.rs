@@ -11,11 +11,7 @@ mod nested;
 pub mod policy;
 mod repo;
 
-use std::{collections::HashMap, sync::Arc};
-
-use async_graphql::{
-    ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject, dataloader::Loader,
-};
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::agent_tasks::{self, AgentTaskStatus as DbStatus};
 use serde_json::json;
@@ -23,16 +19,18 @@ use uuid::Uuid;
 
 pub(crate) use nested::project_page;
 
-use super::projects::{Project, ProjectLoader, require_changeable};
+use super::{
+    catalog::{Agent, AgentLoader},
+    projects::{Project, ProjectLoader, require_changeable},
+};
 use crate::{
-    auth::{Identity, Operation, Resource},
-    db::TxRef,
+    auth::{Operation, Resource},
     error::{ApiError, ApiResult},
     kit::{
         RequestContext,
         authz::{as_service, require_service, scope_to_token},
         enums::mirror_enum,
-        loaders::{Loaders, load_one},
+        loaders::{ById, Loaders, load_one},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
     },
@@ -116,6 +114,13 @@ impl AgentTask {
             .ok_or(ApiError::NotFound("project"))
     }
 
+    /// The agent doing the task.
+    async fn agent(&self, ctx: &Context<'_>) -> ApiResult<Agent> {
+        load_one::<AgentLoader, _>(ctx, self.agent_id)
+            .await?
+            .ok_or(ApiError::NotFound("agent"))
+    }
+
     /// The task this one was split from, if any.
     async fn parent_task(&self, ctx: &Context<'_>) -> ApiResult<Option<AgentTask>> {
         match self.parent_task_id {
@@ -126,27 +131,18 @@ impl AgentTask {
 }
 
 /// Loads [`AgentTask`]s by id, as far as the caller may read them.
-pub struct TaskLoader {
-    tx: TxRef,
-    identity: Identity,
-}
-
-impl Loader<Uuid> for TaskLoader {
-    type Value = AgentTask;
-    type Error = Arc<ApiError>;
-
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, AgentTask>, Self::Error> {
-        let tx = self.tx.get().map_err(Arc::new)?;
-        let rows = repo::find_readable_many(&*tx, self.identity, keys)
-            .await
-            .map_err(Arc::new)?;
-        Ok(rows.into_iter().map(|t| (t.id, AgentTask::from(t))).collect())
-    }
-}
+pub type TaskLoader = ById<agent_tasks::Entity, AgentTask>;
 
 /// Registers the agent tasks domain's loaders for a request.
 pub fn register(loaders: Loaders) -> Loaders {
-    nested::register(loaders).register_as(|tx, identity| TaskLoader { tx, identity })
+    nested::register(loaders).register(|tx, identity| {
+        TaskLoader::new(
+            tx,
+            policy::readable(identity),
+            agent_tasks::Column::Id,
+            |row| (row.id, row.into()),
+        )
+    })
 }
 
 #[derive(InputObject)]

@@ -38,19 +38,6 @@ pub async fn find_readable(
         .await?)
 }
 
-/// The tasks among `ids` that `identity` may read.
-pub async fn find_readable_many(
-    db: &impl ConnectionTrait,
-    identity: Identity,
-    ids: &[Uuid],
-) -> ApiResult<Vec<agent_tasks::Model>> {
-    Ok(agent_tasks::Entity::find()
-        .filter(agent_tasks::Column::Id.is_in(ids.iter().copied()))
-        .filter(policy::readable(identity))
-        .all(db)
-        .await?)
-}
-
 /// The tasks `identity` may read, of one project or all, of one status or all.
 pub fn readable(
     identity: Identity,

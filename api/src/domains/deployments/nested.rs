@@ -63,7 +63,7 @@ impl Loader<PageKey> for FirstPages {
 /// Registers the nested-list loaders for a request.
 pub fn register(loaders: Loaders) -> Loaders {
     loaders
-        .register_as(|tx, identity| FirstPages { tx, identity })
+        .register(|tx, identity| FirstPages { tx, identity })
 }
 
 /// One page of the deployments of `project` (already readable by the caller and allowed by

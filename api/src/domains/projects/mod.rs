@@ -8,25 +8,20 @@
 pub mod policy;
 mod repo;
 
-use std::{collections::HashMap, sync::Arc};
-
-use async_graphql::{
-    Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject, dataloader::Loader,
-};
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::projects::{self, ProjectStatus as DbStatus, ProjectVisibility as DbVisibility};
 use sea_orm::Select;
 use uuid::Uuid;
 
 use crate::{
-    auth::{Identity, Operation, Resource},
-    db::TxRef,
+    auth::{Operation, Resource},
     error::{ApiError, ApiResult},
     kit::{
         RequestContext,
         authz::{refuse_service, scope_to_token},
         enums::mirror_enum,
-        loaders::Loaders,
+        loaders::{ById, Loaders},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
@@ -272,27 +267,18 @@ impl ProjectMutation {
 /// Loads [`Project`]s by id, as far as the caller may read them
 /// ([`policy::readable`]): the `project` field of rows hanging off projects, batched
 /// across a page.
-pub struct ProjectLoader {
-    tx: TxRef,
-    identity: Identity,
-}
-
-impl Loader<Uuid> for ProjectLoader {
-    type Value = Project;
-    type Error = Arc<ApiError>;
-
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Project>, Self::Error> {
-        let tx = self.tx.get().map_err(Arc::new)?;
-        let rows = repo::find_readable_many(&*tx, self.identity, keys)
-            .await
-            .map_err(Arc::new)?;
-        Ok(rows.into_iter().map(|p| (p.id, Project::from(p))).collect())
-    }
-}
+pub type ProjectLoader = ById<projects::Entity, Project>;
 
 /// Registers the projects domain's loaders for a request.
 pub fn register(loaders: Loaders) -> Loaders {
-    loaders.register_as(|tx, identity| ProjectLoader { tx, identity })
+    loaders.register(|tx, identity| {
+        ProjectLoader::new(
+            tx,
+            policy::readable(identity),
+            projects::Column::Id,
+            |row| (row.id, row.into()),
+        )
+    })
 }
 
 /// The project `id` if the caller may see it, `NOT_FOUND` otherwise (token scope

@@ -23,19 +23,6 @@ pub async fn find_visible(
         .await?)
 }
 
-/// The projects among `ids` that `identity` may read.
-pub async fn find_readable_many(
-    db: &impl ConnectionTrait,
-    identity: Identity,
-    ids: &[Uuid],
-) -> ApiResult<Vec<projects::Model>> {
-    Ok(projects::Entity::find()
-        .filter(projects::Column::Id.is_in(ids.iter().copied()))
-        .filter(super::policy::readable(identity))
-        .all(db)
-        .await?)
-}
-
 /// Projects owned by `owner`.
 pub fn owned_by(owner: Uuid) -> Select<projects::Entity> {
     projects::Entity::find().filter(projects::Column::OwnerId.eq(owner))
