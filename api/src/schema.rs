@@ -13,8 +13,8 @@ use crate::{
     domains::{
         accounts::{AccountMutation, AccountQuery},
         agent_tasks::{AgentTaskMutation, AgentTaskQuery},
-        deployments::{DeploymentMutation, DeploymentQuery},
         catalog::{CatalogMutation, CatalogQuery},
+        deployments::{DeploymentMutation, DeploymentQuery},
         projects::{ProjectMutation, ProjectQuery},
     },
     kit::RequestContext,

@@ -41,7 +41,7 @@ impl Project {
         before: Option<String>,
     ) -> ApiResult<Page<AgentTask>> {
         let args = PageArgs::new(first, after, last, before);
-        agent_tasks::project_page(ctx, self.key, status, args).await
+        agent_tasks::project_page(ctx, self.key, &self.siblings, status, args).await
     }
 
     /// The project's deployments the caller may read, newest first; first pages are
@@ -57,6 +57,6 @@ impl Project {
         before: Option<String>,
     ) -> ApiResult<Page<Deployment>> {
         let args = PageArgs::new(first, after, last, before);
-        deployments::project_page(ctx, self.key, status, args).await
+        deployments::project_page(ctx, self.key, &self.siblings, status, args).await
     }
 }

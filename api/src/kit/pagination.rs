@@ -10,8 +10,7 @@ use async_graphql::{
 use futures_util::future::BoxFuture;
 use sea_orm::{
     ColumnTrait, DatabaseBackend, EntityTrait, Order, PaginatorTrait, PartialModelTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
-    sea_query::Expr,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement, sea_query::Expr,
 };
 use uuid::Uuid;
 

@@ -68,14 +68,25 @@ async fn each_caller_reads_and_lists_what_it_may(app: flashfusion_tests::TestApp
         let read = client.graphql(TASK, json!({ "id": id })).await;
         assert_eq!(outcome_of(&read, "agentTask"), one, "{actor:?}: {read}");
         if one == Data {
-            assert_eq!(read["data"]["agentTask"]["project"]["id"], world.project.as_str());
+            assert_eq!(
+                read["data"]["agentTask"]["project"]["id"],
+                world.project.as_str()
+            );
         }
         let response = client.graphql(all, json!({})).await;
-        assert_eq!(outcome_of(&response, "agentTasks"), list, "{actor:?}: {response}");
+        assert_eq!(
+            outcome_of(&response, "agentTasks"),
+            list,
+            "{actor:?}: {response}"
+        );
         let response = client
             .graphql(of_project, json!({ "p": world.project }))
             .await;
-        assert_eq!(outcome_of(&response, "agentTasks"), listed, "{actor:?}: {response}");
+        assert_eq!(
+            outcome_of(&response, "agentTasks"),
+            listed,
+            "{actor:?}: {response}"
+        );
     }
 }
 
@@ -96,7 +107,11 @@ async fn each_caller_creates_and_cancels_what_it_may(app: flashfusion_tests::Tes
         let client = world.client(actor);
         let input = json!({ "i": { "projectId": world.project, "agentSlug": "code-reviewer", "title": "t" } });
         let response = client.graphql(CREATE_TASK, input).await;
-        assert_eq!(outcome_of(&response, "createAgentTask"), create, "{actor:?}: {response}");
+        assert_eq!(
+            outcome_of(&response, "createAgentTask"),
+            create,
+            "{actor:?}: {response}"
+        );
         if create == Data {
             let task = &response["data"]["createAgentTask"]["task"];
             assert_eq!(task["status"], "QUEUED");
@@ -105,9 +120,17 @@ async fn each_caller_creates_and_cancels_what_it_may(app: flashfusion_tests::Tes
 
         let id = create_task(&world, &world.project, "code-reviewer", 0).await;
         let response = client.graphql(CANCEL_TASK, json!({ "id": id })).await;
-        assert_eq!(outcome_of(&response, "cancelAgentTask"), cancel, "{actor:?}: {response}");
+        assert_eq!(
+            outcome_of(&response, "cancelAgentTask"),
+            cancel,
+            "{actor:?}: {response}"
+        );
         let status = crate::work_support::task(&world, &id).await["status"].clone();
-        let expected = if cancel == Data { "CANCELLED" } else { "QUEUED" };
+        let expected = if cancel == Data {
+            "CANCELLED"
+        } else {
+            "QUEUED"
+        };
         assert_eq!(status, expected, "{actor:?}");
     }
     // Ada's tasks: one per successful create, one per cancel round.

@@ -31,7 +31,14 @@ async fn in_status(world: &World, status: &str) -> String {
     }
     if status == "CANCELLED" {
         let id = create_task(world, &world.project, IDLE, 0).await;
-        ok(world.owner(), CANCEL_TASK, json!({ "id": id }), "cancelAgentTask", "task").await;
+        ok(
+            world.owner(),
+            CANCEL_TASK,
+            json!({ "id": id }),
+            "cancelAgentTask",
+            "task",
+        )
+        .await;
         return id;
     }
     let id = create_task(world, &world.project, WORKED, 0).await;
@@ -40,7 +47,14 @@ async fn in_status(world: &World, status: &str) -> String {
     match status {
         "RUNNING" => {}
         "SUCCEEDED" => {
-            ok(service, COMPLETE, json!({ "i": { "id": id } }), "completeAgentTask", "task").await;
+            ok(
+                service,
+                COMPLETE,
+                json!({ "i": { "id": id } }),
+                "completeAgentTask",
+                "task",
+            )
+            .await;
         }
         "FAILED" => {
             let input = json!({ "i": { "id": id, "error": "broke" } });
@@ -88,14 +102,24 @@ async fn every_step_from_every_status(app: flashfusion_tests::TestApp) {
             let response = client.graphql(query, variables).await;
             let after = task(&world, &id).await;
             if legal_from.contains(&from) {
-                assert!(response["errors"].is_null(), "{step} from {from}: {response}");
+                assert!(
+                    response["errors"].is_null(),
+                    "{step} from {from}: {response}"
+                );
                 assert_eq!(after["status"], to, "{step} from {from}");
                 let finished = matches!(to, "SUCCEEDED" | "FAILED" | "CANCELLED");
                 assert_eq!(!after["finishedAt"].is_null(), finished, "{after}");
                 if to == "QUEUED" {
                     // Out of the way of the next claim of this agent.
                     let cancel = json!({ "id": id });
-                    ok(world.owner(), CANCEL_TASK, cancel, "cancelAgentTask", "task").await;
+                    ok(
+                        world.owner(),
+                        CANCEL_TASK,
+                        cancel,
+                        "cancelAgentTask",
+                        "task",
+                    )
+                    .await;
                 }
             } else {
                 assert_eq!(
@@ -132,7 +156,10 @@ async fn progress_only_rises_within_bounds(app: flashfusion_tests::TestApp) {
     let current = task(&world, &id).await;
     assert_eq!(current["progress"], 100);
     assert_eq!(current["output"], json!({ "files": 2 }));
-    assert_eq!(current["status"], "RUNNING", "progress does not finish a task");
+    assert_eq!(
+        current["status"], "RUNNING",
+        "progress does not finish a task"
+    );
 
     let done = ok(
         world.service(),
@@ -167,11 +194,18 @@ async fn retries_requeue_until_the_third_attempt(app: flashfusion_tests::TestApp
         )
         .await;
         let expected = if attempt < 3 { "QUEUED" } else { "FAILED" };
-        assert_eq!(failed["status"], expected, "after attempt {attempt}: {failed}");
+        assert_eq!(
+            failed["status"], expected,
+            "after attempt {attempt}: {failed}"
+        );
         assert_eq!(failed["error"], format!("attempt {attempt}"));
         assert_eq!(failed["finishedAt"].is_null(), attempt < 3);
     }
-    assert_eq!(claim(&world, WORKED).await, None, "a failed task is not claimed");
+    assert_eq!(
+        claim(&world, WORKED).await,
+        None,
+        "a failed task is not claimed"
+    );
 }
 
 async fn claims_take_the_highest_priority_then_the_oldest(app: flashfusion_tests::TestApp) {
@@ -189,9 +223,16 @@ async fn claims_take_the_highest_priority_then_the_oldest(app: flashfusion_tests
     assert_eq!(task(&world, &other_agent).await["status"], "QUEUED");
     let none = world
         .service()
-        .graphql(crate::work_support::CLAIM, json!({ "slugs": ["no-such-agent"] }))
+        .graphql(
+            crate::work_support::CLAIM,
+            json!({ "slugs": ["no-such-agent"] }),
+        )
         .await;
-    assert_eq!(none["data"]["claimAgentTask"]["task"], Value::Null, "{none}");
+    assert_eq!(
+        none["data"]["claimAgentTask"]["task"],
+        Value::Null,
+        "{none}"
+    );
 }
 
 async fn new_tasks_are_checked(app: flashfusion_tests::TestApp) {
@@ -220,7 +261,10 @@ async fn new_tasks_are_checked(app: flashfusion_tests::TestApp) {
         json!({ "parentTaskId": elsewhere }),
         json!({ "parentTaskId": "not-an-id" }),
     ] {
-        let response = world.owner().graphql(CREATE_TASK, with(refused.clone())).await;
+        let response = world
+            .owner()
+            .graphql(CREATE_TASK, with(refused.clone()))
+            .await;
         assert_eq!(code(&response), "BAD_USER_INPUT", "{refused}: {response}");
     }
     let parent = create_task(&world, &world.project, IDLE, 0).await;
@@ -238,7 +282,14 @@ async fn new_tasks_are_checked(app: flashfusion_tests::TestApp) {
     assert_eq!(child["priority"], 7);
     assert_eq!(child["progress"], 0);
     assert_eq!(child["attempts"], 0);
-    let defaults = ok(world.owner(), CREATE_TASK, with(json!({})), "createAgentTask", "task").await;
+    let defaults = ok(
+        world.owner(),
+        CREATE_TASK,
+        with(json!({})),
+        "createAgentTask",
+        "task",
+    )
+    .await;
     assert_eq!(defaults["input"], json!({}));
     assert_eq!(defaults["parentTask"], Value::Null);
 }

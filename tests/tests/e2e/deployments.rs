@@ -62,11 +62,19 @@ async fn each_caller_reads_and_lists_what_it_may(app: flashfusion_tests::TestApp
         let read = client.graphql(DEPLOYMENT, json!({ "id": id })).await;
         assert_eq!(outcome(&read, "deployment"), one, "{actor:?}: {read}");
         let response = client.graphql(all, json!({})).await;
-        assert_eq!(outcome(&response, "deployments"), list, "{actor:?}: {response}");
+        assert_eq!(
+            outcome(&response, "deployments"),
+            list,
+            "{actor:?}: {response}"
+        );
         let response = client
             .graphql(of_project, json!({ "p": world.project }))
             .await;
-        assert_eq!(outcome(&response, "deployments"), listed, "{actor:?}: {response}");
+        assert_eq!(
+            outcome(&response, "deployments"),
+            listed,
+            "{actor:?}: {response}"
+        );
     }
 }
 
@@ -87,20 +95,48 @@ async fn each_caller_creates_cancels_and_advances_what_it_may(app: flashfusion_t
         let client = world.client(actor);
         let input = json!({ "i": { "projectId": world.project, "environment": "PRODUCTION", "provider": "fly" } });
         let response = client.graphql(CREATE_DEPLOYMENT, input).await;
-        assert_eq!(outcome(&response, "createDeployment"), create, "{actor:?}: {response}");
+        assert_eq!(
+            outcome(&response, "createDeployment"),
+            create,
+            "{actor:?}: {response}"
+        );
 
         let id = create_deployment(&world, &world.project).await;
         let response = client.graphql(CANCEL_DEPLOYMENT, json!({ "id": id })).await;
-        assert_eq!(outcome(&response, "cancelDeployment"), cancel, "{actor:?}: {response}");
-        let expected = if cancel == "data" { "CANCELLED" } else { "QUEUED" };
-        assert_eq!(deployment(&world, &id).await["status"], expected, "{actor:?}");
+        assert_eq!(
+            outcome(&response, "cancelDeployment"),
+            cancel,
+            "{actor:?}: {response}"
+        );
+        let expected = if cancel == "data" {
+            "CANCELLED"
+        } else {
+            "QUEUED"
+        };
+        assert_eq!(
+            deployment(&world, &id).await["status"],
+            expected,
+            "{actor:?}"
+        );
 
         let id = create_deployment(&world, &world.project).await;
         let input = json!({ "i": { "id": id, "status": "BUILDING" } });
         let response = client.graphql(ADVANCE, input).await;
-        assert_eq!(outcome(&response, "advanceDeployment"), advance, "{actor:?}: {response}");
-        let expected = if advance == "data" { "BUILDING" } else { "QUEUED" };
-        assert_eq!(deployment(&world, &id).await["status"], expected, "{actor:?}");
+        assert_eq!(
+            outcome(&response, "advanceDeployment"),
+            advance,
+            "{actor:?}: {response}"
+        );
+        let expected = if advance == "data" {
+            "BUILDING"
+        } else {
+            "QUEUED"
+        };
+        assert_eq!(
+            deployment(&world, &id).await["status"],
+            expected,
+            "{actor:?}"
+        );
     }
     let count = world
         .owner()
@@ -117,7 +153,14 @@ async fn through(world: &World, path: &[&str]) -> String {
     let id = create_deployment(world, &world.project).await;
     for status in path {
         let input = json!({ "i": { "id": id, "status": status } });
-        ok(world.service(), ADVANCE, input, "advanceDeployment", "deployment").await;
+        ok(
+            world.service(),
+            ADVANCE,
+            input,
+            "advanceDeployment",
+            "deployment",
+        )
+        .await;
     }
     id
 }
@@ -173,7 +216,10 @@ async fn every_step_from_every_status(app: flashfusion_tests::TestApp) {
             .graphql(CANCEL_DEPLOYMENT, json!({ "id": id }))
             .await;
         if legal(from, "CANCELLED") {
-            assert!(response["errors"].is_null(), "cancel from {from}: {response}");
+            assert!(
+                response["errors"].is_null(),
+                "cancel from {from}: {response}"
+            );
         } else {
             assert_eq!(code(&response), "INVALID_TRANSITION", "{response}");
             assert_eq!(deployment(&world, &id).await, before);
@@ -194,8 +240,14 @@ async fn the_deployer_reports_url_and_log(app: flashfusion_tests::TestApp) {
         json!({ "id": id, "status": "READY", "logAppend": "live\n" }),
     ];
     for step in steps {
-        ok(world.service(), ADVANCE, json!({ "i": step }), "advanceDeployment", "deployment")
-            .await;
+        ok(
+            world.service(),
+            ADVANCE,
+            json!({ "i": step }),
+            "advanceDeployment",
+            "deployment",
+        )
+        .await;
     }
     let done = deployment(&world, &id).await;
     assert_eq!(done["status"], "READY");

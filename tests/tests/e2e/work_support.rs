@@ -111,7 +111,13 @@ async fn scoped(app: &TestApp, client: &Client, input: Value) -> Client {
 
 /// Runs a mutation and returns its payload's `field` (`task` or `deployment`), panicking
 /// with the response when it failed.
-pub async fn ok(client: &Client, query: &str, variables: Value, mutation: &str, field: &str) -> Value {
+pub async fn ok(
+    client: &Client,
+    query: &str,
+    variables: Value,
+    mutation: &str,
+    field: &str,
+) -> Value {
     let response = client.graphql(query, variables).await;
     let value = response["data"][mutation][field].clone();
     assert!(
@@ -162,7 +168,8 @@ pub async fn task(world: &World, id: &str) -> Value {
 }
 
 pub const CREATE_DEPLOYMENT: &str = "mutation($i: CreateDeploymentInput!) { createDeployment(input: $i) { deployment { id status environment provider commitSha log url project { id } } } }";
-pub const DEPLOYMENT: &str = "query($id: ID!) { deployment(id: $id) { id status url log finishedAt project { id } } }";
+pub const DEPLOYMENT: &str =
+    "query($id: ID!) { deployment(id: $id) { id status url log finishedAt project { id } } }";
 pub const CANCEL_DEPLOYMENT: &str =
     "mutation($id: ID!) { cancelDeployment(id: $id) { deployment { id status finishedAt } } }";
 pub const ADVANCE: &str = "mutation($i: AdvanceDeploymentInput!) { advanceDeployment(input: $i) { deployment { id status url log finishedAt } } }";
@@ -182,9 +189,5 @@ pub async fn create_deployment(world: &World, project: &str) -> String {
 
 /// The deployment as its owner reads it.
 pub async fn deployment(world: &World, id: &str) -> Value {
-    world
-        .owner()
-        .graphql(DEPLOYMENT, json!({ "id": id }))
-        .await["data"]["deployment"]
-        .clone()
+    world.owner().graphql(DEPLOYMENT, json!({ "id": id })).await["data"]["deployment"].clone()
 }

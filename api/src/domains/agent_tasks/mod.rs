@@ -77,6 +77,9 @@ pub struct AgentTask {
     project_id: Uuid,
     #[graphql(skip)]
     agent_id: Uuid,
+    /// The agent, when the loader of a nested page read it with the page.
+    #[graphql(skip)]
+    preloaded_agent: Option<Agent>,
     #[graphql(skip)]
     parent_task_id: Option<Uuid>,
 }
@@ -100,7 +103,19 @@ impl From<agent_tasks::Model> for AgentTask {
             key: t.id,
             project_id: t.project_id,
             agent_id: t.agent_id,
+            preloaded_agent: None,
             parent_task_id: t.parent_task_id,
+        }
+    }
+}
+
+impl AgentTask {
+    /// The task with its agent already read (`None`: the agent is not readable, and the
+    /// `agent` field asks the catalog's loader).
+    pub(crate) fn with_agent(self, agent: Option<Agent>) -> Self {
+        Self {
+            preloaded_agent: agent,
+            ..self
         }
     }
 }
@@ -116,6 +131,9 @@ impl AgentTask {
 
     /// The agent doing the task.
     async fn agent(&self, ctx: &Context<'_>) -> ApiResult<Agent> {
+        if let Some(agent) = &self.preloaded_agent {
+            return Ok(agent.clone());
+        }
         load_one::<AgentLoader, _>(ctx, self.agent_id)
             .await?
             .ok_or(ApiError::NotFound("agent"))

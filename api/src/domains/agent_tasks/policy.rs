@@ -42,9 +42,7 @@ pub fn transition(from: Status, to: Status) -> ApiResult<()> {
     use Status::*;
     let legal = matches!(
         (from, to),
-        (Queued, Running)
-            | (Running, Succeeded | Failed | Queued)
-            | (Queued | Running, Cancelled)
+        (Queued, Running) | (Running, Succeeded | Failed | Queued) | (Queued | Running, Cancelled)
     );
     if legal {
         Ok(())

@@ -89,6 +89,22 @@ pub async fn find_active_agent(
         .await?)
 }
 
+/// The agents among `ids` that `identity` may read (the catalog's policy).
+pub async fn agents_by_id(
+    db: &impl ConnectionTrait,
+    identity: Identity,
+    ids: impl IntoIterator<Item = Uuid>,
+) -> ApiResult<Vec<agents::Model>> {
+    Ok(agents::Entity::find()
+        .filter(agents::Column::Id.is_in(ids))
+        .filter(crate::domains::catalog::policy::readable(
+            identity,
+            agents::Column::IsActive,
+        ))
+        .all(db)
+        .await?)
+}
+
 /// The ids of the active agents among `slugs`.
 pub async fn active_agent_ids(db: &impl ConnectionTrait, slugs: &[String]) -> ApiResult<Vec<Uuid>> {
     Ok(agents::Entity::find()

@@ -5,8 +5,12 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use async_graphql::{Context, dataloader::Loader};
+use async_graphql::{
+    Context,
+    dataloader::{DataLoader, Loader},
+};
 use entity::deployments::{self, DeploymentStatus as DbStatus};
+use tokio::sync::{Mutex, OnceCell};
 use uuid::Uuid;
 
 use super::{Deployment, DeploymentStatus, repo};
@@ -16,7 +20,7 @@ use crate::{
     error::{ApiError, ApiResult},
     kit::{
         RequestContext,
-        loaders::{Loaders, load_one},
+        loaders::Loaders,
         pagination::{Page, PageArgs, first_page, paginate},
     },
 };
@@ -27,6 +31,48 @@ use crate::{
 pub struct FirstPages {
     tx: TxRef,
     identity: Identity,
+    /// The pages of each list of sibling projects, loaded once per (siblings, status,
+    /// limit): the first field of a page to ask loads them all, the others wait for it.
+    /// A DataLoader's time window alone splits a page of 100 into several statements
+    /// when resolving it takes longer than the window.
+    memo: Mutex<HashMap<MemoKey, Arc<OnceCell<PageMap>>>>,
+}
+
+type MemoKey = (Arc<[Uuid]>, Option<DbStatus>, usize);
+type PageMap = HashMap<PageKey, <FirstPages as Loader<PageKey>>::Value>;
+
+impl FirstPages {
+    /// The first page of `project`, loaded together with those of its `siblings`.
+    async fn page_among(
+        &self,
+        project: Uuid,
+        siblings: &Arc<[Uuid]>,
+        status: Option<DbStatus>,
+        limit: usize,
+    ) -> ApiResult<<Self as Loader<PageKey>>::Value> {
+        let siblings = if siblings.contains(&project) {
+            siblings.clone()
+        } else {
+            Arc::from([project])
+        };
+        let cell = self
+            .memo
+            .lock()
+            .await
+            .entry((siblings.clone(), status, limit))
+            .or_default()
+            .clone();
+        let pages = cell
+            .get_or_try_init(|| async {
+                let keys: Vec<PageKey> = siblings.iter().map(|&p| (p, status, limit)).collect();
+                self.load(&keys).await.map_err(|e| (*e).clone())
+            })
+            .await?;
+        Ok(pages
+            .get(&(project, status, limit))
+            .cloned()
+            .unwrap_or_default())
+    }
 }
 
 type PageKey = (Uuid, Option<DbStatus>, usize);
@@ -44,10 +90,9 @@ impl Loader<PageKey> for FirstPages {
         }
         let mut pages = HashMap::new();
         for ((status, limit), projects) in groups {
-            let mut rows =
-                repo::newest_per_project(&*tx, self.identity, &projects, status, limit)
-                    .await
-                    .map_err(Arc::new)?;
+            let mut rows = repo::newest_per_project(&*tx, self.identity, &projects, status, limit)
+                .await
+                .map_err(Arc::new)?;
             for project in projects {
                 let (page, total) = rows.remove(&project).unwrap_or_default();
                 pages.insert(
@@ -62,8 +107,11 @@ impl Loader<PageKey> for FirstPages {
 
 /// Registers the nested-list loaders for a request.
 pub fn register(loaders: Loaders) -> Loaders {
-    loaders
-        .register(|tx, identity| FirstPages { tx, identity })
+    loaders.register(|tx, identity| FirstPages {
+        tx,
+        identity,
+        memo: Mutex::default(),
+    })
 }
 
 /// One page of the deployments of `project` (already readable by the caller and allowed by
@@ -71,14 +119,18 @@ pub fn register(loaders: Loaders) -> Loaders {
 pub(crate) async fn project_page(
     ctx: &Context<'_>,
     project: Uuid,
+    siblings: &Arc<[Uuid]>,
     status: Option<DeploymentStatus>,
     args: PageArgs,
 ) -> ApiResult<Page<Deployment>> {
     let status = status.map(DbStatus::from);
     if let Some(limit) = args.first_without_cursor()? {
-        let (rows, total) = load_one::<FirstPages, _>(ctx, (project, status, limit))
-            .await?
-            .unwrap_or_default();
+        let (rows, total) = ctx
+            .data::<DataLoader<FirstPages>>()
+            .map_err(|_| ApiError::bug("a DataLoader was not registered"))?
+            .loader()
+            .page_among(project, siblings, status, limit)
+            .await?;
         let rows = rows.into_iter().map(|row| (row.key, row)).collect();
         return Ok(first_page(
             rows,

@@ -81,7 +81,11 @@ mod tests {
     #[test]
     fn only_the_documented_moves_are_legal() {
         use Status::*;
-        let mut legal = vec![(Queued, Building), (Building, Deploying), (Deploying, Ready)];
+        let mut legal = vec![
+            (Queued, Building),
+            (Building, Deploying),
+            (Deploying, Ready),
+        ];
         for from in [Queued, Building, Deploying] {
             legal.push((from, Failed));
             legal.push((from, Cancelled));

@@ -8,6 +8,8 @@
 pub mod policy;
 mod repo;
 
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::projects::{self, ProjectStatus as DbStatus, ProjectVisibility as DbVisibility};
@@ -55,6 +57,10 @@ pub struct Project {
     /// The project's uuid, for the fields in `domains::edges`.
     #[graphql(skip)]
     pub(crate) key: Uuid,
+    /// The projects on the same page of a list (empty outside lists), so a nested list
+    /// loads the children of the whole page at once.
+    #[graphql(skip)]
+    pub(crate) siblings: Arc<[Uuid]>,
     name: String,
     description: Option<String>,
     visibility: ProjectVisibility,
@@ -71,6 +77,7 @@ impl From<projects::Model> for Project {
         Self {
             id: p.id.into(),
             key: p.id,
+            siblings: Arc::from([]),
             name: p.name,
             description: p.description,
             visibility: p.visibility.into(),
@@ -165,14 +172,19 @@ async fn list(
     args: PageArgs,
 ) -> ApiResult<Page<Project>> {
     let query = scope_to_token(rc, query, projects::Column::Id, Resource::Account).await?;
-    paginate(
+    let mut page = paginate(
         rc.tx_ref(),
         query,
         (projects::Column::Id, |p: &projects::Model| p.id),
         args,
         Project::from,
     )
-    .await
+    .await?;
+    let siblings: Arc<[Uuid]> = page.edges.iter().map(|edge| edge.node.key).collect();
+    for edge in &mut page.edges {
+        edge.node.siblings = siblings.clone();
+    }
+    Ok(page)
 }
 
 #[derive(Default)]
