@@ -13,9 +13,12 @@ use crate::{
     domains::{
         accounts::{AccountMutation, AccountQuery},
         agent_tasks::{AgentTaskMutation, AgentTaskQuery},
+        billing::{BillingMutation, BillingQuery},
         catalog::{CatalogMutation, CatalogQuery},
         deployments::{DeploymentMutation, DeploymentQuery},
+        notifications::{NotificationMutation, NotificationQuery},
         projects::{ProjectMutation, ProjectQuery},
+        usage::UsageQuery,
     },
     kit::RequestContext,
     state::AppState,
@@ -29,6 +32,9 @@ pub struct Query(
     CatalogQuery,
     AgentTaskQuery,
     DeploymentQuery,
+    NotificationQuery,
+    BillingQuery,
+    UsageQuery,
 );
 
 /// Every mutation field, merged from the domains.
@@ -39,6 +45,8 @@ pub struct Mutation(
     CatalogMutation,
     AgentTaskMutation,
     DeploymentMutation,
+    NotificationMutation,
+    BillingMutation,
 );
 
 /// The gateway's schema type.

@@ -47,6 +47,20 @@ pub struct Account {
     pub updated_at: DateTimeUtc,
 }
 
+impl From<Model> for Account {
+    fn from(m: Model) -> Self {
+        Self {
+            id: m.id,
+            email: m.email,
+            display_name: m.display_name,
+            avatar_url: m.avatar_url,
+            role: m.role,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     #[sea_orm(has_many = "super::projects::Entity")]

@@ -14,6 +14,7 @@ mod m20261125_000001_create_tables;
 mod m20261125_000002_enable_row_level_security;
 mod m20261125_000003_seed_catalogs;
 mod m20261125_000004_tighten_policies;
+mod m20261125_000005_align_reads_with_the_api;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_enable_row_level_security::Migration),
             Box::new(m20261125_000003_seed_catalogs::Migration),
             Box::new(m20261125_000004_tighten_policies::Migration),
+            Box::new(m20261125_000005_align_reads_with_the_api::Migration),
         ]
     }
 }

@@ -6,8 +6,10 @@
 //! If Postgres cannot be reached the harness panics with how to start it: a test of
 //! Postgres behaviour never silently skips.
 
+mod actors;
 mod app;
 mod database;
 
+pub use actors::{Actor, Actors, Case, create_project, outcome, run_matrix, scoped};
 pub use app::{Client, TIMEOUT, TestApp, WsClient, WsEnd};
 pub use database::{TestDb, test_database_url};

@@ -23,6 +23,9 @@ use crate::{
 impl Project {
     /// The owner's public profile, batched across a page of projects.
     async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Profile> {
+        if let Some(profile) = &self.owner_profile {
+            return Ok(profile.clone());
+        }
         load_one::<ProfileLoader, _>(ctx, self.owner_id)
             .await?
             .ok_or(ApiError::NotFound("owner"))

@@ -17,10 +17,13 @@ use crate::{
 
 pub mod accounts;
 pub mod agent_tasks;
+pub mod billing;
 pub mod catalog;
 pub mod deployments;
 mod edges;
+pub mod notifications;
 pub mod projects;
+pub mod usage;
 
 /// Attaches every domain's per-request DataLoaders to `request`.
 pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Request {
@@ -30,5 +33,6 @@ pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Requ
     let loaders = agent_tasks::register(loaders);
     let loaders = deployments::register(loaders);
     let loaders = catalog::register(loaders);
+    let loaders = billing::register(loaders);
     loaders.finish()
 }

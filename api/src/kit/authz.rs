@@ -35,13 +35,14 @@ pub fn refuse_service(rc: &RequestContext, what: &'static str) -> ApiResult<()> 
     Ok(())
 }
 
-/// `FORBIDDEN` unless the caller acts as an admin (`UNAUTHENTICATED` when anonymous).
-pub fn require_admin(rc: &RequestContext) -> ApiResult<()> {
+/// `FORBIDDEN` unless the caller acts as an admin and its token allows `operation` on
+/// administration (`UNAUTHENTICATED` when anonymous).
+pub fn require_admin(rc: &RequestContext, operation: Operation) -> ApiResult<()> {
     rc.session()?;
     if !rc.identity().is_admin() {
         return Err(ApiError::Forbidden("only an admin may do this"));
     }
-    rc.authorize(Operation::Write, Resource::Admin)
+    rc.authorize(operation, Resource::Admin)
 }
 
 /// `FORBIDDEN` unless the caller acts as the service or an admin.

@@ -239,7 +239,8 @@ where
     N: OutputType,
 {
     let window = args.window()?;
-    let count_query = query.clone();
+    // Counted over the key alone: the caller may not be allowed to read every column.
+    let count_query = query.clone().select_only().column(id);
     let count_tx = tx.clone();
     let db = tx.get()?;
     let mut query = query;

@@ -7,7 +7,7 @@ use biscuit_auth::{
     Biscuit, BlockBuilder, KeyPair,
     builder::{date, string},
 };
-use flashfusion_tests::TestApp;
+use flashfusion_tests::{TestApp, scoped};
 use serde_json::{Value, json};
 
 use crate::code;
@@ -409,19 +409,6 @@ async fn websocket_takes_auth_from_connection_init() {
         ws.next().await.expect("result")["payload"]["data"]["me"],
         Value::Null
     );
-}
-
-async fn scoped(client: &flashfusion_tests::Client, input: Value) -> String {
-    let payload = client
-        .graphql(
-            "mutation($i: ScopedTokenInput!) { createScopedToken(input: $i) { token } }",
-            json!({ "i": input }),
-        )
-        .await;
-    payload["data"]["createScopedToken"]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("createScopedToken failed: {payload}"))
-        .to_owned()
 }
 
 async fn a_derived_token_signs_out_only_itself(app: TestApp) {

@@ -56,7 +56,7 @@ async fn only_admins_write_the_catalogs(app: TestApp) {
     let (user, user_id) = app.user("ada@example.com").await;
     let service = app.with_token(&app.mint(&user_id, Role::Service));
     let read_only_admin =
-        app.with_token(&crate::scoped_token(&admin, json!({ "readOnly": true })).await);
+        app.with_token(&flashfusion_tests::scoped(&admin, json!({ "readOnly": true })).await);
     for (client, expected) in [
         (app.anonymous(), "UNAUTHENTICATED"),
         (user, "FORBIDDEN"),

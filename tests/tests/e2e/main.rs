@@ -20,17 +20,21 @@ macro_rules! on_both_backends {
     )*};
 }
 
+mod account_data;
 mod agent_task_access;
 mod agent_tasks;
 mod auth;
 mod catalog;
 mod deployments;
 mod http;
+mod matrix;
 mod migrations;
+mod parity;
 mod policies;
 mod production;
 mod projects;
 mod scoping;
+mod task_effects;
 mod task_queue;
 mod work_support;
 
@@ -41,18 +45,4 @@ pub fn code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_default()
-}
-
-/// A token derived from `client`'s with `createScopedToken(input: ..)`.
-pub async fn scoped_token(client: &flashfusion_tests::Client, input: Value) -> String {
-    let payload = client
-        .graphql(
-            "mutation($i: ScopedTokenInput!) { createScopedToken(input: $i) { token } }",
-            serde_json::json!({ "i": input }),
-        )
-        .await;
-    payload["data"]["createScopedToken"]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("createScopedToken failed: {payload}"))
-        .to_owned()
 }

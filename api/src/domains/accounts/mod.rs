@@ -1,4 +1,5 @@
-//! Accounts: sign-up, sign-in, sign-out, scoped tokens and `me`.
+//! Accounts: sign-up (with the account's FREE billing row), sign-in, sign-out, scoped
+//! tokens, `me` and `updateMe`; for admins, the `users` directory and `setUserRole`.
 //!
 //! Sign-up and sign-in must read `users` before anyone is signed in, so they switch the
 //! operation's transaction to the gateway's service identity for their own statements
@@ -9,15 +10,26 @@ mod repo;
 
 use std::time::Duration;
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{
+    ComplexObject, Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject,
+};
 use chrono::{DateTime, Utc};
 use entity::users::{self, UserRole};
+use uuid::Uuid;
 
-use super::projects;
+use super::{
+    billing::{self, Billing},
+    projects,
+};
 use crate::{
     auth::{self, Email, Operation, Password, Resource, Role as TokenRole},
     error::{ApiError, ApiResult},
-    kit::{RequestContext, app_state, authz::as_service, parse_id},
+    kit::{
+        RequestContext, app_state,
+        authz::{as_service, refuse_service, require_admin},
+        pagination::{Page, PageArgs, page_complexity, paginate},
+        parse_id,
+    },
     session,
     validate::{self, Lines},
 };
@@ -62,32 +74,39 @@ impl From<UserRole> for TokenRole {
 
 /// An account, as its owner and admins see it.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct User {
     id: ID,
+    #[graphql(skip)]
+    key: Uuid,
     email: String,
     display_name: String,
+    avatar_url: Option<String>,
     role: Role,
     created_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl User {
+    /// The account's plan and subscription (the account itself and admins).
+    async fn billing(&self, ctx: &Context<'_>) -> ApiResult<Billing> {
+        let rc = RequestContext::of(ctx)?;
+        billing::of_account(ctx, rc, self.key)
+            .await?
+            .ok_or(ApiError::Forbidden(
+                "only the account and admins see its billing",
+            ))
+    }
 }
 
 impl From<users::Account> for User {
     fn from(user: users::Account) -> Self {
         Self {
             id: user.id.into(),
+            key: user.id,
             email: user.email,
             display_name: user.display_name,
-            role: user.role.into(),
-            created_at: user.created_at,
-        }
-    }
-}
-
-impl From<users::Model> for User {
-    fn from(user: users::Model) -> Self {
-        Self {
-            id: user.id.into(),
-            email: user.email,
-            display_name: user.display_name,
+            avatar_url: user.avatar_url,
             role: user.role.into(),
             created_at: user.created_at,
         }
@@ -129,6 +148,40 @@ pub struct ScopedTokenInput {
     ttl_seconds: Option<i32>,
 }
 
+/// Omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct UpdateMeInput {
+    display_name: Option<String>,
+    avatar_url: MaybeUndefined<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct UpdateMePayload {
+    user: User,
+}
+
+#[derive(InputObject)]
+pub struct SetUserRoleInput {
+    user_id: ID,
+    role: Role,
+}
+
+#[derive(SimpleObject)]
+pub struct SetUserRolePayload {
+    user: User,
+}
+
+/// An avatar's address: an `http(s)` URL of at most 2,000 characters.
+fn avatar_url(raw: &str) -> ApiResult<Option<String>> {
+    let url = validate::optional("avatarUrl", Some(raw), 2_000, Lines::One)?;
+    if let Some(url) = &url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(ApiError::bad_input("avatarUrl: must be an http(s) URL"));
+    }
+    Ok(url)
+}
+
 #[derive(Default)]
 pub struct AccountQuery;
 
@@ -152,6 +205,28 @@ impl AccountQuery {
             user
         }))
     }
+
+    /// Every account, newest first (admins).
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<User>> {
+        let rc = RequestContext::of(ctx)?;
+        require_admin(rc, Operation::Read)?;
+        paginate(
+            rc.tx_ref(),
+            repo::all(),
+            (users::Column::Id, |u: &users::Account| u.id),
+            PageArgs::new(first, after, last, before),
+            User::from,
+        )
+        .await
+    }
 }
 
 #[derive(Default)]
@@ -159,6 +234,64 @@ pub struct AccountMutation;
 
 #[Object]
 impl AccountMutation {
+    /// Changes the caller's own profile. An omitted field stays; `avatarUrl: null`
+    /// clears the avatar.
+    async fn update_me(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateMeInput,
+    ) -> ApiResult<UpdateMePayload> {
+        let rc = RequestContext::of(ctx)?;
+        let user_id = rc.user_id()?;
+        refuse_service(rc, "service tokens have no profile to change")?;
+        rc.authorize(Operation::Write, Resource::Account)?;
+        let changes = repo::ProfileChanges {
+            display_name: input
+                .display_name
+                .as_deref()
+                .map(|name| validate::required("displayName", name, 100, Lines::One))
+                .transpose()?,
+            avatar_url: match &input.avatar_url {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(url) => Some(avatar_url(url)?),
+            },
+        };
+        let db = rc.tx()?;
+        repo::update_profile(&*db, user_id, changes).await?;
+        let user = repo::find(&*db, rc.identity(), user_id)
+            .await?
+            .ok_or(ApiError::NotFound("account"))?;
+        Ok(UpdateMePayload { user: user.into() })
+    }
+
+    /// Makes an account a user or an admin (admins). Service identities are minted by
+    /// the CLI, not stored as a role.
+    async fn set_user_role(
+        &self,
+        ctx: &Context<'_>,
+        input: SetUserRoleInput,
+    ) -> ApiResult<SetUserRolePayload> {
+        let rc = RequestContext::of(ctx)?;
+        require_admin(rc, Operation::Write)?;
+        let user_id = parse_id("userId", &input.user_id)?;
+        let role = match input.role {
+            Role::User => UserRole::User,
+            Role::Admin => UserRole::Admin,
+            Role::Service => {
+                return Err(ApiError::bad_input(
+                    "role: an account is a USER or an ADMIN",
+                ));
+            }
+        };
+        let db = rc.tx()?;
+        repo::set_role(&*db, user_id, role).await?;
+        let user = repo::find(&*db, rc.identity(), user_id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        Ok(SetUserRolePayload { user: user.into() })
+    }
+
     /// Creates an account and signs it in.
     async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> ApiResult<AuthPayload> {
         let rc = RequestContext::of(ctx)?;
@@ -167,7 +300,10 @@ impl AccountMutation {
         let display_name = validate::required("displayName", &input.display_name, 100, Lines::One)?;
         let password_hash = auth::hash_password(password).await?;
         let user = as_service(rc, async {
-            repo::insert(&*rc.tx()?, &email, &display_name, password_hash).await
+            let db = rc.tx()?;
+            let user = repo::insert(&*db, &email, &display_name, password_hash).await?;
+            billing::create_for_new_account(&*db, user.id).await?;
+            Ok(user)
         })
         .await?;
         sign_in_payload(ctx, user)
@@ -239,6 +375,6 @@ fn sign_in_payload(ctx: &Context<'_>, user: users::Model) -> ApiResult<AuthPaylo
         .issue(user.id, user.role.into(), None)?;
     Ok(AuthPayload {
         token,
-        user: user.into(),
+        user: users::Account::from(user).into(),
     })
 }

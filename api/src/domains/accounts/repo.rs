@@ -5,7 +5,7 @@ use chrono::Utc;
 use entity::users;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Select,
     sea_query::{Expr, ExprTrait, Func},
 };
 use uuid::Uuid;
@@ -63,14 +63,52 @@ pub async fn insert(
     Ok(users::Entity::insert(user).exec_with_returning(db).await?)
 }
 
-/// Makes the account an administrator (the CLI's `token issue --role admin`). Updates
-/// without RETURNING: the admin role may not read the row's password hash.
+/// Makes the account an administrator (the CLI's `token issue --role admin`).
 pub(crate) async fn promote_to_admin(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<()> {
-    users::Entity::update_many()
-        .col_expr(users::Column::Role, Expr::value(users::UserRole::Admin))
+    set_role(db, id, users::UserRole::Admin).await
+}
+
+/// Every account, for the admins' directory.
+pub fn all() -> Select<users::Entity> {
+    users::Entity::find()
+}
+
+/// Validated profile changes; `None` keeps a field.
+pub struct ProfileChanges {
+    pub display_name: Option<String>,
+    /// `Some(None)` clears the avatar.
+    pub avatar_url: Option<Option<String>>,
+}
+
+/// Changes the profile of account `id` (without RETURNING: the hash is not readable).
+pub async fn update_profile(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    changes: ProfileChanges,
+) -> ApiResult<()> {
+    let mut update = users::Entity::update_many()
+        .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(users::Column::Id.eq(id));
+    if let Some(name) = changes.display_name {
+        update = update.col_expr(users::Column::DisplayName, Expr::value(name));
+    }
+    if let Some(url) = changes.avatar_url {
+        update = update.col_expr(users::Column::AvatarUrl, Expr::value(url));
+    }
+    update.exec(db).await?;
+    Ok(())
+}
+
+/// Sets the role of account `id`; `NOT_FOUND` when there is none.
+pub async fn set_role(db: &impl ConnectionTrait, id: Uuid, role: users::UserRole) -> ApiResult<()> {
+    let done = users::Entity::update_many()
+        .col_expr(users::Column::Role, Expr::value(role))
         .col_expr(users::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(users::Column::Id.eq(id))
         .exec(db)
         .await?;
+    if done.rows_affected == 0 {
+        return Err(crate::error::ApiError::NotFound("user"));
+    }
     Ok(())
 }

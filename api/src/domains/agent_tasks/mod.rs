@@ -19,12 +19,16 @@ use uuid::Uuid;
 
 pub(crate) use nested::project_page;
 
+use rust_decimal::Decimal;
+
 use super::{
     catalog::{Agent, AgentLoader},
+    notifications::{NewNotification, notify},
     projects::{Project, ProjectLoader, require_changeable},
+    usage::{self, UsageEvent},
 };
 use crate::{
-    auth::{Operation, Resource},
+    auth::{Operation, Resource, Role},
     error::{ApiError, ApiResult},
     kit::{
         RequestContext,
@@ -548,16 +552,29 @@ async fn require_worked_task(rc: &RequestContext, id: &ID) -> ApiResult<agent_ta
     require_task(rc, id).await
 }
 
-/// Records one usage event of `task` for its owner. An admin acting on someone else's
-/// project records it as the gateway's service identity, since the owner's usage is
-/// not the admin's to append.
+/// Records one usage event of `task` for its owner, as the caller when that is the owner
+/// or the service; an admin acting on someone else's project records it as the
+/// gateway's service identity, since the owner's usage is not the admin's to append.
 async fn record_usage(
     rc: &RequestContext,
     task: &agent_tasks::Model,
     event_type: &'static str,
 ) -> ApiResult<()> {
-    let _ = (rc, task, event_type);
-    Ok(())
+    let event = UsageEvent {
+        user_id: task.user_id,
+        project_id: Some(task.project_id),
+        event_type,
+        quantity: 1,
+        tokens: 0,
+        cost: Decimal::ZERO,
+        metadata: json!({ "taskId": task.id, "status": policy::name(task.status) }),
+    };
+    let identity = rc.identity();
+    if identity.user_id() == Some(task.user_id) || identity.role() == Some(Role::Service) {
+        usage::record(&*rc.tx()?, event).await
+    } else {
+        as_service(rc, async { usage::record(&*rc.tx()?, event).await }).await
+    }
 }
 
 /// Tells the owner that `task` ended, as the gateway's service identity (only the
@@ -569,9 +586,14 @@ async fn notify_end(rc: &RequestContext, task: &agent_tasks::Model) -> ApiResult
         DbStatus::Cancelled => ("agent_task.cancelled", "Agent task cancelled"),
         DbStatus::Queued | DbStatus::Running => return Ok(()),
     };
-    let data = json!({ "taskId": task.id, "projectId": task.project_id });
-    let _ = (kind, title, data);
-    as_service(rc, async { Ok(()) }).await
+    let new = NewNotification {
+        user_id: task.user_id,
+        kind: kind.to_owned(),
+        title: title.to_owned(),
+        body: Some(task.title.clone()),
+        data: json!({ "taskId": task.id, "projectId": task.project_id }),
+    };
+    as_service(rc, async { notify(&*rc.tx()?, new).await }).await
 }
 
 /// Longest task title, in characters.

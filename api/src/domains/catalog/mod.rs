@@ -19,6 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
+    auth::Operation,
     db::new_id,
     error::{ApiError, ApiResult},
     kit::{
@@ -255,7 +256,7 @@ impl CatalogMutation {
         input: CreateAiServiceInput,
     ) -> ApiResult<CreateAiServicePayload> {
         let rc = RequestContext::of(ctx)?;
-        require_admin(rc)?;
+        require_admin(rc, Operation::Write)?;
         let now = Utc::now();
         let row = ai_services::ActiveModel {
             id: Set(new_id()),
@@ -287,7 +288,7 @@ impl CatalogMutation {
         input: UpdateAiServiceInput,
     ) -> ApiResult<UpdateAiServicePayload> {
         let rc = RequestContext::of(ctx)?;
-        require_admin(rc)?;
+        require_admin(rc, Operation::Write)?;
         let id = existing::<ai_services::Entity>(
             rc,
             &input.id,
@@ -326,7 +327,7 @@ impl CatalogMutation {
         input: CreateAgentInput,
     ) -> ApiResult<CreateAgentPayload> {
         let rc = RequestContext::of(ctx)?;
-        require_admin(rc)?;
+        require_admin(rc, Operation::Write)?;
         let now = Utc::now();
         let row = agents::ActiveModel {
             id: Set(new_id()),
@@ -350,7 +351,7 @@ impl CatalogMutation {
         input: UpdateAgentInput,
     ) -> ApiResult<UpdateAgentPayload> {
         let rc = RequestContext::of(ctx)?;
-        require_admin(rc)?;
+        require_admin(rc, Operation::Write)?;
         let id = existing::<agents::Entity>(
             rc,
             &input.id,

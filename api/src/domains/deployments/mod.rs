@@ -22,7 +22,13 @@ use uuid::Uuid;
 
 pub(crate) use nested::project_page;
 
-use super::projects::{Project, ProjectLoader, require_changeable};
+use rust_decimal::Decimal;
+
+use super::{
+    notifications::{NewNotification, notify},
+    projects::{Project, ProjectLoader, require_changeable},
+    usage::{self, UsageEvent},
+};
 use crate::{
     auth::{Operation, Resource},
     error::{ApiError, ApiResult},
@@ -321,14 +327,28 @@ async fn require_deployment(rc: &RequestContext, id: &ID) -> ApiResult<deploymen
     Ok(deployment)
 }
 
-/// Records one usage event of `deployment` for its owner.
+/// Records one usage event of `deployment` for its owner. An admin acting on someone
+/// else's project records it as the gateway's service identity, since the owner's
+/// usage is not the admin's to append.
 async fn record_usage(
     rc: &RequestContext,
     deployment: &deployments::Model,
     event_type: &'static str,
 ) -> ApiResult<()> {
-    let _ = (rc, deployment, event_type);
-    Ok(())
+    let event = UsageEvent {
+        user_id: deployment.user_id,
+        project_id: Some(deployment.project_id),
+        event_type,
+        quantity: 1,
+        tokens: 0,
+        cost: Decimal::ZERO,
+        metadata: json!({ "deploymentId": deployment.id, "provider": deployment.provider }),
+    };
+    if rc.identity().user_id() == Some(deployment.user_id) {
+        usage::record(&*rc.tx()?, event).await
+    } else {
+        as_service(rc, async { usage::record(&*rc.tx()?, event).await }).await
+    }
 }
 
 /// Tells the owner that `deployment` ended, as the gateway's service identity (only
@@ -340,9 +360,14 @@ async fn notify_end(rc: &RequestContext, deployment: &deployments::Model) -> Api
         DbStatus::Cancelled => ("deployment.cancelled", "Deployment cancelled"),
         DbStatus::Queued | DbStatus::Building | DbStatus::Deploying => return Ok(()),
     };
-    let data = json!({ "deploymentId": deployment.id, "projectId": deployment.project_id });
-    let _ = (kind, title, data);
-    as_service(rc, async { Ok(()) }).await
+    let new = NewNotification {
+        user_id: deployment.user_id,
+        kind: kind.to_owned(),
+        title: title.to_owned(),
+        body: deployment.url.clone(),
+        data: json!({ "deploymentId": deployment.id, "projectId": deployment.project_id }),
+    };
+    as_service(rc, async { notify(&*rc.tx()?, new).await }).await
 }
 
 /// Longest provider name, in characters.

@@ -8,7 +8,7 @@
 pub mod policy;
 mod repo;
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -27,6 +27,7 @@ use crate::{
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
+        profiles::{self, Profile},
     },
     validate::{self, Lines},
 };
@@ -61,6 +62,9 @@ pub struct Project {
     /// loads the children of the whole page at once.
     #[graphql(skip)]
     pub(crate) siblings: Arc<[Uuid]>,
+    /// The owner's profile, when the list read it with its page.
+    #[graphql(skip)]
+    pub(crate) owner_profile: Option<Profile>,
     name: String,
     description: Option<String>,
     visibility: ProjectVisibility,
@@ -78,6 +82,7 @@ impl From<projects::Model> for Project {
             id: p.id.into(),
             key: p.id,
             siblings: Arc::from([]),
+            owner_profile: None,
             name: p.name,
             description: p.description,
             visibility: p.visibility.into(),
@@ -146,7 +151,7 @@ impl ProjectQuery {
         let rc = RequestContext::of(ctx)?;
         let owner = rc.user_id()?;
         let args = PageArgs::new(first, after, last, before);
-        list(rc, repo::owned_by(owner), args).await
+        list(rc, repo::owned_by(owner), args, asks_for_owners(ctx)).await
     }
 
     /// Everyone's public projects, newest first.
@@ -161,15 +166,27 @@ impl ProjectQuery {
     ) -> ApiResult<Page<Project>> {
         let rc = RequestContext::of(ctx)?;
         let args = PageArgs::new(first, after, last, before);
-        list(rc, repo::public(), args).await
+        list(rc, repo::public(), args, asks_for_owners(ctx)).await
     }
 }
 
-/// One page of `query`, as far as the token's checks allow.
+/// Whether the list field being resolved selects its projects' owners.
+fn asks_for_owners(ctx: &Context<'_>) -> bool {
+    ctx.look_ahead()
+        .field("edges")
+        .field("node")
+        .field("owner")
+        .exists()
+}
+
+/// One page of `query`, as far as the token's checks allow; with `with_owners`, the
+/// owners' profiles are read with the page (one statement, however long the page), since
+/// a DataLoader's time window may split a page's owner fields over several batches.
 async fn list(
     rc: &RequestContext,
     query: Select<projects::Entity>,
     args: PageArgs,
+    with_owners: bool,
 ) -> ApiResult<Page<Project>> {
     let query = scope_to_token(rc, query, projects::Column::Id, Resource::Account).await?;
     let mut page = paginate(
@@ -183,6 +200,13 @@ async fn list(
     let siblings: Arc<[Uuid]> = page.edges.iter().map(|edge| edge.node.key).collect();
     for edge in &mut page.edges {
         edge.node.siblings = siblings.clone();
+    }
+    if with_owners && !page.edges.is_empty() {
+        let owners: HashSet<Uuid> = page.edges.iter().map(|edge| edge.node.owner_id).collect();
+        let profiles = profiles::find_many(&*rc.tx()?, owners).await?;
+        for edge in &mut page.edges {
+            edge.node.owner_profile = profiles.get(&edge.node.owner_id).cloned();
+        }
     }
     Ok(page)
 }

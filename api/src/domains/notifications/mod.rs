@@ -1,0 +1,213 @@
+//! Notifications: the owner lists them, counts the unread, marks them read and deletes
+//! them; the service and admins create them (`createNotification`), and other domains
+//! write them with [`notify`] in the same transaction as the change they announce. A
+//! token narrowed to a project does not reach them (`resource("notifications")`).
+
+pub mod policy;
+mod repo;
+
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::notifications;
+use sea_orm::ConnectionTrait;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{
+    auth::{Operation, Resource},
+    error::{ApiError, ApiResult},
+    kit::{
+        RequestContext,
+        authz::require_service_or_admin,
+        pagination::{Page, PageArgs, page_complexity, paginate},
+        parse_id,
+        payloads::DeletePayload,
+        profiles,
+    },
+    validate::{self, Lines},
+};
+
+/// A notification to write.
+pub struct NewNotification {
+    pub user_id: Uuid,
+    /// Machine-readable kind (`agent_task.succeeded`, `deployment.ready`, ...).
+    pub kind: String,
+    pub title: String,
+    pub body: Option<String>,
+    /// Ids and details for the client.
+    pub data: Value,
+}
+
+/// Writes `new` in the caller's transaction. Under RLS only the service and admins may
+/// insert notifications: a write on an owner's behalf runs inside
+/// `kit::authz::as_service`.
+pub async fn notify(db: &impl ConnectionTrait, new: NewNotification) -> ApiResult<()> {
+    repo::insert(db, new).await.map(|_| ())
+}
+
+/// A message to one account.
+#[derive(SimpleObject)]
+pub struct Notification {
+    id: ID,
+    kind: String,
+    title: String,
+    body: Option<String>,
+    data: Json<Value>,
+    read_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<notifications::Model> for Notification {
+    fn from(n: notifications::Model) -> Self {
+        Self {
+            id: n.id.into(),
+            kind: n.kind,
+            title: n.title,
+            body: n.body,
+            data: Json(n.data),
+            read_at: n.read_at,
+            created_at: n.created_at,
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateNotificationInput {
+    user_id: ID,
+    kind: String,
+    title: String,
+    body: Option<String>,
+    data: Option<Json<Value>>,
+}
+
+#[derive(SimpleObject)]
+pub struct CreateNotificationPayload {
+    /// The new notification's id (its content is its recipient's to read).
+    notification_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct MarkNotificationReadPayload {
+    notification: Notification,
+}
+
+#[derive(Default)]
+pub struct NotificationQuery;
+
+#[Object]
+impl NotificationQuery {
+    /// The caller's notifications, newest first.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = false)] unread_only: bool,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<Notification>> {
+        let rc = RequestContext::of(ctx)?;
+        let user_id = rc.user_id()?;
+        rc.authorize(Operation::Read, Resource::Notifications)?;
+        paginate(
+            rc.tx_ref(),
+            repo::list(user_id, unread_only),
+            (notifications::Column::Id, |n: &notifications::Model| n.id),
+            PageArgs::new(first, after, last, before),
+            Notification::from,
+        )
+        .await
+    }
+
+    /// How many of the caller's notifications are unread.
+    async fn unread_notification_count(&self, ctx: &Context<'_>) -> ApiResult<u64> {
+        let rc = RequestContext::of(ctx)?;
+        let user_id = rc.user_id()?;
+        rc.authorize(Operation::Read, Resource::Notifications)?;
+        repo::unread_count(&*rc.tx()?, user_id).await
+    }
+}
+
+#[derive(Default)]
+pub struct NotificationMutation;
+
+#[Object]
+impl NotificationMutation {
+    /// Sends a notification to an account (the service and admins).
+    async fn create_notification(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateNotificationInput,
+    ) -> ApiResult<CreateNotificationPayload> {
+        let rc = RequestContext::of(ctx)?;
+        require_service_or_admin(rc)?;
+        rc.authorize(Operation::Write, Resource::Notifications)?;
+        let data = match input.data.map(|Json(v)| v) {
+            None => Value::Object(Default::default()),
+            Some(object @ Value::Object(_)) => object,
+            Some(_) => return Err(ApiError::bad_input("data: must be a JSON object")),
+        };
+        let user_id = parse_id("userId", &input.user_id)?;
+        let db = rc.tx()?;
+        if !profiles::account_exists(&*db, user_id).await? {
+            return Err(ApiError::NotFound("user"));
+        }
+        let new = NewNotification {
+            user_id,
+            kind: validate::required("kind", &input.kind, 100, Lines::One)?,
+            title: validate::required("title", &input.title, 200, Lines::One)?,
+            body: validate::optional("body", input.body.as_deref(), 10_000, Lines::Many)?,
+            data,
+        };
+        let id = repo::insert(&*db, new).await?;
+        Ok(CreateNotificationPayload {
+            notification_id: id.into(),
+        })
+    }
+
+    /// Marks one of the caller's notifications read.
+    async fn mark_notification_read(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> ApiResult<MarkNotificationReadPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let (user_id, id) = own(rc, &id)?;
+        let db = rc.tx()?;
+        repo::mark_read(&*db, user_id, Some(id)).await?;
+        let notification = repo::find_owned(&*db, user_id, id)
+            .await?
+            .ok_or(ApiError::NotFound("notification"))?;
+        Ok(MarkNotificationReadPayload {
+            notification: notification.into(),
+        })
+    }
+
+    /// Marks every unread notification of the caller read; returns how many.
+    async fn mark_all_notifications_read(&self, ctx: &Context<'_>) -> ApiResult<u64> {
+        let rc = RequestContext::of(ctx)?;
+        let user_id = rc.user_id()?;
+        rc.authorize(Operation::Write, Resource::Notifications)?;
+        repo::mark_read(&*rc.tx()?, user_id, None).await
+    }
+
+    /// Deletes one of the caller's notifications.
+    async fn delete_notification(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeletePayload> {
+        let rc = RequestContext::of(ctx)?;
+        let (user_id, id) = own(rc, &id)?;
+        if !repo::delete(&*rc.tx()?, user_id, id).await? {
+            return Err(ApiError::NotFound("notification"));
+        }
+        Ok(DeletePayload::new(id))
+    }
+}
+
+/// The caller and the notification id a change names, once the token allows changing
+/// notifications.
+fn own(rc: &RequestContext, id: &ID) -> ApiResult<(Uuid, Uuid)> {
+    let user_id = rc.user_id()?;
+    let id = parse_id("id", id)?;
+    rc.authorize(Operation::Write, Resource::Notifications)?;
+    Ok((user_id, id))
+}

@@ -1,0 +1,272 @@
+//! Parity with RLS (Postgres): for each table, the rows each database identity sees
+//! through GraphQL are the rows the same identity sees in SQL under its role and
+//! settings; and a write the API refuses changes no row when tried in SQL as the same
+//! identity. Token narrowing (read-only, one project) is the gateway's alone, so the
+//! owner's narrowed tokens are not compared here; the access matrix covers them.
+
+use std::collections::BTreeSet;
+
+use flashfusion_tests::{Actor, Actors, TestApp, create_project, outcome};
+use serde_json::{Value, json};
+
+/// The database identities: the owner's narrowed tokens act as the owner in SQL.
+const IDENTITIES: [Actor; 5] = [
+    Actor::Anonymous,
+    Actor::Owner,
+    Actor::Other,
+    Actor::Admin,
+    Actor::Service,
+];
+
+type Ids = BTreeSet<String>;
+
+/// Strings found at `path` (a dotted list of keys, `*` for every array element).
+fn strings(value: &Value, path: &str) -> Ids {
+    let mut values = vec![value];
+    for key in path.split('.') {
+        values = values
+            .into_iter()
+            .flat_map(|v| match key {
+                "*" => v.as_array().map(|a| a.iter().collect()).unwrap_or_default(),
+                key => vec![&v[key]],
+            })
+            .collect();
+    }
+    values
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What `actor` sees in SQL (`sql` selects text); a refused statement sees nothing.
+async fn in_sql(app: &TestApp, cast: &Actors, actor: Actor, sql: &str) -> Ids {
+    cast.sql_as(app, actor, sql)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// Seeds rows of every account-wide kind for the owner and the other user.
+async fn seed(app: &TestApp, cast: &Actors) {
+    create_project(&cast.other, "other's").await;
+    cast.other
+        .graphql(
+            "mutation { createProject(input: {name: \"shown\", visibility: PUBLIC}) { project { id } } }",
+            json!({}),
+        )
+        .await;
+    for user in [&cast.owner_id, &cast.other_id] {
+        let sent = cast
+            .service
+            .graphql(
+                "mutation($u: ID!) { createNotification(input: {userId: $u, kind: \"k\", title: \"t\"}) { notificationId } }",
+                json!({ "u": user }),
+            )
+            .await;
+        assert!(sent["errors"].is_null(), "{sent}");
+    }
+    cast.admin
+        .graphql(
+            "mutation { createAgent(input: {slug: \"retired\", name: \"R\", isActive: false}) { agent { id } } }",
+            json!({}),
+        )
+        .await;
+    let conn = app.db.as_ref().expect("postgres").connect().await;
+    use sea_orm::ConnectionTrait;
+    conn.execute_unprepared(&format!(
+        "insert into usage_analytics (id, user_id, event_type, quantity, tokens, cost, metadata)
+         values (gen_random_uuid(), '{}', 'x', 1, 1, 0.1, '{{}}'),
+                (gen_random_uuid(), '{}', 'x', 1, 1, 0.1, '{{}}')",
+        cast.owner_id, cast.other_id
+    ))
+    .await
+    .expect("seed usage");
+}
+
+#[tokio::test]
+async fn every_identity_sees_the_same_rows_through_the_api_and_in_sql() {
+    let app = TestApp::postgres().await;
+    let cast = Actors::new(&app).await;
+    seed(&app, &cast).await;
+    let all_projects = in_sql(&app, &cast, Actor::Admin, "select id::text from projects").await;
+    for actor in IDENTITIES {
+        let client = cast.client(actor);
+        let mut seen: Vec<(&str, Ids, Ids)> = Vec::new();
+
+        // projects: each row asked for by id.
+        let mut api = Ids::new();
+        for id in &all_projects {
+            let got = client
+                .graphql(
+                    "query($id: ID!) { project(id: $id) { id } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            api.extend(strings(&got, "data.project.id"));
+        }
+        seen.push((
+            "projects",
+            api,
+            in_sql(&app, &cast, actor, "select id::text from projects").await,
+        ));
+
+        // catalogs: the lists, inactive entries included where allowed.
+        let inactive = actor == Actor::Admin;
+        let got = client
+            .graphql(
+                "query($all: Boolean!) { aiServices(includeInactive: $all) { id } agents(includeInactive: $all) { id } }",
+                json!({ "all": inactive }),
+            )
+            .await;
+        seen.push((
+            "ai_services",
+            strings(&got, "data.aiServices.*.id"),
+            in_sql(&app, &cast, actor, "select id::text from ai_services").await,
+        ));
+        seen.push((
+            "agents",
+            strings(&got, "data.agents.*.id"),
+            in_sql(&app, &cast, actor, "select id::text from agents").await,
+        ));
+
+        // notifications: the caller's list.
+        let got = client
+            .graphql(
+                "{ notifications(first: 100) { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        seen.push((
+            "notifications",
+            strings(&got, "data.notifications.edges.*.node.id"),
+            in_sql(&app, &cast, actor, "select id::text from notifications").await,
+        ));
+
+        // usage: whose usage the caller may sum.
+        let mut api = Ids::new();
+        for user in [&cast.owner_id, &cast.other_id] {
+            let got = client
+                .graphql(
+                    "query($u: ID) { usageSummary(from: \"2000-01-01T00:00:00Z\", to: \"2100-01-01T00:00:00Z\", groupBy: EVENT_TYPE, userId: $u) { key } }",
+                    json!({ "u": user }),
+                )
+                .await;
+            if got["data"]["usageSummary"]
+                .as_array()
+                .is_some_and(|b| !b.is_empty())
+            {
+                api.insert(user.clone());
+            }
+        }
+        seen.push((
+            "usage_analytics",
+            api,
+            in_sql(
+                &app,
+                &cast,
+                actor,
+                "select distinct user_id::text from usage_analytics",
+            )
+            .await,
+        ));
+
+        // users and billing: admins see the directory, others themselves. The service
+        // reads every account in SQL (sign-in, recipients of what it writes) and writes
+        // every billing row (setBilling returns it), which the API has no list for.
+        if actor != Actor::Service {
+            let got = client
+                .graphql(
+                    "{ me { id billing { plan } } users(first: 100) { edges { node { id } } } }",
+                    json!({}),
+                )
+                .await;
+            let mut api = strings(&got, "data.users.edges.*.node.id");
+            api.extend(strings(&got, "data.me.id"));
+            seen.push((
+                "users",
+                api.clone(),
+                in_sql(&app, &cast, actor, "select id::text from users").await,
+            ));
+            seen.push((
+                "billing",
+                api,
+                in_sql(&app, &cast, actor, "select user_id::text from billing").await,
+            ));
+        }
+
+        for (table, api, sql) in seen {
+            assert_eq!(
+                api, sql,
+                "{table} as {actor:?}: the API (left) and RLS (right) differ"
+            );
+        }
+    }
+}
+
+/// A write the API refused, then the same write in SQL as the same identity: it must
+/// fail or change no row.
+async fn refused_everywhere(
+    app: &TestApp,
+    cast: &Actors,
+    actor: Actor,
+    (field, query, variables): (&str, &str, Value),
+    sql: &str,
+) {
+    let response = cast.client(actor).graphql(query, variables).await;
+    let code = outcome(&response, field);
+    assert!(
+        ["FORBIDDEN", "NOT_FOUND"].contains(&code.as_str()),
+        "{field} as {actor:?} should be refused: {response}"
+    );
+    let changed = cast.sql_as(app, actor, sql).await.unwrap_or_default();
+    assert!(
+        changed.is_empty(),
+        "{field} as {actor:?}: SQL changed {changed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_write_the_api_refuses_changes_no_row_in_sql() {
+    let app = TestApp::postgres().await;
+    let cast = Actors::new(&app).await;
+    seed(&app, &cast).await;
+    let project = &cast.project_id;
+    let owners_notification = in_sql(
+        &app,
+        &cast,
+        Actor::Owner,
+        "select id::text from notifications",
+    )
+    .await
+    .into_iter()
+    .next()
+    .expect("a notification of the owner's");
+    let rename =
+        "mutation($p: ID!) { updateProject(input: {id: $p, name: \"x\"}) { project { id } } }";
+    let cases: Vec<(Actor, (&str, &str, Value), String)> = vec![
+        (Actor::Other, ("updateProject", rename, json!({ "p": project })),
+         format!("update projects set name = 'x' where id = '{project}' returning id::text")),
+        (Actor::Service, ("updateProject", rename, json!({ "p": project })),
+         format!("update projects set name = 'x' where id = '{project}' returning id::text")),
+        (Actor::Other, ("deleteProject", "mutation($p: ID!) { deleteProject(id: $p) { deletedId } }", json!({ "p": project })),
+         format!("delete from projects where id = '{project}' returning id::text")),
+        (Actor::Owner, ("setBilling", "mutation($u: ID!) { setBilling(input: {userId: $u, plan: PRO}) { billing { plan } } }", json!({ "u": cast.owner_id })),
+         format!("update billing set plan = 'pro' where user_id = '{}' returning id::text", cast.owner_id)),
+        (Actor::Admin, ("markNotificationRead", "mutation($n: ID!) { markNotificationRead(id: $n) { notification { id } } }", json!({ "n": owners_notification })),
+         format!("update notifications set read_at = now() where id = '{owners_notification}' returning id::text")),
+        (Actor::Other, ("deleteNotification", "mutation($n: ID!) { deleteNotification(id: $n) { deletedId } }", json!({ "n": owners_notification })),
+         format!("delete from notifications where id = '{owners_notification}' returning id::text")),
+        (Actor::Owner, ("createNotification", "mutation($u: ID!) { createNotification(input: {userId: $u, kind: \"k\", title: \"t\"}) { notificationId } }", json!({ "u": cast.other_id })),
+         format!("insert into notifications (id, user_id, kind, title) values (gen_random_uuid(), '{}', 'k', 't') returning id::text", cast.other_id)),
+        (Actor::Owner, ("createAgent", "mutation { createAgent(input: {slug: \"mine\", name: \"M\"}) { agent { id } } }", json!({})),
+         "insert into agents (id, slug, name) values (gen_random_uuid(), 'mine', 'M') returning id::text".to_owned()),
+        (Actor::Other, ("setUserRole", "mutation($u: ID!) { setUserRole(input: {userId: $u, role: ADMIN}) { user { id } } }", json!({ "u": cast.other_id })),
+         format!("update users set role = 'admin' where id = '{}' returning id::text", cast.other_id)),
+        (Actor::Service, ("createProject", "mutation { createProject(input: {name: \"s\"}) { project { id } } }", json!({})),
+         format!("insert into projects (id, owner_id, name) values (gen_random_uuid(), '{}', 's') returning id::text", cast.service_id)),
+    ];
+    for (actor, api, sql) in cases {
+        refused_everywhere(&app, &cast, actor, api, &sql).await;
+    }
+}
