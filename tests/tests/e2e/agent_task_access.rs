@@ -57,7 +57,7 @@ async fn each_caller_reads_and_lists_what_it_may(app: flashfusion_tests::TestApp
         //                     agentTask(id)  agentTasks   agentTasks(projectId)
         (Actor::Anonymous,    Null,          Code("UNAUTHENTICATED"), Code("UNAUTHENTICATED")),
         (Actor::Owner,        Data,          Count(2),    Count(1)),
-        (Actor::Stranger,     Null,          Count(0),    Count(0)),
+        (Actor::Other,     Null,          Count(0),    Count(0)),
         (Actor::Admin,        Data,          Count(2),    Count(1)),
         (Actor::Service,      Data,          Count(2),    Count(1)),
         (Actor::ReadOnly,     Data,          Count(2),    Count(1)),
@@ -97,7 +97,7 @@ async fn each_caller_creates_and_cancels_what_it_may(app: flashfusion_tests::Tes
         //                     createAgentTask            cancelAgentTask
         (Actor::Anonymous,    Code("UNAUTHENTICATED"),    Code("UNAUTHENTICATED")),
         (Actor::Owner,        Data,                       Data),
-        (Actor::Stranger,     Code("NOT_FOUND"),          Code("NOT_FOUND")),
+        (Actor::Other,     Code("NOT_FOUND"),          Code("NOT_FOUND")),
         (Actor::Admin,        Data,                       Data),
         (Actor::Service,      Code("FORBIDDEN"),          Code("FORBIDDEN")),
         (Actor::ReadOnly,     Code("FORBIDDEN"),          Code("FORBIDDEN")),
@@ -133,7 +133,7 @@ async fn each_caller_creates_and_cancels_what_it_may(app: flashfusion_tests::Tes
         };
         assert_eq!(status, expected, "{actor:?}");
     }
-    // Ada's tasks: one per successful create, one per cancel round.
+    // the owner's tasks: one per successful create, one per cancel round.
     let count = world
         .owner()
         .graphql("{ agentTasks { totalCount } }", json!({}))

@@ -24,7 +24,7 @@ on_both_backends!(
 const WORKED: &str = "code-reviewer";
 const IDLE: &str = "doc-writer";
 
-/// A task of Ada's in `status` (QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED).
+/// A task of the owner's in `status` (QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED).
 async fn in_status(world: &World, status: &str) -> String {
     if status == "QUEUED" {
         return create_task(world, &world.project, IDLE, 0).await;

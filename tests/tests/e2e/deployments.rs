@@ -51,7 +51,7 @@ async fn each_caller_reads_and_lists_what_it_may(app: flashfusion_tests::TestApp
     let table = [
         (Actor::Anonymous,    "null", "UNAUTHENTICATED", "UNAUTHENTICATED"),
         (Actor::Owner,        "data", "2", "1"),
-        (Actor::Stranger,     "null", "0", "0"),
+        (Actor::Other,     "null", "0", "0"),
         (Actor::Admin,        "data", "2", "1"),
         (Actor::Service,      "data", "2", "1"),
         (Actor::ReadOnly,     "data", "2", "1"),
@@ -85,7 +85,7 @@ async fn each_caller_creates_cancels_and_advances_what_it_may(app: flashfusion_t
         //                     create              cancel              advance
         (Actor::Anonymous,    "UNAUTHENTICATED",  "UNAUTHENTICATED",  "UNAUTHENTICATED"),
         (Actor::Owner,        "data",             "data",             "FORBIDDEN"),
-        (Actor::Stranger,     "NOT_FOUND",        "NOT_FOUND",        "FORBIDDEN"),
+        (Actor::Other,     "NOT_FOUND",        "NOT_FOUND",        "FORBIDDEN"),
         (Actor::Admin,        "data",             "data",             "FORBIDDEN"),
         (Actor::Service,      "FORBIDDEN",        "FORBIDDEN",        "data"),
         (Actor::ReadOnly,     "FORBIDDEN",        "FORBIDDEN",        "FORBIDDEN"),
@@ -148,7 +148,7 @@ async fn each_caller_creates_cancels_and_advances_what_it_may(app: flashfusion_t
     );
 }
 
-/// A deployment of Ada's advanced by the deployer through `path`.
+/// A deployment of the owner's advanced by the deployer through `path`.
 async fn through(world: &World, path: &[&str]) -> String {
     let id = create_deployment(world, &world.project).await;
     for status in path {

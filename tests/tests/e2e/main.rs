@@ -36,6 +36,7 @@ mod projects;
 mod scoping;
 mod task_effects;
 mod task_queue;
+mod work_matrix;
 mod work_support;
 
 use serde_json::Value;

@@ -54,7 +54,7 @@ async fn tasks_record_usage_and_notify_their_owner(app: TestApp) {
     let world = World::new(&app).await;
     let ada = world.owner_id.clone();
     let done = create_task(&world, &world.project, "code-reviewer", 0).await;
-    // An admin's task on Ada's project is Ada's usage.
+    // An admin's task on the owner's project is the owner's usage.
     let by_admin =
         json!({ "i": { "projectId": world.project, "agentSlug": "doc-writer", "title": "t" } });
     ok(

@@ -156,7 +156,7 @@ async fn a_page_of_projects_loads_its_tasks_and_deployments_in_batches(app: Test
     assert_eq!(edges.len(), 100);
     for edge in edges {
         let node = &edge["node"];
-        assert_eq!(node["owner"]["displayName"], "ada");
+        assert_eq!(node["owner"]["displayName"], "owner");
         assert_eq!(node["tasks"]["totalCount"], 7);
         let tasks = node["tasks"]["edges"].as_array().expect("tasks");
         assert_eq!(tasks.len(), 5, "{node}");

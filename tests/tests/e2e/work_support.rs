@@ -1,112 +1,47 @@
-//! Shared set-up for the agent task and deployment tests: one owner with two projects,
-//! and a client for every kind of caller, so each test reads as "who does what".
+//! Shared set-up for the agent task and deployment tests: the common cast of callers,
+//! the operations' documents, and small steps (create, claim, read) they repeat.
 
-use flashfusion_api::auth::Role;
-use flashfusion_tests::{Client, TestApp};
+use flashfusion_tests::{Actors, Client, TestApp};
 use serde_json::{Value, json};
 
+pub use flashfusion_tests::Actor;
+
 /// Every kind of caller the access tables cover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Actor {
-    Anonymous,
-    Owner,
-    Stranger,
-    Admin,
-    Service,
-    /// The owner's token narrowed to read-only.
-    ReadOnly,
-    /// The owner's token narrowed to the owner's other project.
-    OtherProject,
-}
+pub const ACTORS: [Actor; 7] = Actor::ALL;
 
-pub const ACTORS: [Actor; 7] = [
-    Actor::Anonymous,
-    Actor::Owner,
-    Actor::Stranger,
-    Actor::Admin,
-    Actor::Service,
-    Actor::ReadOnly,
-    Actor::OtherProject,
-];
-
-/// An owner (Ada) with a project and a second one, and a client per [`Actor`].
+/// The shared cast ([`Actors`]: an owner with two projects and a client per actor),
+/// named for these tests.
 pub struct World {
     pub owner_id: String,
     /// The project the tests work on.
     pub project: String,
-    /// Ada's other project, the only one `OtherProject` reaches.
+    /// The owner's other project, the only one `OtherProject` reaches.
     pub other_project: String,
-    clients: Vec<(Actor, Client)>,
+    cast: Actors,
 }
 
 impl World {
     pub async fn new(app: &TestApp) -> Self {
-        let (owner, owner_id) = app.user("ada@example.com").await;
-        let (stranger, _) = app.user("bob@example.com").await;
-        let (admin, _) = app.admin("root@example.com").await;
-        let (_, worker_id) = app.user("worker@example.com").await;
-        let service = app.with_token(&app.mint(&worker_id, Role::Service));
-        let project = create_project(&owner, "site").await;
-        let other_project = create_project(&owner, "other").await;
-        let read_only = scoped(app, &owner, json!({ "readOnly": true })).await;
-        let elsewhere = scoped(app, &owner, json!({ "projectId": other_project })).await;
+        let cast = Actors::new(app).await;
         Self {
-            owner_id,
-            project,
-            other_project,
-            clients: vec![
-                (Actor::Anonymous, app.anonymous()),
-                (Actor::Owner, owner),
-                (Actor::Stranger, stranger),
-                (Actor::Admin, admin),
-                (Actor::Service, service),
-                (Actor::ReadOnly, read_only),
-                (Actor::OtherProject, elsewhere),
-            ],
+            owner_id: cast.owner_id.clone(),
+            project: cast.project_id.clone(),
+            other_project: cast.side_project_id.clone(),
+            cast,
         }
     }
 
     pub fn client(&self, actor: Actor) -> &Client {
-        self.clients
-            .iter()
-            .find(|(a, _)| *a == actor)
-            .map(|(_, c)| c)
-            .expect("every actor has a client")
+        self.cast.client(actor)
     }
 
     pub fn owner(&self) -> &Client {
-        self.client(Actor::Owner)
+        &self.cast.owner
     }
 
     pub fn service(&self) -> &Client {
-        self.client(Actor::Service)
+        &self.cast.service
     }
-}
-
-async fn create_project(client: &Client, name: &str) -> String {
-    let response = client
-        .graphql(
-            "mutation($i: CreateProjectInput!) { createProject(input: $i) { project { id } } }",
-            json!({ "i": { "name": name } }),
-        )
-        .await;
-    response["data"]["createProject"]["project"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("createProject failed: {response}"))
-        .to_owned()
-}
-
-async fn scoped(app: &TestApp, client: &Client, input: Value) -> Client {
-    let response = client
-        .graphql(
-            "mutation($i: ScopedTokenInput!) { createScopedToken(input: $i) { token } }",
-            json!({ "i": input }),
-        )
-        .await;
-    let token = response["data"]["createScopedToken"]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("createScopedToken failed: {response}"));
-    app.with_token(token)
 }
 
 /// Runs a mutation and returns its payload's `field` (`task` or `deployment`), panicking
@@ -136,7 +71,7 @@ pub const PROGRESS: &str = "mutation($i: ReportAgentTaskProgressInput!) { report
 pub const COMPLETE: &str = "mutation($i: CompleteAgentTaskInput!) { completeAgentTask(input: $i) { task { id status progress output finishedAt } } }";
 pub const FAIL: &str = "mutation($i: FailAgentTaskInput!) { failAgentTask(input: $i) { task { id status attempts error finishedAt } } }";
 
-/// Ada queues a task for `agent` on `project`; returns its id.
+/// The owner queues a task for `agent` on `project`; returns its id.
 pub async fn create_task(world: &World, project: &str, agent: &str, priority: i32) -> String {
     let task = ok(
         world.owner(),
@@ -174,7 +109,7 @@ pub const CANCEL_DEPLOYMENT: &str =
     "mutation($id: ID!) { cancelDeployment(id: $id) { deployment { id status finishedAt } } }";
 pub const ADVANCE: &str = "mutation($i: AdvanceDeploymentInput!) { advanceDeployment(input: $i) { deployment { id status url log finishedAt } } }";
 
-/// Ada queues a preview deployment of `project`; returns its id.
+/// The owner queues a preview deployment of `project`; returns its id.
 pub async fn create_deployment(world: &World, project: &str) -> String {
     let deployment = ok(
         world.owner(),

@@ -275,7 +275,10 @@ impl AgentTaskQuery {
     /// The tasks the caller may read (its own; all for admins and services), of one
     /// project when `projectId` is given, newest first.
     #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a list field takes its filters and the four Relay arguments"
+    )]
     async fn agent_tasks(
         &self,
         ctx: &Context<'_>,
