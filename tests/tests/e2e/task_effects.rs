@@ -52,7 +52,7 @@ fn count(rows: &[(String, String, Value)], kind: &str) -> usize {
 
 async fn tasks_record_usage_and_notify_their_owner(app: TestApp) {
     let world = World::new(&app).await;
-    let ada = world.owner_id.clone();
+    let owner = world.owner_id.clone();
     let done = create_task(&world, &world.project, "code-reviewer", 0).await;
     // An admin's task on the owner's project is the owner's usage.
     let by_admin =
@@ -67,7 +67,7 @@ async fn tasks_record_usage_and_notify_their_owner(app: TestApp) {
     .await;
     let rows = usage(&app).await;
     assert_eq!(count(&rows, "agent_task.created"), 2, "{rows:?}");
-    assert!(rows.iter().all(|(_, user, _)| *user == ada), "{rows:?}");
+    assert!(rows.iter().all(|(_, user, _)| *user == owner), "{rows:?}");
     assert!(notes(&app).await.is_empty(), "nothing ended yet");
 
     assert_eq!(
@@ -118,7 +118,7 @@ async fn tasks_record_usage_and_notify_their_owner(app: TestApp) {
     assert_eq!(notes.len(), expected.len(), "{notes:?}");
     for ((kind, user, data), (expected_kind, task)) in notes.iter().zip(expected) {
         assert_eq!(kind, expected_kind);
-        assert_eq!(*user, ada);
+        assert_eq!(*user, owner);
         assert_eq!(*data, json!({ "taskId": task, "projectId": world.project }));
     }
 }
