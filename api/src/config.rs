@@ -119,6 +119,23 @@ pub struct Config {
         global = true
     )]
     pub biscuit_key_file: PathBuf,
+    /// The key that seals provider API keys and integration credentials (hex, 32
+    /// bytes). When unset, one is generated once and kept in `--secrets-key-file`.
+    #[arg(
+        long,
+        env = "FLASHFUSION_SECRETS_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secrets_key: Option<Secret>,
+    /// Where the development sealing key is kept when no key is configured.
+    #[arg(
+        long,
+        env = "FLASHFUSION_SECRETS_KEY_FILE",
+        default_value = "flashfusion.secrets-key",
+        global = true
+    )]
+    pub secrets_key_file: PathBuf,
     /// Default token lifetime, e.g. `24h`.
     #[arg(long, env = "FLASHFUSION_TOKEN_TTL", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
     pub token_ttl: Duration,

@@ -103,6 +103,10 @@ impl From<DbErr> for ApiError {
 fn conflict_message(detail: &str) -> &'static str {
     if detail.contains("users_email_lower_key") || detail.contains("users.email") {
         "an account with this email already exists"
+    } else if detail.contains("integrations_user_id_provider_key")
+        || detail.contains("integrations.user_id, integrations.provider")
+    {
+        "an integration with this provider is already connected"
     } else {
         "a row with these values already exists"
     }

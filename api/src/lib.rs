@@ -2,7 +2,7 @@
 //! auth, Postgres Row Level Security per request, and an embedded SQLite default.
 //!
 //! Modules import only from below (ARCHITECTURE.md has the map):
-//! `error`, `config`, `validate`, `auth` → `db` → `state` → `session` → `kit` →
+//! `error`, `config`, `validate`, `auth`, `secrets` → `db` → `state` → `session` → `kit` →
 //! `domains` → `schema` → `pipeline` → `http` → `app`, `cli`. The binary (`main.rs`)
 //! only parses the command line and calls [`cli::run`].
 
@@ -17,6 +17,7 @@ pub mod http;
 pub mod kit;
 pub mod pipeline;
 pub mod schema;
+pub mod secrets;
 pub mod session;
 pub mod state;
 mod validate;

@@ -13,9 +13,12 @@ use crate::{
     domains::{
         accounts::{AccountMutation, AccountQuery},
         agent_tasks::{AgentTaskMutation, AgentTaskQuery},
+        api_keys::{ApiKeyMutation, ApiKeyQuery},
         billing::{BillingMutation, BillingQuery},
         catalog::{CatalogMutation, CatalogQuery},
+        code_generations::{CodeGenerationMutation, CodeGenerationQuery},
         deployments::{DeploymentMutation, DeploymentQuery},
+        integrations::{IntegrationMutation, IntegrationQuery},
         notifications::{NotificationMutation, NotificationQuery},
         projects::{ProjectMutation, ProjectQuery},
         usage::UsageQuery,
@@ -35,6 +38,9 @@ pub struct Query(
     NotificationQuery,
     BillingQuery,
     UsageQuery,
+    ApiKeyQuery,
+    IntegrationQuery,
+    CodeGenerationQuery,
 );
 
 /// Every mutation field, merged from the domains.
@@ -47,6 +53,9 @@ pub struct Mutation(
     DeploymentMutation,
     NotificationMutation,
     BillingMutation,
+    ApiKeyMutation,
+    IntegrationMutation,
+    CodeGenerationMutation,
 );
 
 /// The gateway's schema type.

@@ -5,7 +5,7 @@ use std::{num::NonZeroU32, sync::Arc};
 
 use anyhow::Context as _;
 
-use crate::{auth::TokenService, config::Config, db::Database};
+use crate::{auth::TokenService, config::Config, db::Database, secrets::Sealer};
 
 /// Everything requests share, built once at start-up.
 pub struct AppState {
@@ -13,6 +13,9 @@ pub struct AppState {
     pub db: Database,
     /// Mints and verifies biscuit tokens with the root key.
     pub tokens: TokenService,
+    /// Seals provider API keys and integration credentials; the only holder of the
+    /// sealing key.
+    pub sealer: Sealer,
     /// Sign-in attempts per email, against password guessing.
     pub sign_in_limiter: SignInLimiter,
     /// The configuration the process started with.
@@ -33,8 +36,13 @@ impl AppState {
         Self::with_tokens(config, tokens).await
     }
 
-    /// Like [`AppState::init`] with a given token service (tests, embedding).
+    /// Like [`AppState::init`] with a given token service (tests, embedding). The
+    /// sealing key comes from `config` (a development key file when none is set).
     pub async fn with_tokens(config: Config, tokens: TokenService) -> anyhow::Result<Arc<Self>> {
+        let sealer = Sealer::load(
+            config.secrets_key.as_ref().map(|k| k.expose()),
+            &config.secrets_key_file,
+        )?;
         let db = Database::connect(config.database_url.expose(), config.db_max_connections).await?;
         let burst = NonZeroU32::new(config.signin_burst)
             .context("FLASHFUSION_SIGNIN_BURST must be positive")?;
@@ -44,6 +52,7 @@ impl AppState {
         Ok(Arc::new(Self {
             db,
             tokens,
+            sealer,
             sign_in_limiter: governor::RateLimiter::keyed(quota),
             config,
         }))

@@ -90,6 +90,10 @@ async fn starts_on_sqlite_with_no_configuration() {
         dir.join("flashfusion.biscuit-key").exists(),
         "the development key is kept"
     );
+    assert!(
+        dir.join("flashfusion.secrets-key").exists(),
+        "the development sealing key is kept"
+    );
 
     let url = format!("{base}/graphql");
     let up = post(

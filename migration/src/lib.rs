@@ -15,6 +15,7 @@ mod m20261125_000002_enable_row_level_security;
 mod m20261125_000003_seed_catalogs;
 mod m20261125_000004_tighten_policies;
 mod m20261125_000005_align_reads_with_the_api;
+mod m20261125_000006_unique_integration_provider;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_seed_catalogs::Migration),
             Box::new(m20261125_000004_tighten_policies::Migration),
             Box::new(m20261125_000005_align_reads_with_the_api::Migration),
+            Box::new(m20261125_000006_unique_integration_provider::Migration),
         ]
     }
 }

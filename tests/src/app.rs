@@ -76,6 +76,15 @@ impl TestApp {
         let mut config = Config::defaults();
         config.database_url = database_url.into();
         config.db_max_connections = 5;
+        // A fresh sealing key per app, so no test writes a development key file.
+        config.secrets_key = Some(
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+            .into(),
+        );
         configure(&mut config);
         let root = Arc::new(KeyPair::new());
         let tokens =

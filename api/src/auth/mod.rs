@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use credentials::{Email, Password, hash_password, verify_password};
+pub(crate) use tokens::write_private;
 pub use tokens::{Session, TokenService};
 
 /// The role a token carries.

@@ -189,7 +189,8 @@ impl TokenService {
 }
 
 /// Writes a file only its owner may read.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Writes a new file readable by its owner only (development keys); refuses to overwrite.
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);

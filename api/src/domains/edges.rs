@@ -7,6 +7,7 @@ use async_graphql::{ComplexObject, Context};
 
 use super::{
     agent_tasks::{self, AgentTask, AgentTaskStatus},
+    code_generations::{self, CodeGeneration, GenerationStatus},
     deployments::{self, Deployment, DeploymentStatus},
     projects::Project,
 };
@@ -61,5 +62,21 @@ impl Project {
     ) -> ApiResult<Page<Deployment>> {
         let args = PageArgs::new(first, after, last, before);
         deployments::project_page(ctx, self.key, &self.siblings, status, args).await
+    }
+
+    /// The project's code generations the caller may see (the owner's; all for
+    /// services), newest first, optionally in one status.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn code_generations(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<GenerationStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<CodeGeneration>> {
+        let args = PageArgs::new(first, after, last, before);
+        code_generations::of_project(ctx, self.key, status, args).await
     }
 }

@@ -17,10 +17,13 @@ use crate::{
 
 pub mod accounts;
 pub mod agent_tasks;
+pub mod api_keys;
 pub mod billing;
 pub mod catalog;
+pub mod code_generations;
 pub mod deployments;
 mod edges;
+pub mod integrations;
 pub mod notifications;
 pub mod projects;
 pub mod usage;

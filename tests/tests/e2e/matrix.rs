@@ -142,6 +142,7 @@ fn every_case() -> Vec<&'static Case> {
         .chain(LAST.iter())
         .chain(crate::account_data::CASES.iter())
         .chain(crate::work_matrix::CASES.iter())
+        .chain(crate::secrets_matrix::CASES.iter())
         .collect()
 }
 

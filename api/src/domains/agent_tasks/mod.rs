@@ -24,7 +24,7 @@ use rust_decimal::Decimal;
 use super::{
     catalog::{Agent, AgentLoader},
     notifications::{NewNotification, notify},
-    projects::{Project, ProjectLoader, require_changeable},
+    projects::{Project, load_visible, require_changeable},
     usage::{self, UsageEvent},
 };
 use crate::{
@@ -128,9 +128,7 @@ impl AgentTask {
 impl AgentTask {
     /// The project the task works on; whoever reads a task may read its project.
     async fn project(&self, ctx: &Context<'_>) -> ApiResult<Project> {
-        load_one::<ProjectLoader, _>(ctx, self.project_id)
-            .await?
-            .ok_or(ApiError::NotFound("project"))
+        load_visible(ctx, self.project_id).await
     }
 
     /// The agent doing the task.

@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 
 use super::{
     notifications::{NewNotification, notify},
-    projects::{Project, ProjectLoader, require_changeable},
+    projects::{Project, load_visible, require_changeable},
     usage::{self, UsageEvent},
 };
 use crate::{
@@ -36,7 +36,7 @@ use crate::{
         RequestContext,
         authz::{as_service, require_service, scope_to_token},
         enums::mirror_enum,
-        loaders::{Loaders, load_one},
+        loaders::Loaders,
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
     },
@@ -109,9 +109,7 @@ impl From<deployments::Model> for Deployment {
 impl Deployment {
     /// The project deployed; whoever reads a deployment may read its project.
     async fn project(&self, ctx: &Context<'_>) -> ApiResult<Project> {
-        load_one::<ProjectLoader, _>(ctx, self.project_id)
-            .await?
-            .ok_or(ApiError::NotFound("project"))
+        load_visible(ctx, self.project_id).await
     }
 }
 

@@ -23,7 +23,7 @@ use crate::{
         RequestContext,
         authz::{refuse_service, scope_to_token},
         enums::mirror_enum,
-        loaders::{ById, Loaders},
+        loaders::{ById, Loaders, load_one},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
@@ -55,9 +55,6 @@ mirror_enum!(ProjectStatus <=> DbStatus { Active, Archived });
 #[graphql(complex)]
 pub struct Project {
     id: ID,
-    /// The project's uuid, for the fields in `domains::edges`.
-    #[graphql(skip)]
-    pub(crate) key: Uuid,
     /// The projects on the same page of a list (empty outside lists), so a nested list
     /// loads the children of the whole page at once.
     #[graphql(skip)]
@@ -70,6 +67,9 @@ pub struct Project {
     visibility: ProjectVisibility,
     framework: Option<String>,
     status: ProjectStatus,
+    /// The project's id, for the fields attached in `domains::edges`.
+    #[graphql(skip)]
+    pub(crate) key: Uuid,
     #[graphql(skip)]
     pub(crate) owner_id: Uuid,
     created_at: DateTime<Utc>,
@@ -300,12 +300,10 @@ impl ProjectMutation {
     }
 }
 
-/// Loads [`Project`]s by id, as far as the caller may read them
-/// ([`policy::readable`]): the `project` field of rows hanging off projects, batched
-/// across a page.
+/// Loads projects by id, as far as the caller may read them.
 pub type ProjectLoader = ById<projects::Entity, Project>;
 
-/// Registers the projects domain's loaders for a request.
+/// Registers the project loader for a request.
 pub fn register(loaders: Loaders) -> Loaders {
     loaders.register(|tx, identity| {
         ProjectLoader::new(
@@ -315,6 +313,16 @@ pub fn register(loaders: Loaders) -> Loaders {
             |row| (row.id, row.into()),
         )
     })
+}
+
+/// The project `id` for a child row's `project` field, batched across a page:
+/// `NOT_FOUND` when the caller (or its token) may not see it.
+pub(crate) async fn load_visible(ctx: &Context<'_>, id: Uuid) -> ApiResult<Project> {
+    const MISSING: ApiError = ApiError::NotFound("project");
+    RequestContext::of(ctx)?
+        .authorize(Operation::Read, Resource::Project(id))
+        .map_err(|_| MISSING)?;
+    load_one::<ProjectLoader, _>(ctx, id).await?.ok_or(MISSING)
 }
 
 /// The project `id` if the caller may see it, `NOT_FOUND` otherwise (token scope

@@ -1,0 +1,238 @@
+//! Integrations with third-party services: `myIntegrations`, `connectIntegration`,
+//! `updateIntegration`, `disconnectIntegration`.
+//!
+//! Credentials are sealed ([`crate::secrets`]) with the owner's id bound in and are
+//! write-only: the API says only whether an integration has some. One integration per
+//! provider and owner (a second is `CONFLICT`). Disconnecting deletes the row, sealed
+//! credentials with it, rather than keeping a `DISCONNECTED` row that still holds them.
+//! Tokens reach integrations through `resource("integrations")`, so a token narrowed to
+//! one project cannot.
+
+pub mod policy;
+mod repo;
+
+use async_graphql::{Context, Enum, ID, InputObject, Json, MaybeUndefined, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::integrations::{IntegrationStatus as DbStatus, Metadata};
+use uuid::Uuid;
+
+use crate::{
+    auth::{Operation, Resource},
+    domains::api_keys::provider,
+    error::{ApiError, ApiResult},
+    kit::{
+        RequestContext, app_state, authz::refuse_service, enums::mirror_enum, parse_id,
+        payloads::DeletePayload,
+    },
+    secrets::Sealed,
+    validate::{self, Lines},
+};
+
+/// Connection state of an integration.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum IntegrationStatus {
+    Connected,
+    Disconnected,
+    Error,
+}
+
+mirror_enum!(IntegrationStatus <=> DbStatus { Connected, Disconnected, Error });
+
+/// An integration as its owner sees it: never the credentials.
+#[derive(SimpleObject)]
+pub struct Integration {
+    id: ID,
+    provider: String,
+    /// Non-secret settings.
+    config: Json<serde_json::Value>,
+    status: IntegrationStatus,
+    /// Whether sealed credentials are stored (they are never shown).
+    has_credentials: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Metadata> for Integration {
+    fn from(i: Metadata) -> Self {
+        Self {
+            id: i.id.into(),
+            provider: i.provider,
+            config: Json(i.config),
+            status: i.status.into(),
+            // The key id is written with the credentials and cleared with them.
+            has_credentials: i.key_id.is_some(),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct ConnectIntegrationInput {
+    /// `github`, `vercel`, ...; stored in lower case.
+    provider: String,
+    /// Non-secret settings, a JSON object; `{}` when omitted.
+    config: Option<Json<serde_json::Value>>,
+    /// Write-only; sealed before it is stored.
+    credentials: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct ConnectIntegrationPayload {
+    integration: Integration,
+}
+
+/// Omitted fields stay as they are; `credentials: null` removes them.
+#[derive(InputObject)]
+pub struct UpdateIntegrationInput {
+    id: ID,
+    config: Option<Json<serde_json::Value>>,
+    credentials: MaybeUndefined<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct UpdateIntegrationPayload {
+    integration: Integration,
+}
+
+#[derive(Default)]
+pub struct IntegrationQuery;
+
+#[Object]
+impl IntegrationQuery {
+    /// The caller's own integrations, newest first.
+    async fn my_integrations(&self, ctx: &Context<'_>) -> ApiResult<Vec<Integration>> {
+        let rc = RequestContext::of(ctx)?;
+        require_owner(rc, Operation::Read)?;
+        let rows = repo::list(&*rc.tx()?, policy::manageable(rc.identity())).await?;
+        Ok(rows.into_iter().map(Integration::from).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct IntegrationMutation;
+
+#[Object]
+impl IntegrationMutation {
+    /// Connects the caller to a provider; `CONFLICT` when already connected to it.
+    async fn connect_integration(
+        &self,
+        ctx: &Context<'_>,
+        input: ConnectIntegrationInput,
+    ) -> ApiResult<ConnectIntegrationPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let owner = require_owner(rc, Operation::Write)?;
+        let provider = provider("provider", &input.provider)?;
+        let config = config(input.config)?.unwrap_or_else(|| serde_json::json!({}));
+        let sealed = input
+            .credentials
+            .as_deref()
+            .map(|raw| seal(ctx, owner, raw))
+            .transpose()?;
+        let id = crate::db::new_id();
+        let tx = rc.tx()?;
+        repo::insert(
+            &*tx,
+            repo::NewIntegration {
+                id,
+                user_id: owner,
+                provider,
+                config,
+                sealed,
+            },
+        )
+        .await?;
+        let integration = repo::find(&*tx, policy::manageable(rc.identity()), id)
+            .await?
+            .ok_or(ApiError::bug("a created integration cannot be read back"))?;
+        Ok(ConnectIntegrationPayload {
+            integration: integration.into(),
+        })
+    }
+
+    /// Changes the settings or replaces (or, with `null`, removes) the credentials of
+    /// one of the caller's integrations.
+    async fn update_integration(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateIntegrationInput,
+    ) -> ApiResult<UpdateIntegrationPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let owner = require_owner(rc, Operation::Write)?;
+        let id = parse_id("id", &input.id)?;
+        let tx = rc.tx()?;
+        let visible = policy::manageable(rc.identity());
+        repo::find(&*tx, visible.clone(), id)
+            .await?
+            .ok_or(ApiError::NotFound("integration"))?;
+        let sealed = match &input.credentials {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(raw) => Some(Some(seal(ctx, owner, raw)?)),
+        };
+        let changes = repo::Changes {
+            config: config(input.config)?,
+            sealed,
+        };
+        repo::update(&*tx, visible.clone(), id, changes).await?;
+        let integration = repo::find(&*tx, visible, id)
+            .await?
+            .ok_or(ApiError::NotFound("integration"))?;
+        Ok(UpdateIntegrationPayload {
+            integration: integration.into(),
+        })
+    }
+
+    /// Disconnects one of the caller's integrations by deleting it, credentials
+    /// included.
+    async fn disconnect_integration(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeletePayload> {
+        let rc = RequestContext::of(ctx)?;
+        require_owner(rc, Operation::Write)?;
+        let id = parse_id("id", &id)?;
+        let tx = rc.tx()?;
+        let visible = policy::manageable(rc.identity());
+        repo::find(&*tx, visible.clone(), id)
+            .await?
+            .ok_or(ApiError::NotFound("integration"))?;
+        repo::delete(&*tx, visible, id).await?;
+        Ok(DeletePayload::new(id))
+    }
+}
+
+/// The caller's account, if it may manage its integrations with this kind of access:
+/// `UNAUTHENTICATED` when anonymous, `FORBIDDEN` for services and for tokens that do not
+/// allow `resource("integrations")`.
+fn require_owner(rc: &RequestContext, operation: Operation) -> ApiResult<Uuid> {
+    let user = rc.user_id()?;
+    refuse_service(rc, "service tokens have no integrations of their own")?;
+    rc.authorize(operation, Resource::Integrations)?;
+    policy::owner(rc.identity()).ok_or(ApiError::Forbidden("no account to hold integrations"))?;
+    Ok(user)
+}
+
+/// Validated credentials, sealed for `owner`.
+fn seal(ctx: &Context<'_>, owner: Uuid, raw: &str) -> ApiResult<Sealed> {
+    let credentials = validate::required("credentials", raw, CREDENTIALS_MAX, Lines::Many)?;
+    app_state(ctx)?.sealer.seal(owner, &credentials)
+}
+
+/// Settings must be a JSON object of bounded size.
+fn config(raw: Option<Json<serde_json::Value>>) -> ApiResult<Option<serde_json::Value>> {
+    let Some(Json(value)) = raw else {
+        return Ok(None);
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_input("config: must be a JSON object"));
+    }
+    if value.to_string().len() > CONFIG_MAX_BYTES {
+        return Err(ApiError::bad_input(format!(
+            "config: at most {CONFIG_MAX_BYTES} bytes"
+        )));
+    }
+    Ok(Some(value))
+}
+
+/// Longest credentials accepted, in characters.
+const CREDENTIALS_MAX: usize = 16_384;
+/// Largest settings object, serialized.
+const CONFIG_MAX_BYTES: usize = 16_384;
