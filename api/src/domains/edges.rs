@@ -6,7 +6,9 @@
 use async_graphql::{ComplexObject, Context};
 
 use super::{
+    agent_tasks::{self, AgentTask, AgentTaskStatus},
     code_generations::{self, CodeGeneration, GenerationStatus},
+    deployments::{self, Deployment, DeploymentStatus},
     projects::Project,
 };
 use crate::{
@@ -22,9 +24,44 @@ use crate::{
 impl Project {
     /// The owner's public profile, batched across a page of projects.
     async fn owner(&self, ctx: &Context<'_>) -> ApiResult<Profile> {
+        if let Some(profile) = &self.owner_profile {
+            return Ok(profile.clone());
+        }
         load_one::<ProfileLoader, _>(ctx, self.owner_id)
             .await?
             .ok_or(ApiError::NotFound("owner"))
+    }
+
+    /// The project's agent tasks the caller may read, newest first; first pages are
+    /// batched across a page of projects.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<AgentTaskStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<AgentTask>> {
+        let args = PageArgs::new(first, after, last, before);
+        agent_tasks::project_page(ctx, self.key, &self.siblings, status, args).await
+    }
+
+    /// The project's deployments the caller may read, newest first; first pages are
+    /// batched across a page of projects.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<DeploymentStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<Deployment>> {
+        let args = PageArgs::new(first, after, last, before);
+        deployments::project_page(ctx, self.key, &self.siblings, status, args).await
     }
 
     /// The project's code generations the caller may see (the owner's; all for

@@ -16,10 +16,12 @@ use crate::{
 };
 
 pub mod accounts;
+pub mod agent_tasks;
 pub mod api_keys;
 pub mod billing;
 pub mod catalog;
 pub mod code_generations;
+pub mod deployments;
 mod edges;
 pub mod integrations;
 pub mod notifications;
@@ -30,8 +32,10 @@ pub mod usage;
 pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Request {
     let loaders = Loaders::new(request, tx, identity);
     let loaders = profiles::register(loaders);
+    let loaders = projects::register(loaders);
+    let loaders = agent_tasks::register(loaders);
+    let loaders = deployments::register(loaders);
     let loaders = catalog::register(loaders);
     let loaders = billing::register(loaders);
-    let loaders = projects::register(loaders);
     loaders.finish()
 }

@@ -4,13 +4,13 @@
 //! at [`MAX_PAGE`].
 
 use async_graphql::{
-    Object, OutputType,
+    Context, Object, OutputType,
     connection::{Connection, CursorType, Edge, EmptyFields},
 };
 use futures_util::future::BoxFuture;
 use sea_orm::{
-    ColumnTrait, EntityTrait, Order, PaginatorTrait, PartialModelTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select,
+    ColumnTrait, DatabaseBackend, EntityTrait, Order, PaginatorTrait, PartialModelTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -69,16 +69,21 @@ impl CursorType for IdCursor {
     }
 }
 
+/// How a connection counts its list when `totalCount` is asked for: given the field's
+/// context, so a nested list can count through a DataLoader batched with its siblings.
+pub type CountFn =
+    Box<dyn for<'a, 'b> Fn(&'a Context<'b>) -> BoxFuture<'a, ApiResult<u64>> + Send + Sync>;
+
 /// Extra connection fields: `totalCount`, counted only when asked for.
 pub struct ConnectionTotals {
-    count: Box<dyn Fn() -> BoxFuture<'static, ApiResult<u64>> + Send + Sync>,
+    count: CountFn,
 }
 
 #[Object]
 impl ConnectionTotals {
     /// How many items the whole list holds.
-    async fn total_count(&self) -> ApiResult<u64> {
-        (self.count)().await
+    async fn total_count(&self, ctx: &Context<'_>) -> ApiResult<u64> {
+        (self.count)(ctx).await
     }
 }
 
@@ -135,9 +140,81 @@ impl PageArgs {
 /// A page with no rows, for callers whose role reads none of a list's table.
 pub fn empty_page<N: OutputType>() -> Page<N> {
     let totals = ConnectionTotals {
-        count: Box::new(|| Box::pin(async { Ok(0) })),
+        count: Box::new(|_| Box::pin(async { Ok(0) })),
     };
     Connection::with_additional_fields(false, false, totals)
+}
+
+impl PageArgs {
+    /// The page size when the arguments ask for the newest rows with no cursor (only
+    /// `first`, or nothing): the case a DataLoader can serve for many parents in one
+    /// query. `None` when `last` or a cursor is given, so the caller falls back to
+    /// [`paginate`].
+    pub fn first_without_cursor(&self) -> ApiResult<Option<usize>> {
+        if self.last.is_some() || self.after.is_some() || self.before.is_some() {
+            return Ok(None);
+        }
+        self.first
+            .map_or(Ok(DEFAULT_PAGE), |n| size("first", n))
+            .map(Some)
+    }
+}
+
+/// A first page (no cursor) assembled from rows already loaded newest first, at most
+/// `limit + 1` of them (the extra one says whether there is a next page), counting the
+/// whole list with `count` when `totalCount` is asked for.
+pub fn first_page<N: OutputType>(
+    mut rows: Vec<(Uuid, N)>,
+    limit: usize,
+    count: CountFn,
+) -> Page<N> {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let mut connection =
+        Connection::with_additional_fields(false, more, ConnectionTotals { count });
+    connection.edges.extend(
+        rows.into_iter()
+            .map(|(id, node)| Edge::new(IdCursor(id), node)),
+    );
+    connection
+}
+
+/// The column of [`newest_per_parent`]'s rows holding the parent's count of rows.
+pub const TOTAL_IN_PARENT: &str = "total_in_parent";
+
+/// One statement for the first page of many parents at once: the rows of `query`
+/// numbered newest first within each value of the `parent` column (window functions,
+/// which Postgres and SQLite 3.25+ both have), keeping the first `limit + 1` of each
+/// (the extra row says whether a parent has a next page), newest first. Each row also
+/// carries its parent's whole count as [`TOTAL_IN_PARENT`], so `totalCount` costs no
+/// second statement.
+pub fn newest_per_parent<E: EntityTrait>(
+    backend: DatabaseBackend,
+    query: Select<E>,
+    parent: &'static str,
+    limit: usize,
+) -> Statement {
+    let inner = query
+        .expr_as(
+            Expr::cust(format!(
+                "row_number() over (partition by {parent} order by id desc)"
+            )),
+            "row_in_parent",
+        )
+        .expr_as(
+            Expr::cust(format!("count(*) over (partition by {parent})")),
+            TOTAL_IN_PARENT,
+        )
+        .build(backend);
+    let keep = limit + 1;
+    let sql = format!(
+        "select * from ({}) ranked where row_in_parent <= {keep} order by id desc",
+        inner.sql
+    );
+    match inner.values {
+        Some(values) => Statement::from_sql_and_values(backend, sql, values),
+        None => Statement::from_string(backend, sql),
+    }
 }
 
 /// The complexity of a connection field: its children counted once per item it may
@@ -203,7 +280,7 @@ where
         }
     };
     let totals = ConnectionTotals {
-        count: Box::new(move || {
+        count: Box::new(move |_| {
             let query = count_query.clone();
             let tx = count_tx.clone();
             Box::pin(async move { Ok(query.count(&*tx.get()?).await?) })

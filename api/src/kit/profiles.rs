@@ -34,22 +34,32 @@ impl Loader<Uuid> for ProfileLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Profile>, Self::Error> {
         let tx = self.tx.get().map_err(Arc::new)?;
-        let rows = profiles::Entity::find()
-            .filter(profiles::Column::Id.is_in(keys.iter().copied()))
-            .all(&*tx)
+        find_many(&*tx, keys.iter().copied())
             .await
-            .map_err(|e| Arc::new(ApiError::from(e)))?;
-        Ok(rows
-            .into_iter()
-            .map(|p| {
-                let profile = Profile {
-                    id: p.id.into(),
-                    display_name: p.display_name,
-                };
-                (p.id, profile)
-            })
-            .collect())
+            .map_err(Arc::new)
     }
+}
+
+/// The profiles of `ids` the caller may see, in one statement: for the loader, and for
+/// lists that read their owners with their page.
+pub async fn find_many(
+    db: &impl ConnectionTrait,
+    ids: impl IntoIterator<Item = Uuid>,
+) -> ApiResult<HashMap<Uuid, Profile>> {
+    let rows = profiles::Entity::find()
+        .filter(profiles::Column::Id.is_in(ids))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|p| {
+            let profile = Profile {
+                id: p.id.into(),
+                display_name: p.display_name,
+            };
+            (p.id, profile)
+        })
+        .collect())
 }
 
 /// Registers the profile loader for a request.

@@ -21,10 +21,13 @@ macro_rules! on_both_backends {
 }
 
 mod account_data;
+mod agent_task_access;
+mod agent_tasks;
 mod api_keys;
 mod auth;
 mod catalog;
 mod code_generations;
+mod deployments;
 mod fixtures;
 mod http;
 mod integrations;
@@ -37,6 +40,10 @@ mod projects;
 mod scoping;
 mod secrets;
 mod secrets_matrix;
+mod task_effects;
+mod task_queue;
+mod work_matrix;
+mod work_support;
 
 use serde_json::Value;
 

@@ -141,6 +141,7 @@ fn every_case() -> Vec<&'static Case> {
         .iter()
         .chain(LAST.iter())
         .chain(crate::account_data::CASES.iter())
+        .chain(crate::work_matrix::CASES.iter())
         .chain(crate::secrets_matrix::CASES.iter())
         .collect()
 }

@@ -8,6 +8,8 @@
 pub mod policy;
 mod repo;
 
+use std::{collections::HashSet, sync::Arc};
+
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::projects::{self, ProjectStatus as DbStatus, ProjectVisibility as DbVisibility};
@@ -25,6 +27,7 @@ use crate::{
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
+        profiles::{self, Profile},
     },
     validate::{self, Lines},
 };
@@ -52,6 +55,13 @@ mirror_enum!(ProjectStatus <=> DbStatus { Active, Archived });
 #[graphql(complex)]
 pub struct Project {
     id: ID,
+    /// The projects on the same page of a list (empty outside lists), so a nested list
+    /// loads the children of the whole page at once.
+    #[graphql(skip)]
+    pub(crate) siblings: Arc<[Uuid]>,
+    /// The owner's profile, when the list read it with its page.
+    #[graphql(skip)]
+    pub(crate) owner_profile: Option<Profile>,
     name: String,
     description: Option<String>,
     visibility: ProjectVisibility,
@@ -71,6 +81,8 @@ impl From<projects::Model> for Project {
         Self {
             id: p.id.into(),
             key: p.id,
+            siblings: Arc::from([]),
+            owner_profile: None,
             name: p.name,
             description: p.description,
             visibility: p.visibility.into(),
@@ -139,7 +151,7 @@ impl ProjectQuery {
         let rc = RequestContext::of(ctx)?;
         let owner = rc.user_id()?;
         let args = PageArgs::new(first, after, last, before);
-        list(rc, repo::owned_by(owner), args).await
+        list(rc, repo::owned_by(owner), args, asks_for_owners(ctx)).await
     }
 
     /// Everyone's public projects, newest first.
@@ -154,25 +166,49 @@ impl ProjectQuery {
     ) -> ApiResult<Page<Project>> {
         let rc = RequestContext::of(ctx)?;
         let args = PageArgs::new(first, after, last, before);
-        list(rc, repo::public(), args).await
+        list(rc, repo::public(), args, asks_for_owners(ctx)).await
     }
 }
 
-/// One page of `query`, as far as the token's checks allow.
+/// Whether the list field being resolved selects its projects' owners.
+fn asks_for_owners(ctx: &Context<'_>) -> bool {
+    ctx.look_ahead()
+        .field("edges")
+        .field("node")
+        .field("owner")
+        .exists()
+}
+
+/// One page of `query`, as far as the token's checks allow; with `with_owners`, the
+/// owners' profiles are read with the page (one statement, however long the page), since
+/// a DataLoader's time window may split a page's owner fields over several batches.
 async fn list(
     rc: &RequestContext,
     query: Select<projects::Entity>,
     args: PageArgs,
+    with_owners: bool,
 ) -> ApiResult<Page<Project>> {
     let query = scope_to_token(rc, query, projects::Column::Id, Resource::Account).await?;
-    paginate(
+    let mut page = paginate(
         rc.tx_ref(),
         query,
         (projects::Column::Id, |p: &projects::Model| p.id),
         args,
         Project::from,
     )
-    .await
+    .await?;
+    let siblings: Arc<[Uuid]> = page.edges.iter().map(|edge| edge.node.key).collect();
+    for edge in &mut page.edges {
+        edge.node.siblings = siblings.clone();
+    }
+    if with_owners && !page.edges.is_empty() {
+        let owners: HashSet<Uuid> = page.edges.iter().map(|edge| edge.node.owner_id).collect();
+        let profiles = profiles::find_many(&*rc.tx()?, owners).await?;
+        for edge in &mut page.edges {
+            edge.node.owner_profile = profiles.get(&edge.node.owner_id).cloned();
+        }
+    }
+    Ok(page)
 }
 
 #[derive(Default)]

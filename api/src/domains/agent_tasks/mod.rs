@@ -1,0 +1,603 @@
+//! Agent tasks: work a project's owner asks an agent to do, which agent workers (service
+//! tokens) claim, report on and finish.
+//!
+//! Who may do what lives in [`policy`], which mirrors the `agent_tasks` policies, and so
+//! does the one state machine every status change goes through
+//! ([`policy::transition`], applied by [`repo::apply`]). A task the caller cannot see is
+//! `NOT_FOUND` for mutations and `null` for `agentTask`. Creating and finishing a task
+//! records usage, and a task's end notifies its owner, in the operation's transaction.
+
+mod nested;
+pub mod policy;
+mod repo;
+
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::agent_tasks::{self, AgentTaskStatus as DbStatus};
+use serde_json::json;
+use uuid::Uuid;
+
+pub(crate) use nested::project_page;
+
+use rust_decimal::Decimal;
+
+use super::{
+    catalog::{Agent, AgentLoader},
+    notifications::{NewNotification, notify},
+    projects::{Project, load_visible, require_changeable},
+    usage::{self, UsageEvent},
+};
+use crate::{
+    auth::{Operation, Resource, Role},
+    error::{ApiError, ApiResult},
+    kit::{
+        RequestContext,
+        authz::{as_service, require_service, scope_to_token},
+        enums::mirror_enum,
+        loaders::{ById, Loaders, load_one},
+        pagination::{Page, PageArgs, page_complexity, paginate},
+        parse_id,
+    },
+    validate::{self, Lines},
+};
+
+/// Lifecycle of an agent task.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AgentTaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+mirror_enum!(AgentTaskStatus <=> DbStatus { Queued, Running, Succeeded, Failed, Cancelled });
+
+/// Work an agent does on a project.
+#[derive(SimpleObject, Clone)]
+#[graphql(complex)]
+pub struct AgentTask {
+    id: ID,
+    title: String,
+    /// What the agent was given.
+    input: Json<serde_json::Value>,
+    /// What the agent produced, once it has.
+    output: Option<Json<serde_json::Value>>,
+    status: AgentTaskStatus,
+    /// 0 to 100; only rises while the task runs.
+    progress: i32,
+    /// Higher runs first.
+    priority: i32,
+    error: Option<String>,
+    /// How many times a worker has claimed the task.
+    attempts: i32,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[graphql(skip)]
+    pub(crate) key: Uuid,
+    #[graphql(skip)]
+    project_id: Uuid,
+    #[graphql(skip)]
+    agent_id: Uuid,
+    /// The agent, when the loader of a nested page read it with the page.
+    #[graphql(skip)]
+    preloaded_agent: Option<Agent>,
+    #[graphql(skip)]
+    parent_task_id: Option<Uuid>,
+}
+
+impl From<agent_tasks::Model> for AgentTask {
+    fn from(t: agent_tasks::Model) -> Self {
+        Self {
+            id: t.id.into(),
+            title: t.title,
+            input: Json(t.input),
+            output: t.output.map(Json),
+            status: t.status.into(),
+            progress: t.progress,
+            priority: t.priority,
+            error: t.error,
+            attempts: t.attempts,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            key: t.id,
+            project_id: t.project_id,
+            agent_id: t.agent_id,
+            preloaded_agent: None,
+            parent_task_id: t.parent_task_id,
+        }
+    }
+}
+
+impl AgentTask {
+    /// The task with its agent already read (`None`: the agent is not readable, and the
+    /// `agent` field asks the catalog's loader).
+    pub(crate) fn with_agent(self, agent: Option<Agent>) -> Self {
+        Self {
+            preloaded_agent: agent,
+            ..self
+        }
+    }
+}
+
+#[ComplexObject]
+impl AgentTask {
+    /// The project the task works on; whoever reads a task may read its project.
+    async fn project(&self, ctx: &Context<'_>) -> ApiResult<Project> {
+        load_visible(ctx, self.project_id).await
+    }
+
+    /// The agent doing the task.
+    async fn agent(&self, ctx: &Context<'_>) -> ApiResult<Agent> {
+        if let Some(agent) = &self.preloaded_agent {
+            return Ok(agent.clone());
+        }
+        load_one::<AgentLoader, _>(ctx, self.agent_id)
+            .await?
+            .ok_or(ApiError::NotFound("agent"))
+    }
+
+    /// The task this one was split from, if any.
+    async fn parent_task(&self, ctx: &Context<'_>) -> ApiResult<Option<AgentTask>> {
+        match self.parent_task_id {
+            Some(parent) => load_one::<TaskLoader, _>(ctx, parent).await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// Loads [`AgentTask`]s by id, as far as the caller may read them.
+pub type TaskLoader = ById<agent_tasks::Entity, AgentTask>;
+
+/// Registers the agent tasks domain's loaders for a request.
+pub fn register(loaders: Loaders) -> Loaders {
+    nested::register(loaders).register(|tx, identity| {
+        TaskLoader::new(
+            tx,
+            policy::readable(identity),
+            agent_tasks::Column::Id,
+            |row| (row.id, row.into()),
+        )
+    })
+}
+
+#[derive(InputObject)]
+pub struct CreateAgentTaskInput {
+    project_id: ID,
+    /// An active agent of the catalog.
+    agent_slug: String,
+    title: String,
+    /// A JSON object for the agent; `{}` when omitted.
+    input: Option<Json<serde_json::Value>>,
+    /// Higher runs first; 0 when omitted.
+    priority: Option<i32>,
+    /// A task of the same project this one is split from.
+    parent_task_id: Option<ID>,
+}
+
+#[derive(InputObject)]
+pub struct ClaimAgentTaskInput {
+    /// The agents this worker runs.
+    agent_slugs: Vec<String>,
+}
+
+#[derive(InputObject)]
+pub struct ReportAgentTaskProgressInput {
+    id: ID,
+    /// 0 to 100, at least the current progress.
+    progress: i32,
+    /// Partial output so far, replacing the previous one.
+    output: Option<Json<serde_json::Value>>,
+}
+
+#[derive(InputObject)]
+pub struct CompleteAgentTaskInput {
+    id: ID,
+    output: Option<Json<serde_json::Value>>,
+}
+
+#[derive(InputObject)]
+pub struct FailAgentTaskInput {
+    id: ID,
+    error: String,
+    /// Put the task back in the queue while it has attempts left.
+    #[graphql(default)]
+    retry: bool,
+}
+
+/// The payload of `createAgentTask`.
+#[derive(SimpleObject)]
+pub struct CreateAgentTaskPayload {
+    task: AgentTask,
+}
+
+/// The payload of `cancelAgentTask`.
+#[derive(SimpleObject)]
+pub struct CancelAgentTaskPayload {
+    task: AgentTask,
+}
+
+/// The payload of `claimAgentTask`: null when no task of those agents is queued.
+#[derive(SimpleObject)]
+pub struct ClaimAgentTaskPayload {
+    task: Option<AgentTask>,
+}
+
+/// The payload of `reportAgentTaskProgress`.
+#[derive(SimpleObject)]
+pub struct ReportAgentTaskProgressPayload {
+    task: AgentTask,
+}
+
+/// The payload of `completeAgentTask`.
+#[derive(SimpleObject)]
+pub struct CompleteAgentTaskPayload {
+    task: AgentTask,
+}
+
+/// The payload of `failAgentTask`.
+#[derive(SimpleObject)]
+pub struct FailAgentTaskPayload {
+    task: AgentTask,
+}
+
+#[derive(Default)]
+pub struct AgentTaskQuery;
+
+#[Object]
+impl AgentTaskQuery {
+    /// One task; null when it does not exist or the caller may not see it.
+    async fn agent_task(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<AgentTask>> {
+        let rc = RequestContext::of(ctx)?;
+        let id = parse_id("id", &id)?;
+        if rc.session_opt().is_none() {
+            // Anonymous callers read no tasks (and Postgres grants them no SELECT).
+            return Ok(None);
+        }
+        let Some(task) = repo::find_readable(&*rc.tx()?, rc.identity(), id).await? else {
+            return Ok(None);
+        };
+        if rc
+            .authorize(Operation::Read, Resource::Project(task.project_id))
+            .is_err()
+        {
+            return Ok(None);
+        }
+        Ok(Some(task.into()))
+    }
+
+    /// The tasks the caller may read (its own; all for admins and services), of one
+    /// project when `projectId` is given, newest first.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a list field takes its filters and the four Relay arguments"
+    )]
+    async fn agent_tasks(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        status: Option<AgentTaskStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<AgentTask>> {
+        let rc = RequestContext::of(ctx)?;
+        rc.session()?;
+        let project = project_id
+            .as_ref()
+            .map(|id| parse_id("projectId", id))
+            .transpose()?;
+        let query = repo::readable(rc.identity(), project, status.map(Into::into));
+        let query =
+            scope_to_token(rc, query, agent_tasks::Column::ProjectId, Resource::Account).await?;
+        paginate(
+            rc.tx_ref(),
+            query,
+            (agent_tasks::Column::Id, |t: &agent_tasks::Model| t.id),
+            PageArgs::new(first, after, last, before),
+            AgentTask::from,
+        )
+        .await
+    }
+}
+
+#[derive(Default)]
+pub struct AgentTaskMutation;
+
+#[Object]
+impl AgentTaskMutation {
+    /// Queues a task for an active agent on a project the caller owns (any, for
+    /// admins).
+    async fn create_agent_task(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateAgentTaskInput,
+    ) -> ApiResult<CreateAgentTaskPayload> {
+        let rc = RequestContext::of(ctx)?;
+        rc.session()?;
+        let project_id = parse_id("projectId", &input.project_id)?;
+        let project = require_changeable(rc, project_id).await?;
+        let title = validate::required("title", &input.title, TITLE_MAX, Lines::One)?;
+        let payload = input.input.map_or_else(|| json!({}), |Json(value)| value);
+        if !payload.is_object() {
+            return Err(ApiError::bad_input("input: must be a JSON object"));
+        }
+        let tx = rc.tx()?;
+        let agent = repo::find_active_agent(&*tx, input.agent_slug.trim())
+            .await?
+            .ok_or_else(|| ApiError::bad_input("agentSlug: no active agent has this slug"))?;
+        let parent_task_id = match &input.parent_task_id {
+            Some(id) => {
+                let id = parse_id("parentTaskId", id)?;
+                repo::find_readable(&*tx, rc.identity(), id)
+                    .await?
+                    .filter(|parent| parent.project_id == project_id)
+                    .ok_or_else(|| {
+                        ApiError::bad_input("parentTaskId: not a task of this project")
+                    })?;
+                Some(id)
+            }
+            None => None,
+        };
+        let task = repo::insert(
+            &*tx,
+            repo::NewTask {
+                id: crate::db::new_id(),
+                project_id,
+                user_id: project.owner_id,
+                agent_id: agent.id,
+                parent_task_id,
+                title,
+                input: payload,
+                priority: input.priority.unwrap_or(0),
+            },
+        )
+        .await?;
+        record_usage(rc, &task, "agent_task.created").await?;
+        Ok(CreateAgentTaskPayload { task: task.into() })
+    }
+
+    /// Cancels a queued or running task of the caller's (any, for admins).
+    async fn cancel_agent_task(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> ApiResult<CancelAgentTaskPayload> {
+        let rc = RequestContext::of(ctx)?;
+        rc.session()?;
+        let task = require_task(rc, &id).await?;
+        if !policy::may_cancel(rc.identity(), task.user_id) {
+            return Err(ApiError::Forbidden(
+                "only the owner or an admin may cancel a task",
+            ));
+        }
+        let task = repo::apply(
+            &*rc.tx()?,
+            &task,
+            Some(DbStatus::Cancelled),
+            repo::Step {
+                finished_at: true,
+                ..repo::Step::default()
+            },
+        )
+        .await?;
+        notify_end(rc, &task).await?;
+        Ok(CancelAgentTaskPayload { task: task.into() })
+    }
+
+    /// Service only: takes the highest-priority, oldest queued task of these agents
+    /// and starts it; null when none is queued. Concurrent workers never get the same
+    /// task.
+    async fn claim_agent_task(
+        &self,
+        ctx: &Context<'_>,
+        input: ClaimAgentTaskInput,
+    ) -> ApiResult<ClaimAgentTaskPayload> {
+        let rc = RequestContext::of(ctx)?;
+        require_service(rc)?;
+        let tx = rc.tx()?;
+        let agents = repo::active_agent_ids(&*tx, &input.agent_slugs).await?;
+        if agents.is_empty() {
+            return Ok(ClaimAgentTaskPayload { task: None });
+        }
+        let candidates = repo::readable(rc.identity(), None, None);
+        let candidates = scope_to_token(
+            rc,
+            candidates,
+            agent_tasks::Column::ProjectId,
+            Resource::Account,
+        )
+        .await?;
+        let Some(task) = repo::next_queued(&*tx, &agents, candidates).await? else {
+            return Ok(ClaimAgentTaskPayload { task: None });
+        };
+        rc.authorize(Operation::Write, Resource::Project(task.project_id))?;
+        let task = repo::apply(
+            &*tx,
+            &task,
+            Some(DbStatus::Running),
+            repo::Step {
+                attempts: Some(task.attempts + 1),
+                started_at: true,
+                error: Some(None),
+                ..repo::Step::default()
+            },
+        )
+        .await?;
+        Ok(ClaimAgentTaskPayload {
+            task: Some(task.into()),
+        })
+    }
+
+    /// Service only: records a running task's progress (which only rises) and its
+    /// output so far.
+    async fn report_agent_task_progress(
+        &self,
+        ctx: &Context<'_>,
+        input: ReportAgentTaskProgressInput,
+    ) -> ApiResult<ReportAgentTaskProgressPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let task = require_worked_task(rc, &input.id).await?;
+        if task.status != DbStatus::Running {
+            return Err(ApiError::InvalidTransition(format!(
+                "only a RUNNING task reports progress; this one is {}",
+                policy::name(task.status)
+            )));
+        }
+        if !(0..=100).contains(&input.progress) {
+            return Err(ApiError::bad_input("progress: must be between 0 and 100"));
+        }
+        if input.progress < task.progress {
+            return Err(ApiError::bad_input(format!(
+                "progress: must not fall below the current {}",
+                task.progress
+            )));
+        }
+        let task = repo::apply(
+            &*rc.tx()?,
+            &task,
+            None,
+            repo::Step {
+                progress: Some(input.progress),
+                output: input.output.map(|Json(output)| output),
+                ..repo::Step::default()
+            },
+        )
+        .await?;
+        Ok(ReportAgentTaskProgressPayload { task: task.into() })
+    }
+
+    /// Service only: a running task succeeded with `output`.
+    async fn complete_agent_task(
+        &self,
+        ctx: &Context<'_>,
+        input: CompleteAgentTaskInput,
+    ) -> ApiResult<CompleteAgentTaskPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let task = require_worked_task(rc, &input.id).await?;
+        let task = repo::apply(
+            &*rc.tx()?,
+            &task,
+            Some(DbStatus::Succeeded),
+            repo::Step {
+                progress: Some(100),
+                output: input.output.map(|Json(output)| output),
+                finished_at: true,
+                ..repo::Step::default()
+            },
+        )
+        .await?;
+        record_usage(rc, &task, "agent_task.finished").await?;
+        notify_end(rc, &task).await?;
+        Ok(CompleteAgentTaskPayload { task: task.into() })
+    }
+
+    /// Service only: a running task's attempt failed. With `retry` it is queued again
+    /// while it has had fewer than three attempts; otherwise it is FAILED.
+    async fn fail_agent_task(
+        &self,
+        ctx: &Context<'_>,
+        input: FailAgentTaskInput,
+    ) -> ApiResult<FailAgentTaskPayload> {
+        let rc = RequestContext::of(ctx)?;
+        let task = require_worked_task(rc, &input.id).await?;
+        let error = validate::required("error", &input.error, ERROR_MAX, Lines::Many)?;
+        let again = input.retry && task.attempts < policy::MAX_ATTEMPTS;
+        let to = if again {
+            DbStatus::Queued
+        } else {
+            DbStatus::Failed
+        };
+        let task = repo::apply(
+            &*rc.tx()?,
+            &task,
+            Some(to),
+            repo::Step {
+                error: Some(Some(error)),
+                finished_at: !again,
+                ..repo::Step::default()
+            },
+        )
+        .await?;
+        if !again {
+            record_usage(rc, &task, "agent_task.finished").await?;
+            notify_end(rc, &task).await?;
+        }
+        Ok(FailAgentTaskPayload { task: task.into() })
+    }
+}
+
+/// The task `id` if the caller may see it (token scope included), `NOT_FOUND`
+/// otherwise; `FORBIDDEN` when the token may not write to its project.
+async fn require_task(rc: &RequestContext, id: &ID) -> ApiResult<agent_tasks::Model> {
+    const MISSING: ApiError = ApiError::NotFound("agent task");
+    let id = parse_id("id", id)?;
+    let task = repo::find_readable(&*rc.tx()?, rc.identity(), id)
+        .await?
+        .ok_or(MISSING)?;
+    rc.authorize(Operation::Read, Resource::Project(task.project_id))
+        .map_err(|_| MISSING)?;
+    rc.authorize(Operation::Write, Resource::Project(task.project_id))?;
+    Ok(task)
+}
+
+/// [`require_task`] for the service's own steps (progress, completion, failure).
+async fn require_worked_task(rc: &RequestContext, id: &ID) -> ApiResult<agent_tasks::Model> {
+    require_service(rc)?;
+    require_task(rc, id).await
+}
+
+/// Records one usage event of `task` for its owner, as the caller when that is the owner
+/// or the service; an admin acting on someone else's project records it as the
+/// gateway's service identity, since the owner's usage is not the admin's to append.
+async fn record_usage(
+    rc: &RequestContext,
+    task: &agent_tasks::Model,
+    event_type: &'static str,
+) -> ApiResult<()> {
+    let event = UsageEvent {
+        user_id: task.user_id,
+        project_id: Some(task.project_id),
+        event_type,
+        quantity: 1,
+        tokens: 0,
+        cost: Decimal::ZERO,
+        metadata: json!({ "taskId": task.id, "status": policy::name(task.status) }),
+    };
+    let identity = rc.identity();
+    if identity.user_id() == Some(task.user_id) || identity.role() == Some(Role::Service) {
+        usage::record(&*rc.tx()?, event).await
+    } else {
+        as_service(rc, async { usage::record(&*rc.tx()?, event).await }).await
+    }
+}
+
+/// Tells the owner that `task` ended, as the gateway's service identity (only the
+/// service and admins create notifications).
+async fn notify_end(rc: &RequestContext, task: &agent_tasks::Model) -> ApiResult<()> {
+    let (kind, title) = match task.status {
+        DbStatus::Succeeded => ("agent_task.succeeded", "Agent task succeeded"),
+        DbStatus::Failed => ("agent_task.failed", "Agent task failed"),
+        DbStatus::Cancelled => ("agent_task.cancelled", "Agent task cancelled"),
+        DbStatus::Queued | DbStatus::Running => return Ok(()),
+    };
+    let new = NewNotification {
+        user_id: task.user_id,
+        kind: kind.to_owned(),
+        title: title.to_owned(),
+        body: Some(task.title.clone()),
+        data: json!({ "taskId": task.id, "projectId": task.project_id }),
+    };
+    as_service(rc, async { notify(&*rc.tx()?, new).await }).await
+}
+
+/// Longest task title, in characters.
+const TITLE_MAX: usize = 200;
+/// Longest error message, in characters.
+const ERROR_MAX: usize = 10_000;

@@ -1,0 +1,295 @@
+//! Agent tasks: the state machine (every step from every status, and nothing written
+//! by a refused one), progress that only rises, retries up to three attempts, claim
+//! order, and the checks on a new task's input.
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use serde_json::{Value, json};
+
+use crate::{
+    code,
+    work_support::{
+        CANCEL_TASK, COMPLETE, CREATE_TASK, FAIL, PROGRESS, World, claim, create_task, ok, task,
+    },
+};
+
+on_both_backends!(
+    every_step_from_every_status,
+    progress_only_rises_within_bounds,
+    retries_requeue_until_the_third_attempt,
+    claims_take_the_highest_priority_then_the_oldest,
+    new_tasks_are_checked,
+);
+
+/// Agents whose tasks the tests claim at once, and one whose tasks stay queued.
+const WORKED: &str = "code-reviewer";
+const IDLE: &str = "doc-writer";
+
+/// A task of the owner's in `status` (QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED).
+async fn in_status(world: &World, status: &str) -> String {
+    if status == "QUEUED" {
+        return create_task(world, &world.project, IDLE, 0).await;
+    }
+    if status == "CANCELLED" {
+        let id = create_task(world, &world.project, IDLE, 0).await;
+        ok(
+            world.owner(),
+            CANCEL_TASK,
+            json!({ "id": id }),
+            "cancelAgentTask",
+            "task",
+        )
+        .await;
+        return id;
+    }
+    let id = create_task(world, &world.project, WORKED, 0).await;
+    assert_eq!(claim(world, WORKED).await.as_deref(), Some(id.as_str()));
+    let service = world.service();
+    match status {
+        "RUNNING" => {}
+        "SUCCEEDED" => {
+            ok(
+                service,
+                COMPLETE,
+                json!({ "i": { "id": id } }),
+                "completeAgentTask",
+                "task",
+            )
+            .await;
+        }
+        "FAILED" => {
+            let input = json!({ "i": { "id": id, "error": "broke" } });
+            ok(service, FAIL, input, "failAgentTask", "task").await;
+        }
+        other => panic!("no such status {other}"),
+    }
+    id
+}
+
+async fn every_step_from_every_status(app: flashfusion_tests::TestApp) {
+    let world = World::new(&app).await;
+    // (step, the statuses it may start from, where it leads)
+    let steps: [(&str, &[&str], &str); 5] = [
+        ("cancel", &["QUEUED", "RUNNING"], "CANCELLED"),
+        ("complete", &["RUNNING"], "SUCCEEDED"),
+        ("fail", &["RUNNING"], "FAILED"),
+        ("retry", &["RUNNING"], "QUEUED"),
+        ("progress", &["RUNNING"], "RUNNING"),
+    ];
+    for from in ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"] {
+        for (step, legal_from, to) in steps {
+            let id = in_status(&world, from).await;
+            let before = task(&world, &id).await;
+            assert_eq!(before["status"], from);
+            let (client, query, variables) = match step {
+                "cancel" => (world.owner(), CANCEL_TASK, json!({ "id": id })),
+                "complete" => (world.service(), COMPLETE, json!({ "i": { "id": id } })),
+                "fail" => (
+                    world.service(),
+                    FAIL,
+                    json!({ "i": { "id": id, "error": "e" } }),
+                ),
+                "retry" => (
+                    world.service(),
+                    FAIL,
+                    json!({ "i": { "id": id, "error": "e", "retry": true } }),
+                ),
+                _ => (
+                    world.service(),
+                    PROGRESS,
+                    json!({ "i": { "id": id, "progress": 40 } }),
+                ),
+            };
+            let response = client.graphql(query, variables).await;
+            let after = task(&world, &id).await;
+            if legal_from.contains(&from) {
+                assert!(
+                    response["errors"].is_null(),
+                    "{step} from {from}: {response}"
+                );
+                assert_eq!(after["status"], to, "{step} from {from}");
+                let finished = matches!(to, "SUCCEEDED" | "FAILED" | "CANCELLED");
+                assert_eq!(!after["finishedAt"].is_null(), finished, "{after}");
+                if to == "QUEUED" {
+                    // Out of the way of the next claim of this agent.
+                    let cancel = json!({ "id": id });
+                    ok(
+                        world.owner(),
+                        CANCEL_TASK,
+                        cancel,
+                        "cancelAgentTask",
+                        "task",
+                    )
+                    .await;
+                }
+            } else {
+                assert_eq!(
+                    code(&response),
+                    "INVALID_TRANSITION",
+                    "{step} from {from}: {response}"
+                );
+                assert_eq!(after, before, "{step} from {from} wrote nothing");
+            }
+        }
+    }
+}
+
+async fn progress_only_rises_within_bounds(app: flashfusion_tests::TestApp) {
+    let world = World::new(&app).await;
+    let id = in_status(&world, "RUNNING").await;
+    let report = |progress: i64, output: Value| {
+        let input = json!({ "i": { "id": id, "progress": progress, "output": output } });
+        world.service().graphql(PROGRESS, input)
+    };
+    let first = report(30, json!({ "files": 1 })).await;
+    assert_eq!(
+        first["data"]["reportAgentTaskProgress"]["task"]["progress"], 30,
+        "{first}"
+    );
+    for refused in [29, 101, -1] {
+        let response = report(refused, Value::Null).await;
+        assert_eq!(code(&response), "BAD_USER_INPUT", "{refused}: {response}");
+    }
+    let same = report(30, Value::Null).await;
+    assert!(same["errors"].is_null(), "staying is not falling: {same}");
+    let more = report(100, json!({ "files": 2 })).await;
+    assert!(more["errors"].is_null(), "{more}");
+    let current = task(&world, &id).await;
+    assert_eq!(current["progress"], 100);
+    assert_eq!(current["output"], json!({ "files": 2 }));
+    assert_eq!(
+        current["status"], "RUNNING",
+        "progress does not finish a task"
+    );
+
+    let done = ok(
+        world.service(),
+        COMPLETE,
+        json!({ "i": { "id": id, "output": { "report": "fine" } } }),
+        "completeAgentTask",
+        "task",
+    )
+    .await;
+    assert_eq!(done["status"], "SUCCEEDED");
+    assert_eq!(done["output"], json!({ "report": "fine" }));
+    assert!(!done["finishedAt"].is_null());
+    let late = report(100, Value::Null).await;
+    assert_eq!(code(&late), "INVALID_TRANSITION", "{late}");
+}
+
+async fn retries_requeue_until_the_third_attempt(app: flashfusion_tests::TestApp) {
+    let world = World::new(&app).await;
+    let id = create_task(&world, &world.project, WORKED, 0).await;
+    for attempt in 1..=3 {
+        assert_eq!(claim(&world, WORKED).await.as_deref(), Some(id.as_str()));
+        let running = task(&world, &id).await;
+        assert_eq!(running["attempts"], attempt);
+        assert_eq!(running["status"], "RUNNING");
+        assert!(!running["startedAt"].is_null());
+        let failed = ok(
+            world.service(),
+            FAIL,
+            json!({ "i": { "id": id, "error": format!("attempt {attempt}"), "retry": true } }),
+            "failAgentTask",
+            "task",
+        )
+        .await;
+        let expected = if attempt < 3 { "QUEUED" } else { "FAILED" };
+        assert_eq!(
+            failed["status"], expected,
+            "after attempt {attempt}: {failed}"
+        );
+        assert_eq!(failed["error"], format!("attempt {attempt}"));
+        assert_eq!(failed["finishedAt"].is_null(), attempt < 3);
+    }
+    assert_eq!(
+        claim(&world, WORKED).await,
+        None,
+        "a failed task is not claimed"
+    );
+}
+
+async fn claims_take_the_highest_priority_then_the_oldest(app: flashfusion_tests::TestApp) {
+    let world = World::new(&app).await;
+    let low = create_task(&world, &world.project, WORKED, 0).await;
+    let high_old = create_task(&world, &world.project, WORKED, 5).await;
+    let other_agent = create_task(&world, &world.project, IDLE, 9).await;
+    let high_new = create_task(&world, &world.other_project, WORKED, 5).await;
+    let middle = create_task(&world, &world.project, WORKED, 1).await;
+    let mut order = Vec::new();
+    while let Some(id) = claim(&world, WORKED).await {
+        order.push(id);
+    }
+    assert_eq!(order, [high_old, high_new, middle, low]);
+    assert_eq!(task(&world, &other_agent).await["status"], "QUEUED");
+    let none = world
+        .service()
+        .graphql(
+            crate::work_support::CLAIM,
+            json!({ "slugs": ["no-such-agent"] }),
+        )
+        .await;
+    assert_eq!(
+        none["data"]["claimAgentTask"]["task"],
+        Value::Null,
+        "{none}"
+    );
+}
+
+async fn new_tasks_are_checked(app: flashfusion_tests::TestApp) {
+    let world = World::new(&app).await;
+    entity::agents::Entity::update_many()
+        .col_expr(entity::agents::Column::IsActive, Expr::value(false))
+        .filter(entity::agents::Column::Slug.eq("refactorer"))
+        .exec(app.state.db.connection())
+        .await
+        .expect("deactivate an agent");
+    let elsewhere = create_task(&world, &world.other_project, IDLE, 0).await;
+    let base = json!({ "projectId": world.project, "agentSlug": WORKED, "title": "t" });
+    let with = |extra: Value| {
+        let mut input = base.clone();
+        if let (Some(input), Some(extra)) = (input.as_object_mut(), extra.as_object()) {
+            input.extend(extra.clone());
+        }
+        json!({ "i": input })
+    };
+    for refused in [
+        json!({ "agentSlug": "refactorer" }),
+        json!({ "agentSlug": "no-such-agent" }),
+        json!({ "title": "  " }),
+        json!({ "title": "two\nlines" }),
+        json!({ "input": [1, 2] }),
+        json!({ "parentTaskId": elsewhere }),
+        json!({ "parentTaskId": "not-an-id" }),
+    ] {
+        let response = world
+            .owner()
+            .graphql(CREATE_TASK, with(refused.clone()))
+            .await;
+        assert_eq!(code(&response), "BAD_USER_INPUT", "{refused}: {response}");
+    }
+    let parent = create_task(&world, &world.project, IDLE, 0).await;
+    let child = ok(
+        world.owner(),
+        CREATE_TASK,
+        with(json!({ "parentTaskId": parent, "input": { "path": "src" }, "priority": 7 })),
+        "createAgentTask",
+        "task",
+    )
+    .await;
+    assert_eq!(child["parentTask"]["id"], parent.as_str());
+    assert_eq!(child["agent"]["slug"], WORKED);
+    assert_eq!(child["input"], json!({ "path": "src" }));
+    assert_eq!(child["priority"], 7);
+    assert_eq!(child["progress"], 0);
+    assert_eq!(child["attempts"], 0);
+    let defaults = ok(
+        world.owner(),
+        CREATE_TASK,
+        with(json!({})),
+        "createAgentTask",
+        "task",
+    )
+    .await;
+    assert_eq!(defaults["input"], json!({}));
+    assert_eq!(defaults["parentTask"], Value::Null);
+}
