@@ -47,9 +47,44 @@ async fn in_sql(app: &TestApp, cast: &Actors, actor: Actor, sql: &str) -> Ids {
         .collect()
 }
 
-/// Seeds rows of every account-wide kind for the owner and the other user.
+/// Every row `sql` selects, read as the database owner (no policy applies).
+async fn every_row(app: &TestApp, sql: &str) -> Ids {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    let conn = app.db.as_ref().expect("postgres").connect().await;
+    conn.query_all_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+        .await
+        .expect("read as the owner")
+        .iter()
+        .filter_map(|row| row.try_get_by_index::<String>(0).ok())
+        .collect()
+}
+
+/// Seeds rows of every kind for the owner and the other user.
 async fn seed(app: &TestApp, cast: &Actors) {
-    create_project(&cast.other, "other's").await;
+    let others = create_project(&cast.other, "other's").await;
+    let service = cast
+        .anonymous
+        .graphql("{ aiServices { id } }", json!({}))
+        .await["data"]["aiServices"][0]["id"]
+        .clone();
+    for (client, project, secret) in [
+        (&cast.owner, &cast.project_id, "sk-owner-secret-1"),
+        (&cast.other, &others, "sk-other-secret-2"),
+    ] {
+        let made = client
+            .graphql(
+                "mutation($p: ID!, $s: ID!, $k: String!) {
+                   createAgentTask(input: {projectId: $p, agentSlug: \"code-reviewer\", title: \"t\"}) { task { id } }
+                   createDeployment(input: {projectId: $p, environment: PREVIEW, provider: \"vercel\"}) { deployment { id } }
+                   createCodeGeneration(input: {projectId: $p, aiServiceId: $s, prompt: \"p\"}) { codeGeneration { id } }
+                   createApiKey(input: {label: \"l\", provider: \"openai\", secret: $k}) { apiKey { id } }
+                   connectIntegration(input: {provider: \"github\", credentials: $k}) { integration { id } }
+                 }",
+                json!({ "p": project, "s": service, "k": secret }),
+            )
+            .await;
+        assert!(made["errors"].is_null(), "{made}");
+    }
     cast.other
         .graphql(
             "mutation { createProject(input: {name: \"shown\", visibility: PUBLIC}) { project { id } } }",
@@ -89,10 +124,49 @@ async fn every_identity_sees_the_same_rows_through_the_api_and_in_sql() {
     let app = TestApp::postgres().await;
     let cast = Actors::new(&app).await;
     seed(&app, &cast).await;
-    let all_projects = in_sql(&app, &cast, Actor::Admin, "select id::text from projects").await;
+    let all_projects = every_row(&app, "select id::text from projects").await;
     for actor in IDENTITIES {
         let client = cast.client(actor);
         let mut seen: Vec<(&str, Ids, Ids)> = Vec::new();
+
+        // Project-owned rows: each asked for by id.
+        for (table, field) in [
+            ("agent_tasks", "agentTask"),
+            ("deployments", "deployment"),
+            ("code_generations", "codeGeneration"),
+        ] {
+            let sql = format!("select id::text from {table}");
+            let mut api = Ids::new();
+            for id in every_row(&app, &sql).await {
+                let got = client
+                    .graphql(
+                        &format!("query($id: ID!) {{ {field}(id: $id) {{ id }} }}"),
+                        json!({ "id": id }),
+                    )
+                    .await;
+                api.extend(strings(&got, &format!("data.{field}.id")));
+            }
+            seen.push((table, api, in_sql(&app, &cast, actor, &sql).await));
+        }
+
+        // Keys and integrations: the owner's own lists. The service reads every sealed
+        // row in SQL (it opens keys for the tasks it runs, agentTaskCredential), which
+        // the API never lists.
+        if actor != Actor::Service {
+            let got = client
+                .graphql("{ myApiKeys { id } myIntegrations { id } }", json!({}))
+                .await;
+            seen.push((
+                "user_api_keys",
+                strings(&got, "data.myApiKeys.*.id"),
+                in_sql(&app, &cast, actor, "select id::text from user_api_keys").await,
+            ));
+            seen.push((
+                "integrations",
+                strings(&got, "data.myIntegrations.*.id"),
+                in_sql(&app, &cast, actor, "select id::text from integrations").await,
+            ));
+        }
 
         // projects: each row asked for by id.
         let mut api = Ids::new();
@@ -242,9 +316,26 @@ async fn a_write_the_api_refuses_changes_no_row_in_sql() {
     .into_iter()
     .next()
     .expect("a notification of the owner's");
+    let owned = |table: &'static str| {
+        let sql = format!(
+            "select id::text from {table} where user_id = '{}'",
+            cast.owner_id
+        );
+        let app = &app;
+        async move {
+            every_row(app, &sql)
+                .await
+                .into_iter()
+                .next()
+                .expect("an owner's row")
+        }
+    };
+    let task = owned("agent_tasks").await;
+    let deployment = owned("deployments").await;
+    let key = owned("user_api_keys").await;
     let rename =
         "mutation($p: ID!) { updateProject(input: {id: $p, name: \"x\"}) { project { id } } }";
-    let cases: Vec<(Actor, (&str, &str, Value), String)> = vec![
+    let mut cases: Vec<(Actor, (&str, &str, Value), String)> = vec![
         (Actor::Other, ("updateProject", rename, json!({ "p": project })),
          format!("update projects set name = 'x' where id = '{project}' returning id::text")),
         (Actor::Service, ("updateProject", rename, json!({ "p": project })),
@@ -266,6 +357,16 @@ async fn a_write_the_api_refuses_changes_no_row_in_sql() {
         (Actor::Service, ("createProject", "mutation { createProject(input: {name: \"s\"}) { project { id } } }", json!({})),
          format!("insert into projects (id, owner_id, name) values (gen_random_uuid(), '{}', 's') returning id::text", cast.service_id)),
     ];
+    cases.extend([
+        (Actor::Owner, ("completeAgentTask", "mutation($t: ID!) { completeAgentTask(input: {id: $t}) { task { id } } }", json!({ "t": task })),
+         format!("update agent_tasks set status = 'succeeded' where id = '{task}' returning id::text")),
+        (Actor::Other, ("cancelAgentTask", "mutation($t: ID!) { cancelAgentTask(id: $t) { task { id } } }", json!({ "t": task })),
+         format!("update agent_tasks set status = 'cancelled' where id = '{task}' returning id::text")),
+        (Actor::Owner, ("advanceDeployment", "mutation($d: ID!) { advanceDeployment(input: {id: $d, status: BUILDING}) { deployment { id } } }", json!({ "d": deployment })),
+         format!("update deployments set status = 'building' where id = '{deployment}' returning id::text")),
+        (Actor::Other, ("revokeApiKey", "mutation($k: ID!) { revokeApiKey(id: $k) { apiKey { id } } }", json!({ "k": key })),
+         format!("update user_api_keys set revoked_at = now() where id = '{key}' returning id::text")),
+    ]);
     for (actor, api, sql) in cases {
         refused_everywhere(&app, &cast, actor, api, &sql).await;
     }
