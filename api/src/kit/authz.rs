@@ -13,7 +13,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Select};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Select};
 use uuid::Uuid;
 
 use super::RequestContext;
@@ -53,6 +53,32 @@ pub fn require_service_or_admin(rc: &RequestContext) -> ApiResult<()> {
         _ => Err(ApiError::Forbidden(
             "only a service or an admin may do this",
         )),
+    }
+}
+
+/// The signed-in account whose own account-wide data (keys, integrations,
+/// notifications) the caller reads or changes: `UNAUTHENTICATED` when anonymous,
+/// `FORBIDDEN` for services (`service_refusal` says why) and for tokens that do not
+/// allow `operation` on `resource`.
+pub fn require_account_data(
+    rc: &RequestContext,
+    operation: Operation,
+    resource: Resource,
+    service_refusal: &'static str,
+) -> ApiResult<Uuid> {
+    let user = rc.user_id()?;
+    refuse_service(rc, service_refusal)?;
+    rc.authorize(operation, resource)?;
+    Ok(user)
+}
+
+/// The rows of account-wide data `identity` owns, as a condition on the table's
+/// `user_id` column: its own as a user or an admin, none for services and anonymous
+/// callers (admins manage only their own keys, integrations and notifications).
+pub fn own_rows(identity: Identity, user_id: impl ColumnTrait) -> Condition {
+    match (identity.role(), identity.user_id()) {
+        (Some(Role::User | Role::Admin), Some(user)) => Condition::all().add(user_id.eq(user)),
+        _ => Condition::all().add(user_id.is_null()),
     }
 }
 

@@ -25,7 +25,7 @@ use crate::{
     error::{ApiError, ApiResult},
     kit::{
         RequestContext, app_state,
-        authz::{refuse_service, require_service},
+        authz::{require_account_data, require_service},
         loaders::load_one,
         parse_id,
     },
@@ -117,7 +117,7 @@ impl ApiKeyQuery {
     /// The caller's own API keys (metadata only), newest first, revoked ones included.
     async fn my_api_keys(&self, ctx: &Context<'_>) -> ApiResult<Vec<ApiKey>> {
         let rc = RequestContext::of(ctx)?;
-        require_owner(rc, Operation::Read)?;
+        require_account_data(rc, Operation::Read, Resource::ApiKeys, NO_KEYS)?;
         let keys = repo::list(&*rc.tx()?, policy::manageable(rc.identity())).await?;
         Ok(keys.into_iter().map(ApiKey::from).collect())
     }
@@ -136,7 +136,7 @@ impl ApiKeyMutation {
         input: CreateApiKeyInput,
     ) -> ApiResult<CreateApiKeyPayload> {
         let rc = RequestContext::of(ctx)?;
-        let owner = require_owner(rc, Operation::Write)?;
+        let owner = require_account_data(rc, Operation::Write, Resource::ApiKeys, NO_KEYS)?;
         let label = validate::required("label", &input.label, LABEL_MAX, Lines::One)?;
         let provider = validate::provider("provider", &input.provider)?;
         let secret = validate::required("secret", &input.secret, SECRET_MAX, Lines::One)?;
@@ -185,7 +185,7 @@ impl ApiKeyMutation {
     /// returns it as it is (its first `revokedAt` stays).
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> ApiResult<RevokeApiKeyPayload> {
         let rc = RequestContext::of(ctx)?;
-        require_owner(rc, Operation::Write)?;
+        require_account_data(rc, Operation::Write, Resource::ApiKeys, NO_KEYS)?;
         let id = parse_id("id", &id)?;
         let tx = rc.tx()?;
         let visible = policy::manageable(rc.identity());
@@ -260,17 +260,6 @@ impl ApiKeyMutation {
     }
 }
 
-/// The caller's account, if it may manage its keys with this kind of access:
-/// `UNAUTHENTICATED` when anonymous, `FORBIDDEN` for services and for tokens that do not
-/// allow `resource("api_keys")`.
-fn require_owner(rc: &RequestContext, operation: Operation) -> ApiResult<Uuid> {
-    let user = rc.user_id()?;
-    refuse_service(rc, "service tokens have no API keys of their own")?;
-    rc.authorize(operation, Resource::ApiKeys)?;
-    policy::owner(rc.identity()).ok_or(ApiError::Forbidden("no account to hold keys"))?;
-    Ok(user)
-}
-
 /// The last four characters of a secret, all that is ever shown of it again.
 fn hint(secret: &str) -> String {
     let count = secret.chars().count();
@@ -288,6 +277,9 @@ const SECRET_MIN: usize = 2 * HINT_LEN;
 const SECRET_MAX: usize = 4_096;
 /// Longest label, in characters.
 const LABEL_MAX: usize = 200;
+
+/// Why a service token is refused: services hold no account-wide data of their own.
+const NO_KEYS: &str = "service tokens have no API keys of their own";
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use crate::{
     auth::{Operation, Resource},
     error::{ApiError, ApiResult},
     kit::{
-        RequestContext, app_state, authz::refuse_service, enums::mirror_enum, parse_id,
+        RequestContext, app_state, authz::require_account_data, enums::mirror_enum, parse_id,
         payloads::DeletePayload,
     },
     secrets::Sealed,
@@ -102,7 +102,7 @@ impl IntegrationQuery {
     /// The caller's own integrations, newest first.
     async fn my_integrations(&self, ctx: &Context<'_>) -> ApiResult<Vec<Integration>> {
         let rc = RequestContext::of(ctx)?;
-        require_owner(rc, Operation::Read)?;
+        require_account_data(rc, Operation::Read, Resource::Integrations, NO_INTEGRATIONS)?;
         let rows = repo::list(&*rc.tx()?, policy::manageable(rc.identity())).await?;
         Ok(rows.into_iter().map(Integration::from).collect())
     }
@@ -120,7 +120,12 @@ impl IntegrationMutation {
         input: ConnectIntegrationInput,
     ) -> ApiResult<ConnectIntegrationPayload> {
         let rc = RequestContext::of(ctx)?;
-        let owner = require_owner(rc, Operation::Write)?;
+        let owner = require_account_data(
+            rc,
+            Operation::Write,
+            Resource::Integrations,
+            NO_INTEGRATIONS,
+        )?;
         let provider = validate::provider("provider", &input.provider)?;
         let config = config(input.config)?.unwrap_or_else(|| serde_json::json!({}));
         let sealed = input
@@ -157,7 +162,12 @@ impl IntegrationMutation {
         input: UpdateIntegrationInput,
     ) -> ApiResult<UpdateIntegrationPayload> {
         let rc = RequestContext::of(ctx)?;
-        let owner = require_owner(rc, Operation::Write)?;
+        let owner = require_account_data(
+            rc,
+            Operation::Write,
+            Resource::Integrations,
+            NO_INTEGRATIONS,
+        )?;
         let id = parse_id("id", &input.id)?;
         let tx = rc.tx()?;
         let visible = policy::manageable(rc.identity());
@@ -186,7 +196,12 @@ impl IntegrationMutation {
     /// included.
     async fn disconnect_integration(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeletePayload> {
         let rc = RequestContext::of(ctx)?;
-        require_owner(rc, Operation::Write)?;
+        require_account_data(
+            rc,
+            Operation::Write,
+            Resource::Integrations,
+            NO_INTEGRATIONS,
+        )?;
         let id = parse_id("id", &id)?;
         let tx = rc.tx()?;
         let visible = policy::manageable(rc.identity());
@@ -196,17 +211,6 @@ impl IntegrationMutation {
         repo::delete(&*tx, visible, id).await?;
         Ok(DeletePayload::new(id))
     }
-}
-
-/// The caller's account, if it may manage its integrations with this kind of access:
-/// `UNAUTHENTICATED` when anonymous, `FORBIDDEN` for services and for tokens that do not
-/// allow `resource("integrations")`.
-fn require_owner(rc: &RequestContext, operation: Operation) -> ApiResult<Uuid> {
-    let user = rc.user_id()?;
-    refuse_service(rc, "service tokens have no integrations of their own")?;
-    rc.authorize(operation, Resource::Integrations)?;
-    policy::owner(rc.identity()).ok_or(ApiError::Forbidden("no account to hold integrations"))?;
-    Ok(user)
 }
 
 /// Validated credentials, sealed for `owner`.
@@ -235,3 +239,6 @@ fn config(raw: Option<Json<serde_json::Value>>) -> ApiResult<Option<serde_json::
 const CREDENTIALS_MAX: usize = 16_384;
 /// Largest settings object, serialized.
 const CONFIG_MAX_BYTES: usize = 16_384;
+
+/// Why a service token is refused: services hold no account-wide data of their own.
+const NO_INTEGRATIONS: &str = "service tokens have no integrations of their own";

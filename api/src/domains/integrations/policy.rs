@@ -4,24 +4,11 @@
 //! never through the API.
 
 use entity::integrations;
-use sea_orm::{ColumnTrait, Condition};
-use uuid::Uuid;
+use sea_orm::Condition;
 
-use crate::auth::{Identity, Role};
+use crate::{auth::Identity, kit::authz::own_rows};
 
-/// The account whose integrations `identity` manages: its own, as a user or an admin;
-/// none for services and anonymous callers.
-pub fn owner(identity: Identity) -> Option<Uuid> {
-    match identity.role() {
-        Some(Role::User | Role::Admin) => identity.user_id(),
-        Some(Role::Service) | None => None,
-    }
-}
-
-/// The rows `identity` may read and change, as a condition.
+/// The rows `identity` may read and change, as a condition: its own (users and admins alike).
 pub fn manageable(identity: Identity) -> Condition {
-    match owner(identity) {
-        Some(user) => Condition::all().add(integrations::Column::UserId.eq(user)),
-        None => Condition::all().add(integrations::Column::UserId.is_null()),
-    }
+    own_rows(identity, integrations::Column::UserId)
 }

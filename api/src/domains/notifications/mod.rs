@@ -18,7 +18,7 @@ use crate::{
     error::{ApiError, ApiResult},
     kit::{
         RequestContext,
-        authz::{refuse_service, require_service_or_admin},
+        authz::{require_account_data, require_service_or_admin},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
@@ -108,7 +108,12 @@ impl NotificationQuery {
         before: Option<String>,
     ) -> ApiResult<Page<Notification>> {
         let rc = RequestContext::of(ctx)?;
-        let user_id = recipient(rc, Operation::Read)?;
+        let user_id = require_account_data(
+            rc,
+            Operation::Read,
+            Resource::Notifications,
+            NO_NOTIFICATIONS,
+        )?;
         paginate(
             rc.tx_ref(),
             repo::list(user_id, unread_only),
@@ -122,7 +127,12 @@ impl NotificationQuery {
     /// How many of the caller's notifications are unread.
     async fn unread_notification_count(&self, ctx: &Context<'_>) -> ApiResult<u64> {
         let rc = RequestContext::of(ctx)?;
-        let user_id = recipient(rc, Operation::Read)?;
+        let user_id = require_account_data(
+            rc,
+            Operation::Read,
+            Resource::Notifications,
+            NO_NOTIFICATIONS,
+        )?;
         repo::unread_count(&*rc.tx()?, user_id).await
     }
 }
@@ -185,7 +195,12 @@ impl NotificationMutation {
     /// Marks every unread notification of the caller read; returns how many.
     async fn mark_all_notifications_read(&self, ctx: &Context<'_>) -> ApiResult<u64> {
         let rc = RequestContext::of(ctx)?;
-        let user_id = recipient(rc, Operation::Write)?;
+        let user_id = require_account_data(
+            rc,
+            Operation::Write,
+            Resource::Notifications,
+            NO_NOTIFICATIONS,
+        )?;
         repo::mark_read(&*rc.tx()?, user_id, None).await
     }
 
@@ -203,15 +218,14 @@ impl NotificationMutation {
 /// The caller and the notification id a change names, once the token allows changing
 /// notifications.
 fn own(rc: &RequestContext, id: &ID) -> ApiResult<(Uuid, Uuid)> {
-    let user_id = recipient(rc, Operation::Write)?;
+    let user_id = require_account_data(
+        rc,
+        Operation::Write,
+        Resource::Notifications,
+        NO_NOTIFICATIONS,
+    )?;
     Ok((user_id, parse_id("id", id)?))
 }
 
-/// The signed-in account whose notifications the caller reads or changes, once the
-/// token allows it. Services send notifications but have none (their role reads none).
-fn recipient(rc: &RequestContext, operation: Operation) -> ApiResult<Uuid> {
-    let user_id = rc.user_id()?;
-    refuse_service(rc, "service tokens send notifications but have none")?;
-    rc.authorize(operation, Resource::Notifications)?;
-    Ok(user_id)
-}
+/// Services send notifications but have none (their role reads none).
+const NO_NOTIFICATIONS: &str = "service tokens send notifications but have none";
