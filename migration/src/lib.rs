@@ -16,6 +16,7 @@ mod m20261125_000003_seed_catalogs;
 mod m20261125_000004_tighten_policies;
 mod m20261125_000005_align_reads_with_the_api;
 mod m20261125_000006_unique_integration_provider;
+mod m20261125_000007_task_readers_read_their_agents;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_tighten_policies::Migration),
             Box::new(m20261125_000005_align_reads_with_the_api::Migration),
             Box::new(m20261125_000006_unique_integration_provider::Migration),
+            Box::new(m20261125_000007_task_readers_read_their_agents::Migration),
         ]
     }
 }

@@ -12,6 +12,7 @@ on_both_backends!(
     only_admins_write_the_catalogs,
     inactive_entries_are_for_admins_only,
     catalog_input_is_validated,
+    a_task_still_names_its_agent_after_the_agent_is_retired,
 );
 
 const CREATE_SERVICE: &str = "mutation($i: CreateAiServiceInput!) { createAiService(input: $i) { aiService { id slug inputPricePer1k outputPricePer1k capabilities isActive } } }";
@@ -179,4 +180,39 @@ async fn catalog_input_is_validated(app: TestApp) {
         .graphql(CREATE_SERVICE, json!({ "i": new_service("openai-gpt-4o") }))
         .await;
     assert_eq!(code(&duplicate), "CONFLICT", "{duplicate}");
+}
+
+async fn a_task_still_names_its_agent_after_the_agent_is_retired(app: TestApp) {
+    let cast = flashfusion_tests::Actors::new(&app).await;
+    let created = cast
+        .owner
+        .graphql(
+            "mutation($p: ID!) { createAgentTask(input: {projectId: $p, agentSlug: \"doc-writer\", title: \"t\"}) { task { id agent { id } } } }",
+            json!({ "p": cast.project_id }),
+        )
+        .await;
+    let task = &created["data"]["createAgentTask"]["task"];
+    let retired = cast
+        .admin
+        .graphql(
+            "mutation($a: ID!) { updateAgent(input: {id: $a, isActive: false}) { agent { isActive } } }",
+            json!({ "a": task["agent"]["id"] }),
+        )
+        .await;
+    assert_eq!(
+        retired["data"]["updateAgent"]["agent"]["isActive"], false,
+        "{retired}"
+    );
+    const READ: &str = "query($t: ID!) { agentTask(id: $t) { agent { slug isActive } } }";
+    for client in [&cast.owner, &cast.admin, &cast.service] {
+        let read = client.graphql(READ, json!({ "t": task["id"] })).await;
+        assert_eq!(
+            read["data"]["agentTask"]["agent"],
+            json!({ "slug": "doc-writer", "isActive": false }),
+            "{read}"
+        );
+    }
+    // The catalog itself no longer lists it for the owner.
+    let listed = cast.owner.graphql("{ agents { slug } }", json!({})).await;
+    assert!(!listed.to_string().contains("doc-writer"), "{listed}");
 }

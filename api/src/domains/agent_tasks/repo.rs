@@ -89,7 +89,7 @@ pub async fn find_active_agent(
         .await?)
 }
 
-/// The agents among `ids` that `identity` may read (the catalog's policy).
+/// The agents among `ids` that `identity` may read one by one (the catalog's policy).
 pub async fn agents_by_id(
     db: &impl ConnectionTrait,
     identity: Identity,
@@ -97,10 +97,7 @@ pub async fn agents_by_id(
 ) -> ApiResult<Vec<agents::Model>> {
     Ok(agents::Entity::find()
         .filter(agents::Column::Id.is_in(ids))
-        .filter(crate::domains::catalog::policy::readable(
-            identity,
-            agents::Column::IsActive,
-        ))
+        .filter(crate::domains::catalog::policy::agent_readable(identity))
         .all(db)
         .await?)
 }

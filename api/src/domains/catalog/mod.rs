@@ -113,7 +113,7 @@ pub fn register(loaders: Loaders) -> Loaders {
         .register(|tx, identity| {
             AgentLoader::new(
                 tx,
-                policy::readable(identity, agents::Column::IsActive),
+                policy::agent_readable(identity),
                 agents::Column::Id,
                 |row| (row.id, row.into()),
             )

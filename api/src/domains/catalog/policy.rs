@@ -1,10 +1,12 @@
 //! Who may read and write the catalogs (`ai_services`, `agents`): the one statement of
 //! their policies. Everyone (anonymous and scoped tokens included) reads active
-//! entries, admins read all and write; services read active entries like everyone.
+//! entries, admins read all and write. One by one, services read every agent and users
+//! the agents of their own tasks ([`agent_readable`]); the lists stay the catalog.
 
-use sea_orm::{ColumnTrait, Condition};
+use entity::{agent_tasks, agents};
+use sea_orm::{ColumnTrait, Condition, sea_query::Query};
 
-use crate::auth::Identity;
+use crate::auth::{Identity, Role};
 
 /// The entries `identity` may read, as a condition on the table's `is_active` column.
 pub fn readable(identity: Identity, is_active: impl ColumnTrait) -> Condition {
@@ -12,6 +14,28 @@ pub fn readable(identity: Identity, is_active: impl ColumnTrait) -> Condition {
         Condition::all()
     } else {
         Condition::all().add(is_active.eq(true))
+    }
+}
+
+/// The agents `identity` may read one by one (a task's `agent`): active ones, every one
+/// for admins and services (the service runs every task), and for a user also the
+/// agents of their own tasks, so a task never points at an agent its reader cannot see
+/// after the agent was deactivated. Migration m20261125_000007 says the same in SQL.
+pub fn agent_readable(identity: Identity) -> Condition {
+    match (identity.role(), identity.user_id()) {
+        (Some(Role::Admin | Role::Service), _) => Condition::all(),
+        (Some(Role::User), Some(user)) => {
+            Condition::any().add(agents::Column::IsActive.eq(true)).add(
+                agents::Column::Id.in_subquery(
+                    Query::select()
+                        .column(agent_tasks::Column::AgentId)
+                        .from(agent_tasks::Entity)
+                        .and_where(agent_tasks::Column::UserId.eq(user))
+                        .to_owned(),
+                ),
+            )
+        }
+        _ => Condition::all().add(agents::Column::IsActive.eq(true)),
     }
 }
 
