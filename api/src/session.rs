@@ -40,13 +40,17 @@ pub async fn is_current(db: &impl ConnectionTrait, session: &Session) -> ApiResu
     })
 }
 
-/// Whether any of these revocation ids has been revoked.
+/// Whether any of these revocation ids has been revoked. Reads the id column only:
+/// callers may not read who signed out (migration m20261125_000008).
 async fn any_revoked(db: &impl ConnectionTrait, revocation_ids: Vec<String>) -> ApiResult<bool> {
-    Ok(revoked_tokens::Entity::find()
+    let found: Option<String> = revoked_tokens::Entity::find()
+        .select_only()
+        .column(revoked_tokens::Column::RevocationId)
         .filter(revoked_tokens::Column::RevocationId.is_in(revocation_ids))
+        .into_tuple()
         .one(db)
-        .await?
-        .is_some())
+        .await?;
+    Ok(found.is_some())
 }
 
 /// Revokes `session`'s own (last block's) revocation id, which kills it and every token

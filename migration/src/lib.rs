@@ -17,6 +17,7 @@ mod m20261125_000004_tighten_policies;
 mod m20261125_000005_align_reads_with_the_api;
 mod m20261125_000006_unique_integration_provider;
 mod m20261125_000007_task_readers_read_their_agents;
+mod m20261125_000008_hide_who_signed_out;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_align_reads_with_the_api::Migration),
             Box::new(m20261125_000006_unique_integration_provider::Migration),
             Box::new(m20261125_000007_task_readers_read_their_agents::Migration),
+            Box::new(m20261125_000008_hide_who_signed_out::Migration),
         ]
     }
 }

@@ -37,6 +37,7 @@ mod parity;
 mod policies;
 mod production;
 mod projects;
+mod revocations;
 mod scoping;
 mod secrets;
 mod secrets_matrix;
