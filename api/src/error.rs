@@ -58,6 +58,12 @@ impl ApiError {
         }
     }
 
+    /// The code of errors the GraphQL engine raises itself (syntax, validation, argument
+    /// coercion), which carry none: they are the client's input.
+    pub fn engine_error_code() -> &'static str {
+        Self::BadUserInput(String::new()).code()
+    }
+
     /// What the client reads in `message`.
     pub fn message(&self) -> String {
         match self {

@@ -211,7 +211,7 @@ fn with_codes(mut response: Response) -> Response {
             error
                 .extensions
                 .get_or_insert_with(Default::default)
-                .set("code", "BAD_USER_INPUT");
+                .set("code", ApiError::engine_error_code());
         }
     }
     response

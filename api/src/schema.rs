@@ -23,6 +23,7 @@ use crate::{
         projects::{ProjectMutation, ProjectQuery},
         usage::UsageQuery,
     },
+    error::ApiError,
     kit::RequestContext,
     state::AppState,
 };
@@ -132,7 +133,7 @@ impl Extension for MutationGuard {
                     Value::String(code) => Some(code.clone()),
                     _ => None,
                 })
-                .unwrap_or_else(|| "BAD_USER_INPUT".to_owned());
+                .unwrap_or_else(|| ApiError::engine_error_code().to_owned());
             let _ = rc.failed.set(code);
         }
         result
