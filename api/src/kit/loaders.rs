@@ -45,6 +45,17 @@ impl Loaders {
         self
     }
 
+    /// Attaches per-request data `make(tx, identity)` builds that is not a DataLoader
+    /// (e.g. [`super::nested::FirstPages`], which loads sibling pages on its own).
+    pub fn data<D: std::any::Any + Send + Sync>(
+        mut self,
+        make: impl FnOnce(TxRef, Identity) -> D,
+    ) -> Self {
+        let data = make(self.tx.clone(), self.identity);
+        self.request = self.request.data(data);
+        self
+    }
+
     /// The request with every loader attached.
     pub fn finish(self) -> Request {
         self.request

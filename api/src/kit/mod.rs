@@ -1,12 +1,14 @@
 //! The shared kit every domain builds on, and which knows no domain: the request
 //! context, authorization helpers and scoped listing, Relay pagination, DataLoader
-//! plumbing, the public profile loader, common payloads, enum mirroring and money.
+//! plumbing, the public profile loader, common payloads, enum mirroring, money, and child lists batched under a page of
+//! parents.
 
 pub mod authz;
 mod context;
 pub mod enums;
 pub mod loaders;
 pub mod money;
+pub mod nested;
 pub mod pagination;
 pub mod payloads;
 pub mod profiles;

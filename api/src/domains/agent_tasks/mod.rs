@@ -76,8 +76,6 @@ pub struct AgentTask {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     #[graphql(skip)]
-    pub(crate) key: Uuid,
-    #[graphql(skip)]
     project_id: Uuid,
     #[graphql(skip)]
     agent_id: Uuid,
@@ -104,7 +102,6 @@ impl From<agent_tasks::Model> for AgentTask {
             finished_at: t.finished_at,
             created_at: t.created_at,
             updated_at: t.updated_at,
-            key: t.id,
             project_id: t.project_id,
             agent_id: t.agent_id,
             preloaded_agent: None,

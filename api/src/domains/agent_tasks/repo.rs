@@ -4,8 +4,6 @@
 //! conditional on the status it was checked against, so a concurrent change is refused
 //! instead of overwritten.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 use entity::{
     agent_tasks::{self, AgentTaskStatus as Status},
@@ -13,8 +11,8 @@ use entity::{
 };
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, Order,
-    QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, Order, QueryFilter, QueryOrder,
+    QuerySelect, Select,
     sea_query::{LockBehavior, LockType},
 };
 use uuid::Uuid;
@@ -23,7 +21,6 @@ use super::policy;
 use crate::{
     auth::Identity,
     error::{ApiError, ApiResult},
-    kit::pagination::{TOTAL_IN_PARENT, newest_per_parent},
 };
 
 /// The task `id` if `identity` may read it.
@@ -52,29 +49,6 @@ pub fn readable(
         query = query.filter(agent_tasks::Column::Status.eq(status));
     }
     query
-}
-
-/// The newest `limit + 1` tasks of each project in `projects` that `identity` may
-/// read, newest first, with each project's whole count, in one statement.
-pub async fn newest_per_project(
-    db: &impl ConnectionTrait,
-    identity: Identity,
-    projects: &[Uuid],
-    status: Option<Status>,
-    limit: usize,
-) -> ApiResult<HashMap<Uuid, (Vec<agent_tasks::Model>, u64)>> {
-    let query = readable(identity, None, status)
-        .filter(agent_tasks::Column::ProjectId.is_in(projects.iter().copied()));
-    let statement = newest_per_parent(db.get_database_backend(), query, "project_id", limit);
-    let mut pages: HashMap<Uuid, (Vec<agent_tasks::Model>, u64)> = HashMap::new();
-    for row in db.query_all_raw(statement).await? {
-        let model = agent_tasks::Model::from_query_result(&row, "")?;
-        let total: i64 = row.try_get("", TOTAL_IN_PARENT)?;
-        let page = pages.entry(model.project_id).or_default();
-        page.0.push(model);
-        page.1 = u64::try_from(total).unwrap_or(0);
-    }
-    Ok(pages)
 }
 
 /// The active agent `slug`, if any.

@@ -81,8 +81,6 @@ pub struct Deployment {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     #[graphql(skip)]
-    pub(crate) key: Uuid,
-    #[graphql(skip)]
     project_id: Uuid,
 }
 
@@ -99,7 +97,6 @@ impl From<deployments::Model> for Deployment {
             finished_at: d.finished_at,
             created_at: d.created_at,
             updated_at: d.updated_at,
-            key: d.id,
             project_id: d.project_id,
         }
     }

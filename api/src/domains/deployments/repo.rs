@@ -4,13 +4,11 @@
 //! conditional on the status it was checked against, so a concurrent change is refused
 //! instead of overwritten.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 use entity::deployments::{self, DeploymentEnvironment, DeploymentStatus as Status};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, Select,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Select,
 };
 use uuid::Uuid;
 
@@ -18,7 +16,6 @@ use super::policy;
 use crate::{
     auth::Identity,
     error::{ApiError, ApiResult},
-    kit::pagination::{TOTAL_IN_PARENT, newest_per_parent},
 };
 
 /// The deployment `id` if `identity` may read it.
@@ -47,29 +44,6 @@ pub fn readable(
         query = query.filter(deployments::Column::Status.eq(status));
     }
     query
-}
-
-/// The newest `limit + 1` deployments of each project in `projects` that `identity` may
-/// read, newest first, with each project's whole count, in one statement.
-pub async fn newest_per_project(
-    db: &impl ConnectionTrait,
-    identity: Identity,
-    projects: &[Uuid],
-    status: Option<Status>,
-    limit: usize,
-) -> ApiResult<HashMap<Uuid, (Vec<deployments::Model>, u64)>> {
-    let query = readable(identity, None, status)
-        .filter(deployments::Column::ProjectId.is_in(projects.iter().copied()));
-    let statement = newest_per_parent(db.get_database_backend(), query, "project_id", limit);
-    let mut pages: HashMap<Uuid, (Vec<deployments::Model>, u64)> = HashMap::new();
-    for row in db.query_all_raw(statement).await? {
-        let model = deployments::Model::from_query_result(&row, "")?;
-        let total: i64 = row.try_get("", TOTAL_IN_PARENT)?;
-        let page = pages.entry(model.project_id).or_default();
-        page.0.push(model);
-        page.1 = u64::try_from(total).unwrap_or(0);
-    }
-    Ok(pages)
 }
 
 /// A validated new deployment.
