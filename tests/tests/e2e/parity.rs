@@ -40,11 +40,13 @@ fn strings(value: &Value, path: &str) -> Ids {
 
 /// What `actor` sees in SQL (`sql` selects text); a refused statement sees nothing.
 async fn in_sql(app: &TestApp, cast: &Actors, actor: Actor, sql: &str) -> Ids {
-    cast.sql_as(app, actor, sql)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
+    match cast.sql_as(app, actor, sql).await {
+        Ok(rows) => rows.into_iter().collect(),
+        // No privilege on the table: the role sees no row. Any other error is a bug in
+        // the test, which must not read as "sees nothing".
+        Err(err) if err.to_string().contains("permission denied") => Ids::new(),
+        Err(err) => panic!("{sql} as {actor:?}: {err}"),
+    }
 }
 
 /// Every row `sql` selects, read as the database owner (no policy applies).
@@ -297,7 +299,21 @@ async fn refused_everywhere(
         ["FORBIDDEN", "NOT_FOUND"].contains(&code.as_str()),
         "{field} as {actor:?} should be refused: {response}"
     );
-    let changed = cast.sql_as(app, actor, sql).await.unwrap_or_default();
+    // Refused means a privilege, policy or guard said no, or no row qualified; any
+    // other error (a typo in the SQL) would make this pass for nothing.
+    let changed = match cast.sql_as(app, actor, sql).await {
+        Ok(rows) => rows,
+        Err(err) => {
+            let message = err.to_string();
+            assert!(
+                ["permission denied", "row-level security", "only an admin"]
+                    .iter()
+                    .any(|refusal| message.contains(refusal)),
+                "{field} as {actor:?}: SQL failed for another reason: {message}"
+            );
+            Vec::new()
+        }
+    };
     assert!(
         changed.is_empty(),
         "{field} as {actor:?}: SQL changed {changed:?}"
