@@ -65,7 +65,8 @@ impl Project {
     }
 
     /// The project's code generations the caller may see (the owner's; all for
-    /// services), newest first, optionally in one status.
+    /// services), newest first, optionally in one status; first pages are batched
+    /// across a page of projects.
     #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
     async fn code_generations(
         &self,
@@ -77,6 +78,6 @@ impl Project {
         before: Option<String>,
     ) -> ApiResult<Page<CodeGeneration>> {
         let args = PageArgs::new(first, after, last, before);
-        code_generations::of_project(ctx, self.key, status, args).await
+        code_generations::project_page(ctx, self.key, &self.siblings, status, args).await
     }
 }

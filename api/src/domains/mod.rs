@@ -35,6 +35,7 @@ pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Requ
     let loaders = projects::register(loaders);
     let loaders = agent_tasks::register(loaders);
     let loaders = deployments::register(loaders);
+    let loaders = code_generations::register(loaders);
     let loaders = catalog::register(loaders);
     let loaders = billing::register(loaders);
     loaders.finish()

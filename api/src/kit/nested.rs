@@ -21,7 +21,9 @@ use uuid::Uuid;
 use super::{
     RequestContext,
     loaders::Loaders,
-    pagination::{Page, PageArgs, TOTAL_IN_PARENT, first_page, newest_per_parent, paginate},
+    pagination::{
+        Page, PageArgs, TOTAL_IN_PARENT, empty_page, first_page, newest_per_parent, paginate,
+    },
 };
 use crate::{
     auth::Identity,
@@ -47,6 +49,13 @@ pub trait ChildList: Send + Sync + 'static {
     fn readable(identity: Identity, filter: Self::Filter) -> Select<Self::Entity>;
     /// A row's parent and key.
     fn parent_and_key(row: &<Self::Entity as EntityTrait>::Model) -> (Uuid, Uuid);
+    /// Whether `identity` reads any child at all: anonymous callers read no
+    /// project-owned rows (their role has no grant on those tables), so they get an
+    /// empty page instead of Postgres' refusal.
+    fn reads_any(identity: Identity) -> bool {
+        identity.role().is_some()
+    }
+
     /// The nodes of rows loaded for many parents at once, in order: the place to batch
     /// what every node shows (a task's agent). By default each row converts alone.
     fn nodes(
@@ -155,6 +164,10 @@ pub async fn child_page<L: ChildList>(
     filter: L::Filter,
     args: PageArgs,
 ) -> ApiResult<Page<L::Node>> {
+    let rc = RequestContext::of(ctx)?;
+    if !L::reads_any(rc.identity()) {
+        return Ok(empty_page());
+    }
     if let Some(limit) = args.first_without_cursor()? {
         let (rows, total) = ctx
             .data::<FirstPages<L>>()
@@ -167,7 +180,6 @@ pub async fn child_page<L: ChildList>(
             Box::new(move |_| Box::pin(async move { Ok(total) })),
         ));
     }
-    let rc = RequestContext::of(ctx)?;
     paginate(
         rc.tx_ref(),
         L::readable(rc.identity(), filter).filter(L::PARENT.eq(parent)),

@@ -13,7 +13,44 @@ use uuid::Uuid;
 
 use crate::work_support::{CLAIM, World};
 
-on_both_backends!(a_page_of_projects_loads_its_tasks_and_deployments_in_batches);
+on_both_backends!(
+    a_page_of_projects_loads_its_tasks_and_deployments_in_batches,
+    anonymous_callers_see_public_projects_with_no_children,
+);
+
+/// Anonymous callers read no project-owned rows: the child lists of a public project are
+/// empty for them on both backends (on Postgres their role has no grant on those
+/// tables, which must not surface as an error).
+async fn anonymous_callers_see_public_projects_with_no_children(app: TestApp) {
+    let (ada, _) = app.user("ada@example.com").await;
+    let created = ada
+        .graphql(
+            "mutation { createProject(input: {name: \"open\", visibility: PUBLIC}) { project { id } } }",
+            json!({}),
+        )
+        .await;
+    let project = &created["data"]["createProject"]["project"]["id"];
+    let task = ada
+        .graphql(
+            "mutation($p: ID!) { createAgentTask(input: {projectId: $p, agentSlug: \"code-reviewer\", title: \"t\"}) { task { id } } }",
+            json!({ "p": project }),
+        )
+        .await;
+    assert!(task["errors"].is_null(), "{task}");
+    const CHILDREN: &str = "{ publicProjects { edges { node { tasks { totalCount } deployments(first: 1) { totalCount } codeGenerations { totalCount } } } } }";
+    let seen = app.anonymous().graphql(CHILDREN, json!({})).await;
+    assert_eq!(
+        seen["data"]["publicProjects"]["edges"][0]["node"],
+        json!({ "tasks": { "totalCount": 0 }, "deployments": { "totalCount": 0 }, "codeGenerations": { "totalCount": 0 } }),
+        "{seen}"
+    );
+    // Its owner sees the task through the same batched path.
+    let mine = ada.graphql(CHILDREN, json!({})).await;
+    assert_eq!(
+        mine["data"]["publicProjects"]["edges"][0]["node"]["tasks"]["totalCount"], 1,
+        "{mine}"
+    );
+}
 
 /// The seeded `code-reviewer` agent (migration `m20261125_000003_seed_catalogs`).
 const CODE_REVIEWER: Uuid = Uuid::from_u128(0x0193_6b2a_0000_7000_8000_0000_0001_0001);

@@ -8,8 +8,12 @@
 //! micro-dollars) and records the usage in the same transaction. Generations hang off a
 //! project, so tokens reach them through `resource("project", id)`.
 
+mod nested;
 pub mod policy;
 mod repo;
+
+pub(crate) use nested::project_page;
+pub use nested::register;
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -49,7 +53,7 @@ pub enum GenerationStatus {
 mirror_enum!(GenerationStatus <=> DbStatus { Pending, Running, Succeeded, Failed });
 
 /// One prompt sent to an AI service, and its result.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct CodeGeneration {
     id: ID,
@@ -205,17 +209,6 @@ impl CodeGenerationQuery {
         let args = PageArgs::new(first, after, last, before);
         list(rc, project, status, Resource::Account, args).await
     }
-}
-
-/// `Project.codeGenerations`: the generations of `project` the caller may see.
-pub(crate) async fn of_project(
-    ctx: &Context<'_>,
-    project: Uuid,
-    status: Option<GenerationStatus>,
-    args: PageArgs,
-) -> ApiResult<Page<CodeGeneration>> {
-    let rc = RequestContext::of(ctx)?;
-    list(rc, Some(project), status, Resource::Project(project), args).await
 }
 
 /// One page of generations, as far as the policy and the token's checks allow.
