@@ -217,6 +217,43 @@ fn with_codes(mut response: Response) -> Response {
     response
 }
 
+impl Gateway {
+    /// Runs one WebSocket operation for `caller`: a query or mutation yields one
+    /// response, a subscription one per event until it ends.
+    pub fn execute_ws(&self, request: Request, caller: Caller) -> BoxStream<'static, Response> {
+        let gateway = self.clone();
+        let limit = gateway.state.config.request_timeout;
+        stream::once(async move {
+            // The HTTP timeout layer does not reach WebSocket operations; the same bound
+            // applies here, and dropping the operation rolls its transaction back.
+            tokio::time::timeout(limit, gateway.run(request, caller, Transport::WebSocket))
+                .await
+                .map_or_else(
+                    |_| {
+                        Response::from_errors(vec![
+                            ApiError::internal(
+                                "operation timed out",
+                                anyhow::anyhow!("over FLASHFUSION_REQUEST_TIMEOUT ({limit:?})"),
+                            )
+                            .into(),
+                        ])
+                    },
+                    |(response, _)| response,
+                )
+        })
+        .boxed()
+    }
+
+    /// Resolves when `session` may no longer act: its token expired, or it was revoked
+    /// or its account demoted. A socket holding it closes then.
+    pub async fn session_ended(&self, session: &Session) {
+        let left = (session.expires_at() - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        tokio::time::sleep(left).await;
+    }
+}
+
 /// The WebSocket transport runs operations through the same pipeline; its caller
 /// comes from `connection_init`, kept in the connection's data.
 #[derive(Clone)]
@@ -245,26 +282,6 @@ impl Executor for WsExecutor {
                 .cloned()
                 .flatten()
         });
-        let gateway = self.gateway.clone();
-        let limit = gateway.state.config.request_timeout;
-        stream::once(async move {
-            // The HTTP timeout layer does not reach WebSocket operations; the same bound
-            // applies here, and dropping the operation rolls its transaction back.
-            tokio::time::timeout(limit, gateway.run(request, caller, Transport::WebSocket))
-                .await
-                .map_or_else(
-                    |_| {
-                        Response::from_errors(vec![
-                            ApiError::internal(
-                                "operation timed out",
-                                anyhow::anyhow!("over FLASHFUSION_REQUEST_TIMEOUT ({limit:?})"),
-                            )
-                            .into(),
-                        ])
-                    },
-                    |(response, _)| response,
-                )
-        })
-        .boxed()
+        self.gateway.execute_ws(request, caller)
     }
 }
