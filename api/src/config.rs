@@ -177,6 +177,19 @@ pub struct Config {
     /// How often one more sign-in attempt per email is allowed after a burst, e.g. `30s`.
     #[arg(long, env = "FLASHFUSION_SIGNIN_REFILL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub signin_refill: Duration,
+    /// How many events each replica buffers for its subscribers; one that falls this
+    /// far behind is ended with an error (it can resume with `after`).
+    #[arg(
+        long,
+        env = "FLASHFUSION_SUBSCRIPTION_BUFFER",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub subscription_buffer: u32,
+    /// How long events are kept for subscribers resuming with `after`, e.g. `7d`.
+    #[arg(long, env = "FLASHFUSION_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration, global = true)]
+    pub event_retention: Duration,
     /// Maximum database connections in the pool.
     #[arg(
         long,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod kit;
 pub mod pipeline;
+pub mod realtime;
 pub mod schema;
 pub mod secrets;
 pub mod session;

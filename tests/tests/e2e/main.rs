@@ -41,6 +41,7 @@ mod revocations;
 mod scoping;
 mod secrets;
 mod secrets_matrix;
+mod subscriptions;
 mod task_effects;
 mod task_queue;
 mod work_matrix;
