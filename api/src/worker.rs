@@ -460,16 +460,46 @@ impl Worker {
             if index > 0 {
                 tokio::time::sleep(self.step_delay).await;
             }
-            self.gateway
+            let advanced = self
+                .gateway
                 .call::<Value>(
                     "advanceDeployment",
                     ADVANCE,
                     json!({ "i": { "id": deployment.id, "status": status, "logAppend": log, "url": url } }),
                 )
-                .await?;
+                .await;
+            match advanced {
+                Ok(_) => {}
+                // Before the first step it is not ours (another worker may have taken
+                // it); a refused token cannot write anything more.
+                Err(err) if index == 0 || err.is_fatal() => return Err(err),
+                Err(err) => {
+                    self.give_up(&deployment.id, &err).await;
+                    return Ok(Round::Worked);
+                }
+            }
             tracing::info!(deployment = %deployment.id, "{}", log.trim_end().replace('\n', " | "));
         }
         Ok(Round::Worked)
+    }
+
+    /// Marks a deployment this worker started as FAILED after a step broke off, rather
+    /// than leave it building with nobody on it (refused too when it was cancelled
+    /// meanwhile, which is fine).
+    async fn give_up(&self, id: &str, err: &CallError) {
+        tracing::warn!(deployment = %id, "deployment broke off: {err}");
+        let log = format!("==> Deployment failed: {err}\n");
+        let failed = self
+            .gateway
+            .call::<Value>(
+                "advanceDeployment",
+                ADVANCE,
+                json!({ "i": { "id": id, "status": "FAILED", "logAppend": log } }),
+            )
+            .await;
+        if let Err(err) = failed {
+            tracing::warn!(deployment = %id, "could not mark the deployment failed: {err}");
+        }
     }
 }
 

@@ -52,6 +52,7 @@ impl RunningWorker {
 /// token for the worker.
 struct Scene {
     owner: Client,
+    project: String,
     task: String,
     deployment: String,
     service_token: String,
@@ -61,38 +62,71 @@ impl Scene {
     async fn new(app: &TestApp) -> Self {
         let (owner, _) = app.user("owner@example.com").await;
         let project = create_project(&owner, "Demo Shop").await;
-        let task = owner
+        let (_, service_id) = app.user("worker@example.com").await;
+        let mut scene = Self {
+            owner,
+            project,
+            task: String::new(),
+            deployment: String::new(),
+            service_token: app.mint(&service_id, Role::Service),
+        };
+        scene.task = scene.queue_task("Review the PR").await;
+        scene.deployment = scene.queue_deployment().await;
+        scene
+    }
+
+    /// The owner queues a task on the project; returns its id.
+    async fn queue_task(&self, title: &str) -> String {
+        let created = self
+            .owner
             .graphql(
-                "mutation($p: ID!) { createAgentTask(input: {projectId: $p, agentSlug: \"code-reviewer\", title: \"Review the PR\"}) { task { id } } }",
-                json!({ "p": project }),
+                "mutation($p: ID!, $t: String!) { createAgentTask(input: {projectId: $p, agentSlug: \"code-reviewer\", title: $t}) { task { id } } }",
+                json!({ "p": self.project, "t": title }),
             )
             .await;
-        let deployment = owner
+        id_of(&created, "/data/createAgentTask/task/id")
+    }
+
+    /// The owner queues a preview deployment of the project; returns its id.
+    async fn queue_deployment(&self) -> String {
+        let created = self
+            .owner
             .graphql(
                 "mutation($p: ID!) { createDeployment(input: {projectId: $p, environment: PREVIEW, provider: \"vercel\", commitSha: \"abc123\"}) { deployment { id } } }",
-                json!({ "p": project }),
+                json!({ "p": self.project }),
             )
             .await;
-        let (_, service_id) = app.user("worker@example.com").await;
-        Self {
-            task: id_of(&task, "/data/createAgentTask/task/id"),
-            deployment: id_of(&deployment, "/data/createDeployment/deployment/id"),
-            service_token: app.mint(&service_id, Role::Service),
-            owner,
-        }
+        id_of(&created, "/data/createDeployment/deployment/id")
     }
 
     async fn task(&self) -> Value {
-        let response = self.owner.graphql(TASK, json!({ "id": self.task })).await;
-        response["data"]["agentTask"].clone()
+        self.read(TASK, &self.task, "agentTask").await
     }
 
     async fn deployment(&self) -> Value {
-        let response = self
-            .owner
-            .graphql(DEPLOYMENT, json!({ "id": self.deployment }))
-            .await;
-        response["data"]["deployment"].clone()
+        self.read(DEPLOYMENT, &self.deployment, "deployment").await
+    }
+
+    /// The row `id` as the owner reads it with `query`.
+    async fn read(&self, query: &str, id: &str, field: &str) -> Value {
+        let response = self.owner.graphql(query, json!({ "id": id })).await;
+        response["data"][field].clone()
+    }
+
+    /// Polls the row `id` (bounded by [`TIMEOUT`]) until its status is one of
+    /// `statuses`.
+    async fn until(&self, query: &str, id: &str, field: &str, statuses: &[&str]) -> Value {
+        tokio::time::timeout(TIMEOUT, async {
+            loop {
+                let row = self.read(query, id, field).await;
+                if statuses.iter().any(|status| row["status"] == *status) {
+                    return row;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{field} {id} did not reach {statuses:?} in time"))
     }
 
     /// Polls the task (every few milliseconds, bounded by [`TIMEOUT`]) until it is
@@ -119,17 +153,8 @@ impl Scene {
 
     /// Polls the deployment (bounded by [`TIMEOUT`]) until it is READY.
     async fn deployment_ready(&self) -> Value {
-        tokio::time::timeout(TIMEOUT, async {
-            loop {
-                let deployment = self.deployment().await;
-                if deployment["status"] == "READY" {
-                    return deployment;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the deployment did not become READY in time")
+        self.until(DEPLOYMENT, &self.deployment, "deployment", &["READY"])
+            .await
     }
 }
 
@@ -214,6 +239,62 @@ async fn a_failed_attempt_is_queued_again_and_the_next_one_succeeds() {
         task["output"]["log"][0], "attempt 2: resuming at 35%",
         "the second attempt took over where the failed one stopped: {task}"
     );
+
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn work_its_owner_cancels_midway_is_dropped_and_the_worker_goes_on() {
+    let app = TestApp::postgres().await;
+    let scene = Scene::new(&app).await;
+    // Steps slow enough that the owner cancels while the worker is on them.
+    let worker = RunningWorker::start(&app, &scene.service_token, Duration::from_millis(400), 0);
+
+    scene
+        .until(TASK, &scene.task, "agentTask", &["RUNNING"])
+        .await;
+    let cancelled = scene
+        .owner
+        .graphql(
+            "mutation($id: ID!) { cancelAgentTask(id: $id) { task { status } } }",
+            json!({ "id": scene.task }),
+        )
+        .await;
+    assert_eq!(
+        cancelled["data"]["cancelAgentTask"]["task"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    scene
+        .until(
+            DEPLOYMENT,
+            &scene.deployment,
+            "deployment",
+            &["BUILDING", "DEPLOYING"],
+        )
+        .await;
+    let cancelled = scene
+        .owner
+        .graphql(
+            "mutation($id: ID!) { cancelDeployment(id: $id) { deployment { status } } }",
+            json!({ "id": scene.deployment }),
+        )
+        .await;
+    assert_eq!(
+        cancelled["data"]["cancelDeployment"]["deployment"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+
+    // The worker drops both and takes the next ones.
+    let next_task = scene.queue_task("Write the tests").await;
+    let next_deployment = scene.queue_deployment().await;
+    scene
+        .until(TASK, &next_task, "agentTask", &["SUCCEEDED"])
+        .await;
+    scene
+        .until(DEPLOYMENT, &next_deployment, "deployment", &["READY"])
+        .await;
+    assert_eq!(scene.task().await["status"], "CANCELLED");
+    assert_eq!(scene.deployment().await["status"], "CANCELLED");
 
     worker.stop().await;
 }
