@@ -46,6 +46,7 @@ mod task_effects;
 mod task_queue;
 mod work_matrix;
 mod work_support;
+mod worker;
 
 use serde_json::Value;
 
