@@ -18,6 +18,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
 /// Migrates, binds and serves until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
     state.db.migrate().await?;
+    state.hub.start();
     let bind = state.config.bind;
     let listener = TcpListener::bind(bind)
         .await
@@ -49,8 +50,9 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Keeps in-process and database bookkeeping from growing forever: every hour, drop the
-/// revocations of tokens that have expired anyway and the sign-in limiter's idle keys.
-/// A failure is logged and retried next time.
+/// revocations of tokens that have expired anyway, the sign-in limiter's idle keys and
+/// the events older than `FLASHFUSION_EVENT_RETENTION`. A failure is logged and retried
+/// next time.
 async fn housekeeping(state: Arc<AppState>) {
     let mut every = tokio::time::interval(session::PURGE_EVERY);
     loop {
@@ -60,6 +62,11 @@ async fn housekeeping(state: Arc<AppState>) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired revocations"),
             Err(err) => tracing::warn!(error = ?err, "purging expired revocations failed"),
+        }
+        match state.hub.prune(state.config.event_retention).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned old events"),
+            Err(err) => tracing::warn!(error = ?err, "pruning old events failed"),
         }
     }
 }

@@ -65,11 +65,18 @@ async fn graphiql() -> Html<String> {
     )
 }
 
+/// Ready when the database answers and the event listener holds its connection.
 async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
-    match gateway.state().db.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+    if gateway.state().db.ping().await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
     }
+    if !gateway.state().hub.is_listening() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "event listener reconnecting",
+        );
+    }
+    (StatusCode::OK, "ready")
 }
 
 /// `POST /graphql`: one JSON request object, `Content-Type: application/json` only.

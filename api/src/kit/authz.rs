@@ -50,6 +50,14 @@ impl Readers {
         }
     }
 
+    /// The one account whose rows are readable, when that is the rule.
+    pub fn owner(self) -> Option<Uuid> {
+        match self {
+            Self::Owner(user) => Some(user),
+            Self::All | Self::Nobody => None,
+        }
+    }
+
     /// Whether a row owned by `owner` is readable.
     pub fn admits(self, owner: Uuid) -> bool {
         match self {

@@ -29,6 +29,7 @@ use crate::{
     error::{ApiError, ApiResult},
     kit::authz::Readers,
     realtime::{Change, Cursor, Event, FeedCount, Row},
+    state::AppState,
 };
 
 /// What happened to the row an event carries.
@@ -139,7 +140,8 @@ pub fn selects_any(ctx: &Context<'_>, field: &str, nested: &[&str]) -> bool {
 
 /// The feed of a subscription: the events after `after` (a cursor it was handed),
 /// then live ones, each turned into an item by `admit` or skipped when it returns
-/// `None`. Call it last in a subscription field: it ends the set-up transaction.
+/// `None`. `readers` is the domain's read rule, which `admit` applies; the replay
+/// reads only rows it may admit. Call it last in a subscription field: it ends the set-up transaction.
 ///
 /// Errors: `BAD_USER_INPUT` for a cursor that is malformed or older than the retention
 /// window; the stream ends with `RATE_LIMITED` when the subscriber fell so far behind
@@ -147,6 +149,7 @@ pub fn selects_any(ctx: &Context<'_>, field: &str, nested: &[&str]) -> bool {
 pub async fn feed<T, F>(
     ctx: &Context<'_>,
     after: Option<String>,
+    readers: Readers,
     needs_db: bool,
     admit: F,
 ) -> ApiResult<impl Stream<Item = ApiResult<T>> + Send + 'static>
@@ -163,23 +166,25 @@ where
     let after = after.map(|cursor| cursor.parse::<Cursor>()).transpose()?;
     let (live, position) = state.hub.subscribe().await;
     let counted = state.hub.count_feed();
-    let replay = match after {
-        Some(after) => {
-            if !state.hub.retains(after).await? {
-                return Err(ApiError::bad_input(
-                    "cursor expired: refetch, then subscribe without `after`",
-                ));
-            }
-            state.hub.replay(after, position).await?
-        }
-        None => Vec::new(),
-    };
+    if let Some(after) = after
+        && !state.hub.retains(after).await?
+    {
+        return Err(ApiError::bad_input(
+            "cursor expired: refetch, then subscribe without `after`",
+        ));
+    }
     let identity = rc.identity();
     let tx = rc.tx_ref().clone();
     let db = needs_db.then(|| state.db.clone());
     subscription.set_up();
     let feed = Feed {
-        replay: replay.into(),
+        replay: after.map(|after| Replay {
+            state: state.clone(),
+            from: after,
+            upto: position,
+            owner: readers.owner(),
+            batch: VecDeque::new(),
+        }),
         live,
         // Live events up to here were replayed, or come before `after`.
         live_after: after.map_or(position, |after| after.max(position)),
@@ -208,9 +213,38 @@ where
     }))
 }
 
+/// What a resuming subscriber missed, read from the `events` table in batches as it is
+/// delivered (so a long absence does not load every event at once).
+struct Replay {
+    state: Arc<AppState>,
+    /// The last cursor read.
+    from: Cursor,
+    /// Where live events begin.
+    upto: Cursor,
+    /// Only this account's rows, when the subscriber reads no other.
+    owner: Option<Uuid>,
+    batch: VecDeque<Arc<Event>>,
+}
+
+impl Replay {
+    /// The next missed event; `None` once caught up.
+    async fn next(&mut self) -> ApiResult<Option<Arc<Event>>> {
+        if self.batch.is_empty() {
+            let batch = self
+                .state
+                .hub
+                .replay(self.from, self.upto, self.owner)
+                .await?;
+            self.from = batch.last().map_or(self.upto, |event| event.cursor);
+            self.batch = batch.into();
+        }
+        Ok(self.batch.pop_front())
+    }
+}
+
 /// The state of one subscription's feed.
 struct Feed<F> {
-    replay: VecDeque<Arc<Event>>,
+    replay: Option<Replay>,
     live: broadcast::Receiver<Arc<Event>>,
     live_after: Cursor,
     admit: F,
@@ -225,7 +259,20 @@ impl<T, F: FnMut(&Event) -> Option<T>> Feed<F> {
             return None;
         }
         loop {
-            let event = match self.replay.pop_front() {
+            let missed = match &mut self.replay {
+                Some(replay) => match replay.next().await {
+                    Ok(missed) => missed,
+                    Err(err) => {
+                        self.ended = true;
+                        return Some(Err(err));
+                    }
+                },
+                None => None,
+            };
+            if missed.is_none() {
+                self.replay = None;
+            }
+            let event = match missed {
                 Some(event) => event,
                 None => match self.live.recv().await {
                     Ok(event) if event.cursor <= self.live_after => continue,
@@ -277,7 +324,7 @@ pub async fn project_feed<M: ProjectRow, T: Send + 'static>(
         (wanted && readers.admits(row.owner_id()) && scope.reads(row.project_id()))
             .then(|| make(event, row.clone()))
     };
-    Ok(feed(ctx, after, needs_db, admit).await?.boxed())
+    Ok(feed(ctx, after, readers, needs_db, admit).await?.boxed())
 }
 
 /// Declares a subscription's event type: the cursor, what happened, and the row under

@@ -16,6 +16,7 @@ use tokio::{
     sync::{Notify, broadcast, watch},
     task::JoinHandle,
 };
+use uuid::Uuid;
 
 use super::{Cursor, Event, listener, store};
 use crate::{db::Database, error::ApiResult};
@@ -62,7 +63,7 @@ pub(super) struct Shared {
 
 /// What `/readyz` and the logs can tell about the hub.
 #[derive(Default)]
-pub struct HubHealth {
+pub(super) struct HubHealth {
     /// Whether the Postgres listener holds a LISTENing connection (always on SQLite).
     pub listening: AtomicBool,
     /// How many times the listener lost its connection and reconnected.
@@ -138,25 +139,24 @@ impl Hub {
         self.running().wake.notify_one();
     }
 
-    /// The events after `after` up to and including `upto`, oldest first: what a
-    /// resuming subscriber missed before its live events begin.
-    pub async fn replay(&self, after: Cursor, upto: Cursor) -> ApiResult<Vec<Arc<Event>>> {
-        let mut events = Vec::new();
-        let mut from = after;
-        while from < upto {
-            let (batch, _) = store::after(&self.shared.db, from, BATCH).await?;
-            let Some(last) = batch.last().map(|event| event.cursor) else {
-                break;
-            };
-            events.extend(
-                batch
-                    .into_iter()
-                    .take_while(|event| event.cursor <= upto)
-                    .map(Arc::new),
-            );
-            from = last;
+    /// The next batch of events after `after` up to and including `upto`, oldest
+    /// first, only of `owner`'s rows when given: part of what a resuming subscriber
+    /// missed before its live events begin. Empty when there is no more.
+    pub async fn replay(
+        &self,
+        after: Cursor,
+        upto: Cursor,
+        owner: Option<Uuid>,
+    ) -> ApiResult<Vec<Arc<Event>>> {
+        if after >= upto {
+            return Ok(Vec::new());
         }
-        Ok(events)
+        let (batch, _) = store::after(&self.shared.db, after, BATCH, owner).await?;
+        Ok(batch
+            .into_iter()
+            .take_while(|event| event.cursor <= upto)
+            .map(Arc::new)
+            .collect())
     }
 
     /// Whether resuming after `cursor` is still possible (its event is retained).
@@ -169,9 +169,21 @@ impl Hub {
         store::prune(&self.shared.db, age).await
     }
 
-    /// The listener's state.
-    pub fn health(&self) -> &HubHealth {
-        &self.shared.health
+    /// Starts the hub's tasks now rather than at the first subscription, so its
+    /// health is known from the start.
+    pub fn start(&self) {
+        self.running();
+    }
+
+    /// Whether events reach this replica: the listener holds its connection (or the
+    /// hub has not been started, so nobody waits for events yet).
+    pub fn is_listening(&self) -> bool {
+        self.tasks.get().is_none() || self.shared.health.listening.load(Ordering::Relaxed)
+    }
+
+    /// How many times the listener lost its connection and reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.health.reconnects.load(Ordering::Relaxed)
     }
 }
 
@@ -202,7 +214,7 @@ async fn read_loop(shared: Arc<Shared>) {
     let mut held_back_retry = HELD_BACK_RETRY.0;
     loop {
         let from = *lock(&shared.position);
-        match store::after(&shared.db, from, BATCH).await {
+        match store::after(&shared.db, from, BATCH, None).await {
             Ok((events, held_back)) => {
                 let full = events.len() as u64 == BATCH;
                 broadcast(&shared, events);

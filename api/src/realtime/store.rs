@@ -21,28 +21,36 @@ fn service() -> Identity {
     Identity::user(Uuid::nil(), Role::Service)
 }
 
-/// The events after `after`, oldest first, at most `limit`; and whether events after
-/// them already committed but are held back because an older transaction still runs
-/// (the caller should look again shortly).
-pub async fn after(db: &Database, after: Cursor, limit: u64) -> ApiResult<(Vec<Event>, bool)> {
+/// The events after `after`, oldest first, at most `limit`, only those of `owner`'s
+/// rows when given; and whether events after them already committed but are held back
+/// because an older transaction still runs (the caller should look again shortly).
+pub async fn after(
+    db: &Database,
+    after: Cursor,
+    limit: u64,
+    owner: Option<Uuid>,
+) -> ApiResult<(Vec<Event>, bool)> {
     let backend = db.backend();
     let sql = match backend {
         DatabaseBackend::Postgres => {
             "select id, tx_id::text as tx, topic, kind, owner_id, payload::text as payload,
                     tx_id < pg_snapshot_xmin(pg_current_snapshot()) as safe
              from events where (tx_id, id) > ($1::text::xid8, $2)
+                 and ($4::uuid is null or owner_id = $4::uuid)
              order by tx_id, id limit $3"
         }
         _ => {
             "select id, cast(tx_id as text) as tx, topic, kind, owner_id, payload, 1 as safe
              from events where (tx_id, id) > (cast($1 as integer), $2)
+                 and ($4 is null or owner_id = $4)
              order by tx_id, id limit $3"
         }
     };
-    let values: [Value; 3] = [
+    let values: [Value; 4] = [
         after.tx.to_string().into(),
         after.id.into(),
         i64::try_from(limit).unwrap_or(i64::MAX).into(),
+        owner.into(),
     ];
     let rows = query(db, sql, values).await?;
     let mut events = Vec::with_capacity(rows.len());

@@ -172,7 +172,7 @@ impl NotificationSubscription {
             }
             _ => None,
         };
-        Ok(feed(ctx, after, false, admit).await?.boxed())
+        Ok(feed(ctx, after, readers, false, admit).await?.boxed())
     }
 }
 
