@@ -27,8 +27,19 @@ use axum::{
 /// Where the assets are served: `/graphiql/<name>`.
 pub const ASSETS_PATH: &str = "/graphiql";
 
-/// The route of one asset.
+/// The route of one vendored asset.
 const ASSET_ROUTE: &str = "/graphiql/{name}";
+
+/// The page's own script (not vendored: built from [`PAGE_SCRIPT`] for the endpoint).
+const PAGE_SCRIPT_PATH: &str = "/graphiql/page.js";
+
+/// The page's Content-Security-Policy: scripts, styles, fonts and connections from the
+/// gateway only (`'self'` covers its own `ws:`/`wss:` in CSP Level 3), so a browser
+/// itself refuses anything from another host. The inline style attributes GraphiQL
+/// sets need `'unsafe-inline'` for styles; the fonts in its CSS are `data:` URLs.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     font-src 'self' data:; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
 
 /// One embedded file.
 struct Asset {
@@ -99,7 +110,7 @@ query Agents {
 }
 "#;
 
-/// The page's own script: a fetcher that sends subscriptions over graphql-ws with the
+/// The page's own script (served at [`PAGE_SCRIPT_PATH`]): a fetcher that sends subscriptions over graphql-ws with the
 /// Headers tab as `connectionParams` (one client per distinct headers), everything else
 /// over HTTP, and GraphiQL rendered with it.
 const PAGE_SCRIPT: &str = r#"
@@ -150,28 +161,39 @@ fn find(name: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|asset| asset.name == name)
 }
 
-/// The link to an asset, with a fingerprint of its bytes as `?v=`.
-fn link(name: &str) -> String {
+/// A fingerprint of `bytes` for `?v=`: it changes when they do (and perhaps with the
+/// compiler, which costs a browser one download, nothing more).
+fn fingerprint(bytes: &[u8]) -> String {
     let mut hasher = DefaultHasher::new();
-    if let Some(asset) = find(name) {
-        asset.bytes.hash(&mut hasher);
-    }
-    format!("{ASSETS_PATH}/{name}?v={:016x}", hasher.finish())
+    bytes.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
-/// The page for `endpoint` (the GraphQL path, for HTTP and WebSocket alike).
-fn render(endpoint: &str) -> String {
-    // JSON strings are valid JavaScript literals; neither holds `</script>`.
-    let script = PAGE_SCRIPT
+/// The link to a vendored asset, fingerprinted.
+fn link(name: &str) -> String {
+    let bytes = find(name).map_or(&[][..], |asset| asset.bytes);
+    format!("{ASSETS_PATH}/{name}?v={}", fingerprint(bytes))
+}
+
+/// The page's own script for `endpoint` (the GraphQL path, for HTTP and WebSocket).
+fn page_script(endpoint: &str) -> String {
+    // JSON strings are valid JavaScript literals.
+    PAGE_SCRIPT
         .replace("ENDPOINT", &serde_json::Value::from(endpoint).to_string())
         .replace(
             "DEFAULT_QUERY",
             &serde_json::Value::from(DEFAULT_QUERY).to_string(),
-        );
+        )
+}
+
+/// The page, loading the vendored scripts and then its own from `script_link`.
+fn render(script_link: &str) -> String {
     let scripts: String = ASSETS
         .iter()
         .filter(|asset| asset.content_type == JS)
-        .map(|asset| format!("<script src=\"{}\"></script>\n", link(asset.name)))
+        .map(|asset| link(asset.name))
+        .chain([script_link.to_owned()])
+        .map(|src| format!("<script src=\"{src}\"></script>\n"))
         .collect();
     format!(
         r#"<!doctype html>
@@ -185,36 +207,54 @@ fn render(endpoint: &str) -> String {
 </head>
 <body>
 <div id="graphiql">Loading GraphiQL&hellip;</div>
-{scripts}<script>{script}</script>
-</body>
+{scripts}</body>
 </html>
 "#,
         css = link("graphiql.min.css"),
     )
 }
 
-/// The routes: the page at `/`, rendered once for `endpoint` (the GraphQL path, for
-/// HTTP and WebSocket alike), and the assets.
+/// The routes: the page at `/`, its own script, and the vendored assets, for `endpoint`
+/// (the GraphQL path, for HTTP and WebSocket alike). Page and script are built once.
 pub fn routes<S: Clone + Send + Sync + 'static>(endpoint: &str) -> Router<S> {
-    let page = Bytes::from(render(endpoint));
+    let script = Bytes::from(page_script(endpoint));
+    let page = Bytes::from(render(&format!(
+        "{PAGE_SCRIPT_PATH}?v={}",
+        fingerprint(&script)
+    )));
     Router::new()
-        .route("/", get(move || async move { Html(page) }))
+        .route(
+            "/",
+            get(move || async move {
+                (
+                    [
+                        (header::CONTENT_SECURITY_POLICY, POLICY),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    Html(page),
+                )
+            }),
+        )
+        .route(
+            PAGE_SCRIPT_PATH,
+            get(move || async move { (asset_headers(JS), script) }),
+        )
         .route(ASSET_ROUTE, get(asset))
 }
 
-/// `GET /graphiql/<name>`: an embedded asset with its content type and a long cache
+fn asset_headers(content_type: &'static str) -> [(header::HeaderName, &'static str); 3] {
+    [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, CACHE_FOREVER),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ]
+}
+
+/// `GET /graphiql/<name>`: a vendored asset with its content type and a long cache
 /// lifetime, or 404.
 async fn asset(Path(name): Path<String>) -> Response {
     match find(&name) {
-        Some(asset) => (
-            [
-                (header::CONTENT_TYPE, asset.content_type),
-                (header::CACHE_CONTROL, CACHE_FOREVER),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            ],
-            asset.bytes,
-        )
-            .into_response(),
+        Some(asset) => (asset_headers(asset.content_type), asset.bytes).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, TEXT)],
@@ -223,7 +263,6 @@ async fn asset(Path(name): Path<String>) -> Response {
             .into_response(),
     }
 }
-
 #[cfg(test)]
 mod tests {
     use std::{collections::BTreeSet, path::PathBuf, process::Command};
@@ -277,15 +316,21 @@ mod tests {
 
     #[test]
     fn the_page_links_only_its_own_assets() {
-        let page = render("/graphql");
-        assert!(
-            !page.contains("http://") && !page.contains("https://"),
-            "{page}"
-        );
+        let script = page_script("/graphql");
+        let page = render("/graphiql/page.js?v=1");
+        for text in [&page, &script] {
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "{text}"
+            );
+        }
         for asset in ASSETS.iter().filter(|a| a.content_type != TEXT) {
             assert!(page.contains(&link(asset.name)), "{} is linked", asset.name);
         }
-        assert!(page.contains("query Agents"), "the example query");
-        assert!(page.contains("Bearer <token>"), "how to present a token");
+        assert!(page.contains(r#"<script src="/graphiql/page.js?v=1"></script>"#));
+        assert!(!page.contains("<script>"), "no inline script: {page}");
+        assert!(script.contains(r#"var endpoint = "/graphql";"#));
+        assert!(script.contains("query Agents"), "the example query");
+        assert!(script.contains("Bearer <token>"), "how to present a token");
     }
 }

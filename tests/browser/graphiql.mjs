@@ -112,6 +112,10 @@ async function main() {
     const page = await context.newPage();
     page.setDefaultTimeout(STEP_TIMEOUT);
     page.on('pageerror', (error) => pageErrors.push(String(error)));
+    // Something the page needs but its Content-Security-Policy refuses shows up here.
+    page.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) pageErrors.push(message.text());
+    });
     const initPayloads = [];
     page.on('websocket', (ws) => {
       ws.on('framesent', ({ payload }) => {
@@ -127,9 +131,13 @@ async function main() {
     console.log('ok: GraphiQL rendered');
 
     // The blocker itself works: a request to another host is stopped and counted (then
-    // forgotten, since this page made it on purpose). 192.0.2.0/24 is TEST-NET-1.
+    // forgotten, since it was made on purpose). It is made from a blank page of the same
+    // context: GraphiQL's page would refuse it by its Content-Security-Policy before the
+    // blocker saw it. 192.0.2.0/24 is TEST-NET-1.
     const canary = 'http://192.0.2.1/canary';
-    const canaryFailed = await page.evaluate((url) => fetch(url).then(() => false, () => true), canary);
+    const probe = await context.newPage();
+    const canaryFailed = await probe.evaluate((url) => fetch(url).then(() => false, () => true), canary);
+    await probe.close();
     if (!canaryFailed || blocked.length !== 1 || blocked[0] !== canary) {
       throw new Error(`the request blocker did not stop ${canary}: ${blocked.join(', ')}`);
     }
