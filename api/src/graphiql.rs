@@ -4,7 +4,8 @@
 //! The assets live in `api/assets/graphiql/`, pinned npm releases refreshed only by
 //! `scripts/vendor-graphiql.sh` (which writes their `SHA256SUMS`); they are embedded at
 //! compile time, so the page works on a machine without internet and nothing is fetched
-//! at build or run time. The page must never reference an external URL.
+//! at build or run time. The page must never reference another host; its
+//! Content-Security-Policy has the browser refuse any.
 //!
 //! The page's fetcher sends queries and mutations over HTTP and subscriptions over a
 //! graphql-ws client (`graphql-transport-ws`) on the same endpoint; the JSON in GraphiQL's
@@ -110,9 +111,11 @@ query Agents {
 }
 "#;
 
-/// The page's own script (served at [`PAGE_SCRIPT_PATH`]): a fetcher that sends subscriptions over graphql-ws with the
-/// Headers tab as `connectionParams` (one client per distinct headers), everything else
-/// over HTTP, and GraphiQL rendered with it.
+/// The page's own script (served at [`PAGE_SCRIPT_PATH`]): a fetcher that sends
+/// subscriptions over graphql-ws with the Headers tab as `connectionParams` (one client
+/// per distinct headers; `authorization` in any case becomes the `Authorization` the
+/// gateway reads from `connection_init`), everything else over HTTP, and GraphiQL
+/// rendered with it.
 const PAGE_SCRIPT: &str = r#"
 (function () {
   var endpoint = ENDPOINT;
@@ -124,7 +127,11 @@ const PAGE_SCRIPT: &str = r#"
     if (ws && key === wsKey) return ws;
     if (ws) ws.dispose();
     wsKey = key;
-    ws = graphqlWs.createClient({ url: wsUrl, connectionParams: headers || {} });
+    var params = {};
+    Object.keys(headers || {}).forEach(function (name) {
+      params[name.toLowerCase() === "authorization" ? "Authorization" : name] = headers[name];
+    });
+    ws = graphqlWs.createClient({ url: wsUrl, connectionParams: params });
     return ws;
   }
   function isSubscription(params, opts) {
