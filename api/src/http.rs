@@ -6,14 +6,14 @@
 //! GET, any content type, and subscriptions over multipart HTTP without auth (see
 //! STACK-NOTES). Every operation then goes through [`Gateway::run`].
 
-use async_graphql::{Data, Request, Response, http::GraphiQLSource};
+use async_graphql::{Data, Request, Response};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     Router,
     body::Bytes,
     extract::{FromRequestParts, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
-    response::{Html, IntoResponse},
+    response::IntoResponse,
     routing::get,
 };
 use tower_http::{
@@ -23,6 +23,7 @@ use tower_http::{
 use crate::{
     auth::Session,
     error::ApiError,
+    graphiql,
     pipeline::{Caller, Gateway, Refusal, Transport, WsExecutor},
 };
 
@@ -36,7 +37,7 @@ pub fn router(gateway: Gateway) -> Router {
     let max_body = gateway.state().config.max_body_bytes;
     let timeout = gateway.state().config.request_timeout;
     Router::new()
-        .route("/", get(graphiql))
+        .merge(graphiql::routes(GRAPHQL_PATH))
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -53,16 +54,6 @@ pub fn router(gateway: Gateway) -> Router {
                 .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT]),
         )
         .layer(TraceLayer::new_for_http())
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint(GRAPHQL_PATH)
-            .subscription_endpoint(GRAPHQL_PATH)
-            .title("FlashFusion Gateway")
-            .finish(),
-    )
 }
 
 /// Ready when the database answers and the event listener holds its connection.

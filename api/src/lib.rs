@@ -3,8 +3,8 @@
 //!
 //! Modules import only from below (ARCHITECTURE.md has the map):
 //! `error`, `config`, `validate`, `auth`, `secrets` → `db` → `state` → `session` → `kit` →
-//! `domains` → `schema` → `pipeline` → `http` → `app`, `cli`, `worker` (a GraphQL
-//! client of the gateway, importing only `config`). The binary (`main.rs`)
+//! `domains` → `schema` → `pipeline` → `graphiql` → `http` → `app`, `cli`, `worker` (a
+//! GraphQL client of the gateway, importing only `config`). The binary (`main.rs`)
 //! only parses the command line and calls [`cli::run`].
 
 pub mod app;
@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod domains;
 pub mod error;
+pub mod graphiql;
 pub mod http;
 pub mod kit;
 pub mod pipeline;

@@ -25,6 +25,7 @@ mod agent_task_access;
 mod agent_tasks;
 mod api_keys;
 mod auth;
+mod browser;
 mod catalog;
 mod code_generations;
 mod deployments;
