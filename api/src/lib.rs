@@ -3,7 +3,7 @@
 //!
 //! Modules import only from below (ARCHITECTURE.md has the map):
 //! `error`, `config`, `validate`, `auth`, `secrets` → `db` → `state` → `session` → `kit` →
-//! `domains` → `schema` → `pipeline` → `http` → `app`, `cli`. The binary (`main.rs`)
+//! `domains` → `schema` → `pipeline` → `ws` → `http` → `app`, `cli`. The binary (`main.rs`)
 //! only parses the command line and calls [`cli::run`].
 
 pub mod app;
@@ -21,3 +21,4 @@ pub mod secrets;
 pub mod session;
 pub mod state;
 mod validate;
+pub mod ws;

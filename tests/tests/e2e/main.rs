@@ -43,6 +43,7 @@ mod secrets;
 mod secrets_matrix;
 mod task_effects;
 mod task_queue;
+mod websocket;
 mod work_matrix;
 mod work_support;
 
