@@ -201,9 +201,9 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Upgrades to graphql-transport-ws or legacy graphql-ws (the first the client offers
-/// in `Sec-WebSocket-Protocol`, 400 when it offers neither) and hands the socket to
-/// [`ws::serve`]; messages obey the body limit.
+/// Upgrades to graphql-transport-ws, or legacy graphql-ws when the client's
+/// `Sec-WebSocket-Protocol` offers only that (400 when it offers neither), and hands the
+/// socket to [`ws::serve`]; messages obey the body limit.
 async fn websocket(gateway: Gateway, parts: &mut Parts) -> axum::response::Response {
     let upgrade = match WebSocketUpgrade::from_request_parts(parts, &()).await {
         Ok(upgrade) => upgrade.protocols(ws::SUBPROTOCOLS),

@@ -260,3 +260,19 @@ async fn the_legacy_protocol_still_works() {
     assert_eq!(error["type"], "connection_error", "{error}");
     assert_eq!(close_code(&mut ws).await, 4403);
 }
+
+#[tokio::test]
+async fn a_message_over_the_body_limit_ends_the_socket() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.max_body_bytes = 1024;
+    })
+    .await;
+    let mut ws = acknowledged(&app, TRANSPORT_WS).await;
+    let padding = "x".repeat(2048);
+    subscribe(&mut ws, "big", &format!("{{ __typename }} # {padding}")).await;
+    // The WebSocket layer refuses the frame and drops the connection (1006): no answer.
+    let code = close_code(&mut ws).await;
+    assert_ne!(code, 1000, "not a normal closure");
+}
