@@ -375,178 +375,192 @@ async fn authenticate(gateway: &Gateway, payload: &Value) -> Result<Caller, ApiE
     Ok(Some(session))
 }
 
-/// What woke the socket's loop.
-enum Event {
-    Incoming(Option<Result<Message, axum::Error>>),
-    Output(String, Option<Response>),
-    InitTimeout,
-    SessionEnded,
-    KeepAlive,
-}
-
 /// Why the loop stopped writing: the socket is gone or was closed.
 struct Stop;
 
+/// What one step of the loop leads to: go on, or stop (the socket is closed or gone).
+type Step = Result<(), Stop>;
+
 /// Serves one upgraded socket speaking `protocol` until either side closes it.
-pub async fn serve(gateway: Gateway, mut socket: WebSocket, protocol: Protocol) {
+pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol) {
     let config = &gateway.state().config;
-    let mut connection = Connection::new(protocol, Limits::from_config(config));
-    // A client that stops reading must not hold this task for ever.
-    let write_timeout = config.request_timeout;
-    let init_deadline = tokio::time::sleep(config.ws_init_timeout);
-    tokio::pin!(init_deadline);
-    let mut keep_alive =
-        tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
-    let mut caller: Caller = None;
-    let mut acknowledged = false;
-    let mut session_ended: BoxFuture<'static, ()> = future::pending().boxed();
-    // Each operation's responses, then `None` when its stream ends. Removing an entry
-    // drops the stream, which cancels the operation.
-    let mut operations: StreamMap<String, BoxStream<'static, Option<Response>>> = StreamMap::new();
-    loop {
-        let event = tokio::select! {
-            message = socket.recv() => Event::Incoming(message),
-            Some((id, output)) = operations.next() => Event::Output(id, output),
-            () = &mut init_deadline, if !connection.initialised => Event::InitTimeout,
-            () = &mut session_ended => Event::SessionEnded,
-            _ = keep_alive.tick(), if protocol == Protocol::Legacy && acknowledged => {
-                Event::KeepAlive
-            }
-        };
-        let step = match event {
-            Event::Incoming(Some(Ok(Message::Text(text)))) => {
-                match connection.on_text(text.as_str()) {
-                    Action::Nothing => Ok(()),
-                    Action::Send(message) => send(&mut socket, &message, write_timeout).await,
-                    Action::Close(code, reason) => close(&mut socket, code, &reason).await,
-                    Action::Stop(id) => {
-                        operations.remove(&id);
-                        Ok(())
-                    }
-                    Action::Start { id, request } => {
-                        let responses = gateway
-                            .execute_ws(*request, caller.clone())
-                            .map(Some)
-                            .chain(stream::once(future::ready(None)))
-                            .boxed();
-                        operations.insert(id, responses);
-                        Ok(())
-                    }
-                    Action::Init(payload) => match authenticate(&gateway, &payload).await {
-                        Ok(verified) => {
-                            if let Some(session) = verified.clone() {
-                                let gateway = gateway.clone();
-                                session_ended =
-                                    async move { gateway.session_ended(&session).await }.boxed();
-                            }
-                            caller = verified;
-                            acknowledged = true;
-                            let ack = server_message("connection_ack", None, None);
-                            let mut sent = send(&mut socket, &ack, write_timeout).await;
-                            if sent.is_ok() && protocol == Protocol::Legacy {
-                                let ka = server_message("ka", None, None);
-                                sent = send(&mut socket, &ka, write_timeout).await;
-                            }
-                            sent
-                        }
-                        Err(err) => refuse_init(&mut socket, protocol, &err, write_timeout).await,
-                    },
+    let init_timeout = config.ws_init_timeout;
+    let mut served = Served {
+        connection: Connection::new(protocol, Limits::from_config(config)),
+        // A client that stops reading must not hold this task for ever.
+        write_timeout: config.request_timeout,
+        caller: None,
+        acknowledged: false,
+        session_ended: future::pending().boxed(),
+        operations: StreamMap::new(),
+        socket,
+        gateway,
+    };
+    served.run(init_timeout).await;
+}
+
+/// The I/O side of one socket: the [`Connection`] plus what it needs to act.
+struct Served {
+    gateway: Gateway,
+    socket: WebSocket,
+    connection: Connection,
+    write_timeout: Duration,
+    caller: Caller,
+    acknowledged: bool,
+    /// Resolves when the acknowledged caller's session may no longer act.
+    session_ended: BoxFuture<'static, ()>,
+    /// Each operation's responses, then `None` when its stream ends. Removing an entry
+    /// drops the stream, which cancels the operation (and rolls back its transaction).
+    operations: StreamMap<String, BoxStream<'static, Option<Response>>>,
+}
+
+impl Served {
+    async fn run(&mut self, init_timeout: Duration) {
+        let init_deadline = tokio::time::sleep(init_timeout);
+        tokio::pin!(init_deadline);
+        let legacy = self.connection.protocol == Protocol::Legacy;
+        let mut keep_alive =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        loop {
+            let step = tokio::select! {
+                message = self.socket.recv() => self.on_incoming(message).await,
+                Some((id, output)) = self.operations.next() => self.on_output(id, output).await,
+                () = &mut init_deadline, if !self.connection.initialised => {
+                    self.close(code::INIT_TIMEOUT, "Connection initialisation timeout").await
                 }
+                () = &mut self.session_ended => self.close(code::FORBIDDEN, "Forbidden").await,
+                _ = keep_alive.tick(), if legacy && self.acknowledged => {
+                    self.send(&server_message("ka", None, None)).await
+                }
+            };
+            if step.is_err() {
+                return;
             }
-            Event::Incoming(Some(Ok(Message::Binary(_)))) => {
+        }
+    }
+
+    async fn on_incoming(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
+        match message {
+            Some(Ok(Message::Text(text))) => match self.connection.on_text(text.as_str()) {
+                Action::Nothing => Ok(()),
+                Action::Send(message) => self.send(&message).await,
+                Action::Close(code, reason) => self.close(code, &reason).await,
+                Action::Stop(id) => {
+                    self.operations.remove(&id);
+                    Ok(())
+                }
+                Action::Start { id, request } => {
+                    let responses = self
+                        .gateway
+                        .execute_ws(*request, self.caller.clone())
+                        .map(Some)
+                        .chain(stream::once(future::ready(None)))
+                        .boxed();
+                    self.operations.insert(id, responses);
+                    Ok(())
+                }
+                Action::Init(payload) => self.init(&payload).await,
+            },
+            Some(Ok(Message::Binary(_))) => {
                 let reason = "Invalid message: binary messages are not supported";
-                close(&mut socket, code::BAD_REQUEST, reason).await
+                self.close(code::BAD_REQUEST, reason).await
             }
             // Pings are answered by the WebSocket layer itself.
-            Event::Incoming(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => Ok(()),
-            Event::Incoming(Some(Ok(Message::Close(_)) | Err(_)) | None) => Err(Stop),
-            Event::Output(id, Some(response)) => match connection.on_response(&id, &response) {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+            Some(Ok(Message::Close(_)) | Err(_)) | None => Err(Stop),
+        }
+    }
+
+    async fn on_output(&mut self, id: String, output: Option<Response>) -> Step {
+        let message = match output {
+            Some(response) => match self.connection.on_response(&id, &response) {
                 Some((message, finished)) => {
                     if finished {
-                        operations.remove(&id);
+                        self.operations.remove(&id);
                     }
-                    send(&mut socket, &message, write_timeout).await
+                    Some(message)
                 }
-                None => Ok(()),
+                None => None,
             },
-            Event::Output(id, None) => {
-                operations.remove(&id);
-                match connection.on_end(&id) {
-                    Some(message) => send(&mut socket, &message, write_timeout).await,
-                    None => Ok(()),
-                }
-            }
-            Event::InitTimeout => {
-                let reason = "Connection initialisation timeout";
-                close(&mut socket, code::INIT_TIMEOUT, reason).await
-            }
-            Event::SessionEnded => close(&mut socket, code::FORBIDDEN, "Forbidden").await,
-            Event::KeepAlive => {
-                send(
-                    &mut socket,
-                    &server_message("ka", None, None),
-                    write_timeout,
-                )
-                .await
+            None => {
+                self.operations.remove(&id);
+                self.connection.on_end(&id)
             }
         };
-        if step.is_err() {
-            return;
+        match message {
+            Some(message) => self.send(&message).await,
+            None => Ok(()),
         }
     }
-}
 
-/// Closes the socket after a refused `connection_init`: 4403 for a token that may not
-/// act, 4500 when it could not be checked. The legacy protocol says why first, in
-/// `connection_error`.
-async fn refuse_init(
-    socket: &mut WebSocket,
-    protocol: Protocol,
-    err: &ApiError,
-    write_timeout: Duration,
-) -> Result<(), Stop> {
-    let (code, reason) = match err {
-        ApiError::Internal(cause) => {
-            tracing::error!(error = ?cause, "WebSocket connection_init could not be checked");
-            (code::INTERNAL, "Internal server error")
+    /// Verifies `connection_init`, then acknowledges (the legacy protocol's first `ka`
+    /// right after) or closes: 4403 for a token that may not act, 4500 when it could not
+    /// be checked. The legacy protocol says why first, in `connection_error`.
+    async fn init(&mut self, payload: &Value) -> Step {
+        let legacy = self.connection.protocol == Protocol::Legacy;
+        match authenticate(&self.gateway, payload).await {
+            Ok(caller) => {
+                if let Some(session) = caller.clone() {
+                    let gateway = self.gateway.clone();
+                    self.session_ended =
+                        async move { gateway.session_ended(&session).await }.boxed();
+                }
+                self.caller = caller;
+                self.acknowledged = true;
+                self.send(&server_message("connection_ack", None, None))
+                    .await?;
+                if legacy {
+                    self.send(&server_message("ka", None, None)).await?;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let (code, reason) = match &err {
+                    ApiError::Internal(cause) => {
+                        tracing::error!(error = ?cause, "WebSocket connection_init could not be checked");
+                        (code::INTERNAL, "Internal server error")
+                    }
+                    _ => (code::FORBIDDEN, "Forbidden"),
+                };
+                if legacy {
+                    let mut payload = Map::new();
+                    payload.insert("message".to_owned(), Value::from(err.message()));
+                    let payload = Some(Value::Object(payload));
+                    self.send(&server_message("connection_error", None, payload))
+                        .await?;
+                }
+                self.close(code, reason).await
+            }
         }
-        _ => (code::FORBIDDEN, "Forbidden"),
-    };
-    if protocol == Protocol::Legacy {
-        let mut payload = Map::new();
-        payload.insert("message".to_owned(), Value::from(err.message()));
-        let message = server_message("connection_error", None, Some(Value::Object(payload)));
-        send(socket, &message, write_timeout).await?;
     }
-    close(socket, code, reason).await
-}
 
-async fn send(socket: &mut WebSocket, message: &Value, limit: Duration) -> Result<(), Stop> {
-    let text = Message::Text(message.to_string().into());
-    match tokio::time::timeout(limit, socket.send(text)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Stop),
-        Err(_) => {
-            tracing::debug!("WebSocket dropped: the client did not read in time");
-            Err(Stop)
+    async fn send(&mut self, message: &Value) -> Step {
+        let text = Message::Text(message.to_string().into());
+        match tokio::time::timeout(self.write_timeout, self.socket.send(text)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Stop),
+            Err(_) => {
+                tracing::debug!("WebSocket dropped: the client did not read in time");
+                Err(Stop)
+            }
         }
     }
-}
 
-/// Sends a close frame; the loop stops after it either way.
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) -> Result<(), Stop> {
-    tracing::debug!(code, reason, "closing WebSocket");
-    let frame = CloseFrame {
-        code,
-        reason: truncate(reason, 123).into(),
-    };
-    // Best effort: the client may be gone already.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        socket.send(Message::Close(Some(frame))),
-    )
-    .await;
-    Err(Stop)
+    /// Sends a close frame; the loop stops after it either way.
+    async fn close(&mut self, code: u16, reason: &str) -> Step {
+        tracing::debug!(code, reason, "closing WebSocket");
+        let frame = CloseFrame {
+            code,
+            reason: truncate(reason, 123).into(),
+        };
+        // Best effort: the client may be gone already.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+        Err(Stop)
+    }
 }
 
 /// `text` cut to at most `max` bytes on a character boundary (a close reason may hold
