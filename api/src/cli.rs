@@ -7,8 +7,8 @@ use migration::{Migrator, MigratorTrait};
 use crate::{
     app::{self, AppState},
     auth::{Email, Identity, Role},
-    config::{Cli, Command, LogFormat, MigrateAction, TokenAction, TokenRole},
-    schema,
+    config::{Cli, Command, LogFormat, MigrateAction, TokenAction, TokenRole, WorkerArgs},
+    schema, worker,
 };
 
 /// Runs the command line.
@@ -66,7 +66,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Worker(args) => run_worker(args).await,
     }
+}
+
+/// `flashfusion worker --simulate`: the simulator until Ctrl-C.
+async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.simulate,
+        "only the simulator exists: run `flashfusion worker --simulate`"
+    );
+    let token = args.token.context(
+        "the worker needs a service token: --token or FLASHFUSION_WORKER_TOKEN \
+         (`flashfusion token issue --role service --email ...` issues one)",
+    )?;
+    let simulation = worker::Simulation {
+        endpoint: args.endpoint,
+        token,
+        step_delay: args.step_delay,
+        fail_every: worker::FAIL_EVERY,
+    };
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handler: run until killed.
+            std::future::pending::<()>().await;
+        }
+    };
+    worker::run(simulation, ctrl_c).await?;
+    Ok(())
 }
 
 /// Looks the account up as the gateway's service identity (as sign-in does) and, for an

@@ -35,6 +35,8 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Run a demo agent worker and deployer against a gateway, through its GraphQL API.
+    Worker(WorkerArgs),
 }
 
 /// `flashfusion migrate ...`
@@ -63,6 +65,28 @@ pub enum TokenAction {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
     },
+}
+
+/// `flashfusion worker ...`: the demo worker's settings.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Simulate the work (progress steps, outputs, deployment logs); the only mode
+    /// there is, so it must be asked for.
+    #[arg(long)]
+    pub simulate: bool,
+    /// The gateway's GraphQL endpoint.
+    #[arg(
+        long,
+        env = "FLASHFUSION_WORKER_ENDPOINT",
+        default_value = "http://127.0.0.1:8000/graphql"
+    )]
+    pub endpoint: String,
+    /// A service token (`flashfusion token issue --role service ...`).
+    #[arg(long, env = "FLASHFUSION_WORKER_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+    /// Pause between two progress steps, and between two polls of an empty queue.
+    #[arg(long, env = "FLASHFUSION_WORKER_STEP_DELAY", default_value = "700ms", value_parser = humantime::parse_duration)]
+    pub step_delay: Duration,
 }
 
 /// Roles the CLI can mint.
@@ -195,6 +219,19 @@ pub struct Config {
     /// How often one more sign-in attempt per email is allowed after a burst, e.g. `30s`.
     #[arg(long, env = "FLASHFUSION_SIGNIN_REFILL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub signin_refill: Duration,
+    /// How many events each replica buffers for its subscribers; one that falls this
+    /// far behind is ended with an error (it can resume with `after`).
+    #[arg(
+        long,
+        env = "FLASHFUSION_SUBSCRIPTION_BUFFER",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub subscription_buffer: u32,
+    /// How long events are kept for subscribers resuming with `after`, e.g. `7d`.
+    #[arg(long, env = "FLASHFUSION_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration, global = true)]
+    pub event_retention: Duration,
     /// Maximum database connections in the pool.
     #[arg(
         long,

@@ -7,7 +7,7 @@
 //! to request code.
 
 use std::sync::{
-    Arc, Weak,
+    Arc, Mutex, Weak,
     atomic::{AtomicU64, Ordering},
 };
 
@@ -148,7 +148,7 @@ impl RequestTx {
     /// A weak handle for the request's data.
     pub fn handle(&self) -> TxRef {
         TxRef {
-            tx: Arc::downgrade(&self.tx),
+            slot: Arc::new(Mutex::new(Arc::downgrade(&self.tx))),
             is_postgres: self.is_postgres,
         }
     }
@@ -171,19 +171,30 @@ impl RequestTx {
     }
 }
 
-/// What resolvers hold: a weak reference to the operation's transaction.
+/// What resolvers hold: a weak reference to the operation's transaction. Clones share
+/// one slot, so a subscription can point its resolvers and loaders at each delivery's
+/// own short transaction ([`TxRef::rebind`]).
 #[derive(Clone)]
 pub struct TxRef {
-    tx: Weak<DatabaseTransaction>,
+    slot: Arc<Mutex<Weak<DatabaseTransaction>>>,
     is_postgres: bool,
 }
 
 impl TxRef {
     /// The live transaction; fails only if used after the operation ended.
     pub fn get(&self) -> ApiResult<Arc<DatabaseTransaction>> {
-        self.tx
-            .upgrade()
+        self.slot
+            .lock()
+            .ok()
+            .and_then(|tx| tx.upgrade())
             .ok_or_else(|| ApiError::bug("transaction used after its operation"))
+    }
+
+    /// Points this handle and all its clones at `tx` from now on.
+    pub fn rebind(&self, tx: &RequestTx) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Arc::downgrade(&tx.tx);
+        }
     }
 
     /// Runs the rest of this transaction as `identity` (Postgres), e.g. the gateway's

@@ -37,8 +37,9 @@ pub enum ApiError {
     Conflict(&'static str),
     /// A state machine refuses the requested move.
     InvalidTransition(String),
-    /// The caller is sending too much, too fast.
-    RateLimited,
+    /// The caller is sending too much, too fast, or reading too slowly; the message
+    /// says which.
+    RateLimited(String),
     /// Anything else: a bug or an outage. Logged in full, shown as `INTERNAL`.
     Internal(Arc<anyhow::Error>),
 }
@@ -53,7 +54,7 @@ impl ApiError {
             Self::BadUserInput(_) => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
             Self::InvalidTransition(_) => "INVALID_TRANSITION",
-            Self::RateLimited => "RATE_LIMITED",
+            Self::RateLimited(_) => "RATE_LIMITED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -70,7 +71,7 @@ impl ApiError {
             Self::Unauthenticated(m) | Self::Forbidden(m) | Self::Conflict(m) => (*m).to_owned(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::BadUserInput(m) | Self::InvalidTransition(m) => m.clone(),
-            Self::RateLimited => "too many attempts; try again later".to_owned(),
+            Self::RateLimited(message) => message.clone(),
             Self::Internal(_) => "internal error".to_owned(),
         }
     }

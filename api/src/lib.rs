@@ -3,7 +3,8 @@
 //!
 //! Modules import only from below (ARCHITECTURE.md has the map):
 //! `error`, `config`, `validate`, `auth`, `secrets` → `db` → `state` → `session` → `kit` →
-//! `domains` → `schema` → `pipeline` → `ws` → `http` → `app`, `cli`. The binary (`main.rs`)
+//! `domains` → `schema` → `pipeline` → `ws` → `http` → `app`, `cli`, `worker` (a GraphQL
+//! client of the gateway, importing only `config`). The binary (`main.rs`)
 //! only parses the command line and calls [`cli::run`].
 
 pub mod app;
@@ -16,9 +17,11 @@ pub mod error;
 pub mod http;
 pub mod kit;
 pub mod pipeline;
+pub mod realtime;
 pub mod schema;
 pub mod secrets;
 pub mod session;
 pub mod state;
 mod validate;
+pub mod worker;
 pub mod ws;

@@ -13,8 +13,18 @@ use async_graphql::{
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tracing::Instrument as _;
 
+use sea_orm::DatabaseBackend;
+use tokio::sync::broadcast;
+
 use crate::{
-    auth::Session, domains, error::ApiError, kit::RequestContext, schema::AppSchema, session,
+    auth::Session,
+    db::RequestTx,
+    domains,
+    error::ApiError,
+    kit::{RequestContext, feed::SubscriptionTx},
+    realtime::Row,
+    schema::AppSchema,
+    session,
     state::AppState,
 };
 
@@ -125,34 +135,11 @@ impl Gateway {
             }
             _ => {}
         }
-        // An HTTP caller was verified for this very request; a WebSocket's caller was
-        // verified at connection_init and may have expired since.
-        if transport == Transport::WebSocket
-            && let Some(Err(err)) = caller.as_ref().map(Session::ensure_live)
-        {
-            return refuse(err, Refusal::Unauthenticated);
-        }
-        let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
-        let read_only = operation_type == OperationType::Query;
-        let tx = match self.state.db.begin(&identity, read_only).await {
+        let tx = match self.open(&caller, transport, operation_type).await {
             Ok(tx) => tx,
-            Err(err) => return refuse(err, Refusal::Unavailable),
+            Err((err, refusal)) => return refuse(err, refusal),
         };
-        if let Some(session) = &caller {
-            let refusal = match session::is_current(tx.conn(), session).await {
-                Ok(true) => None,
-                Ok(false) => Some((
-                    ApiError::Unauthenticated("invalid or expired token"),
-                    Refusal::Unauthenticated,
-                )),
-                Err(err) => Some((err, Refusal::Unavailable)),
-            };
-            if let Some((err, refusal)) = refusal {
-                // Nothing was written; a failed rollback only means the connection is gone.
-                let _ = tx.finish(false).await;
-                return refuse(err, refusal);
-            }
-        }
+        let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
         let handle = tx.handle();
         let request = domains::register_loaders(
             request.data(RequestContext::new(caller, handle.clone())),
@@ -167,9 +154,127 @@ impl Gateway {
         }
         if let Err(err) = tx.finish(success).await {
             response = Response::from_errors(vec![err.into()]);
+        } else if success
+            && operation_type == OperationType::Mutation
+            && self.state.db.backend() != DatabaseBackend::Postgres
+        {
+            // SQLite has no NOTIFY: the hub learns of this process's writes from here.
+            self.state.hub.wake();
         }
         (with_codes(response), None)
     }
+
+    /// Opens the operation's transaction as `caller` once the token may still act:
+    /// not expired (a WebSocket's token was verified at `connection_init` and may have
+    /// expired since) and not revoked.
+    async fn open(
+        &self,
+        caller: &Caller,
+        transport: Transport,
+        operation_type: OperationType,
+    ) -> Result<RequestTx, (ApiError, Refusal)> {
+        if transport == Transport::WebSocket
+            && let Some(Err(err)) = caller.as_ref().map(Session::ensure_live)
+        {
+            return Err((err, Refusal::Unauthenticated));
+        }
+        let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
+        let read_only = operation_type != OperationType::Mutation;
+        let tx = self
+            .state
+            .db
+            .begin(&identity, read_only)
+            .await
+            .map_err(|err| (err, Refusal::Unavailable))?;
+        if let Some(session) = caller {
+            let refusal = match session::is_current(tx.conn(), session).await {
+                Ok(true) => None,
+                Ok(false) => Some((
+                    ApiError::Unauthenticated("invalid or expired token"),
+                    Refusal::Unauthenticated,
+                )),
+                Err(err) => Some((err, Refusal::Unavailable)),
+            };
+            if let Some(refusal) = refusal {
+                // Nothing was written; a failed rollback only means the connection is gone.
+                let _ = tx.finish(false).await;
+                return Err(refusal);
+            }
+        }
+        Ok(tx)
+    }
+
+    /// Runs a subscription: its set-up (the field's checks) in a short read-only
+    /// transaction that ends as soon as the field starts its feed (or fails), then one
+    /// response per event, each delivery's own transaction (if it opened one) ended as
+    /// soon as its response is built. Nothing is held while it waits.
+    async fn subscribe(&self, request: Request, caller: Caller) -> BoxStream<'static, Response> {
+        let tx = match self
+            .open(&caller, Transport::WebSocket, OperationType::Subscription)
+            .await
+        {
+            Ok(tx) => tx,
+            Err((err, _)) => return stream::iter([refuse(err, Refusal::BadRequest).0]).boxed(),
+        };
+        let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
+        let (subscription, set_up) = SubscriptionTx::new();
+        let handle = tx.handle();
+        let request = domains::register_loaders(
+            request
+                .data(RequestContext::new(caller, handle.clone()))
+                .data(subscription.clone()),
+            handle,
+            identity,
+        );
+        let mut responses = self.schema.execute_stream(request);
+        let mut set_up = set_up;
+        let limit = self.state.config.request_timeout;
+        let setup = async {
+            tokio::select! {
+                first = responses.next() => Some(first),
+                _ = &mut set_up => None,
+            }
+        };
+        let first = match tokio::time::timeout(limit, setup).await {
+            Ok(None) => None,
+            // A first response may come with the set-up (a replayed event) or instead
+            // of it (the field failed): the signal tells which.
+            Ok(Some(first)) if set_up.try_recv().is_ok() => first,
+            Ok(Some(failed)) => {
+                let _ = tx.finish(false).await;
+                return stream::iter(failed.map(with_codes)).boxed();
+            }
+            Err(_) => {
+                let _ = tx.finish(false).await;
+                return stream::iter([timed_out(limit)]).boxed();
+            }
+        };
+        if let Err(err) = tx.finish(true).await {
+            return stream::iter([Response::from_errors(vec![err.into()])]).boxed();
+        }
+        stream::iter(first)
+            .chain(responses)
+            .then(move |response| {
+                let subscription = subscription.clone();
+                async move {
+                    match subscription.end_delivery().await {
+                        Ok(()) => with_codes(response),
+                        Err(err) => Response::from_errors(vec![err.into()]),
+                    }
+                }
+            })
+            .boxed()
+    }
+}
+
+fn timed_out(limit: std::time::Duration) -> Response {
+    Response::from_errors(vec![
+        ApiError::internal(
+            "operation timed out",
+            anyhow::anyhow!("over FLASHFUSION_REQUEST_TIMEOUT ({limit:?})"),
+        )
+        .into(),
+    ])
 }
 
 /// Finds the type of the operation the request will run.
@@ -220,36 +325,69 @@ fn with_codes(mut response: Response) -> Response {
 impl Gateway {
     /// Runs one WebSocket operation for `caller`: a query or mutation yields one
     /// response, a subscription one per event until it ends.
-    pub fn execute_ws(&self, request: Request, caller: Caller) -> BoxStream<'static, Response> {
+    pub fn execute_ws(&self, mut request: Request, caller: Caller) -> BoxStream<'static, Response> {
         let gateway = self.clone();
+        if matches!(
+            operation_type(&mut request),
+            Ok(OperationType::Subscription)
+        ) {
+            return stream::once(async move { gateway.subscribe(request, caller).await })
+                .flatten()
+                .boxed();
+        }
         let limit = gateway.state.config.request_timeout;
         stream::once(async move {
             // The HTTP timeout layer does not reach WebSocket operations; the same bound
             // applies here, and dropping the operation rolls its transaction back.
             tokio::time::timeout(limit, gateway.run(request, caller, Transport::WebSocket))
                 .await
-                .map_or_else(
-                    |_| {
-                        Response::from_errors(vec![
-                            ApiError::internal(
-                                "operation timed out",
-                                anyhow::anyhow!("over FLASHFUSION_REQUEST_TIMEOUT ({limit:?})"),
-                            )
-                            .into(),
-                        ])
-                    },
-                    |(response, _)| response,
-                )
+                .map_or_else(|_| timed_out(limit), |(response, _)| response)
         })
         .boxed()
     }
 
-    /// Resolves when `session` may no longer act: its token expired, or it was revoked
-    /// or its account demoted. A socket holding it closes then.
+    /// Resolves when `session` may no longer act: its token expired, one of its
+    /// revocation ids was revoked, or its account was demoted or deleted (the hub's
+    /// `session` events of its account say when to look). A socket holding it closes
+    /// then.
     pub async fn session_ended(&self, session: &Session) {
         let left = (session.expires_at() - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
-        tokio::time::sleep(left).await;
+        let expiry = tokio::time::sleep(left);
+        tokio::pin!(expiry);
+        let account = session.identity().user_id();
+        let (mut events, _) = self.state.hub.subscribe().await;
+        loop {
+            let look = tokio::select! {
+                () = &mut expiry => return,
+                event = events.recv() => match event {
+                    Ok(event) => {
+                        matches!(event.row, Row::Session)
+                            && (event.owner_id.is_none() || event.owner_id == account)
+                    }
+                    // Missed events may have concerned this session.
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        (&mut expiry).await;
+                        return;
+                    }
+                },
+            };
+            if look && !self.still_current(session).await {
+                return;
+            }
+        }
+    }
+
+    /// Whether `session` may still act, in a short transaction of its own; a database
+    /// failure keeps the socket (the next operation checks again anyway).
+    async fn still_current(&self, session: &Session) -> bool {
+        let Ok(tx) = self.state.db.begin(&session.identity(), true).await else {
+            return true;
+        };
+        let current = session::is_current(tx.conn(), session).await;
+        let _ = tx.finish(true).await;
+        current.unwrap_or(true)
     }
 }

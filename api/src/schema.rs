@@ -1,25 +1,25 @@
 //! The GraphQL schema: the root types merged from the domains, its limits and its
 //! extensions. Above every domain and below the pipeline; adding a domain means adding
-//! its query and mutation roots here and its loaders in `domains::register_loaders`.
+//! its query, mutation and subscription roots here and its loaders in `domains::register_loaders`.
 
 use std::sync::Arc;
 
 use async_graphql::{
-    EmptySubscription, MergedObject, Schema, ServerError, ServerResult, Value,
+    MergedObject, MergedSubscription, Schema, ServerError, ServerResult, Value,
     extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo},
 };
 
 use crate::{
     domains::{
         accounts::{AccountMutation, AccountQuery},
-        agent_tasks::{AgentTaskMutation, AgentTaskQuery},
+        agent_tasks::{AgentTaskMutation, AgentTaskQuery, AgentTaskSubscription},
         api_keys::{ApiKeyMutation, ApiKeyQuery},
         billing::{BillingMutation, BillingQuery},
         catalog::{CatalogMutation, CatalogQuery},
         code_generations::{CodeGenerationMutation, CodeGenerationQuery},
-        deployments::{DeploymentMutation, DeploymentQuery},
+        deployments::{DeploymentMutation, DeploymentQuery, DeploymentSubscription},
         integrations::{IntegrationMutation, IntegrationQuery},
-        notifications::{NotificationMutation, NotificationQuery},
+        notifications::{NotificationMutation, NotificationQuery, NotificationSubscription},
         projects::{ProjectMutation, ProjectQuery},
         usage::UsageQuery,
     },
@@ -59,8 +59,16 @@ pub struct Mutation(
     CodeGenerationMutation,
 );
 
+/// Every subscription field, merged from the domains (see `kit::feed`).
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(
+    AgentTaskSubscription,
+    DeploymentSubscription,
+    NotificationSubscription,
+);
+
 /// The gateway's schema type.
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Deepest selection accepted.
 const MAX_DEPTH: usize = 16;
@@ -70,10 +78,14 @@ const MAX_COMPLEXITY: usize = 5_000;
 /// Builds the schema. It holds no state of its own: per-request data comes from the
 /// pipeline, shared services from [`AppState`] in the schema data.
 pub fn build_schema(state: Option<Arc<AppState>>) -> AppSchema {
-    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .extension(MutationGuard);
+    let builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+    .extension(MutationGuard);
     match state {
         Some(state) => builder.data(state).finish(),
         None => builder.finish(),

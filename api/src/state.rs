@@ -5,7 +5,7 @@ use std::{num::NonZeroU32, sync::Arc};
 
 use anyhow::Context as _;
 
-use crate::{auth::TokenService, config::Config, db::Database, secrets::Sealer};
+use crate::{auth::TokenService, config::Config, db::Database, realtime::Hub, secrets::Sealer};
 
 /// Everything requests share, built once at start-up.
 pub struct AppState {
@@ -16,6 +16,8 @@ pub struct AppState {
     /// Seals provider API keys and integration credentials; the only holder of the
     /// sealing key.
     pub sealer: Sealer,
+    /// This replica's event hub, which feeds every subscription.
+    pub hub: Hub,
     /// Sign-in attempts per email, against password guessing.
     pub sign_in_limiter: SignInLimiter,
     /// The configuration the process started with.
@@ -50,6 +52,7 @@ impl AppState {
             .context("FLASHFUSION_SIGNIN_REFILL must be positive")?
             .allow_burst(burst);
         Ok(Arc::new(Self {
+            hub: Hub::new(db.clone(), config.subscription_buffer as usize),
             db,
             tokens,
             sealer,

@@ -227,11 +227,10 @@ impl Connection {
             )
         };
         if active >= limit {
-            let mut error = ServerError::from(ApiError::RateLimited);
-            error.message = format!(
+            let error = ServerError::from(ApiError::RateLimited(format!(
                 "this socket already has {active} {what}, the most it may have \
                  ({setting}); wait for one to finish or complete one first"
-            );
+            )));
             return Action::Send(self.error_message(&id, &[error]));
         }
         self.operations.insert(

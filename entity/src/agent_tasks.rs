@@ -8,8 +8,11 @@
 use sea_orm::entity::prelude::*;
 
 /// Lifecycle of an agent task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, serde::Deserialize,
+)]
 #[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "lowercase")]
 pub enum AgentTaskStatus {
     #[sea_orm(string_value = "queued")]
     Queued,
@@ -24,7 +27,7 @@ pub enum AgentTaskStatus {
 }
 
 /// One row of `agent_tasks`.
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Deserialize)]
 #[sea_orm(table_name = "agent_tasks")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]

@@ -7,8 +7,11 @@
 use sea_orm::entity::prelude::*;
 
 /// Where a deployment goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, serde::Deserialize,
+)]
 #[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "lowercase")]
 pub enum DeploymentEnvironment {
     #[sea_orm(string_value = "preview")]
     Preview,
@@ -17,8 +20,11 @@ pub enum DeploymentEnvironment {
 }
 
 /// Lifecycle of a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, serde::Deserialize,
+)]
 #[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "lowercase")]
 pub enum DeploymentStatus {
     #[sea_orm(string_value = "queued")]
     Queued,
@@ -35,7 +41,7 @@ pub enum DeploymentStatus {
 }
 
 /// One row of `deployments`.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Deserialize)]
 #[sea_orm(table_name = "deployments")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]

@@ -73,6 +73,27 @@ impl TestApp {
         db: Option<TestDb>,
         configure: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_keyed(database_url, db, Arc::new(KeyPair::new()), configure).await
+    }
+
+    /// A second gateway (a replica) over this one's database, trusting the same root
+    /// key, so the same tokens work on both.
+    pub async fn replica(&self) -> Self {
+        let url = self
+            .db
+            .as_ref()
+            .expect("a replica needs Postgres")
+            .url()
+            .to_owned();
+        Self::start_keyed(url, None, self.root.clone(), |_| {}).await
+    }
+
+    async fn start_keyed(
+        database_url: String,
+        db: Option<TestDb>,
+        root: Arc<KeyPair>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::defaults();
         config.database_url = database_url.into();
         config.db_max_connections = 5;
@@ -86,7 +107,6 @@ impl TestApp {
             .into(),
         );
         configure(&mut config);
-        let root = Arc::new(KeyPair::new());
         let tokens =
             TokenService::from_key_pair(KeyPair::from(&root.private()), Duration::from_secs(3600));
         let state = AppState::with_tokens(config, tokens)

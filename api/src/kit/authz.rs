@@ -26,6 +26,40 @@ use crate::{
 /// fields and aliases together. A token with `scope_project` hints needs one per hint.
 pub const AUTHORIZATION_BUDGET: usize = 500;
 
+/// Whose rows of an account-owned table (tasks, deployments, notifications) a caller
+/// reads: a domain's policy states it once, and it is rendered as a SQL condition for
+/// queries and judged in memory for each subscription event, so both agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Every row (admins, services).
+    All,
+    /// The rows of this account.
+    Owner(Uuid),
+    /// None.
+    Nobody,
+}
+
+impl Readers {
+    /// The rows readable, as a condition on the table's owner column; `key` is a
+    /// column that is never null, used to select nothing.
+    pub fn condition(self, owner: impl ColumnTrait, key: impl ColumnTrait) -> Condition {
+        match self {
+            Self::All => Condition::all(),
+            Self::Owner(user) => Condition::all().add(owner.eq(user)),
+            Self::Nobody => Condition::all().add(key.is_null()),
+        }
+    }
+
+    /// Whether a row owned by `owner` is readable.
+    pub fn admits(self, owner: Uuid) -> bool {
+        match self {
+            Self::All => true,
+            Self::Owner(user) => user == owner,
+            Self::Nobody => false,
+        }
+    }
+}
+
 /// `FORBIDDEN` for service tokens: where a table's policies grant the service role no
 /// write, the resolvers say so too, so SQLite (no policies) keeps the same rule.
 pub fn refuse_service(rc: &RequestContext, what: &'static str) -> ApiResult<()> {

@@ -1,11 +1,12 @@
 //! The shared kit every domain builds on, and which knows no domain: the request
 //! context, authorization helpers and scoped listing, Relay pagination, DataLoader
-//! plumbing, the public profile loader, common payloads, enum mirroring, money, and child lists batched under a page of
-//! parents.
+//! plumbing, the public profile loader, common payloads, enum mirroring, money, child lists batched under a page of
+//! parents, and the feed every subscription reads.
 
 pub mod authz;
 mod context;
 pub mod enums;
+pub mod feed;
 pub mod loaders;
 pub mod money;
 pub mod nested;

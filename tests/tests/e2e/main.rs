@@ -41,11 +41,13 @@ mod revocations;
 mod scoping;
 mod secrets;
 mod secrets_matrix;
+mod subscriptions;
 mod task_effects;
 mod task_queue;
 mod websocket;
 mod work_matrix;
 mod work_support;
+mod worker;
 
 use serde_json::Value;
 

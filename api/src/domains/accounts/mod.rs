@@ -320,7 +320,9 @@ impl AccountMutation {
             .check_key(&email.as_str().to_owned())
             .is_err()
         {
-            return Err(ApiError::RateLimited);
+            return Err(ApiError::RateLimited(
+                "too many attempts; try again later".to_owned(),
+            ));
         }
         let user = as_service(rc, async { find_by_email(&*rc.tx()?, &email).await }).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());

@@ -11,9 +11,12 @@ mod nested;
 pub mod policy;
 mod repo;
 
-use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{
+    ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription,
+};
 use chrono::{DateTime, Utc};
 use entity::agent_tasks::{self, AgentTaskStatus as DbStatus};
+use futures_util::stream::BoxStream;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -24,7 +27,7 @@ use rust_decimal::Decimal;
 use super::{
     catalog::{Agent, AgentLoader},
     notifications::{NewNotification, notify},
-    projects::{Project, load_visible, require_changeable},
+    projects::{Project, load_visible, require_changeable, require_visible},
     usage::{self, UsageEvent},
 };
 use crate::{
@@ -34,10 +37,12 @@ use crate::{
         RequestContext,
         authz::{as_service, require_service, scope_to_token},
         enums::mirror_enum,
+        feed::{ProjectRow, event_type, project_feed, selects_any},
         loaders::{ById, Loaders, load_one},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
     },
+    realtime::Row,
     validate::{self, Lines},
 };
 
@@ -304,6 +309,76 @@ impl AgentTaskQuery {
     }
 }
 
+event_type!(
+    /// A change to an agent task.
+    AgentTaskEvent { task: AgentTask }
+);
+
+/// The fields of [`AgentTask`] that read other rows.
+const TASK_EDGES: &[&str] = &["project", "agent", "parentTask"];
+
+#[derive(Default)]
+pub struct AgentTaskSubscription;
+
+#[Subscription]
+impl AgentTaskSubscription {
+    /// Every change to the tasks the caller may read (its own; all for admins and
+    /// services), as it happens: of one project with `projectId`, of one task with
+    /// `taskId`. With `after`, a cursor received earlier, what was missed since comes
+    /// first, then live changes, with none lost or repeated.
+    async fn agent_task_updated(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        task_id: Option<ID>,
+        after: Option<String>,
+    ) -> Result<BoxStream<'static, ApiResult<AgentTaskEvent>>, ApiError> {
+        let rc = RequestContext::of(ctx)?;
+        rc.session()?;
+        let project = project_id
+            .as_ref()
+            .map(|id| parse_id("projectId", id))
+            .transpose()?;
+        let task = task_id
+            .as_ref()
+            .map(|id| parse_id("taskId", id))
+            .transpose()?;
+        if let Some(project) = project {
+            require_visible(rc, project).await?;
+        }
+        if let Some(task) = &task_id {
+            require_readable(rc, task).await?;
+        }
+        project_feed(
+            ctx,
+            after,
+            (project, task),
+            policy::readers(rc.identity()),
+            selects_any(ctx, "task", TASK_EDGES),
+            |event, task: agent_tasks::Model| AgentTaskEvent::new(event, task.into()),
+        )
+        .await
+    }
+}
+
+impl ProjectRow for agent_tasks::Model {
+    fn pick(row: &Row) -> Option<&Self> {
+        match row {
+            Row::AgentTask(task) => Some(task),
+            _ => None,
+        }
+    }
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn project_id(&self) -> Uuid {
+        self.project_id
+    }
+    fn owner_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
 #[derive(Default)]
 pub struct AgentTaskMutation;
 
@@ -531,8 +606,8 @@ impl AgentTaskMutation {
 }
 
 /// The task `id` if the caller may see it (token scope included), `NOT_FOUND`
-/// otherwise; `FORBIDDEN` when the token may not write to its project.
-async fn require_task(rc: &RequestContext, id: &ID) -> ApiResult<agent_tasks::Model> {
+/// otherwise.
+async fn require_readable(rc: &RequestContext, id: &ID) -> ApiResult<agent_tasks::Model> {
     const MISSING: ApiError = ApiError::NotFound("agent task");
     let id = parse_id("id", id)?;
     let task = repo::find_readable(&*rc.tx()?, rc.identity(), id)
@@ -540,6 +615,12 @@ async fn require_task(rc: &RequestContext, id: &ID) -> ApiResult<agent_tasks::Mo
         .ok_or(MISSING)?;
     rc.authorize(Operation::Read, Resource::Project(task.project_id))
         .map_err(|_| MISSING)?;
+    Ok(task)
+}
+
+/// [`require_readable`], and `FORBIDDEN` when the token may not write to its project.
+async fn require_task(rc: &RequestContext, id: &ID) -> ApiResult<agent_tasks::Model> {
+    let task = require_readable(rc, id).await?;
     rc.authorize(Operation::Write, Resource::Project(task.project_id))?;
     Ok(task)
 }

@@ -3,24 +3,28 @@
 //! all, claim, progress, finish; admin: all) and of the task state machine.
 
 use entity::agent_tasks::{self, AgentTaskStatus as Status};
-use sea_orm::{ColumnTrait, Condition};
+use sea_orm::Condition;
 use uuid::Uuid;
 
 use crate::{
     auth::{Identity, Role},
     error::{ApiError, ApiResult},
+    kit::authz::Readers,
 };
 
-/// The tasks `identity` may read: its own, or all for admins and services.
-pub fn readable(identity: Identity) -> Condition {
+/// Whose tasks `identity` may read: its own, or all for admins and services.
+pub fn readers(identity: Identity) -> Readers {
     match (identity.role(), identity.user_id()) {
-        (Some(Role::Admin | Role::Service), _) => Condition::all(),
-        (Some(Role::User), Some(user)) => {
-            Condition::all().add(agent_tasks::Column::UserId.eq(user))
-        }
-        // Nothing: anonymous callers read no tasks.
-        _ => Condition::all().add(agent_tasks::Column::Id.is_null()),
+        (Some(Role::Admin | Role::Service), _) => Readers::All,
+        (Some(Role::User), Some(user)) => Readers::Owner(user),
+        // Anonymous callers read no tasks.
+        _ => Readers::Nobody,
     }
+}
+
+/// The tasks `identity` may read, as a condition.
+pub fn readable(identity: Identity) -> Condition {
+    readers(identity).condition(agent_tasks::Column::UserId, agent_tasks::Column::Id)
 }
 
 /// Whether `identity` may cancel a task requested by `owner`: the owner or an admin.

@@ -12,11 +12,14 @@ mod nested;
 pub mod policy;
 mod repo;
 
-use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{
+    ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject, Subscription,
+};
 use chrono::{DateTime, Utc};
 use entity::deployments::{
     self, DeploymentEnvironment as DbEnvironment, DeploymentStatus as DbStatus,
 };
+use futures_util::stream::BoxStream;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -26,7 +29,7 @@ use rust_decimal::Decimal;
 
 use super::{
     notifications::{NewNotification, notify},
-    projects::{Project, load_visible, require_changeable},
+    projects::{Project, load_visible, require_changeable, require_visible},
     usage::{self, UsageEvent},
 };
 use crate::{
@@ -36,10 +39,12 @@ use crate::{
         RequestContext,
         authz::{as_service, require_service, scope_to_token},
         enums::mirror_enum,
+        feed::{ProjectRow, event_type, project_feed, selects_any},
         loaders::Loaders,
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
     },
+    realtime::Row,
     validate::{self, Lines},
 };
 
@@ -213,6 +218,70 @@ impl DeploymentQuery {
     }
 }
 
+event_type!(
+    /// A change to a deployment.
+    DeploymentEvent { deployment: Deployment }
+);
+
+#[derive(Default)]
+pub struct DeploymentSubscription;
+
+#[Subscription]
+impl DeploymentSubscription {
+    /// Every change to the deployments the caller may read (its own; all for admins and
+    /// services), as it happens: of one project with `projectId`, of one deployment with
+    /// `deploymentId`. With `after`, a cursor received earlier, what was missed since
+    /// comes first, then live changes, with none lost or repeated.
+    async fn deployment_updated(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+        deployment_id: Option<ID>,
+        after: Option<String>,
+    ) -> Result<BoxStream<'static, ApiResult<DeploymentEvent>>, ApiError> {
+        let rc = RequestContext::of(ctx)?;
+        rc.session()?;
+        let project = project_id
+            .as_ref()
+            .map(|id| parse_id("projectId", id))
+            .transpose()?;
+        if let Some(project) = project {
+            require_visible(rc, project).await?;
+        }
+        let deployment = match &deployment_id {
+            Some(id) => Some(require_readable(rc, id).await?.id),
+            None => None,
+        };
+        project_feed(
+            ctx,
+            after,
+            (project, deployment),
+            policy::readers(rc.identity()),
+            selects_any(ctx, "deployment", &["project"]),
+            |event, deployment: deployments::Model| DeploymentEvent::new(event, deployment.into()),
+        )
+        .await
+    }
+}
+
+impl ProjectRow for deployments::Model {
+    fn pick(row: &Row) -> Option<&Self> {
+        match row {
+            Row::Deployment(deployment) => Some(deployment),
+            _ => None,
+        }
+    }
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn project_id(&self) -> Uuid {
+        self.project_id
+    }
+    fn owner_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
 #[derive(Default)]
 pub struct DeploymentMutation;
 
@@ -311,9 +380,17 @@ impl DeploymentMutation {
     }
 }
 
-/// The deployment `id` if the caller may see it (token scope included), `NOT_FOUND`
-/// otherwise; `FORBIDDEN` when the token may not write to its project.
+/// [`require_readable`], and `FORBIDDEN` when the token may not write to its
+/// project.
 async fn require_deployment(rc: &RequestContext, id: &ID) -> ApiResult<deployments::Model> {
+    let deployment = require_readable(rc, id).await?;
+    rc.authorize(Operation::Write, Resource::Project(deployment.project_id))?;
+    Ok(deployment)
+}
+
+/// The deployment `id` if the caller may see it (token scope included), `NOT_FOUND`
+/// otherwise.
+async fn require_readable(rc: &RequestContext, id: &ID) -> ApiResult<deployments::Model> {
     const MISSING: ApiError = ApiError::NotFound("deployment");
     let id = parse_id("id", id)?;
     let deployment = repo::find_readable(&*rc.tx()?, rc.identity(), id)
@@ -321,7 +398,6 @@ async fn require_deployment(rc: &RequestContext, id: &ID) -> ApiResult<deploymen
         .ok_or(MISSING)?;
     rc.authorize(Operation::Read, Resource::Project(deployment.project_id))
         .map_err(|_| MISSING)?;
-    rc.authorize(Operation::Write, Resource::Project(deployment.project_id))?;
     Ok(deployment)
 }
 

@@ -3,24 +3,28 @@
 //! all, advance; admin: all) and of the deployment state machine.
 
 use entity::deployments::{self, DeploymentStatus as Status};
-use sea_orm::{ColumnTrait, Condition};
+use sea_orm::Condition;
 use uuid::Uuid;
 
 use crate::{
     auth::{Identity, Role},
     error::{ApiError, ApiResult},
+    kit::authz::Readers,
 };
 
-/// The deployments `identity` may read: its own, or all for admins and services.
-pub fn readable(identity: Identity) -> Condition {
+/// Whose deployments `identity` may read: its own, or all for admins and services.
+pub fn readers(identity: Identity) -> Readers {
     match (identity.role(), identity.user_id()) {
-        (Some(Role::Admin | Role::Service), _) => Condition::all(),
-        (Some(Role::User), Some(user)) => {
-            Condition::all().add(deployments::Column::UserId.eq(user))
-        }
-        // Nothing: anonymous callers read no deployments (the key is never null).
-        _ => Condition::all().add(deployments::Column::Id.is_null()),
+        (Some(Role::Admin | Role::Service), _) => Readers::All,
+        (Some(Role::User), Some(user)) => Readers::Owner(user),
+        // Anonymous callers read no deployments.
+        _ => Readers::Nobody,
     }
+}
+
+/// The deployments `identity` may read, as a condition.
+pub fn readable(identity: Identity) -> Condition {
+    readers(identity).condition(deployments::Column::UserId, deployments::Column::Id)
 }
 
 /// Whether `identity` may cancel a deployment requested by `owner`: the owner or an

@@ -6,9 +6,10 @@
 pub mod policy;
 mod repo;
 
-use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use entity::notifications;
+use futures_util::{StreamExt, stream::BoxStream};
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
 use uuid::Uuid;
@@ -19,11 +20,13 @@ use crate::{
     kit::{
         RequestContext,
         authz::{require_account_data, require_service_or_admin},
+        feed::{event_type, feed},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
         profiles,
     },
+    realtime::{Event, Row},
     validate::{self, Lines},
 };
 
@@ -134,6 +137,42 @@ impl NotificationQuery {
             NO_NOTIFICATIONS,
         )?;
         repo::unread_count(&*rc.tx()?, user_id).await
+    }
+}
+
+event_type!(
+    /// A change to one of the caller's notifications.
+    NotificationEvent { notification: Notification }
+);
+
+#[derive(Default)]
+pub struct NotificationSubscription;
+
+#[Subscription]
+impl NotificationSubscription {
+    /// The caller's notifications as they arrive (and as they are read or deleted).
+    /// With `after`, a cursor received earlier, what was missed since comes first, then
+    /// live ones, with none lost or repeated.
+    async fn notification_added(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+    ) -> Result<BoxStream<'static, ApiResult<NotificationEvent>>, ApiError> {
+        let rc = RequestContext::of(ctx)?;
+        let user_id = require_account_data(
+            rc,
+            Operation::Read,
+            Resource::Notifications,
+            NO_NOTIFICATIONS,
+        )?;
+        let readers = policy::readers(user_id);
+        let admit = move |event: &Event| match &event.row {
+            Row::Notification(row) if readers.admits(row.user_id) => {
+                Some(NotificationEvent::new(event, row.clone().into()))
+            }
+            _ => None,
+        };
+        Ok(feed(ctx, after, false, admit).await?.boxed())
     }
 }
 

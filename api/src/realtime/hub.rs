@@ -1,0 +1,247 @@
+//! [`Hub`]: one per replica. A single task reads new events from the `events` table,
+//! once each whatever the number of subscribers, and broadcasts them; subscribers hold a
+//! receiver of a bounded broadcast ring, so a slow one falls behind alone (it learns
+//! it lagged and its subscription ends) and never delays the others or the hub.
+
+use std::{
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use sea_orm::DatabaseBackend;
+use tokio::{
+    sync::{Notify, broadcast, watch},
+    task::JoinHandle,
+};
+
+use super::{Cursor, Event, listener, store};
+use crate::{db::Database, error::ApiResult};
+
+/// How many events one read takes at most.
+const BATCH: u64 = 500;
+/// How soon to look again when events are held back behind a running transaction, at
+/// first and at most.
+const HELD_BACK_RETRY: (Duration, Duration) =
+    (Duration::from_millis(2), Duration::from_millis(200));
+/// How long to wait before reading again after the database failed.
+const FAILURE_RETRY: Duration = Duration::from_millis(500);
+
+/// The replica's event hub. Its tasks start on first use, so commands that never
+/// serve (`migrate`, `token`) and databases not yet migrated never run them.
+pub struct Hub {
+    shared: Arc<Shared>,
+    tasks: OnceLock<Vec<JoinHandle<()>>>,
+    feeds: Arc<AtomicUsize>,
+}
+
+/// Counts one open subscription feed while it lives ([`Hub::count_feed`]).
+pub struct FeedCount(Arc<AtomicUsize>);
+
+impl Drop for FeedCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the hub's tasks share with it.
+pub(super) struct Shared {
+    db: Database,
+    sender: broadcast::Sender<Arc<Event>>,
+    /// The cursor of the last event broadcast. Held while sending, so a new subscriber
+    /// learns exactly where its live events begin.
+    position: Mutex<Cursor>,
+    /// Whether `position` has been read from the database (the feed's end at start).
+    ready: watch::Sender<bool>,
+    /// Set by NOTIFY (Postgres) or by the pipeline after a commit (SQLite).
+    pub(super) wake: Notify,
+    pub(super) health: HubHealth,
+}
+
+/// What `/readyz` and the logs can tell about the hub.
+#[derive(Default)]
+pub struct HubHealth {
+    /// Whether the Postgres listener holds a LISTENing connection (always on SQLite).
+    pub listening: AtomicBool,
+    /// How many times the listener lost its connection and reconnected.
+    pub reconnects: AtomicU64,
+}
+
+impl Shared {
+    /// The pool's Postgres pool, whose connect options the listener reuses.
+    pub(super) fn db_pool(&self) -> Option<&sea_orm::sqlx::PgPool> {
+        (self.db.backend() == DatabaseBackend::Postgres)
+            .then(|| self.db.connection().get_postgres_connection_pool())
+    }
+}
+
+impl Hub {
+    /// A hub over `db` with a broadcast ring of `capacity` events. It begins at the
+    /// feed's end when first used.
+    pub fn new(db: Database, capacity: usize) -> Self {
+        let is_postgres = db.backend() == DatabaseBackend::Postgres;
+        Self {
+            shared: Arc::new(Shared {
+                sender: broadcast::channel(capacity.max(1)).0,
+                position: Mutex::new(Cursor::default()),
+                ready: watch::channel(false).0,
+                wake: Notify::new(),
+                health: HubHealth {
+                    listening: AtomicBool::new(!is_postgres),
+                    reconnects: AtomicU64::new(0),
+                },
+                db,
+            }),
+            tasks: OnceLock::new(),
+            feeds: Arc::default(),
+        }
+    }
+
+    /// Counts a subscription feed until the returned guard is dropped.
+    pub fn count_feed(&self) -> FeedCount {
+        self.feeds.fetch_add(1, Ordering::Relaxed);
+        FeedCount(self.feeds.clone())
+    }
+
+    /// How many subscription feeds are open on this replica.
+    pub fn feeds(&self) -> usize {
+        self.feeds.load(Ordering::Relaxed)
+    }
+
+    /// The shared part, with the reading task (and on Postgres the listener) running.
+    fn running(&self) -> &Shared {
+        self.tasks.get_or_init(|| {
+            let mut tasks = vec![tokio::spawn(read_loop(self.shared.clone()))];
+            if self.shared.db_pool().is_some() {
+                tasks.push(tokio::spawn(listener::run(self.shared.clone())));
+            }
+            tasks
+        });
+        &self.shared
+    }
+
+    /// A receiver of every event broadcast from now on, and the cursor of the last
+    /// event broadcast before it (live events begin right after it).
+    pub async fn subscribe(&self) -> (broadcast::Receiver<Arc<Event>>, Cursor) {
+        let shared = self.running();
+        let mut ready = shared.ready.subscribe();
+        // Cannot fail: the sender lives as long as `shared`.
+        let _ = ready.wait_for(|ready| *ready).await;
+        let position = lock(&shared.position);
+        (shared.sender.subscribe(), *position)
+    }
+
+    /// Asks the hub to read new events now (after a commit of this process).
+    pub fn wake(&self) {
+        self.running().wake.notify_one();
+    }
+
+    /// The events after `after` up to and including `upto`, oldest first: what a
+    /// resuming subscriber missed before its live events begin.
+    pub async fn replay(&self, after: Cursor, upto: Cursor) -> ApiResult<Vec<Arc<Event>>> {
+        let mut events = Vec::new();
+        let mut from = after;
+        while from < upto {
+            let (batch, _) = store::after(&self.shared.db, from, BATCH).await?;
+            let Some(last) = batch.last().map(|event| event.cursor) else {
+                break;
+            };
+            events.extend(
+                batch
+                    .into_iter()
+                    .take_while(|event| event.cursor <= upto)
+                    .map(Arc::new),
+            );
+            from = last;
+        }
+        Ok(events)
+    }
+
+    /// Whether resuming after `cursor` is still possible (its event is retained).
+    pub async fn retains(&self, cursor: Cursor) -> ApiResult<bool> {
+        store::retains(&self.shared.db, cursor).await
+    }
+
+    /// Deletes events older than `age`; returns how many.
+    pub async fn prune(&self, age: Duration) -> ApiResult<u64> {
+        store::prune(&self.shared.db, age).await
+    }
+
+    /// The listener's state.
+    pub fn health(&self) -> &HubHealth {
+        &self.shared.health
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        for task in self.tasks.get().into_iter().flatten() {
+            task.abort();
+        }
+    }
+}
+
+/// Finds the feed's end, then reads and broadcasts new events whenever woken, until the
+/// hub is dropped.
+async fn read_loop(shared: Arc<Shared>) {
+    loop {
+        match store::head(&shared.db).await {
+            Ok(head) => {
+                *lock(&shared.position) = head;
+                shared.ready.send_replace(true);
+                break;
+            }
+            Err(err) => {
+                tracing::warn!(error = ?err, "cannot find the end of the event feed; retrying");
+                tokio::time::sleep(FAILURE_RETRY).await;
+            }
+        }
+    }
+    let mut held_back_retry = HELD_BACK_RETRY.0;
+    loop {
+        let from = *lock(&shared.position);
+        match store::after(&shared.db, from, BATCH).await {
+            Ok((events, held_back)) => {
+                let full = events.len() as u64 == BATCH;
+                broadcast(&shared, events);
+                if full {
+                    continue;
+                }
+                if held_back {
+                    // Committed events wait behind an older transaction that is still
+                    // running; it may write nothing, so no NOTIFY would come.
+                    let _ = tokio::time::timeout(held_back_retry, shared.wake.notified()).await;
+                    held_back_retry = (held_back_retry * 2).min(HELD_BACK_RETRY.1);
+                    continue;
+                }
+                held_back_retry = HELD_BACK_RETRY.0;
+                shared.wake.notified().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = ?err, "reading events failed; retrying");
+                tokio::time::sleep(FAILURE_RETRY).await;
+            }
+        }
+    }
+}
+
+fn broadcast(shared: &Shared, events: Vec<Event>) {
+    for event in events {
+        let mut position = lock(&shared.position);
+        if event.cursor <= *position {
+            continue;
+        }
+        *position = event.cursor;
+        // No receiver is not an error: nobody subscribes right now.
+        let _ = shared.sender.send(Arc::new(event));
+    }
+}
+
+/// Locks `mutex`, recovering the value if a holder panicked (a cursor stays valid).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

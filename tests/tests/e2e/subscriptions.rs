@@ -1,0 +1,339 @@
+//! Subscriptions end to end, over real WebSockets speaking graphql-transport-ws: events
+//! arrive in order, only to those who may read the row, resume with `after` with no
+//! gap and no duplicate (also across transactions committing in reverse order and a
+//! dropped LISTEN connection), cross replicas, and a subscriber that never reads does
+//! not hold the others back.
+
+use std::time::Duration;
+
+use flashfusion_tests::{TIMEOUT, TestApp, WsClient};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
+use serde_json::{Value, json};
+
+use super::work_support::{Actor, PROGRESS, World, claim, create_task, ok};
+
+const TASKS: &str = "subscription($task: ID, $project: ID) { agentTaskUpdated(taskId: $task, projectId: $project) { cursor kind task { id title progress status project { id } } } }";
+const NOTIFICATIONS: &str = "subscription($after: String) { notificationAdded(after: $after) { cursor kind notification { title } } }";
+const NOTIFY: &str =
+    "mutation($i: CreateNotificationInput!) { createNotification(input: $i) { notificationId } }";
+
+/// Opens an acknowledged socket as `token` (anonymous when empty) and sends a
+/// subscription to `query`.
+async fn ask(app: &TestApp, token: &str, query: &str, variables: Value) -> WsClient {
+    let payload = if token.is_empty() {
+        json!({})
+    } else {
+        json!({ "Authorization": format!("Bearer {token}") })
+    };
+    let mut ws = app.websocket("graphql-transport-ws", payload).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } }))
+        .await;
+    ws
+}
+
+/// [`ask`], returning once the gateway's hub counts the new feed, so no later change
+/// can be missed.
+async fn subscribe(app: &TestApp, token: &str, query: &str, variables: Value) -> WsClient {
+    let feeds = app.state.hub.feeds();
+    let ws = ask(app, token, query, variables).await;
+    tokio::time::timeout(TIMEOUT, async {
+        while app.state.hub.feeds() <= feeds {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the subscription never started");
+    ws
+}
+
+/// The next event's `field`, failing on anything else.
+async fn event(ws: &mut WsClient, field: &str) -> Value {
+    let message = ws.next().await.expect("an event");
+    assert_eq!(message["type"], "next", "not an event: {message}");
+    let data = &message["payload"]["data"][field];
+    assert!(!data.is_null(), "an event without data: {message}");
+    data.clone()
+}
+
+/// The code of the error that ended (or refused) a subscription.
+async fn refusal(ws: &mut WsClient) -> String {
+    let message = ws.next().await.expect("a refusal");
+    let errors = match message["type"].as_str() {
+        Some("error") => message["payload"].clone(),
+        _ => message["payload"]["errors"].clone(),
+    };
+    errors[0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {message}"))
+        .to_owned()
+}
+
+async fn notify(world: &World, user: &str, title: &str) {
+    ok(
+        world.client(Actor::Admin),
+        NOTIFY,
+        json!({ "i": { "userId": user, "kind": "test", "title": title } }),
+        "createNotification",
+        "notificationId",
+    )
+    .await;
+}
+
+on_both_backends!(
+    a_task_s_progress_arrives_in_order,
+    a_resumed_subscriber_gets_exactly_what_it_missed,
+    an_expired_or_foreign_cursor_is_refused,
+);
+
+async fn a_task_s_progress_arrives_in_order(app: TestApp) {
+    let world = World::new(&app).await;
+    let task = create_task(&world, &world.project, "code-reviewer", 0).await;
+    claim(&world, "code-reviewer").await.expect("claimed");
+    let mut ws = subscribe(&app, world.owner().token(), TASKS, json!({ "task": task })).await;
+    for progress in [10, 40, 70] {
+        ok(
+            world.service(),
+            PROGRESS,
+            json!({ "i": { "id": task, "progress": progress } }),
+            "reportAgentTaskProgress",
+            "task",
+        )
+        .await;
+    }
+    let mut cursors = Vec::new();
+    for progress in [10, 40, 70] {
+        let event = event(&mut ws, "agentTaskUpdated").await;
+        assert_eq!(event["kind"], "UPDATED");
+        assert_eq!(event["task"]["id"], task.as_str());
+        assert_eq!(event["task"]["progress"], progress, "{event}");
+        assert_eq!(event["task"]["status"], "RUNNING");
+        // A nested field reads its row in the delivery's own transaction.
+        assert_eq!(event["task"]["project"]["id"], world.project.as_str());
+        cursors.push(event["cursor"].as_str().expect("cursor").to_owned());
+    }
+    let mut sorted = cursors.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 3, "cursors repeat: {cursors:?}");
+}
+
+async fn a_resumed_subscriber_gets_exactly_what_it_missed(app: TestApp) {
+    let world = World::new(&app).await;
+    let mut ws = subscribe(&app, world.owner().token(), NOTIFICATIONS, json!({})).await;
+    notify(&world, &world.owner_id, "n0").await;
+    let first = event(&mut ws, "notificationAdded").await;
+    assert_eq!(first["kind"], "CREATED");
+    assert_eq!(first["notification"]["title"], "n0");
+    drop(ws);
+    for n in 1..=50 {
+        notify(&world, &world.owner_id, &format!("n{n}")).await;
+    }
+    let mut ws = subscribe(
+        &app,
+        world.owner().token(),
+        NOTIFICATIONS,
+        json!({ "after": first["cursor"] }),
+    )
+    .await;
+    for n in 1..=50 {
+        let event = event(&mut ws, "notificationAdded").await;
+        assert_eq!(event["notification"]["title"], format!("n{n}"));
+    }
+    // Then live, with nothing repeated at the seam.
+    notify(&world, &world.owner_id, "n51").await;
+    let live = event(&mut ws, "notificationAdded").await;
+    assert_eq!(live["notification"]["title"], "n51");
+}
+
+async fn an_expired_or_foreign_cursor_is_refused(app: TestApp) {
+    let world = World::new(&app).await;
+    let mut ws = subscribe(&app, world.owner().token(), NOTIFICATIONS, json!({})).await;
+    notify(&world, &world.owner_id, "old").await;
+    let old = event(&mut ws, "notificationAdded").await;
+    let mut ws = ask(
+        &app,
+        world.owner().token(),
+        NOTIFICATIONS,
+        json!({ "after": "not-a-cursor" }),
+    )
+    .await;
+    assert_eq!(refusal(&mut ws).await, "BAD_USER_INPUT");
+    app.state
+        .hub
+        .prune(Duration::ZERO)
+        .await
+        .expect("pruned the events");
+    let mut ws = ask(
+        &app,
+        world.owner().token(),
+        NOTIFICATIONS,
+        json!({ "after": old["cursor"] }),
+    )
+    .await;
+    let message = ws.next().await.expect("a refusal");
+    assert!(
+        message.to_string().contains("cursor expired"),
+        "not an expiry: {message}"
+    );
+}
+
+/// Only those who may read a task receive its changes: another user, a token scoped to
+/// another project and an anonymous socket get nothing of it (each gets its own marker
+/// change first), while an admin gets it.
+#[tokio::test]
+async fn only_readers_of_a_task_receive_its_changes() {
+    let app = TestApp::postgres().await;
+    let world = World::new(&app).await;
+    let other_project =
+        flashfusion_tests::create_project(world.client(Actor::Other), "strangers").await;
+    let mut other = subscribe(&app, world.client(Actor::Other).token(), TASKS, json!({})).await;
+    let mut scoped = subscribe(
+        &app,
+        world.client(Actor::OtherProject).token(),
+        TASKS,
+        json!({}),
+    )
+    .await;
+    let mut admin = subscribe(&app, world.client(Actor::Admin).token(), TASKS, json!({})).await;
+    let hidden = create_task(&world, &world.project, "code-reviewer", 0).await;
+    let scoped_marker = create_task(&world, &world.other_project, "code-reviewer", 0).await;
+    let other_marker = ok(
+        world.client(Actor::Other),
+        super::work_support::CREATE_TASK,
+        json!({ "i": { "projectId": other_project, "agentSlug": "code-reviewer", "title": "mine" } }),
+        "createAgentTask",
+        "task",
+    )
+    .await["id"]
+        .clone();
+    assert_eq!(
+        event(&mut admin, "agentTaskUpdated").await["task"]["id"],
+        hidden.as_str()
+    );
+    assert_eq!(
+        event(&mut scoped, "agentTaskUpdated").await["task"]["id"],
+        scoped_marker.as_str()
+    );
+    assert_eq!(
+        event(&mut other, "agentTaskUpdated").await["task"]["id"],
+        other_marker
+    );
+    // Anonymous sockets may not subscribe to tasks at all.
+    let mut anonymous = ask(&app, "", TASKS, json!({})).await;
+    assert_eq!(refusal(&mut anonymous).await, "UNAUTHENTICATED");
+    // Naming a task or project one may not read is NOT_FOUND, as a query would say.
+    let other_token = world.client(Actor::Other).token();
+    let mut named = ask(&app, other_token, TASKS, json!({ "task": hidden })).await;
+    assert_eq!(refusal(&mut named).await, "NOT_FOUND");
+    let mut named = ask(
+        &app,
+        other_token,
+        TASKS,
+        json!({ "project": world.project }),
+    )
+    .await;
+    assert_eq!(refusal(&mut named).await, "NOT_FOUND");
+}
+
+/// Two transactions whose events are numbered in one order and commit in the other:
+/// the later-numbered one is held back until the earlier commits, so a cursor handed
+/// out never skips an event.
+#[tokio::test]
+async fn transactions_committing_in_reverse_order_lose_nothing() {
+    let app = TestApp::postgres().await;
+    let world = World::new(&app).await;
+    let mut ws = subscribe(&app, world.owner().token(), NOTIFICATIONS, json!({})).await;
+    let db = app.db.as_ref().expect("postgres").connect().await;
+    let insert = |title: &str| {
+        Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "insert into notifications (id, user_id, kind, title) \
+             values (gen_random_uuid(), $1::uuid, 'sql', $2)",
+            [world.owner_id.clone().into(), title.into()],
+        )
+    };
+    let first = db.begin().await.expect("begin");
+    first.execute_raw(insert("first")).await.expect("insert");
+    let second = db.begin().await.expect("begin");
+    second.execute_raw(insert("second")).await.expect("insert");
+    second.commit().await.expect("commit");
+    first.commit().await.expect("commit");
+    let a = event(&mut ws, "notificationAdded").await;
+    let b = event(&mut ws, "notificationAdded").await;
+    assert_eq!(
+        [&a["notification"]["title"], &b["notification"]["title"]],
+        ["first", "second"]
+    );
+    // Resuming after the first hands out the second, and nothing else.
+    let mut resumed = subscribe(
+        &app,
+        world.owner().token(),
+        NOTIFICATIONS,
+        json!({ "after": a["cursor"] }),
+    )
+    .await;
+    assert_eq!(
+        event(&mut resumed, "notificationAdded").await["cursor"],
+        b["cursor"]
+    );
+}
+
+/// The LISTEN connection is killed in the middle of a stream of changes: the listener
+/// reconnects, the hub catches up from the `events` table, and the subscriber receives
+/// every change in order.
+#[tokio::test]
+async fn a_killed_listen_connection_loses_nothing() {
+    let app = TestApp::postgres().await;
+    let world = World::new(&app).await;
+    let mut ws = subscribe(&app, world.owner().token(), NOTIFICATIONS, json!({})).await;
+    let db = app.db.as_ref().expect("postgres").connect().await;
+    for n in 0..40 {
+        notify(&world, &world.owner_id, &format!("n{n}")).await;
+        if n == 15 {
+            let killed = db
+                .query_all_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    "select pg_terminate_backend(pid) from pg_stat_activity \
+                     where datname = current_database() and query like 'LISTEN%'",
+                ))
+                .await
+                .expect("terminate");
+            assert_eq!(killed.len(), 1, "no LISTEN connection to kill");
+        }
+    }
+    for n in 0..40 {
+        let event = event(&mut ws, "notificationAdded").await;
+        assert_eq!(event["notification"]["title"], format!("n{n}"));
+    }
+}
+
+/// Two gateways on one database: a change made through one reaches a subscriber of the
+/// other.
+#[tokio::test]
+async fn a_change_through_one_replica_reaches_subscribers_of_another() {
+    let first = TestApp::postgres().await;
+    let second = first.replica().await;
+    let world = World::new(&first).await;
+    let mut ws = subscribe(&second, world.owner().token(), NOTIFICATIONS, json!({})).await;
+    notify(&world, &world.owner_id, "across").await;
+    assert_eq!(
+        event(&mut ws, "notificationAdded").await["notification"]["title"],
+        "across"
+    );
+}
+
+/// A subscriber that never reads its socket does not hold back another one.
+#[tokio::test]
+async fn a_subscriber_that_never_reads_does_not_delay_others() {
+    let app = TestApp::postgres().await;
+    let world = World::new(&app).await;
+    let _stalled = subscribe(&app, world.owner().token(), NOTIFICATIONS, json!({})).await;
+    let mut reader = subscribe(&app, world.owner().token(), NOTIFICATIONS, json!({})).await;
+    for n in 0..100 {
+        notify(&world, &world.owner_id, &format!("n{n}")).await;
+    }
+    for n in 0..100 {
+        let event = event(&mut reader, "notificationAdded").await;
+        assert_eq!(event["notification"]["title"], format!("n{n}"));
+    }
+}
