@@ -358,6 +358,10 @@ impl Gateway {
         tokio::pin!(expiry);
         let account = session.identity().user_id();
         let (mut events, _) = self.state.hub.subscribe().await;
+        // A revocation committed before the receiver existed sends no event to it.
+        if !self.still_current(session).await {
+            return;
+        }
         loop {
             let look = tokio::select! {
                 () = &mut expiry => return,
