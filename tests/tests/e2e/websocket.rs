@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use biscuit_auth::KeyPair;
 use flashfusion_api::auth::{Role, TokenService};
-use flashfusion_tests::{TestApp, TestDb, WsClient, WsEnd};
+use flashfusion_tests::{TIMEOUT, TestApp, TestDb, WsClient, WsEnd};
 use serde_json::{Value, json};
 
 const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -131,7 +131,6 @@ async fn no_connection_init_in_time_closes_4408() {
 }
 
 #[tokio::test]
-#[ignore = "needs a subscription field that stays active (issue 6's notificationAdded)"]
 async fn reusing_an_active_id_closes_4409() {
     let app = TestApp::postgres().await;
     let (ada, _) = app.user("ada@example.com").await;
@@ -139,14 +138,32 @@ async fn reusing_an_active_id_closes_4409() {
         .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
         .await;
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let feeds = app.state.hub.feeds();
     let subscription = "subscription { notificationAdded { cursor } }";
     subscribe(&mut ws, "live", subscription).await;
-    // A ping answered after the subscribe shows the subscription was accepted, not
-    // refused with an `error` message.
-    ws.send(json!({ "type": "ping" })).await;
-    assert_eq!(ws.next().await.expect("pong")["type"], "pong");
+    // Once the hub counts its feed, the subscription is active (not refused).
+    tokio::time::timeout(TIMEOUT, async {
+        while app.state.hub.feeds() <= feeds {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the subscription never started");
     subscribe(&mut ws, "live", subscription).await;
     assert_eq!(close_code(&mut ws).await, 4409);
+}
+
+on_both_backends!(signing_out_elsewhere_closes_the_socket_4403);
+
+async fn signing_out_elsewhere_closes_the_socket_4403(app: TestApp) {
+    let (ada, _) = app.user("ada@example.com").await;
+    let mut ws = app
+        .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let out = ada.graphql("mutation { signOut }", json!({})).await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+    assert_eq!(close_code(&mut ws).await, 4403);
 }
 
 #[tokio::test]
