@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 const TRANSPORT_WS: &str = "graphql-transport-ws";
 const LEGACY: &str = "graphql-ws";
 const ME: &str = "{ me { email } }";
+const NOTIFICATIONS: &str = "subscription { notificationAdded { cursor } }";
 
 /// The close code that ended `ws`, failing if a message came instead.
 async fn close_code(ws: &mut WsClient) -> u16 {
@@ -26,6 +27,18 @@ async fn acknowledged(app: &TestApp, protocol: &str) -> WsClient {
     let mut ws = app.websocket(protocol, json!({})).await;
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
     ws
+}
+
+/// Waits until the gateway's hub counts `n` open subscription feeds: a subscription
+/// started (or was dropped) there, which no message on the socket announces.
+async fn until_feeds(app: &TestApp, n: usize) {
+    tokio::time::timeout(TIMEOUT, async {
+        while app.state.hub.feeds() != n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the hub never counted {n} feeds"));
 }
 
 async fn subscribe(ws: &mut WsClient, id: &str, query: &str) {
@@ -139,17 +152,10 @@ async fn reusing_an_active_id_closes_4409() {
         .await;
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
     let feeds = app.state.hub.feeds();
-    let subscription = "subscription { notificationAdded { cursor } }";
-    subscribe(&mut ws, "live", subscription).await;
+    subscribe(&mut ws, "live", NOTIFICATIONS).await;
     // Once the hub counts its feed, the subscription is active (not refused).
-    tokio::time::timeout(TIMEOUT, async {
-        while app.state.hub.feeds() <= feeds {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the subscription never started");
-    subscribe(&mut ws, "live", subscription).await;
+    until_feeds(&app, feeds + 1).await;
+    subscribe(&mut ws, "live", NOTIFICATIONS).await;
     assert_eq!(close_code(&mut ws).await, 4409);
 }
 
@@ -233,11 +239,7 @@ async fn beyond_the_socket_limits_an_operation_is_refused_not_queued() {
     let mut ws = acknowledged(&app, TRANSPORT_WS).await;
     for (id, query, setting) in [
         ("q", "{ __typename }", "FLASHFUSION_WS_MAX_OPERATIONS"),
-        (
-            "s",
-            "subscription { notificationAdded { cursor } }",
-            "FLASHFUSION_WS_MAX_SUBSCRIPTIONS",
-        ),
+        ("s", NOTIFICATIONS, "FLASHFUSION_WS_MAX_SUBSCRIPTIONS"),
     ] {
         subscribe(&mut ws, id, query).await;
         let error = ws.next().await.expect("error");
@@ -247,6 +249,37 @@ async fn beyond_the_socket_limits_an_operation_is_refused_not_queued() {
         let message = error["payload"][0]["message"].as_str().unwrap_or_default();
         assert!(message.contains(setting), "{message}");
     }
+}
+
+#[tokio::test]
+async fn completing_a_subscription_drops_it_and_frees_its_place() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.ws_max_subscriptions = 1;
+    })
+    .await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let mut ws = app
+        .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let feeds = app.state.hub.feeds();
+    subscribe(&mut ws, "a", NOTIFICATIONS).await;
+    until_feeds(&app, feeds + 1).await;
+    subscribe(&mut ws, "b", NOTIFICATIONS).await;
+    let error = ws.next().await.expect("error");
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["id"], "b");
+    assert_eq!(error["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+
+    ws.send(json!({ "type": "complete", "id": "a" })).await;
+    until_feeds(&app, feeds).await;
+    subscribe(&mut ws, "b", NOTIFICATIONS).await;
+    until_feeds(&app, feeds + 1).await;
+    // Nothing was sent for `a` after the client completed it: the next message is pong.
+    ws.send(json!({ "type": "ping" })).await;
+    assert_eq!(ws.next().await.expect("pong"), json!({ "type": "pong" }));
 }
 
 #[tokio::test]
