@@ -187,8 +187,26 @@ pub struct Config {
     #[arg(long, env = "FLASHFUSION_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub request_timeout: Duration,
     /// How long a new WebSocket may take to send `connection_init` before it is closed.
-    #[arg(long, env = "FLASHFUSION_WS_INIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "FLASHFUSION_WS_INIT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration, global = true)]
     pub ws_init_timeout: Duration,
+    /// Queries and mutations one WebSocket may have in flight at once; beyond, a new
+    /// one is refused (`RATE_LIMITED`), not queued.
+    #[arg(
+        long,
+        env = "FLASHFUSION_WS_MAX_OPERATIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub ws_max_operations: usize,
+    /// Subscriptions one WebSocket may have active at once; beyond, a new one is
+    /// refused (`RATE_LIMITED`), not queued.
+    #[arg(
+        long,
+        env = "FLASHFUSION_WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub ws_max_subscriptions: usize,
     /// Sign-in attempts one email may make in a burst before `RATE_LIMITED`.
     #[arg(
         long,

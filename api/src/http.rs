@@ -3,11 +3,10 @@
 //!
 //! The handlers read the body and query string themselves instead of using
 //! async-graphql-axum's ready-made service, which would accept batches, mutations over
-//! GET, any content type, and subscriptions over multipart HTTP without auth (see
-//! STACK-NOTES). Every operation then goes through [`Gateway::run`].
+//! GET, any content type, and subscriptions over multipart HTTP without auth. Every operation then goes through [`Gateway::run`]; an upgraded
+//! WebSocket is served by [`crate::ws`].
 
-use async_graphql::{Data, Request, Response};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::{Request, Response};
 use axum::{
     Router,
     body::Bytes,
@@ -21,10 +20,10 @@ use tower_http::{
 };
 
 use crate::{
-    auth::Session,
     error::ApiError,
     graphiql,
-    pipeline::{Caller, Gateway, Refusal, Transport, WsExecutor},
+    pipeline::{Caller, Gateway, Refusal, Transport},
+    ws::{self, verify_bearer},
 };
 
 /// The GraphQL endpoint, for HTTP and WebSocket alike.
@@ -164,14 +163,6 @@ fn caller_from_header(gateway: &Gateway, headers: &HeaderMap) -> Result<Caller, 
     verify_bearer(gateway, value).map(Some)
 }
 
-fn verify_bearer(gateway: &Gateway, value: &str) -> Result<Session, ApiError> {
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .unwrap_or(value);
-    gateway.state().tokens.verify(token)
-}
-
 fn accepts_graphql_response(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -207,70 +198,28 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Upgrades to graphql-transport-ws or legacy graphql-ws. The caller is read from the
-/// `connection_init` payload (`Authorization: Bearer ...` or `authToken`), verified and
-/// checked against revocations before the connection is acknowledged.
+/// Upgrades to graphql-transport-ws, or legacy graphql-ws when the client's
+/// `Sec-WebSocket-Protocol` offers only that (400 when it offers neither), and hands the
+/// socket to [`ws::serve`]; messages obey the body limit.
 async fn websocket(gateway: Gateway, parts: &mut Parts) -> axum::response::Response {
-    let (upgrade, protocol) = match (
-        WebSocketUpgrade::from_request_parts(parts, &()).await,
-        GraphQLProtocol::from_request_parts(parts, &()).await,
-    ) {
-        (Ok(upgrade), Ok(protocol)) => (upgrade, protocol),
-        (Err(rejection), _) => return rejection.into_response(),
-        (_, Err(status)) => return status.into_response(),
+    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &()).await {
+        Ok(upgrade) => upgrade.protocols(ws::SUBPROTOCOLS),
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Some(protocol) = upgrade
+        .selected_protocol()
+        .and_then(|name| name.to_str().ok())
+        .and_then(ws::Protocol::from_name)
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol: offer graphql-transport-ws or graphql-ws",
+        )
+            .into_response();
     };
     let max_message = gateway.state().config.max_body_bytes;
-    let init_timeout = gateway.state().config.ws_init_timeout;
     upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| async move {
-            let init_gateway = gateway.clone();
-            let (initialised, init_seen) = tokio::sync::oneshot::channel::<()>();
-            let serve = GraphQLWebSocket::new(socket, WsExecutor { gateway }, protocol)
-                .on_connection_init(move |payload| {
-                    let _ = initialised.send(());
-                    connection_init(init_gateway, payload)
-                })
-                .serve();
-            // A socket that never says `connection_init` would otherwise be held open
-            // for ever (the HTTP timeout stops at the upgrade): drop it after a while.
-            let init_deadline = async {
-                if tokio::time::timeout(init_timeout, init_seen).await.is_err() {
-                    tracing::debug!("WebSocket closed: no connection_init in time");
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            };
-            tokio::select! {
-                () = serve => {}
-                () = init_deadline => {}
-            }
-        })
-}
-
-async fn connection_init(
-    gateway: Gateway,
-    payload: serde_json::Value,
-) -> async_graphql::Result<Data> {
-    let token = ["Authorization", "authorization", "authToken"]
-        .iter()
-        .find_map(|key| payload.get(key).and_then(|v| v.as_str()));
-    let caller: Caller = match token {
-        None => None,
-        Some(token) => {
-            let session = verify_bearer(&gateway, token)?;
-            let tx = gateway.state().db.begin(&session.identity(), true).await?;
-            let current = crate::session::is_current(tx.conn(), &session).await;
-            tx.finish(true).await?;
-            if !current? {
-                return Err(ApiError::Unauthenticated("invalid or expired token").into());
-            }
-            Some(session)
-        }
-    };
-    let mut data = Data::default();
-    data.insert(caller);
-    Ok(data)
+        .on_upgrade(move |socket| ws::serve(gateway, socket, protocol))
 }

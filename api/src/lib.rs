@@ -3,7 +3,7 @@
 //!
 //! Modules import only from below (ARCHITECTURE.md has the map):
 //! `error`, `config`, `validate`, `auth`, `secrets` → `db` → `state` → `session` → `kit` →
-//! `domains` → `schema` → `pipeline` → `graphiql` → `http` → `app`, `cli`, `worker` (a
+//! `domains` → `schema` → `pipeline` → `ws`, `graphiql` → `http` → `app`, `cli`, `worker` (a
 //! GraphQL client of the gateway, importing only `config`). The binary (`main.rs`)
 //! only parses the command line and calls [`cli::run`].
 
@@ -25,3 +25,4 @@ pub mod session;
 pub mod state;
 mod validate;
 pub mod worker;
+pub mod ws;

@@ -7,7 +7,7 @@
 use std::{sync::Arc, time::Instant};
 
 use async_graphql::{
-    Executor, Request, Response, ServerError, Value,
+    Request, Response, ServerError, Value,
     parser::types::{DocumentOperations, OperationType},
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -278,7 +278,7 @@ fn timed_out(limit: std::time::Duration) -> Response {
 }
 
 /// Finds the type of the operation the request will run.
-fn operation_type(request: &mut Request) -> Result<OperationType, ApiError> {
+pub(crate) fn operation_type(request: &mut Request) -> Result<OperationType, ApiError> {
     let name = request.operation_name.clone();
     let document = request
         .parsed_query()
@@ -358,6 +358,10 @@ impl Gateway {
         tokio::pin!(expiry);
         let account = session.identity().user_id();
         let (mut events, _) = self.state.hub.subscribe().await;
+        // A revocation committed before the receiver existed sends no event to it.
+        if !self.still_current(session).await {
+            return;
+        }
         loop {
             let look = tokio::select! {
                 () = &mut expiry => return,
@@ -389,37 +393,5 @@ impl Gateway {
         let current = session::is_current(tx.conn(), session).await;
         let _ = tx.finish(true).await;
         current.unwrap_or(true)
-    }
-}
-
-/// The WebSocket transport runs operations through the same pipeline; its caller
-/// comes from `connection_init`, kept in the connection's data.
-#[derive(Clone)]
-pub struct WsExecutor {
-    pub(crate) gateway: Gateway,
-}
-
-impl Executor for WsExecutor {
-    /// Not used by the WebSocket transport, which always calls `execute_stream` with the
-    /// connection's data; refusing here keeps a future caller from running anonymously
-    /// by accident.
-    async fn execute(&self, _request: Request) -> Response {
-        Response::from_errors(vec![
-            ApiError::bug("WsExecutor::execute has no connection identity").into(),
-        ])
-    }
-
-    fn execute_stream(
-        &self,
-        request: Request,
-        session_data: Option<Arc<async_graphql::Data>>,
-    ) -> BoxStream<'static, Response> {
-        let caller = session_data.as_deref().and_then(|data| {
-            data.get(&std::any::TypeId::of::<Caller>())
-                .and_then(|value| value.downcast_ref::<Caller>())
-                .cloned()
-                .flatten()
-        });
-        self.gateway.execute_ws(request, caller)
     }
 }

@@ -45,6 +45,7 @@ mod secrets_matrix;
 mod subscriptions;
 mod task_effects;
 mod task_queue;
+mod websocket;
 mod work_matrix;
 mod work_support;
 mod worker;

@@ -1,0 +1,328 @@
+//! The WebSocket protocol over real sockets: every close code of graphql-transport-ws
+//! (the graphql-ws project's PROTOCOL.md), ping/pong, the `error`-message rule, the
+//! per-socket limits, and the legacy `graphql-ws` protocol.
+
+use std::time::Duration;
+
+use biscuit_auth::KeyPair;
+use flashfusion_api::auth::{Role, TokenService};
+use flashfusion_tests::{TIMEOUT, TestApp, TestDb, WsClient, WsEnd};
+use serde_json::{Value, json};
+
+const TRANSPORT_WS: &str = "graphql-transport-ws";
+const LEGACY: &str = "graphql-ws";
+const ME: &str = "{ me { email } }";
+const NOTIFICATIONS: &str = "subscription { notificationAdded { cursor } }";
+
+/// The close code that ended `ws`, failing if a message came instead.
+async fn close_code(ws: &mut WsClient) -> u16 {
+    match ws.next().await {
+        Err(WsEnd::Closed(code)) => code,
+        Ok(message) => panic!("expected the socket to close, got {message}"),
+    }
+}
+
+/// A socket that has been acknowledged, anonymous.
+async fn acknowledged(app: &TestApp, protocol: &str) -> WsClient {
+    let mut ws = app.websocket(protocol, json!({})).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws
+}
+
+/// Waits until the gateway's hub counts `n` open subscription feeds: a subscription
+/// started (or was dropped) there, which no message on the socket announces.
+async fn until_feeds(app: &TestApp, n: usize) {
+    tokio::time::timeout(TIMEOUT, async {
+        while app.state.hub.feeds() != n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the hub never counted {n} feeds"));
+}
+
+async fn subscribe(ws: &mut WsClient, id: &str, query: &str) {
+    ws.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query } }))
+        .await;
+}
+
+#[tokio::test]
+async fn a_malformed_message_closes_4400() {
+    let app = TestApp::sqlite().await;
+    for message in [
+        json!("not an object"),
+        json!({ "payload": {} }),
+        json!({ "type": "subscribe", "payload": { "query": ME } }),
+        json!({ "type": "subscribe", "id": "1", "payload": { "variables": {} } }),
+    ] {
+        let mut ws = acknowledged(&app, TRANSPORT_WS).await;
+        ws.send(message.clone()).await;
+        assert_eq!(close_code(&mut ws).await, 4400, "{message}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_message_type_closes_4400() {
+    let app = TestApp::sqlite().await;
+    for kind in ["bogus", "next", "connection_ack", "start"] {
+        let mut ws = acknowledged(&app, TRANSPORT_WS).await;
+        ws.send(json!({ "type": kind, "id": "1", "payload": {} }))
+            .await;
+        assert_eq!(close_code(&mut ws).await, 4400, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn subscribe_before_connection_ack_closes_4401() {
+    let app = TestApp::sqlite().await;
+    let mut ws = app.silent_websocket(TRANSPORT_WS).await;
+    subscribe(&mut ws, "1", ME).await;
+    assert_eq!(close_code(&mut ws).await, 4401);
+}
+
+#[tokio::test]
+async fn a_refused_connection_init_closes_4403() {
+    let app = TestApp::postgres().await;
+    let mut ws = app
+        .websocket(TRANSPORT_WS, json!({ "Authorization": "Bearer garbage" }))
+        .await;
+    assert_eq!(
+        close_code(&mut ws).await,
+        4403,
+        "a token that does not verify"
+    );
+
+    let (ada, _) = app.user("ada@example.com").await;
+    let out = ada.graphql("mutation { signOut }", json!({})).await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+    let mut ws = app
+        .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
+        .await;
+    assert_eq!(close_code(&mut ws).await, 4403, "a revoked token");
+}
+
+#[tokio::test]
+async fn the_socket_closes_4403_when_its_token_expires() {
+    let app = TestApp::postgres().await;
+    let (_, id) = app.user("ada@example.com").await;
+    let tokens = TokenService::from_key_pair(
+        KeyPair::from(&app.root.private()),
+        Duration::from_secs(3600),
+    );
+    let (token, expires_at) = tokens
+        .issue(
+            id.parse().expect("uuid"),
+            Role::User,
+            Some(Duration::from_secs(2)),
+        )
+        .expect("mint");
+    let mut ws = app
+        .websocket(
+            TRANSPORT_WS,
+            json!({ "Authorization": format!("Bearer {token}") }),
+        )
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    // The close is the event awaited: nothing is sent, the expiry alone ends the socket.
+    assert_eq!(close_code(&mut ws).await, 4403);
+    assert!(
+        chrono::Utc::now() >= expires_at,
+        "closed before the token expired ({expires_at})"
+    );
+}
+
+#[tokio::test]
+async fn no_connection_init_in_time_closes_4408() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.ws_init_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut silent = app.silent_websocket(TRANSPORT_WS).await;
+    assert_eq!(close_code(&mut silent).await, 4408);
+}
+
+#[tokio::test]
+async fn reusing_an_active_id_closes_4409() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let mut ws = app
+        .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let feeds = app.state.hub.feeds();
+    subscribe(&mut ws, "live", NOTIFICATIONS).await;
+    // Once the hub counts its feed, the subscription is active (not refused).
+    until_feeds(&app, feeds + 1).await;
+    subscribe(&mut ws, "live", NOTIFICATIONS).await;
+    assert_eq!(close_code(&mut ws).await, 4409);
+}
+
+on_both_backends!(signing_out_elsewhere_closes_the_socket_4403);
+
+async fn signing_out_elsewhere_closes_the_socket_4403(app: TestApp) {
+    let (ada, _) = app.user("ada@example.com").await;
+    let mut ws = app
+        .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let out = ada.graphql("mutation { signOut }", json!({})).await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+    assert_eq!(close_code(&mut ws).await, 4403);
+}
+
+#[tokio::test]
+async fn a_second_connection_init_closes_4429() {
+    let app = TestApp::sqlite().await;
+    let mut ws = acknowledged(&app, TRANSPORT_WS).await;
+    ws.send(json!({ "type": "connection_init", "payload": {} }))
+        .await;
+    assert_eq!(close_code(&mut ws).await, 4429);
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_pong_and_its_payload() {
+    let app = TestApp::sqlite().await;
+    // Allowed before connection_init too.
+    let mut ws = app.silent_websocket(TRANSPORT_WS).await;
+    ws.send(json!({ "type": "ping", "payload": { "seq": 7 } }))
+        .await;
+    assert_eq!(
+        ws.next().await.expect("pong"),
+        json!({ "type": "pong", "payload": { "seq": 7 } })
+    );
+    ws.send(json!({ "type": "pong" })).await;
+    ws.send(json!({ "type": "ping" })).await;
+    assert_eq!(ws.next().await.expect("pong"), json!({ "type": "pong" }));
+}
+
+#[tokio::test]
+async fn a_query_is_next_then_complete_and_a_refusal_is_one_error() {
+    let app = TestApp::sqlite().await;
+    let mut ws = acknowledged(&app, TRANSPORT_WS).await;
+    subscribe(&mut ws, "q", "{ __typename }").await;
+    let next = ws.next().await.expect("next");
+    assert_eq!(next["type"], "next", "{next}");
+    assert_eq!(next["id"], "q");
+    assert_eq!(next["payload"]["data"]["__typename"], "Query");
+    assert_eq!(
+        ws.next().await.expect("complete"),
+        json!({ "type": "complete", "id": "q" })
+    );
+
+    // Refused before execution (validation): `error` with the errors array, no `complete`.
+    subscribe(&mut ws, "bad", "{ noSuchField }").await;
+    let error = ws.next().await.expect("error");
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["id"], "bad");
+    assert_eq!(error["payload"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    ws.send(json!({ "type": "ping" })).await;
+    assert_eq!(
+        ws.next().await.expect("pong, not a complete")["type"],
+        "pong"
+    );
+    // The refused id is free again.
+    subscribe(&mut ws, "bad", "{ __typename }").await;
+    assert_eq!(ws.next().await.expect("next")["type"], "next");
+}
+
+#[tokio::test]
+async fn beyond_the_socket_limits_an_operation_is_refused_not_queued() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.ws_max_operations = 0;
+        config.ws_max_subscriptions = 0;
+    })
+    .await;
+    let mut ws = acknowledged(&app, TRANSPORT_WS).await;
+    for (id, query, setting) in [
+        ("q", "{ __typename }", "FLASHFUSION_WS_MAX_OPERATIONS"),
+        ("s", NOTIFICATIONS, "FLASHFUSION_WS_MAX_SUBSCRIPTIONS"),
+    ] {
+        subscribe(&mut ws, id, query).await;
+        let error = ws.next().await.expect("error");
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(error["id"], id);
+        assert_eq!(error["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+        let message = error["payload"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(setting), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn completing_a_subscription_drops_it_and_frees_its_place() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.ws_max_subscriptions = 1;
+    })
+    .await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let mut ws = app
+        .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let feeds = app.state.hub.feeds();
+    subscribe(&mut ws, "a", NOTIFICATIONS).await;
+    until_feeds(&app, feeds + 1).await;
+    subscribe(&mut ws, "b", NOTIFICATIONS).await;
+    let error = ws.next().await.expect("error");
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["id"], "b");
+    assert_eq!(error["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+
+    ws.send(json!({ "type": "complete", "id": "a" })).await;
+    until_feeds(&app, feeds).await;
+    subscribe(&mut ws, "b", NOTIFICATIONS).await;
+    until_feeds(&app, feeds + 1).await;
+    // Nothing was sent for `a` after the client completed it: the next message is pong.
+    ws.send(json!({ "type": "ping" })).await;
+    assert_eq!(ws.next().await.expect("pong"), json!({ "type": "pong" }));
+}
+
+#[tokio::test]
+async fn the_legacy_protocol_still_works() {
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let mut ws = app
+        .websocket(LEGACY, json!({ "authToken": ada.token() }))
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "start", "payload": { "query": ME } }))
+        .await;
+    let data = ws.next().await.expect("data");
+    assert_eq!(data["type"], "data", "{data}");
+    assert_eq!(data["payload"]["data"]["me"]["email"], "ada@example.com");
+    assert_eq!(
+        ws.next().await.expect("complete"),
+        json!({ "type": "complete", "id": "1" })
+    );
+    ws.send(json!({ "type": "connection_terminate" })).await;
+    assert_eq!(close_code(&mut ws).await, 1000);
+
+    // A refused init says why in connection_error, then closes.
+    let mut ws = app
+        .websocket(LEGACY, json!({ "authToken": "garbage" }))
+        .await;
+    let error: Value = ws.next().await.expect("connection_error");
+    assert_eq!(error["type"], "connection_error", "{error}");
+    assert_eq!(close_code(&mut ws).await, 4403);
+}
+
+#[tokio::test]
+async fn a_message_over_the_body_limit_ends_the_socket() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.max_body_bytes = 1024;
+    })
+    .await;
+    let mut ws = acknowledged(&app, TRANSPORT_WS).await;
+    let padding = "x".repeat(2048);
+    subscribe(&mut ws, "big", &format!("{{ __typename }} # {padding}")).await;
+    // The WebSocket layer refuses the frame and drops the connection (1006): no answer.
+    let code = close_code(&mut ws).await;
+    assert_ne!(code, 1000, "not a normal closure");
+}
