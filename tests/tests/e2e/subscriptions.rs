@@ -289,7 +289,7 @@ async fn transactions_committing_in_reverse_order_lose_nothing() {
 
 /// The LISTEN connection is killed in the middle of a stream of changes: the listener
 /// reconnects, the hub catches up from the `events` table, and the subscriber receives
-/// every change in order.
+/// every change in order, as does a subscriber resuming from before the kill.
 #[tokio::test]
 async fn a_killed_listen_connection_loses_nothing() {
     let app = TestApp::postgres().await;
@@ -310,14 +310,30 @@ async fn a_killed_listen_connection_loses_nothing() {
             assert_eq!(killed.len(), 1, "no LISTEN connection to kill");
         }
     }
+    let mut first = Value::Null;
     for n in 0..40 {
         let event = event(&mut ws, "notificationAdded").await;
         assert_eq!(event["notification"]["title"], format!("n{n}"));
+        if n == 0 {
+            first = event["cursor"].clone();
+        }
     }
     assert!(
         app.state.hub.reconnects() >= 1,
         "the listener never noticed"
     );
+    // A subscriber resuming from before the kill gets the rest, in order.
+    let mut resumed = subscribe(
+        &app,
+        world.owner().token(),
+        NOTIFICATIONS,
+        json!({ "after": first }),
+    )
+    .await;
+    for n in 1..40 {
+        let event = event(&mut resumed, "notificationAdded").await;
+        assert_eq!(event["notification"]["title"], format!("n{n}"));
+    }
 }
 
 /// Two gateways on one database: a change made through one reaches a subscriber of the

@@ -159,7 +159,27 @@ async fn reusing_an_active_id_closes_4409() {
     assert_eq!(close_code(&mut ws).await, 4409);
 }
 
-on_both_backends!(signing_out_elsewhere_closes_the_socket_4403);
+on_both_backends!(
+    signing_out_elsewhere_closes_the_socket_4403,
+    demoting_an_admin_closes_its_admin_socket_4403,
+);
+
+async fn demoting_an_admin_closes_its_admin_socket_4403(app: TestApp) {
+    let (ada, ada_id) = app.admin("ada@example.com").await;
+    let (boss, _) = app.admin("boss@example.com").await;
+    let mut ws = app
+        .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let out = boss
+        .graphql(
+            "mutation($i: SetUserRoleInput!) { setUserRole(input: $i) { __typename } }",
+            json!({ "i": { "userId": ada_id, "role": "USER" } }),
+        )
+        .await;
+    assert!(out["errors"].is_null(), "{out}");
+    assert_eq!(close_code(&mut ws).await, 4403);
+}
 
 async fn signing_out_elsewhere_closes_the_socket_4403(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
