@@ -217,6 +217,7 @@ impl Gateway {
             Err((err, _)) => return stream::iter([refuse(err, Refusal::BadRequest).0]).boxed(),
         };
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
+        let name = request.operation_name.clone().unwrap_or_default();
         let (subscription, set_up) = SubscriptionTx::new();
         let handle = tx.handle();
         let request = domains::register_loaders(
@@ -252,6 +253,14 @@ impl Gateway {
         if let Err(err) = tx.finish(true).await {
             return stream::iter([Response::from_errors(vec![err.into()])]).boxed();
         }
+        tracing::info!(
+            operation.name = name,
+            user.id = identity
+                .user_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            "subscription started"
+        );
         stream::iter(first)
             .chain(responses)
             .then(move |response| {

@@ -1,9 +1,11 @@
 //! The real `flashfusion` binary: it starts with no configuration in an empty
-//! directory on the embedded SQLite default, and the checked-in schema matches it.
+//! directory on the embedded SQLite default, two of its processes on one Postgres
+//! database deliver each other's changes to subscribers, and the checked-in schema
+//! matches it.
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -45,26 +47,21 @@ async fn post(
         .expect("JSON body")
 }
 
-#[tokio::test]
-async fn starts_on_sqlite_with_no_configuration() {
-    let tempdir = tempfile::tempdir().expect("an empty directory");
-    let dir = tempdir.path();
+/// Starts the gateway in `dir` with only `env` set, on a port the kernel picks; returns
+/// it and its base URL once it listens.
+fn start(dir: &Path, env: &[(&str, &str)]) -> (Gateway, String) {
     let child = Command::new(BIN)
         .current_dir(dir)
         .env_clear()
         // Port 0: the kernel picks a free port, and the log line says which.
         .env("FLASHFUSION_BIND", "127.0.0.1:0")
         .env("FLASHFUSION_LOG_FORMAT", "json")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the gateway");
     let mut gateway = Gateway(child);
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .expect("client");
-
     // Wait for the "listening" log line, bounded by TIMEOUT, and read the address.
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = gateway.0.stderr.take().expect("stderr");
@@ -81,7 +78,19 @@ async fn starts_on_sqlite_with_no_configuration() {
     let address = rx
         .recv_timeout(TIMEOUT)
         .expect("the gateway did not start listening");
-    let base = format!("http://{address}");
+    (gateway, format!("http://{address}"))
+}
+
+#[tokio::test]
+async fn starts_on_sqlite_with_no_configuration() {
+    let tempdir = tempfile::tempdir().expect("an empty directory");
+    let dir = tempdir.path();
+    let (mut gateway, base) = start(dir, &[]);
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .expect("client");
+
     assert!(
         dir.join("flashfusion.db").exists(),
         "the SQLite database is created"
@@ -230,6 +239,133 @@ async fn starts_on_sqlite_with_no_configuration() {
         status.expect("exit status").success(),
         "graceful shutdown exits 0"
     );
+}
+
+/// Two gateway processes on one Postgres database (sharing the keys the first one
+/// wrote): a change made through one reaches a subscriber of the other, through the
+/// events table, NOTIFY and the second one's own listener.
+#[tokio::test]
+async fn a_change_through_one_process_reaches_a_subscriber_of_another() {
+    use futures_util::{SinkExt, StreamExt};
+    use sea_orm::ConnectionTrait;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let server = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("ff_bin_{}", std::process::id());
+    let admin = sea_orm::Database::connect(&server).await.expect("Postgres");
+    let create =
+        |sql: String| sea_orm::Statement::from_string(sea_orm::DatabaseBackend::Postgres, sql);
+    admin
+        .execute_raw(create(format!(
+            "drop database if exists {name} with (force)"
+        )))
+        .await
+        .expect("drop");
+    admin
+        .execute_raw(create(format!("create database {name}")))
+        .await
+        .expect("create");
+    let (base, _) = server.rsplit_once('/').expect("a database URL");
+    let url = format!("{base}/{name}");
+
+    let tempdir = tempfile::tempdir().expect("an empty directory");
+    let env = [("DATABASE_URL", url.as_str())];
+    // One after the other: the first migrates and writes the keys the second reads.
+    let (_first, writer) = start(tempdir.path(), &env);
+    let (_second, reader) = start(tempdir.path(), &env);
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .expect("client");
+    let graphql = format!("{writer}/graphql");
+    let up = post(
+        &client,
+        &graphql,
+        None,
+        "mutation($i: SignUpInput!) { signUp(input: $i) { token } }",
+        json!({ "i": { "email": "ada@example.com", "password": "correct horse", "displayName": "Ada" } }),
+    )
+    .await;
+    let token = up["data"]["signUp"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let project = post(
+        &client,
+        &graphql,
+        Some(&token),
+        "mutation { createProject(input: {name: \"live\"}) { project { id } } }",
+        json!({}),
+    )
+    .await["data"]["createProject"]["project"]["id"]
+        .clone();
+
+    let mut request = format!("{}/graphql", reader.replacen("http", "ws", 1))
+        .into_client_request()
+        .expect("ws request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("ws connect timed out")
+        .expect("ws connect");
+    let mut send = async |message: Value| {
+        ws.send(Message::Text(message.to_string().into()))
+            .await
+            .expect("ws send");
+    };
+    send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
+    send(json!({ "id": "1", "type": "subscribe", "payload": {
+        "query": "subscription($p: ID) { agentTaskUpdated(projectId: $p) { task { title } } }",
+        "variables": { "p": project } } }))
+    .await;
+    // The protocol does not say when a subscription is live: create tasks through the
+    // other process until one arrives (the first normally does), each wait bounded.
+    let mut created = Vec::new();
+    let arrived = 'outer: loop {
+        assert!(created.len() < 10, "no event reached the other process");
+        let title = format!("task {}", created.len());
+        let out = post(
+            &client,
+            &graphql,
+            Some(&token),
+            "mutation($i: CreateAgentTaskInput!) { createAgentTask(input: $i) { task { id } } }",
+            json!({ "i": { "projectId": project, "agentSlug": "code-reviewer", "title": title } }),
+        )
+        .await;
+        assert!(out["errors"].is_null(), "{out}");
+        created.push(title);
+        let wait = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => continue 'outer,
+                message = ws.next() => {
+                    let Some(Ok(Message::Text(text))) = message else {
+                        panic!("the socket ended: {message:?}");
+                    };
+                    let message: Value = serde_json::from_str(&text).expect("JSON");
+                    if message["type"] == "next" {
+                        break 'outer message;
+                    }
+                }
+            }
+        }
+    };
+    let title = arrived["payload"]["data"]["agentTaskUpdated"]["task"]["title"]
+        .as_str()
+        .expect("a task event")
+        .to_owned();
+    assert!(created.contains(&title), "{arrived}");
+    drop((_first, _second));
+    let _ = admin
+        .execute_raw(create(format!(
+            "drop database if exists {name} with (force)"
+        )))
+        .await;
 }
 
 #[test]
