@@ -355,3 +355,64 @@ macro_rules! event_type {
     };
 }
 pub(crate) use event_type;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sea_orm::ConnectionTrait;
+
+    use super::*;
+    use crate::{db::Database, realtime::Hub};
+
+    /// A feed whose subscriber stopped reading while more events than the replica's
+    /// buffer went by ends with `RATE_LIMITED` (then nothing), instead of silently
+    /// skipping what it missed.
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_the_buffer_ends_with_rate_limited() {
+        let db = Database::connect("sqlite::memory:", 1)
+            .await
+            .expect("in-memory SQLite");
+        db.migrate().await.expect("migrated");
+        let hub = Hub::new(db.clone(), 2);
+        let (live, position) = hub.subscribe().await;
+        let (mut probe, _) = hub.subscribe().await;
+        let mut feed = Feed {
+            replay: None,
+            live,
+            live_after: position,
+            admit: |event: &Event| Some(event.cursor),
+            ended: false,
+            _counted: hub.count_feed(),
+        };
+        for _ in 0..5 {
+            db.connection()
+                .execute_unprepared(
+                    "insert into events (topic, kind, entity_id) values ('session', 'UPDATED', zeroblob(16))",
+                )
+                .await
+                .expect("an event");
+        }
+        hub.wake();
+        // The probe lags too; once it has seen the last event, all five were broadcast.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut seen = 0;
+            while seen < 5 {
+                match probe.recv().await {
+                    Ok(_) => seen += 1,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => seen += missed,
+                    Err(broadcast::error::RecvError::Closed) => panic!("hub gone"),
+                }
+            }
+        })
+        .await
+        .expect("the hub broadcast the events");
+        match feed.next().await {
+            Some(Err(ApiError::RateLimited(message))) => {
+                assert!(message.contains("after"), "{message}")
+            }
+            other => panic!("not ended for lagging: {:?}", other.map(|r| r.is_ok())),
+        }
+        assert!(feed.next().await.is_none(), "the feed goes on after lagging");
+    }
+}
