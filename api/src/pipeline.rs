@@ -22,7 +22,6 @@ use crate::{
     domains,
     error::ApiError,
     kit::{RequestContext, feed::SubscriptionTx},
-    realtime::Row,
     schema::AppSchema,
     session,
     state::AppState,
@@ -242,10 +241,13 @@ impl Gateway {
             // of it (the field failed): the signal tells which.
             Ok(Some(first)) if set_up.try_recv().is_ok() => first,
             Ok(Some(failed)) => {
+                drop(responses);
                 let _ = tx.finish(false).await;
                 return stream::iter(failed.map(with_codes)).boxed();
             }
             Err(_) => {
+                // Dropped first, so no resolver still holds the transaction.
+                drop(responses);
                 let _ = tx.finish(false).await;
                 return stream::iter([timed_out(limit)]).boxed();
             }
@@ -366,7 +368,7 @@ impl Gateway {
         let expiry = tokio::time::sleep(left);
         tokio::pin!(expiry);
         let account = session.identity().user_id();
-        let (mut events, _) = self.state.hub.subscribe().await;
+        let mut events = self.state.hub.sessions().await;
         // A revocation committed before the receiver existed sends no event to it.
         if !self.still_current(session).await {
             return;
@@ -375,10 +377,7 @@ impl Gateway {
             let look = tokio::select! {
                 () = &mut expiry => return,
                 event = events.recv() => match event {
-                    Ok(event) => {
-                        matches!(event.row, Row::Session)
-                            && (event.owner_id.is_none() || event.owner_id == account)
-                    }
+                    Ok(event) => event.owner_id.is_none() || event.owner_id == account,
                     // Missed events may have concerned this session.
                     Err(broadcast::error::RecvError::Lagged(_)) => true,
                     Err(broadcast::error::RecvError::Closed) => {

@@ -11,10 +11,12 @@
 //!   than the oldest one still running. A later transaction can then never add an event
 //!   before a cursor already handed out, even when transactions commit out of order. The
 //!   trigger function runs as its owner (SECURITY DEFINER, `search_path` pinned): callers
-//!   cannot insert into `events` themselves. FORCE ROW LEVEL SECURITY binds the owner
-//!   too, so the owner gets an INSERT policy of its own. `pg_notify` then wakes every
-//!   replica's listener with a small payload (topic and row id). The service may delete
-//!   events, to prune them after the retention window.
+//!   cannot insert into `events` themselves (the service's direct INSERT of
+//!   m20261125_000002 is withdrawn). FORCE ROW LEVEL SECURITY binds the owner too, so
+//!   the owner gets an INSERT policy of its own; `pg_temp` comes last in the pinned
+//!   `search_path` and `events` is schema-qualified, so no temporary table can stand in
+//!   for it. `pg_notify` then wakes every replica's listener with the topic only. The
+//!   service may delete events, to prune them after the retention window.
 //! - SQLite: the same rows from SQLite triggers (`tx_id` 0: one writer at a time, so ids
 //!   follow commit order); the gateway wakes its in-process hub after each commit.
 
@@ -37,8 +39,13 @@ alter table events
         constraint events_kind_check check (kind in ('CREATED', 'UPDATED', 'DELETED')),
     add column tx_id xid8 not null default pg_current_xact_id();
 create index events_tx_id_id_idx on events (tx_id, id);
+create index events_owner_id_tx_id_id_idx on events (owner_id, tx_id, id);
 create index events_created_at_idx on events (created_at);
 
+-- Only the triggers write events now: a direct insert (with a made-up tx_id) could
+-- move every replica's feed past real events.
+drop policy events_service_insert on events;
+revoke insert on events from flashfusion_service;
 create policy events_definer_insert on events as permissive for insert
     to current_user with check (true);
 grant delete on events to flashfusion_service;
@@ -47,7 +54,7 @@ create policy events_service_delete on events as permissive for delete
 
 create function flashfusion_record_event() returns trigger
     language plpgsql security definer
-    set search_path = pg_catalog, public
+    set search_path = pg_catalog, public, pg_temp
     as $$
 declare
     row_json jsonb;
@@ -60,16 +67,18 @@ begin
         row_json := to_jsonb(new);
         change := case tg_op when 'INSERT' then 'CREATED' else 'UPDATED' end;
     end if;
-    insert into events (topic, kind, entity_id, owner_id, project_id, payload)
+    insert into public.events (topic, kind, entity_id, owner_id, project_id, payload)
     values (tg_argv[0], change, (row_json->>'id')::uuid, (row_json->>'user_id')::uuid,
             (row_json->>'project_id')::uuid, row_json);
-    perform pg_notify('flashfusion_events', tg_argv[0] || ' ' || (row_json->>'id'));
+    -- A wake-up only (the row is in events): one per topic and transaction, since
+    -- Postgres folds identical notifications of a transaction into one.
+    perform pg_notify('flashfusion_events', tg_argv[0]);
     return null;
 end $$;
 
 create function flashfusion_record_session_event() returns trigger
     language plpgsql security definer
-    set search_path = pg_catalog, public
+    set search_path = pg_catalog, public, pg_temp
     as $$
 declare
     account uuid;
@@ -79,10 +88,10 @@ begin
     else
         account := new.user_id;
     end if;
-    insert into events (topic, kind, entity_id, owner_id, payload)
+    insert into public.events (topic, kind, entity_id, owner_id, payload)
     values ('session', 'UPDATED', coalesce(account, '00000000-0000-0000-0000-000000000000'),
             account, '{}');
-    perform pg_notify('flashfusion_events', 'session ' || coalesce(account::text, ''));
+    perform pg_notify('flashfusion_events', 'session');
     return null;
 end $$;
 
@@ -104,7 +113,11 @@ drop function if exists flashfusion_record_event() cascade;
 drop policy if exists events_service_delete on events;
 revoke delete on events from flashfusion_service;
 drop policy if exists events_definer_insert on events;
+grant insert on events to flashfusion_service;
+create policy events_service_insert on events as permissive for insert
+    to flashfusion_service with check (true);
 drop index if exists events_created_at_idx;
+drop index if exists events_owner_id_tx_id_id_idx;
 drop index if exists events_tx_id_id_idx;
 alter table events drop column tx_id, drop column kind;
 "#;
@@ -193,6 +206,7 @@ fn sqlite_up() -> String {
         "alter table events add column kind text not null default 'UPDATED';
          alter table events add column tx_id integer not null default 0;
          create index events_tx_id_id_idx on events (tx_id, id);
+         create index events_owner_id_tx_id_id_idx on events (owner_id, tx_id, id);
          create index events_created_at_idx on events (created_at);\n",
     );
     for (table, topic) in TOPICS {
@@ -263,6 +277,7 @@ fn sqlite_down() -> String {
          drop trigger if exists users_session_events_update;
          drop trigger if exists users_session_events_delete;
          drop index if exists events_created_at_idx;
+         drop index if exists events_owner_id_tx_id_id_idx;
          drop index if exists events_tx_id_id_idx;
          alter table events drop column tx_id;
          alter table events drop column kind;\n",

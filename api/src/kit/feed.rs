@@ -164,6 +164,12 @@ where
         .map_err(|_| ApiError::bug("subscription outside the subscription pipeline"))?
         .clone();
     let after = after.map(|cursor| cursor.parse::<Cursor>()).transpose()?;
+    let identity = rc.identity();
+    let tx = rc.tx_ref().clone();
+    let db = needs_db.then(|| state.db.clone());
+    // The set-up transaction is not needed past this point: end it before waiting on
+    // the hub or reading the events table.
+    subscription.set_up();
     let (live, position) = state.hub.subscribe().await;
     let counted = state.hub.count_feed();
     if let Some(after) = after
@@ -173,21 +179,16 @@ where
             "cursor expired: refetch, then subscribe without `after`",
         ));
     }
-    let identity = rc.identity();
-    let tx = rc.tx_ref().clone();
-    let db = needs_db.then(|| state.db.clone());
-    subscription.set_up();
+    let owner = readers.owner();
     let feed = Feed {
-        replay: after.map(|after| Replay {
-            state: state.clone(),
-            from: after,
-            upto: position,
-            owner: readers.owner(),
-            batch: VecDeque::new(),
-        }),
+        replay: after.map(|after| Replay::new(state.clone(), after, position, owner)),
         live,
         // Live events up to here were replayed, or come before `after`.
         live_after: after.map_or(position, |after| after.max(position)),
+        last: after.unwrap_or(position),
+        live_read: after.is_none(),
+        state,
+        owner,
         admit,
         ended: false,
         _counted: counted,
@@ -227,6 +228,16 @@ struct Replay {
 }
 
 impl Replay {
+    fn new(state: Arc<AppState>, from: Cursor, upto: Cursor, owner: Option<Uuid>) -> Self {
+        Self {
+            state,
+            from,
+            upto,
+            owner,
+            batch: VecDeque::new(),
+        }
+    }
+
     /// The next missed event; `None` once caught up.
     async fn next(&mut self) -> ApiResult<Option<Arc<Event>>> {
         if self.batch.is_empty() {
@@ -246,7 +257,15 @@ impl Replay {
 struct Feed<F> {
     replay: Option<Replay>,
     live: broadcast::Receiver<Arc<Event>>,
+    /// Live events at or before this were replayed (or precede `after`).
     live_after: Cursor,
+    /// The last event this feed went past, admitted or not.
+    last: Cursor,
+    /// Whether live events have been read since the last replay: until then, falling
+    /// behind the buffer is the replay's doing, not the subscriber's.
+    live_read: bool,
+    state: Arc<AppState>,
+    owner: Option<Uuid>,
     admit: F,
     ended: bool,
     _counted: FeedCount,
@@ -259,36 +278,58 @@ impl<T, F: FnMut(&Event) -> Option<T>> Feed<F> {
             return None;
         }
         loop {
-            let missed = match &mut self.replay {
-                Some(replay) => match replay.next().await {
-                    Ok(missed) => missed,
-                    Err(err) => {
-                        self.ended = true;
-                        return Some(Err(err));
-                    }
-                },
-                None => None,
+            let event = match self.next_event().await {
+                Ok(Some(event)) => event,
+                Ok(None) => return None,
+                Err(err) => {
+                    self.ended = true;
+                    return Some(Err(err));
+                }
             };
-            if missed.is_none() {
-                self.replay = None;
-            }
-            let event = match missed {
-                Some(event) => event,
-                None => match self.live.recv().await {
-                    Ok(event) if event.cursor <= self.live_after => continue,
-                    Ok(event) => event,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        self.ended = true;
-                        return Some(Err(ApiError::RateLimited(format!(
-                            "subscriber too slow: {missed} events were dropped; \
-                             subscribe again with `after` set to the last cursor received"
-                        ))));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-            };
+            self.last = event.cursor;
             if let Some(item) = (self.admit)(&event) {
                 return Some(Ok(item));
+            }
+        }
+    }
+
+    /// The next missed event while replaying, then the next live one; `None` when the
+    /// hub is gone.
+    async fn next_event(&mut self) -> ApiResult<Option<Arc<Event>>> {
+        loop {
+            if let Some(replay) = &mut self.replay {
+                match replay.next().await? {
+                    Some(missed) => return Ok(Some(missed)),
+                    None => self.replay = None,
+                }
+            }
+            match self.live.recv().await {
+                Ok(event) if event.cursor <= self.live_after => continue,
+                Ok(event) => {
+                    self.live_read = true;
+                    return Ok(Some(event));
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) if !self.live_read => {
+                    // The buffer overflowed while this feed was still replaying: catch
+                    // up from the table again, then go live from the hub's new position.
+                    tracing::debug!(missed, "replay outran by live events; replaying on");
+                    let (live, position) = self.state.hub.subscribe().await;
+                    self.live = live;
+                    self.replay = Some(Replay::new(
+                        self.state.clone(),
+                        self.last,
+                        position,
+                        self.owner,
+                    ));
+                    self.live_after = position;
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    return Err(ApiError::RateLimited(format!(
+                        "subscriber too slow: {missed} events were dropped; \
+                         subscribe again with `after` set to the last cursor received"
+                    )));
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
             }
         }
     }
@@ -360,44 +401,50 @@ pub(crate) use event_type;
 mod tests {
     use std::time::Duration;
 
+    use biscuit_auth::KeyPair;
     use sea_orm::ConnectionTrait;
 
     use super::*;
-    use crate::{db::Database, realtime::Hub};
+    use crate::{auth::TokenService, config::Config, realtime::Hub};
 
-    /// A feed whose subscriber stopped reading while more events than the replica's
-    /// buffer went by ends with `RATE_LIMITED` (then nothing), instead of silently
-    /// skipping what it missed.
-    #[tokio::test]
-    async fn a_subscriber_that_falls_behind_the_buffer_ends_with_rate_limited() {
-        let db = Database::connect("sqlite::memory:", 1)
+    /// A gateway state over a fresh in-memory SQLite database whose hub buffers two
+    /// events.
+    async fn tiny_buffer_state() -> Arc<AppState> {
+        let mut config = Config::defaults();
+        config.database_url = "sqlite::memory:".to_owned().into();
+        config.db_max_connections = 1;
+        config.secrets_key = Some("00".repeat(32).into());
+        let tokens = TokenService::from_key_pair(KeyPair::new(), Duration::from_secs(60));
+        let state = AppState::with_tokens(config, tokens)
             .await
-            .expect("in-memory SQLite");
-        db.migrate().await.expect("migrated");
-        let hub = Hub::new(db.clone(), 2);
-        let (live, position) = hub.subscribe().await;
-        let (mut probe, _) = hub.subscribe().await;
-        let mut feed = Feed {
-            replay: None,
-            live,
-            live_after: position,
-            admit: |event: &Event| Some(event.cursor),
-            ended: false,
-            _counted: hub.count_feed(),
-        };
-        for _ in 0..5 {
-            db.connection()
+            .expect("an in-memory gateway");
+        state.db.migrate().await.expect("migrated");
+        let hub = Hub::new(state.db.clone(), 2);
+        Arc::new(AppState {
+            hub,
+            ..Arc::into_inner(state).expect("one owner")
+        })
+    }
+
+    /// Writes `n` events and returns once the hub has broadcast them all.
+    async fn broadcast_events(state: &AppState, n: usize) {
+        let (mut probe, _) = state.hub.subscribe().await;
+        for _ in 0..n {
+            state
+                .db
+                .connection()
                 .execute_unprepared(
-                    "insert into events (topic, kind, entity_id) values ('session', 'UPDATED', zeroblob(16))",
+                    "insert into events (topic, kind, entity_id) \
+                     values ('session', 'UPDATED', zeroblob(16))",
                 )
                 .await
                 .expect("an event");
         }
-        hub.wake();
-        // The probe lags too; once it has seen the last event, all five were broadcast.
+        state.hub.wake();
+        // The probe lags too; once it has seen the last event, all were broadcast.
         tokio::time::timeout(Duration::from_secs(10), async {
             let mut seen = 0;
-            while seen < 5 {
+            while seen < n as u64 {
                 match probe.recv().await {
                     Ok(_) => seen += 1,
                     Err(broadcast::error::RecvError::Lagged(missed)) => seen += missed,
@@ -407,12 +454,70 @@ mod tests {
         })
         .await
         .expect("the hub broadcast the events");
+    }
+
+    fn feed_of(
+        state: &Arc<AppState>,
+        live: broadcast::Receiver<Arc<Event>>,
+        position: Cursor,
+        replay: Option<Replay>,
+    ) -> Feed<impl FnMut(&Event) -> Option<Cursor>> {
+        Feed {
+            live_read: replay.is_none(),
+            replay,
+            live,
+            live_after: position,
+            last: position,
+            state: state.clone(),
+            owner: None,
+            admit: |event: &Event| Some(event.cursor),
+            ended: false,
+            _counted: state.hub.count_feed(),
+        }
+    }
+
+    /// A feed whose subscriber stopped reading while more events than the replica's
+    /// buffer went by ends with `RATE_LIMITED` (then nothing), instead of silently
+    /// skipping what it missed.
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_the_buffer_ends_with_rate_limited() {
+        let state = tiny_buffer_state().await;
+        let (live, position) = state.hub.subscribe().await;
+        let mut feed = feed_of(&state, live, position, None);
+        broadcast_events(&state, 5).await;
         match feed.next().await {
             Some(Err(ApiError::RateLimited(message))) => {
                 assert!(message.contains("after"), "{message}")
             }
             other => panic!("not ended for lagging: {:?}", other.map(|r| r.is_ok())),
         }
-        assert!(feed.next().await.is_none(), "the feed goes on after lagging");
+        assert!(
+            feed.next().await.is_none(),
+            "the feed goes on after lagging"
+        );
+    }
+
+    /// A resuming feed whose live buffer overflowed while it replayed is not the
+    /// subscriber's fault: it reads the rest from the table and goes on, in order.
+    #[tokio::test]
+    async fn a_replay_outrun_by_live_events_catches_up_from_the_table() {
+        let state = tiny_buffer_state().await;
+        let (live, start) = state.hub.subscribe().await;
+        let replay = Replay::new(state.clone(), start, start, None);
+        let mut feed = feed_of(&state, live, start, Some(replay));
+        broadcast_events(&state, 5).await;
+        let mut cursors = Vec::new();
+        for _ in 0..5 {
+            match feed.next().await {
+                Some(Ok(cursor)) => cursors.push(cursor),
+                other => panic!("not an event: {:?}", other.map(|r| r.is_ok())),
+            }
+        }
+        assert!(
+            cursors.is_sorted() && cursors.first() > Some(&start),
+            "{cursors:?}"
+        );
+        cursors.dedup();
+        assert_eq!(cursors.len(), 5, "repeated events");
     }
 }

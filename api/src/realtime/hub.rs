@@ -8,7 +8,7 @@ use std::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sea_orm::DatabaseBackend;
@@ -18,7 +18,7 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use super::{Cursor, Event, listener, store};
+use super::{Cursor, Event, Row, listener, store};
 use crate::{db::Database, error::ApiResult};
 
 /// How many events one read takes at most.
@@ -27,6 +27,8 @@ const BATCH: u64 = 500;
 /// first and at most.
 const HELD_BACK_RETRY: (Duration, Duration) =
     (Duration::from_millis(2), Duration::from_millis(200));
+/// How long events may be held back before the hub says so in the log.
+const HELD_BACK_WARNING: Duration = Duration::from_secs(10);
 /// How long to wait before reading again after the database failed.
 const FAILURE_RETRY: Duration = Duration::from_millis(500);
 
@@ -51,6 +53,9 @@ impl Drop for FeedCount {
 pub(super) struct Shared {
     db: Database,
     sender: broadcast::Sender<Arc<Event>>,
+    /// The `session` events alone, for the sockets watching their token: they do not
+    /// wake for every change, and a burst of other events cannot make them lag.
+    sessions: broadcast::Sender<Arc<Event>>,
     /// The cursor of the last event broadcast. Held while sending, so a new subscriber
     /// learns exactly where its live events begin.
     position: Mutex<Cursor>,
@@ -86,6 +91,7 @@ impl Hub {
         Self {
             shared: Arc::new(Shared {
                 sender: broadcast::channel(capacity.max(1)).0,
+                sessions: broadcast::channel(capacity.max(1)).0,
                 position: Mutex::new(Cursor::default()),
                 ready: watch::channel(false).0,
                 wake: Notify::new(),
@@ -132,6 +138,15 @@ impl Hub {
         let _ = ready.wait_for(|ready| *ready).await;
         let position = lock(&shared.position);
         (shared.sender.subscribe(), *position)
+    }
+
+    /// A receiver of every `session` event broadcast from now on (a revocation, or an
+    /// account's role changed or the account deleted).
+    pub async fn sessions(&self) -> broadcast::Receiver<Arc<Event>> {
+        let shared = self.running();
+        let mut ready = shared.ready.subscribe();
+        let _ = ready.wait_for(|ready| *ready).await;
+        shared.sessions.subscribe()
     }
 
     /// Asks the hub to read new events now (after a commit of this process).
@@ -212,6 +227,7 @@ async fn read_loop(shared: Arc<Shared>) {
         }
     }
     let mut held_back_retry = HELD_BACK_RETRY.0;
+    let mut held_back_since: Option<Instant> = None;
     loop {
         let from = *lock(&shared.position);
         match store::after(&shared.db, from, BATCH, None).await {
@@ -224,11 +240,21 @@ async fn read_loop(shared: Arc<Shared>) {
                 if held_back {
                     // Committed events wait behind an older transaction that is still
                     // running; it may write nothing, so no NOTIFY would come.
+                    let since = *held_back_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > HELD_BACK_WARNING {
+                        tracing::warn!(
+                            waited = ?since.elapsed(),
+                            "events are held back by a long-running transaction \
+                             (see pg_stat_activity, pg_prepared_xacts)"
+                        );
+                        held_back_since = Some(Instant::now());
+                    }
                     let _ = tokio::time::timeout(held_back_retry, shared.wake.notified()).await;
                     held_back_retry = (held_back_retry * 2).min(HELD_BACK_RETRY.1);
                     continue;
                 }
                 held_back_retry = HELD_BACK_RETRY.0;
+                held_back_since = None;
                 shared.wake.notified().await;
             }
             Err(err) => {
@@ -246,8 +272,12 @@ fn broadcast(shared: &Shared, events: Vec<Event>) {
             continue;
         }
         *position = event.cursor;
+        let event = Arc::new(event);
         // No receiver is not an error: nobody subscribes right now.
-        let _ = shared.sender.send(Arc::new(event));
+        if matches!(event.row, Row::Session) {
+            let _ = shared.sessions.send(event.clone());
+        }
+        let _ = shared.sender.send(event);
     }
 }
 

@@ -1,9 +1,11 @@
 //! The replica's one LISTEN connection (Postgres): sqlx's `PgListener` on a pool of
-//! its own with a single connection, so it never takes a request's slot and never
-//! goes through a transaction-mode pooler. Every notification only wakes the hub; when
-//! the connection was lost (`try_recv` returns `Ok(None)`, see sqlx's `PgListener`
-//! docs) or cannot be re-established, the hub is woken too once it listens again, and
-//! it catches up from the `events` table: nothing sent meanwhile is lost.
+//! its own with a single connection (same `DATABASE_URL`), so it never takes a
+//! request's slot. LISTEN needs a session of its own: `DATABASE_URL` must reach
+//! Postgres directly or through a session-mode pooler, never a transaction-mode one.
+//! Every notification only wakes the hub. When the connection is lost (`try_recv`
+//! returns `Ok(None)` or an error, see sqlx's `PgListener` docs), it reconnects with
+//! backoff and LISTENs again, then wakes the hub, which catches up from the `events`
+//! table: nothing sent meanwhile is lost.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -41,24 +43,28 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 shared.health.listening.store(true, Ordering::Relaxed);
                 // Whatever was written while nobody listened is read now.
                 shared.wake.notify_one();
-                let err = loop {
+                // `Ok(None)`: the connection was lost. sqlx would re-establish it on
+                // the next call, but only a fresh LISTEN followed by a catch-up (above)
+                // tells when events flow again, so start over instead.
+                loop {
                     match listener.try_recv().await {
                         Ok(Some(_)) => shared.wake.notify_one(),
                         Ok(None) => {
-                            // Lost and (on the next call) re-established: catch up.
-                            shared.health.reconnects.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!("LISTEN connection lost; reconnecting and catching up");
-                            shared.wake.notify_one();
+                            tracing::warn!("LISTEN connection lost; reconnecting");
+                            break;
                         }
-                        Err(err) => break err,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "LISTEN connection failed; reconnecting");
+                            break;
+                        }
                     }
-                };
-                tracing::warn!(error = %err, "LISTEN connection failed; reconnecting");
+                }
             }
             Err(err) => tracing::warn!(error = %err, "cannot LISTEN; retrying"),
         }
-        shared.health.listening.store(false, Ordering::Relaxed);
-        shared.health.reconnects.fetch_add(1, Ordering::Relaxed);
+        if shared.health.listening.swap(false, Ordering::Relaxed) {
+            shared.health.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF.1);
     }

@@ -174,7 +174,11 @@ fn decode(row: &QueryResult) -> ApiResult<Event> {
         "agent_task" => Row::AgentTask(serde_json::from_str(&payload()?).map_err(parse)?),
         "deployment" => Row::Deployment(serde_json::from_str(&payload()?).map_err(parse)?),
         "notification" => Row::Notification(serde_json::from_str(&payload()?).map_err(parse)?),
-        _ => Row::Session,
+        "session" => Row::Session,
+        other => {
+            tracing::error!(topic = other, "skipping an event of an unknown topic");
+            Row::Unreadable
+        }
     };
     Ok(Event {
         cursor: cursor_of(row)?,

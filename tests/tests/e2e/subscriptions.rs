@@ -83,7 +83,8 @@ async fn notify(world: &World, user: &str, title: &str) {
 on_both_backends!(
     a_task_s_progress_arrives_in_order,
     a_resumed_subscriber_gets_exactly_what_it_missed,
-    an_expired_or_foreign_cursor_is_refused,
+    an_expired_or_malformed_cursor_is_refused,
+    only_readers_of_a_row_receive_its_changes,
 );
 
 async fn a_task_s_progress_arrives_in_order(app: TestApp) {
@@ -121,9 +122,19 @@ async fn a_task_s_progress_arrives_in_order(app: TestApp) {
         assert_eq!(event["task"]["project"]["id"], world.project.as_str());
         cursors.push(event["cursor"].as_str().expect("cursor").to_owned());
     }
-    let mut sorted = cursors.clone();
-    sorted.dedup();
-    assert_eq!(sorted.len(), 3, "cursors repeat: {cursors:?}");
+    // Cursors are opaque to clients; here they are known to be `<transaction>-<id>`,
+    // and must strictly increase.
+    let order: Vec<(u64, u64)> = cursors
+        .iter()
+        .map(|cursor| {
+            let (tx, id) = cursor.split_once('-').expect("a cursor");
+            (tx.parse().expect("tx"), id.parse().expect("id"))
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|pair| pair[0] < pair[1]),
+        "cursors out of order: {cursors:?}"
+    );
 }
 
 async fn a_resumed_subscriber_gets_exactly_what_it_missed(app: TestApp) {
@@ -154,7 +165,7 @@ async fn a_resumed_subscriber_gets_exactly_what_it_missed(app: TestApp) {
     assert_eq!(live["notification"]["title"], "n51");
 }
 
-async fn an_expired_or_foreign_cursor_is_refused(app: TestApp) {
+async fn an_expired_or_malformed_cursor_is_refused(app: TestApp) {
     let world = World::new(&app).await;
     let mut ws = subscribe(&app, world.owner().token(), NOTIFICATIONS, json!({})).await;
     notify(&world, &world.owner_id, "old").await;
@@ -186,13 +197,19 @@ async fn an_expired_or_foreign_cursor_is_refused(app: TestApp) {
     );
 }
 
-/// Only those who may read a task receive its changes: another user, a token scoped to
-/// another project and an anonymous socket get nothing of it (each gets its own marker
-/// change first), while an admin gets it.
-#[tokio::test]
-async fn only_readers_of_a_task_receive_its_changes() {
-    let app = TestApp::postgres().await;
+/// Only those who may read a row receive its changes: another user, a token scoped to
+/// another project and an anonymous socket get nothing of a task (each gets its own
+/// marker change first), while an admin gets it; nobody else gets a user's
+/// notifications. On SQLite the in-memory rule is the only guard.
+async fn only_readers_of_a_row_receive_its_changes(app: TestApp) {
     let world = World::new(&app).await;
+    let mut others_notes = subscribe(
+        &app,
+        world.client(Actor::Other).token(),
+        NOTIFICATIONS,
+        json!({}),
+    )
+    .await;
     let other_project =
         flashfusion_tests::create_project(world.client(Actor::Other), "strangers").await;
     let mut other = subscribe(&app, world.client(Actor::Other).token(), TASKS, json!({})).await;
@@ -226,6 +243,19 @@ async fn only_readers_of_a_task_receive_its_changes() {
     assert_eq!(
         event(&mut other, "agentTaskUpdated").await["task"]["id"],
         other_marker
+    );
+    let other_id = world
+        .client(Actor::Other)
+        .graphql("{ me { id } }", json!({}))
+        .await["data"]["me"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    notify(&world, &world.owner_id, "not yours").await;
+    notify(&world, &other_id, "yours").await;
+    assert_eq!(
+        event(&mut others_notes, "notificationAdded").await["notification"]["title"],
+        "yours"
     );
     // Anonymous sockets may not subscribe to tasks at all.
     let mut anonymous = ask(&app, "", TASKS, json!({})).await;
@@ -266,6 +296,14 @@ async fn transactions_committing_in_reverse_order_lose_nothing() {
     let second = db.begin().await.expect("begin");
     second.execute_raw(insert("second")).await.expect("insert");
     second.commit().await.expect("commit");
+    // The second is committed but held back behind the first, still running: nothing
+    // may arrive yet (were it delivered now, a cursor after it would skip the first).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), ws.next())
+            .await
+            .is_err(),
+        "an event arrived while an older transaction was still running"
+    );
     first.commit().await.expect("commit");
     let a = event(&mut ws, "notificationAdded").await;
     let b = event(&mut ws, "notificationAdded").await;
@@ -333,6 +371,29 @@ async fn a_killed_listen_connection_loses_nothing() {
     for n in 1..40 {
         let event = event(&mut resumed, "notificationAdded").await;
         assert_eq!(event["notification"]["title"], format!("n{n}"));
+    }
+}
+
+/// Only the triggers write events: no role of the gateway may insert one directly (a
+/// made-up transaction id could move every replica's feed past real events).
+#[tokio::test]
+async fn no_gateway_role_writes_events_directly() {
+    let app = TestApp::postgres().await;
+    let cast = flashfusion_tests::Actors::new(&app).await;
+    for actor in [Actor::Service, Actor::Admin, Actor::Owner, Actor::Anonymous] {
+        let forged = cast
+            .sql_as(
+                &app,
+                actor,
+                "insert into events (topic, kind, entity_id, payload) \
+                 values ('session', 'UPDATED', gen_random_uuid(), '{}') returning topic",
+            )
+            .await;
+        let message = forged.expect_err("a forged event").to_string();
+        assert!(
+            message.contains("permission denied"),
+            "{actor:?}: {message}"
+        );
     }
 }
 

@@ -339,16 +339,13 @@ impl AgentTaskSubscription {
             .as_ref()
             .map(|id| parse_id("projectId", id))
             .transpose()?;
-        let task = task_id
-            .as_ref()
-            .map(|id| parse_id("taskId", id))
-            .transpose()?;
         if let Some(project) = project {
             require_visible(rc, project).await?;
         }
-        if let Some(task) = &task_id {
-            require_readable(rc, task).await?;
-        }
+        let task = match &task_id {
+            Some(id) => Some(require_readable(rc, id).await?.id),
+            None => None,
+        };
         project_feed(
             ctx,
             after,
