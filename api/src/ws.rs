@@ -23,7 +23,8 @@ use futures_util::{
     stream::{self, BoxStream},
 };
 use serde_json::{Map, Value};
-use tokio_stream::StreamMap;
+use tokio::sync::mpsc;
+use tokio_stream::{StreamMap, wrappers::ReceiverStream};
 
 use crate::{
     auth::Session,
@@ -377,6 +378,41 @@ async fn authenticate(gateway: &Gateway, payload: &Value) -> Result<Caller, ApiE
 /// Why the loop stopped writing: the socket is gone or was closed.
 struct Stop;
 
+/// Runs an operation in a task of its own, handing its responses over one at a time:
+/// while this socket's task waits on a slow client, the operation still finishes and
+/// ends its transaction (a subscription then stops reading the hub, and falls behind
+/// alone). Dropping the returned stream (the client's `complete`, or the socket's end)
+/// aborts the task, which drops the operation and rolls its transaction back.
+fn run_apart(
+    mut responses: BoxStream<'static, Response>,
+) -> BoxStream<'static, Option<Response>> {
+    let (sender, receiver) = mpsc::channel(1);
+    let task = AbortOnDrop(tokio::spawn(async move {
+        while let Some(response) = responses.next().await {
+            if sender.send(response).await.is_err() {
+                return;
+            }
+        }
+    }));
+    ReceiverStream::new(receiver)
+        .map(Some)
+        .chain(stream::once(future::ready(None)))
+        .map(move |output| {
+            let _running = &task;
+            output
+        })
+        .boxed()
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What one step of the loop leads to: go on, or stop (the socket is closed or gone).
 type Step = Result<(), Stop>;
 
@@ -449,13 +485,8 @@ impl Served {
                     Ok(())
                 }
                 Action::Start { id, request } => {
-                    let responses = self
-                        .gateway
-                        .execute_ws(*request, self.caller.clone())
-                        .map(Some)
-                        .chain(stream::once(future::ready(None)))
-                        .boxed();
-                    self.operations.insert(id, responses);
+                    let responses = self.gateway.execute_ws(*request, self.caller.clone());
+                    self.operations.insert(id, run_apart(responses));
                     Ok(())
                 }
                 Action::Init(payload) => self.init(&payload).await,
