@@ -141,7 +141,8 @@ pub fn selects_any(ctx: &Context<'_>, field: &str, nested: &[&str]) -> bool {
 /// The feed of a subscription: the events after `after` (a cursor it was handed),
 /// then live ones, each turned into an item by `admit` or skipped when it returns
 /// `None`. `readers` is the domain's read rule, which `admit` applies; the replay
-/// reads only rows it may admit. Call it last in a subscription field: it ends the set-up transaction.
+/// reads only rows it may admit. Call it last in a subscription field: it ends the
+/// set-up transaction.
 ///
 /// Errors: `BAD_USER_INPUT` for a cursor that is malformed or older than the retention
 /// window; the stream ends with `RATE_LIMITED` when the subscriber fell so far behind
