@@ -383,9 +383,7 @@ struct Stop;
 /// ends its transaction (a subscription then stops reading the hub, and falls behind
 /// alone). Dropping the returned stream (the client's `complete`, or the socket's end)
 /// aborts the task, which drops the operation and rolls its transaction back.
-fn run_apart(
-    mut responses: BoxStream<'static, Response>,
-) -> BoxStream<'static, Option<Response>> {
+fn run_apart(mut responses: BoxStream<'static, Response>) -> BoxStream<'static, Option<Response>> {
     let (sender, receiver) = mpsc::channel(1);
     let task = AbortOnDrop(tokio::spawn(async move {
         while let Some(response) = responses.next().await {
