@@ -13,9 +13,9 @@
 //!   trigger function runs as its owner (SECURITY DEFINER, `search_path` pinned): callers
 //!   cannot insert into `events` themselves (the service's direct INSERT of
 //!   m20261125_000002 is withdrawn). FORCE ROW LEVEL SECURITY binds the owner too, so
-//!   the owner gets an INSERT policy of its own; `pg_temp` comes last in the pinned
-//!   `search_path` and `events` is schema-qualified, so no temporary table can stand in
-//!   for it. `pg_notify` then wakes every replica's listener with the topic only. The
+//!   the owner gets an INSERT policy of its own; `pg_temp` now comes last in every
+//!   gateway function's pinned `search_path` and `events` is schema-qualified, so no
+//!   temporary table can stand in for a table they read or write. `pg_notify` then wakes every replica's listener with the topic only. The
 //!   service may delete events, to prune them after the retention window.
 //! - SQLite: the same rows from SQLite triggers (`tx_id` 0: one writer at a time, so ids
 //!   follow commit order); the gateway wakes its in-process hub after each commit.
@@ -103,6 +103,26 @@ create trigger users_session_events_update after update of role on users
 create trigger users_session_events_delete after delete on users
     for each row execute function flashfusion_record_session_event();
 "#;
+
+/// Every function of the gateway's gets `pg_temp` last in its pinned `search_path`:
+/// unlisted, it is searched first for tables, so a caller's temporary table could
+/// stand in for one a function reads.
+fn pin_search_paths(path: &str) -> String {
+    format!(
+        r#"
+do $$
+declare f regprocedure;
+begin
+    for f in select p.oid::regprocedure from pg_proc p
+             join pg_namespace n on n.oid = p.pronamespace
+             where n.nspname = 'public' and p.proname like 'flashfusion\_%'
+    loop
+        execute format('alter function %s set search_path = {path}', f);
+    end loop;
+end $$;
+"#
+    )
+}
 
 const POSTGRES_DOWN: &str = r#"
 drop trigger if exists users_session_events_delete on users;
@@ -289,7 +309,11 @@ fn sqlite_down() -> String {
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let sql = match manager.get_database_backend() {
-            DbBackend::Postgres => format!("{POSTGRES_UP}{}", postgres_triggers()),
+            DbBackend::Postgres => format!(
+                "{POSTGRES_UP}{}{}",
+                postgres_triggers(),
+                pin_search_paths("pg_catalog, public, pg_temp")
+            ),
             _ => sqlite_up(),
         };
         manager.get_connection().execute_unprepared(&sql).await?;
@@ -298,7 +322,9 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let sql = match manager.get_database_backend() {
-            DbBackend::Postgres => POSTGRES_DOWN.to_owned(),
+            DbBackend::Postgres => {
+                format!("{}{POSTGRES_DOWN}", pin_search_paths("pg_catalog, public"))
+            }
             _ => sqlite_down(),
         };
         manager.get_connection().execute_unprepared(&sql).await?;

@@ -742,8 +742,9 @@ async fn functions_pin_search_path_and_nobody_creates_in_public() {
         );
     }
     for (name, config) in &functions {
+        // `pg_temp` last: unlisted, it would be searched first for tables.
         assert_eq!(
-            config, "search_path=pg_catalog, public",
+            config, "search_path=pg_catalog, public, pg_temp",
             "{name} pins its search_path"
         );
     }
