@@ -28,6 +28,8 @@ use crate::{
 
 /// The GraphQL endpoint, for HTTP and WebSocket alike.
 pub const GRAPHQL_PATH: &str = "/graphql";
+/// A WebSocket's initial read buffer, in bytes.
+const SOCKET_BUFFER: usize = 4 * 1024;
 /// The media type of GraphQL-over-HTTP responses.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// The router with every route and the middleware stack. Layers, outermost first:
@@ -221,5 +223,9 @@ async fn websocket(gateway: Gateway, parts: &mut Parts) -> axum::response::Respo
     upgrade
         .max_message_size(max_message)
         .max_frame_size(max_message)
+        // Small buffers that grow with the message: an idle socket (most of a
+        // dashboard's life) costs a few KiB instead of the default 128 KiB each way.
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| ws::serve(gateway, socket, protocol))
 }

@@ -104,7 +104,11 @@ enum Action {
     /// Verify this `connection_init` payload, then acknowledge or close.
     Init(Value),
     /// Execute `request` as operation `id` (boxed: a `Request` is large).
-    Start { id: String, request: Box<Request> },
+    Start {
+        id: String,
+        request: Box<Request>,
+        subscription: bool,
+    },
     /// Drop operation `id`'s stream: the client does not want it any more.
     Stop(String),
 }
@@ -244,6 +248,7 @@ impl Connection {
         Action::Start {
             id,
             request: Box::new(request),
+            subscription,
         }
     }
 
@@ -378,11 +383,11 @@ async fn authenticate(gateway: &Gateway, payload: &Value) -> Result<Caller, ApiE
 /// Why the loop stopped writing: the socket is gone or was closed.
 struct Stop;
 
-/// Runs an operation in a task of its own, handing its responses over one at a time:
-/// while this socket's task waits on a slow client, the operation still finishes and
-/// ends its transaction (a subscription then stops reading the hub, and falls behind
-/// alone). Dropping the returned stream (the client's `complete`, or the socket's end)
-/// aborts the task, which drops the operation and rolls its transaction back.
+/// Runs a query or mutation in a task of its own, handing its response over: while
+/// this socket's task waits on a slow client, the operation still finishes and ends
+/// its transaction. Dropping the returned stream (the client's `complete`, or the
+/// socket's end) aborts the task, which drops the operation and rolls its transaction
+/// back.
 fn run_apart(mut responses: BoxStream<'static, Response>) -> BoxStream<'static, Option<Response>> {
     let (sender, receiver) = mpsc::channel(1);
     let task = AbortOnDrop(tokio::spawn(async move {
@@ -482,9 +487,23 @@ impl Served {
                     self.operations.remove(&id);
                     Ok(())
                 }
-                Action::Start { id, request } => {
+                Action::Start {
+                    id,
+                    request,
+                    subscription,
+                } => {
                     let responses = self.gateway.execute_ws(*request, self.caller.clone());
-                    self.operations.insert(id, run_apart(responses));
+                    let responses = if subscription {
+                        // Holds no transaction between events (see `kit::feed`): polled
+                        // here, with no task of its own to wake for each delivery.
+                        responses
+                            .map(Some)
+                            .chain(stream::once(future::ready(None)))
+                            .boxed()
+                    } else {
+                        run_apart(responses)
+                    };
+                    self.operations.insert(id, responses);
                     Ok(())
                 }
                 Action::Init(payload) => self.init(&payload).await,
