@@ -205,10 +205,13 @@ pub fn render(machine: &Machine, command: &str, runs: &[Figures]) -> String {
             Box::new(|f| format!("{:.1}", f.write_rate)),
         ),
         (
-            "sockets opened and subscribed in",
+            "sockets opened and acknowledged in",
             Box::new(|f| ms(f.connect_time)),
         ),
-        ("all confirmed live after", Box::new(|f| ms(f.live_time))),
+        (
+            "then subscribed (500 at a time) and confirmed live in",
+            Box::new(|f| ms(f.live_time)),
+        ),
         (
             "**idle memory per subscription**",
             Box::new(|f| format!("{:.1} KiB", f.idle_bytes_per_subscription / 1024.0)),

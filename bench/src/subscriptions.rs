@@ -50,11 +50,13 @@ pub struct Args {
     /// Subscriber counts; one run, with a fresh gateway, for each.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     subscribers: Vec<usize>,
-    /// Events the writer creates per second.
-    #[arg(long, default_value_t = 20.0)]
+    /// Events the writer creates per second. Each reaches every subscriber, so the
+    /// gateway delivers `rate` × N messages per second: the default keeps 10k
+    /// subscribers within what a 2-core machine delivers (BENCHMARKS.md).
+    #[arg(long, default_value_t = 2.0)]
     rate: f64,
     /// Events per run.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 60)]
     events: usize,
     /// A tiny run that only proves the benchmark works (CI): 20 subscribers, 50 events
     /// at 50 per second.
@@ -70,6 +72,8 @@ pub struct Args {
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// Sockets opened at once while connecting the subscribers.
 const CONNECTING_AT_ONCE: usize = 200;
+/// Subscriptions started at once, confirmed live before the next ones start.
+const SUBSCRIBING_AT_ONCE: usize = 500;
 /// How long to wait for a probe to reach every subscriber before sending another (a
 /// socket whose subscription was not registered yet missed the previous one).
 const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -233,46 +237,54 @@ async fn measure(
 
     let rss_before = gateway.rss_bytes()?;
     let connecting = Instant::now();
-    let mut sockets: Vec<Socket> = stream::iter(0..subscribers)
+    let sockets: Vec<Socket> = stream::iter(0..subscribers)
         .map(|_| open_socket(&ws_url, &reader_token))
         .buffer_unordered(CONNECTING_AT_ONCE)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
-    let rss_sockets = gateway.rss_bytes()?;
-    for socket in &mut sockets {
-        subscribe(socket).await?;
-    }
     let connect_time = connecting.elapsed();
+    let rss_sockets = gateway.rss_bytes()?;
 
-    let (live_tx, mut live_rx) = mpsc::unbounded_channel::<()>();
+    let (live_tx, mut live_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = JoinSet::new();
-    for socket in sockets {
-        clients.spawn(receive(socket, events, live_tx.clone(), stop_rx.clone()));
-    }
-    drop(live_tx);
 
-    // Live: every subscriber has received a probe, so its feed is registered.
+    // Subscribe in waves, each confirmed live (every subscriber of it has received a
+    // probe, so its feed is registered) before the next: every subscription's set-up
+    // takes a pooled connection, and the gateway refuses one that waits too long for it.
     let confirming = Instant::now();
     let mut live = 0;
     let mut probe = 0;
-    while live < subscribers {
-        if confirming.elapsed() > TIMEOUT {
-            bail!("only {live} of {subscribers} subscriptions went live within {TIMEOUT:?}");
+    let mut sockets = sockets.into_iter();
+    let mut subscribed = 0;
+    while subscribed < subscribers {
+        for mut socket in sockets.by_ref().take(SUBSCRIBING_AT_ONCE) {
+            subscribe(&mut socket).await?;
+            clients.spawn(receive(socket, events, live_tx.clone(), stop_rx.clone()));
+            subscribed += 1;
         }
-        writer.create(&format!("probe-{probe}")).await?;
-        probe += 1;
-        let deadline = tokio::time::Instant::now() + PROBE_EVERY;
-        while live < subscribers {
-            match tokio::time::timeout_at(deadline, live_rx.recv()).await {
-                Ok(Some(())) => live += 1,
-                Ok(None) => bail!("every subscriber ended before going live"),
-                Err(_) => break,
+        while live < subscribed {
+            if confirming.elapsed() > TIMEOUT {
+                bail!("only {live} of {subscribers} subscriptions went live within {TIMEOUT:?}");
+            }
+            writer.create(&format!("probe-{probe}")).await?;
+            probe += 1;
+            let deadline = tokio::time::Instant::now() + PROBE_EVERY;
+            while live < subscribed {
+                match tokio::time::timeout_at(deadline, live_rx.recv()).await {
+                    Ok(Some(Ok(()))) => live += 1,
+                    Ok(Some(Err(why))) => {
+                        bail!("a subscription ended before it went live ({live} were): {why}")
+                    }
+                    Ok(None) => bail!("every subscriber ended before going live"),
+                    Err(_) => break,
+                }
             }
         }
     }
+    drop(live_tx);
     let live_time = confirming.elapsed();
     let rss_idle = gateway.rss_bytes()?;
 
@@ -532,12 +544,12 @@ pub struct Received {
 }
 
 /// Reads one subscriber's socket: reports on `live` once its first event (a probe)
-/// arrives, then records every load event until it has all `events` of them, its
+/// arrives (or why it ended before), then records every load event until it has all `events` of them, its
 /// subscription ends, or `stop` is set.
 async fn receive(
     mut socket: Socket,
     events: usize,
-    live: mpsc::UnboundedSender<()>,
+    live: mpsc::UnboundedSender<Result<(), String>>,
     mut stop: watch::Receiver<bool>,
 ) -> Received {
     let mut live = Some(live);
@@ -585,7 +597,7 @@ async fn receive(
             break;
         }
         if let Some(live) = live.take() {
-            let _ = live.send(());
+            let _ = live.send(Ok(()));
         }
         let title = message["payload"]["data"]["notificationAdded"]["notification"]["title"]
             .as_str()
@@ -593,6 +605,9 @@ async fn receive(
         if let Some(seq) = title.strip_prefix("seq-").and_then(|n| n.parse().ok()) {
             received.arrivals.push((seq, at));
         }
+    }
+    if let (Some(live), Some(why)) = (live, &received.ended) {
+        let _ = live.send(Err(why.clone()));
     }
     let _ = socket.close(None).await;
     received
