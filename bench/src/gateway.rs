@@ -129,6 +129,37 @@ pub fn own_cpu_time() -> anyhow::Result<Duration> {
     cpu_time("/proc/self/stat")
 }
 
+/// The CPU time every process of the machine has used so far (all of `/proc/stat`'s
+/// `cpu` line but idle and iowait): with [`own_cpu_time`] and the gateway's, it tells
+/// how much else (Postgres, other programs) ran during a measurement.
+pub fn machine_cpu_time() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal ...; guest time is already in user.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Ok(Duration::from_secs_f64(busy as f64 / clock_ticks() as f64))
+}
+
+fn clock_ticks() -> u64 {
+    sysconf(SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
 /// User + system time from a `/proc/<pid>/stat` file (fields 14 and 15, in clock ticks).
 fn cpu_time(path: impl AsRef<Path>) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(path)?;
@@ -143,11 +174,7 @@ fn cpu_time(path: impl AsRef<Path>) -> anyhow::Result<Duration> {
     };
     // After the name, field 3 (state) is index 0: utime (14) is 11, stime (15) is 12.
     let total = ticks(11)? + ticks(12)?;
-    let per_second = sysconf(SysconfVar::CLK_TCK)?
-        .and_then(|t| u64::try_from(t).ok())
-        .filter(|t| *t > 0)
-        .unwrap_or(100);
-    Ok(Duration::from_secs_f64(total as f64 / per_second as f64))
+    Ok(Duration::from_secs_f64(total as f64 / clock_ticks() as f64))
 }
 
 /// A port nobody listens on right now (the OS picks it; the gateway binds it next).

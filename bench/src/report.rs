@@ -51,6 +51,7 @@ pub struct Inputs {
     pub elapsed: Duration,
     pub gateway_cpu: Duration,
     pub own_cpu: Duration,
+    pub machine_cpu: Duration,
     pub started: Instant,
 }
 
@@ -76,6 +77,7 @@ pub struct Figures {
     gateway_cores: f64,
     gateway_cpu_per_delivery: Duration,
     own_cores: f64,
+    other_cores: f64,
 }
 
 impl Figures {
@@ -134,6 +136,11 @@ impl Figures {
                 .checked_div(u32::try_from(delivered.max(1)).unwrap_or(u32::MAX))
                 .unwrap_or_default(),
             own_cores: inputs.own_cpu.as_secs_f64() / inputs.elapsed.as_secs_f64(),
+            other_cores: inputs
+                .machine_cpu
+                .saturating_sub(inputs.gateway_cpu + inputs.own_cpu)
+                .as_secs_f64()
+                / inputs.elapsed.as_secs_f64(),
         }
     }
 
@@ -254,6 +261,10 @@ pub fn render(machine: &Machine, command: &str, runs: &[Figures]) -> String {
         (
             "load generator CPU during load (cores)",
             Box::new(|f| format!("{:.2}", f.own_cores)),
+        ),
+        (
+            "everything else on the machine (Postgres, other programs; cores)",
+            Box::new(|f| format!("{:.2}", f.other_cores)),
         ),
     ];
     let mut out = String::new();

@@ -291,6 +291,7 @@ async fn measure(
     // The load.
     let gateway_cpu = gateway.cpu_time()?;
     let own_cpu = gateway::own_cpu_time()?;
+    let machine_cpu = gateway::machine_cpu_time()?;
     let started = Instant::now();
     let writes = writer.produce(events, rate).await;
     let writes_done = started.elapsed();
@@ -316,6 +317,7 @@ async fn measure(
     let elapsed = started.elapsed();
     let gateway_cpu = gateway.cpu_time()?.saturating_sub(gateway_cpu);
     let own_cpu = gateway::own_cpu_time()?.saturating_sub(own_cpu);
+    let machine_cpu = gateway::machine_cpu_time()?.saturating_sub(machine_cpu);
     let rss_loaded = gateway.rss_bytes()?;
     let writes = writes?;
     sentinel.abort();
@@ -336,6 +338,7 @@ async fn measure(
         elapsed,
         gateway_cpu,
         own_cpu,
+        machine_cpu,
         started,
     }))
 }
