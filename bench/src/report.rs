@@ -299,3 +299,70 @@ pub fn render(machine: &Machine, command: &str, runs: &[Figures]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut sample: Vec<Duration> = (1..=100).rev().map(ms).collect();
+        let p = Percentiles::of(&mut sample);
+        assert_eq!((p.p50, p.p99, p.max), (ms(50), ms(99), ms(100)));
+        let p = Percentiles::of(&mut [ms(7)]);
+        assert_eq!((p.p50, p.p99, p.max), (ms(7), ms(7), ms(7)));
+        let p = Percentiles::of(&mut []);
+        assert_eq!(p.max, Duration::ZERO);
+    }
+
+    /// Two subscribers, two events sent at `started`; each subscriber received the
+    /// sequence numbers given, 5 ms after.
+    fn run(started: Instant, arrivals: [&[usize]; 2]) -> Figures {
+        Figures::compute(Inputs {
+            subscribers: 2,
+            events: 2,
+            rate: 1.0,
+            connect_time: ms(1),
+            live_time: ms(1),
+            rss_before: 0,
+            rss_sockets: 0,
+            rss_idle: 0,
+            rss_loaded: 0,
+            writes: (0..2)
+                .map(|seq| Write {
+                    seq,
+                    sent: started,
+                    round_trip: ms(1),
+                })
+                .collect(),
+            writes_done: ms(1),
+            received: arrivals
+                .iter()
+                .map(|seqs| Received {
+                    arrivals: seqs.iter().map(|&seq| (seq, started + ms(5))).collect(),
+                    ended: None,
+                })
+                .collect(),
+            elapsed: ms(10),
+            gateway_cpu: ms(1),
+            own_cpu: ms(1),
+            machine_cpu: ms(2),
+            started,
+        })
+    }
+
+    #[test]
+    fn latency_is_arrival_minus_send_and_a_lost_delivery_fails_the_run() {
+        let started = Instant::now();
+        let complete = run(started, [&[0, 1], &[1, 0]]);
+        assert!(complete.failure().is_none());
+        assert_eq!(complete.latency.p99, ms(5));
+        let short = run(started, [&[0, 1], &[0]]);
+        let failure = short.failure().expect("a lost delivery fails the run");
+        assert!(failure.contains("3 of 4"), "{failure}");
+    }
+}

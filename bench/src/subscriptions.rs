@@ -102,7 +102,11 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     gateway::allow_open_files(largest as u64 + 1024)?;
 
     let db = BenchDb::create().await?;
-    let outcome = runs(&args, &db).await;
+    // On Ctrl-C the run is dropped (which kills its gateway) and the database still goes.
+    let outcome = tokio::select! {
+        outcome = runs(&args, &db) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     let dropped = db.drop().await;
     let (machine, figures) = outcome?;
     dropped?;
@@ -404,6 +408,7 @@ async fn promote_to_admin(db: &BenchDb, user: Uuid) -> anyhow::Result<()> {
 }
 
 /// The admin client that creates the notifications.
+#[derive(Clone)]
 struct Writer {
     api: Api,
     token: String,
@@ -436,11 +441,7 @@ impl Writer {
     async fn produce(&self, events: usize, rate: f64) -> anyhow::Result<Vec<Write>> {
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let this = Arc::new(Writer {
-            api: self.api.clone(),
-            token: self.token.clone(),
-            recipient: self.recipient,
-        });
+        let this = Arc::new(self.clone());
         let mut writes = JoinSet::new();
         for seq in 0..events {
             ticker.tick().await;
