@@ -195,9 +195,8 @@ async fn measure(
     events: usize,
     rate: f64,
 ) -> anyhow::Result<Figures> {
-    let http = reqwest::Client::builder().timeout(TIMEOUT).build()?;
     let api = Api {
-        http: http.clone(),
+        http: reqwest::Client::builder().timeout(TIMEOUT).build()?,
         url: format!("{}/graphql", gateway.base),
     };
     let tokens = TokenService::from_key_pair(root, Duration::from_secs(24 * 3600));
@@ -297,33 +296,29 @@ async fn measure(
     let own_cpu = gateway::own_cpu_time()?;
     let machine_cpu = gateway::machine_cpu_time()?;
     let started = Instant::now();
-    let writes = writer.produce(events, rate).await;
+    let writes = writer.produce(events, rate).await?;
     let writes_done = started.elapsed();
-    let waiting = async {
-        let mut received = Vec::with_capacity(subscribers);
-        while let Some(client) = clients.join_next().await {
-            received.push(client?);
-        }
-        anyhow::Ok(received)
-    };
-    let received = match tokio::time::timeout(DRAIN, waiting).await {
-        Ok(received) => received?,
-        Err(_) => {
-            // Some clients miss events: stop them all and count what arrived.
-            let _ = stop_tx.send(true);
-            let mut received = Vec::with_capacity(subscribers);
-            while let Some(client) = clients.join_next().await {
-                received.push(client?);
+    let mut received = Vec::with_capacity(subscribers);
+    let drained = tokio::time::Instant::now() + DRAIN;
+    loop {
+        match tokio::time::timeout_at(drained, clients.join_next()).await {
+            Ok(Some(client)) => received.push(client?),
+            Ok(None) => break,
+            Err(_) => {
+                // Some clients still miss events: stop them all and count what arrived.
+                let _ = stop_tx.send(true);
+                while let Some(client) = clients.join_next().await {
+                    received.push(client?);
+                }
+                break;
             }
-            received
         }
-    };
+    }
     let elapsed = started.elapsed();
     let gateway_cpu = gateway.cpu_time()?.saturating_sub(gateway_cpu);
     let own_cpu = gateway::own_cpu_time()?.saturating_sub(own_cpu);
     let machine_cpu = gateway::machine_cpu_time()?.saturating_sub(machine_cpu);
     let rss_loaded = gateway.rss_bytes()?;
-    let writes = writes?;
     sentinel.abort();
 
     Ok(Figures::compute(report::Inputs {
@@ -394,7 +389,7 @@ impl Api {
 }
 
 /// Makes `user` an administrator in the database, as `flashfusion token issue --role
-/// admin` does; the API has no way to grant it.
+/// admin` does: the first admin cannot come from the API.
 async fn promote_to_admin(db: &BenchDb, user: Uuid) -> anyhow::Result<()> {
     db.conn
         .execute_raw(Statement::from_sql_and_values(
