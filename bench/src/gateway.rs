@@ -1,0 +1,200 @@
+//! The gateway under test, in its own process: started by re-executing this executable
+//! with the hidden `gateway` subcommand ([`serve`]), configured only through the
+//! `flashfusion` environment variables, and observed from `/proc` (resident memory, CPU
+//! time). Also raises the open-files limit, which the child inherits.
+
+use std::{net::TcpListener, path::Path, process::Stdio, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::Parser as _;
+use nix::{
+    sys::{
+        resource::{Resource, getrlimit, setrlimit},
+        signal::{Signal, kill},
+    },
+    unistd::{Pid, SysconfVar, sysconf},
+};
+use tokio::process::{Child, Command};
+
+/// How long the gateway may take to answer `/readyz` after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long it may take to drain and exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The hidden `gateway` subcommand: `flashfusion serve` with the configuration the
+/// parent put in the environment.
+pub async fn serve() -> anyhow::Result<()> {
+    let cli = flashfusion_api::config::Cli::try_parse_from(["flashfusion", "serve"])?;
+    flashfusion_api::cli::run(cli).await
+}
+
+/// A running gateway child process.
+pub struct Gateway {
+    child: Child,
+    pid: u32,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl Gateway {
+    /// Starts a gateway on `database_url` trusting the root key `private_key_hex`, and
+    /// waits until it answers `/readyz`.
+    pub async fn start(database_url: &str, private_key_hex: &str) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let bind = format!("127.0.0.1:{port}");
+        let mut command = Command::new(std::env::current_exe()?);
+        // Nothing of the caller's gateway configuration leaks in: only what is set here.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("FLASHFUSION_") {
+                command.env_remove(&name);
+            }
+        }
+        command
+            .arg("gateway")
+            .env("DATABASE_URL", database_url)
+            .env("FLASHFUSION_BIND", &bind)
+            .env("FLASHFUSION_BISCUIT_PRIVATE_KEY", private_key_hex)
+            // A throwaway sealing key, so no development key file is written.
+            .env(
+                "FLASHFUSION_SECRETS_KEY",
+                format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                ),
+            )
+            .env("FLASHFUSION_LOG", "warn,sqlx=error,sea_orm=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("cannot start the gateway")?;
+        let pid = child.id().context("the gateway exited at once")?;
+        let base = format!("http://{bind}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let ready = async {
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    bail!("the gateway exited before it was ready: {status}");
+                }
+                let answer = http.get(format!("{base}/readyz")).send().await;
+                if answer.is_ok_and(|r| r.status().is_success()) {
+                    return Ok(());
+                }
+                // Another process: there is no event to await, only its port to poll.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(START_TIMEOUT, ready)
+            .await
+            .context("the gateway did not become ready in time")??;
+        Ok(Self { child, pid, base })
+    }
+
+    /// The gateway's resident memory now, in bytes (`VmRSS`).
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .context("no VmRSS in /proc/<pid>/status")
+    }
+
+    /// The CPU time (user + system) the gateway has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time(format!("/proc/{}/stat", self.pid))
+    }
+
+    /// SIGTERM, then waits for the drain; kills it if that takes too long.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.pid)?;
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("the gateway did not exit within {STOP_TIMEOUT:?} of SIGTERM; killing it");
+            self.child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The CPU time this process (the load generator) has used so far.
+pub fn own_cpu_time() -> anyhow::Result<Duration> {
+    cpu_time("/proc/self/stat")
+}
+
+/// The CPU time every process of the machine has used so far (all of `/proc/stat`'s
+/// `cpu` line but idle and iowait): with [`own_cpu_time`] and the gateway's, it tells
+/// how much else (Postgres, other programs) ran during a measurement.
+pub fn machine_cpu_time() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal ...; guest time is already in user.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Ok(Duration::from_secs_f64(busy as f64 / clock_ticks() as f64))
+}
+
+fn clock_ticks() -> u64 {
+    sysconf(SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+/// User + system time from a `/proc/<pid>/stat` file (fields 14 and 15, in clock ticks).
+fn cpu_time(path: impl AsRef<Path>) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(path)?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("bad stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("short stat")?.parse::<u64>()?)
+    };
+    // After the name, field 3 (state) is index 0: utime (14) is 11, stime (15) is 12.
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(total as f64 / clock_ticks() as f64))
+}
+
+/// A port nobody listens on right now (the OS picks it; the gateway binds it next).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Makes sure this process (and so the gateway it starts) may open `needed` files:
+/// every subscriber is a socket on both sides.
+pub fn allow_open_files(needed: u64) -> anyhow::Result<()> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= needed {
+        return Ok(());
+    }
+    if hard < needed {
+        bail!(
+            "{needed} open files are needed but the hard limit is {hard}: raise it \
+             (ulimit -Hn, or LimitNOFILE) or run fewer subscribers"
+        );
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, needed, hard)?;
+    Ok(())
+}
