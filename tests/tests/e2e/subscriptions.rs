@@ -37,14 +37,19 @@ async fn ask(app: &TestApp, token: &str, query: &str, variables: Value) -> WsCli
 async fn subscribe(app: &TestApp, token: &str, query: &str, variables: Value) -> WsClient {
     let feeds = app.state.hub.feeds();
     let ws = ask(app, token, query, variables).await;
+    feeds_reach(app, |now| now > feeds, "the subscription never started").await;
+    ws
+}
+
+/// Waits, bounded by [`TIMEOUT`], until the number of open feeds satisfies `done`.
+async fn feeds_reach(app: &TestApp, done: impl Fn(usize) -> bool, failure: &str) {
     tokio::time::timeout(TIMEOUT, async {
-        while app.state.hub.feeds() <= feeds {
+        while !done(app.state.hub.feeds()) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the subscription never started");
-    ws
+    .expect(failure);
 }
 
 /// The next event's `field`, failing on anything else.
@@ -412,18 +417,91 @@ async fn a_change_through_one_replica_reaches_subscribers_of_another() {
     );
 }
 
-/// A subscriber that never reads its socket does not hold back another one.
+/// A subscriber that never reads its socket does not hold back another one. Its events
+/// are large and its receive buffer small, so they fill the kernel's buffers and its
+/// socket's writer blocks: the other subscriber still receives every event, and once
+/// the blocked write gives up (the request timeout) the gateway lets the stalled
+/// subscription go.
 #[tokio::test]
 async fn a_subscriber_that_never_reads_does_not_delay_others() {
-    let app = TestApp::postgres().await;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let db = flashfusion_tests::TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.request_timeout = Duration::from_secs(2);
+    })
+    .await;
     let world = World::new(&app).await;
-    let _stalled = subscribe(&app, world.owner().token(), NOTIFICATIONS, json!({})).await;
-    let mut reader = subscribe(&app, world.owner().token(), NOTIFICATIONS, json!({})).await;
-    for n in 0..100 {
-        notify(&world, &world.owner_id, &format!("n{n}")).await;
+
+    let address = app
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let tcp = socket.connect(address).await.expect("connect");
+    let mut request = format!("ws://{address}/graphql")
+        .into_client_request()
+        .expect("ws request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut stalled, _) =
+        tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(request, tcp))
+            .await
+            .expect("ws connect timed out")
+            .expect("ws connect");
+    let token = world.owner().token();
+    for message in [
+        json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }),
+        json!({ "id": "1", "type": "subscribe", "payload": {
+            "query": "subscription { notificationAdded { notification { title data } } }" } }),
+    ] {
+        stalled
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .expect("ws send");
     }
-    for n in 0..100 {
+    let ack = tokio::time::timeout(TIMEOUT, stalled.next())
+        .await
+        .expect("an ack");
+    assert!(format!("{ack:?}").contains("connection_ack"), "{ack:?}");
+    feeds_reach(
+        &app,
+        |feeds| feeds == 1,
+        "the stalled subscription never started",
+    )
+    .await;
+    let mut reader = subscribe(&app, token, NOTIFICATIONS, json!({})).await;
+
+    // 20 events of ~400 KiB for the stalled socket: far more than its buffers hold.
+    let filler = "x".repeat(400 * 1024);
+    for n in 0..20 {
+        ok(
+            world.client(Actor::Admin),
+            NOTIFY,
+            json!({ "i": { "userId": world.owner_id, "kind": "test", "title": format!("n{n}"),
+                           "data": { "filler": filler } } }),
+            "createNotification",
+            "notificationId",
+        )
+        .await;
+    }
+    for n in 0..20 {
         let event = event(&mut reader, "notificationAdded").await;
         assert_eq!(event["notification"]["title"], format!("n{n}"));
     }
+    feeds_reach(
+        &app,
+        |feeds| feeds == 1,
+        "the stalled subscription was never let go",
+    )
+    .await;
+    drop(stalled);
 }
