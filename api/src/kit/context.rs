@@ -147,3 +147,8 @@ pub fn parse_id(field: &str, id: &async_graphql::ID) -> ApiResult<Uuid> {
     Uuid::parse_str(id.as_str())
         .map_err(|_| ApiError::bad_input(format!("{field}: not a valid id")))
 }
+
+/// [`parse_id`] for an optional argument (a filter such as `projectId`).
+pub fn parse_optional_id(field: &str, id: Option<&async_graphql::ID>) -> ApiResult<Option<Uuid>> {
+    id.map(|id| parse_id(field, id)).transpose()
+}

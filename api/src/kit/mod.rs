@@ -14,4 +14,4 @@ pub mod pagination;
 pub mod payloads;
 pub mod profiles;
 
-pub use context::{RequestContext, app_state, parse_id};
+pub use context::{RequestContext, app_state, parse_id, parse_optional_id};

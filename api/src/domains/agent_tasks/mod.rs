@@ -27,7 +27,7 @@ use rust_decimal::Decimal;
 use super::{
     catalog::{Agent, AgentLoader},
     notifications::{NewNotification, notify},
-    projects::{Project, load_visible, require_changeable, require_visible},
+    projects::{Project, load_visible, named_visible, require_changeable},
     usage::{self, UsageEvent},
 };
 use crate::{
@@ -40,7 +40,7 @@ use crate::{
         feed::{ProjectRow, event_type, project_feed, selects_any},
         loaders::{ById, Loaders, load_one},
         pagination::{Page, PageArgs, page_complexity, paginate},
-        parse_id,
+        parse_id, parse_optional_id,
     },
     realtime::Row,
     validate::{self, Lines},
@@ -291,10 +291,7 @@ impl AgentTaskQuery {
     ) -> ApiResult<Page<AgentTask>> {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
-        let project = project_id
-            .as_ref()
-            .map(|id| parse_id("projectId", id))
-            .transpose()?;
+        let project = parse_optional_id("projectId", project_id.as_ref())?;
         let query = repo::readable(rc.identity(), project, status.map(Into::into));
         let query =
             scope_to_token(rc, query, agent_tasks::Column::ProjectId, Resource::Account).await?;
@@ -335,13 +332,7 @@ impl AgentTaskSubscription {
     ) -> Result<BoxStream<'static, ApiResult<AgentTaskEvent>>, ApiError> {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
-        let project = project_id
-            .as_ref()
-            .map(|id| parse_id("projectId", id))
-            .transpose()?;
-        if let Some(project) = project {
-            require_visible(rc, project).await?;
-        }
+        let project = named_visible(rc, project_id.as_ref()).await?;
         let task = match &task_id {
             Some(id) => Some(require_readable(rc, id).await?.id),
             None => None,

@@ -36,7 +36,7 @@ use crate::{
         loaders::load_one,
         money,
         pagination::{Page, PageArgs, empty_page, page_complexity, paginate},
-        parse_id,
+        parse_id, parse_optional_id,
     },
     validate::{self, Lines},
 };
@@ -202,10 +202,7 @@ impl CodeGenerationQuery {
     ) -> ApiResult<Page<CodeGeneration>> {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
-        let project = project_id
-            .as_ref()
-            .map(|id| parse_id("projectId", id))
-            .transpose()?;
+        let project = parse_optional_id("projectId", project_id.as_ref())?;
         let args = PageArgs::new(first, after, last, before);
         list(rc, project, status, Resource::Account, args).await
     }

@@ -29,7 +29,7 @@ use rust_decimal::Decimal;
 
 use super::{
     notifications::{NewNotification, notify},
-    projects::{Project, load_visible, require_changeable, require_visible},
+    projects::{Project, load_visible, named_visible, require_changeable},
     usage::{self, UsageEvent},
 };
 use crate::{
@@ -42,7 +42,7 @@ use crate::{
         feed::{ProjectRow, event_type, project_feed, selects_any},
         loaders::Loaders,
         pagination::{Page, PageArgs, page_complexity, paginate},
-        parse_id,
+        parse_id, parse_optional_id,
     },
     realtime::Row,
     validate::{self, Lines},
@@ -200,10 +200,7 @@ impl DeploymentQuery {
     ) -> ApiResult<Page<Deployment>> {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
-        let project = project_id
-            .as_ref()
-            .map(|id| parse_id("projectId", id))
-            .transpose()?;
+        let project = parse_optional_id("projectId", project_id.as_ref())?;
         let query = repo::readable(rc.identity(), project, status.map(Into::into));
         let query =
             scope_to_token(rc, query, deployments::Column::ProjectId, Resource::Account).await?;
@@ -241,13 +238,7 @@ impl DeploymentSubscription {
     ) -> Result<BoxStream<'static, ApiResult<DeploymentEvent>>, ApiError> {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
-        let project = project_id
-            .as_ref()
-            .map(|id| parse_id("projectId", id))
-            .transpose()?;
-        if let Some(project) = project {
-            require_visible(rc, project).await?;
-        }
+        let project = named_visible(rc, project_id.as_ref()).await?;
         let deployment = match &deployment_id {
             Some(id) => Some(require_readable(rc, id).await?.id),
             None => None,

@@ -25,7 +25,7 @@ use crate::{
         enums::mirror_enum,
         loaders::{ById, Loaders, load_one},
         pagination::{Page, PageArgs, page_complexity, paginate},
-        parse_id,
+        parse_id, parse_optional_id,
         payloads::DeletePayload,
         profiles::{self, Profile},
     },
@@ -334,6 +334,16 @@ pub(crate) async fn require_visible(rc: &RequestContext, id: Uuid) -> ApiResult<
     repo::find_visible(&*rc.tx()?, rc.identity(), id)
         .await?
         .ok_or(MISSING)
+}
+
+/// The project a subscription names with `projectId`, if any, once the caller is known
+/// to see it: `NOT_FOUND` otherwise, as a query would say.
+pub(crate) async fn named_visible(rc: &RequestContext, id: Option<&ID>) -> ApiResult<Option<Uuid>> {
+    let Some(id) = parse_optional_id("projectId", id)? else {
+        return Ok(None);
+    };
+    require_visible(rc, id).await?;
+    Ok(Some(id))
 }
 
 /// The project `id` if the caller may change it or hang rows off it: `NOT_FOUND` when

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::{
     auth::{Operation, Resource},
     error::{ApiError, ApiResult},
-    kit::{RequestContext, money, parse_id},
+    kit::{RequestContext, money, parse_optional_id},
 };
 
 /// One usage row to append.
@@ -74,10 +74,7 @@ impl UsageQuery {
     ) -> ApiResult<Vec<UsageBucket>> {
         let rc = RequestContext::of(ctx)?;
         let caller = rc.user_id()?;
-        let user_id = user_id
-            .map(|id| parse_id("userId", &id))
-            .transpose()?
-            .unwrap_or(caller);
+        let user_id = parse_optional_id("userId", user_id.as_ref())?.unwrap_or(caller);
         if !policy::may_read(rc.identity(), user_id) {
             return Err(ApiError::Forbidden(
                 "only an admin may read another account's usage",
