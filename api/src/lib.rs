@@ -2,7 +2,7 @@
 //! auth, Postgres Row Level Security per request, and an embedded SQLite default.
 //!
 //! Modules import only from below (ARCHITECTURE.md has the map):
-//! `error`, `config`, `validate`, `auth`, `secrets` → `db` → `state` → `session` → `kit` →
+//! `error`, `config`, `validate`, `auth`, `secrets` → `db` → `realtime`, `fanout` → `state` → `session` → `kit` →
 //! `domains` → `schema` → `pipeline` → `ws`, `graphiql` → `http` → `app`, `cli`, `worker` (a
 //! GraphQL client of the gateway, importing only `config`). The binary (`main.rs`)
 //! only parses the command line and calls [`cli::run`].
@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod domains;
 pub mod error;
+pub mod fanout;
 pub mod graphiql;
 pub mod http;
 pub mod kit;

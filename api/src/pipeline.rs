@@ -21,6 +21,7 @@ use crate::{
     db::RequestTx,
     domains,
     error::ApiError,
+    fanout::{Delivery, Key},
     kit::{RequestContext, feed::SubscriptionTx},
     schema::AppSchema,
     session,
@@ -206,15 +207,24 @@ impl Gateway {
     /// Runs a subscription: its set-up (the field's checks) in a short read-only
     /// transaction that ends as soon as the field starts its feed (or fails), then one
     /// response per event, each delivery's own transaction (if it opened one) ended as
-    /// soon as its response is built. Nothing is held while it waits.
-    async fn subscribe(&self, request: Request, caller: Caller) -> BoxStream<'static, Response> {
+    /// soon as its response is built. Nothing is held while it waits. Once set up, it
+    /// joins the cohort of identical subscriptions ([`crate::fanout`]), whose responses
+    /// are executed and serialized once for all of them.
+    async fn subscribe(
+        &self,
+        request: Request,
+        caller: Caller,
+    ) -> BoxStream<'static, Arc<Delivery>> {
+        let refused =
+            |response: Response| stream::iter([Delivery::of(&with_codes(response))]).boxed();
         let tx = match self
             .open(&caller, Transport::WebSocket, OperationType::Subscription)
             .await
         {
             Ok(tx) => tx,
-            Err((err, _)) => return stream::iter([refuse(err, Refusal::BadRequest).0]).boxed(),
+            Err((err, _)) => return refused(refuse(err, Refusal::BadRequest).0),
         };
+        let key = Key::of(&request, caller.as_ref());
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
         let name = request.operation_name.clone().unwrap_or_default();
         let (subscription, set_up) = SubscriptionTx::new();
@@ -243,17 +253,20 @@ impl Gateway {
             Ok(Some(failed)) => {
                 drop(responses);
                 let _ = tx.finish(false).await;
-                return stream::iter(failed.map(with_codes)).boxed();
+                return match failed {
+                    Some(failed) => refused(failed),
+                    None => stream::empty().boxed(),
+                };
             }
             Err(_) => {
                 // Dropped first, so no resolver still holds the transaction.
                 drop(responses);
                 let _ = tx.finish(false).await;
-                return stream::iter([timed_out(limit)]).boxed();
+                return refused(timed_out(limit));
             }
         };
         if let Err(err) = tx.finish(true).await {
-            return stream::iter([Response::from_errors(vec![err.into()])]).boxed();
+            return refused(Response::from_errors(vec![err.into()]));
         }
         tracing::info!(
             operation.name = name,
@@ -263,18 +276,23 @@ impl Gateway {
                 .unwrap_or_default(),
             "subscription started"
         );
-        stream::iter(first)
+        // Only a feed that starts from now, with nothing delivered yet, may be shared.
+        let key = key.filter(|_| first.is_none() && subscription.starts_now());
+        let live = subscription.live();
+        let deliveries = stream::iter(first)
             .chain(responses)
             .then(move |response| {
                 let subscription = subscription.clone();
                 async move {
-                    match subscription.end_delivery().await {
+                    let response = match subscription.end_delivery().await {
                         Ok(()) => with_codes(response),
                         Err(err) => Response::from_errors(vec![err.into()]),
-                    }
+                    };
+                    Delivery::of(&response)
                 }
             })
-            .boxed()
+            .boxed();
+        self.state.fanout.join(key, deliveries, live)
     }
 }
 
@@ -336,7 +354,11 @@ fn with_codes(mut response: Response) -> Response {
 impl Gateway {
     /// Runs one WebSocket operation for `caller`: a query or mutation yields one
     /// response, a subscription one per event until it ends.
-    pub fn execute_ws(&self, mut request: Request, caller: Caller) -> BoxStream<'static, Response> {
+    pub fn execute_ws(
+        &self,
+        mut request: Request,
+        caller: Caller,
+    ) -> BoxStream<'static, Arc<Delivery>> {
         let gateway = self.clone();
         if matches!(
             operation_type(&mut request),
@@ -350,9 +372,11 @@ impl Gateway {
         stream::once(async move {
             // The HTTP timeout layer does not reach WebSocket operations; the same bound
             // applies here, and dropping the operation rolls its transaction back.
-            tokio::time::timeout(limit, gateway.run(request, caller, Transport::WebSocket))
-                .await
-                .map_or_else(|_| timed_out(limit), |(response, _)| response)
+            let response =
+                tokio::time::timeout(limit, gateway.run(request, caller, Transport::WebSocket))
+                    .await
+                    .map_or_else(|_| timed_out(limit), |(response, _)| response);
+            Delivery::of(&response)
         })
         .boxed()
     }

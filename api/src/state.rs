@@ -5,7 +5,10 @@ use std::{num::NonZeroU32, sync::Arc};
 
 use anyhow::Context as _;
 
-use crate::{auth::TokenService, config::Config, db::Database, realtime::Hub, secrets::Sealer};
+use crate::{
+    auth::TokenService, config::Config, db::Database, fanout::Cohorts, realtime::Hub,
+    secrets::Sealer,
+};
 
 /// Everything requests share, built once at start-up.
 pub struct AppState {
@@ -18,6 +21,8 @@ pub struct AppState {
     pub sealer: Sealer,
     /// This replica's event hub, which feeds every subscription.
     pub hub: Hub,
+    /// This replica's subscriptions, executed once per cohort of identical ones.
+    pub fanout: Arc<Cohorts>,
     /// Sign-in attempts per email, against password guessing.
     pub sign_in_limiter: SignInLimiter,
     /// The configuration the process started with.
@@ -53,6 +58,7 @@ impl AppState {
             .allow_burst(burst);
         Ok(Arc::new(Self {
             hub: Hub::new(db.clone(), config.subscription_buffer as usize),
+            fanout: Cohorts::new(config.subscription_buffer as usize),
             db,
             tokens,
             sealer,

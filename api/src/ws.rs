@@ -13,9 +13,9 @@
 //! [`Connection`] is the pure part (what a message means, what to answer, which ids are
 //! active); [`serve`] does the I/O around it.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use async_graphql::{Request, Response, ServerError, parser::types::OperationType};
+use async_graphql::{Request, ServerError, parser::types::OperationType};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{
     FutureExt as _, StreamExt as _,
@@ -30,6 +30,7 @@ use crate::{
     auth::Session,
     config::Config,
     error::ApiError,
+    fanout::Delivery,
     pipeline::{Caller, Gateway, operation_type},
 };
 
@@ -256,22 +257,28 @@ impl Connection {
     /// completed it meanwhile), and whether it ends the operation. The first response
     /// of an operation with errors and no data is a refusal before execution
     /// (validation, auth) and becomes graphql-transport-ws's `error` message, after
-    /// which no `complete` follows.
-    fn on_response(&mut self, id: &str, response: &Response) -> Option<(Value, bool)> {
+    /// which no `complete` follows. The payload is the delivery's own serialized text,
+    /// shared with every other socket it goes to.
+    fn on_response(&mut self, id: &str, delivery: &Delivery) -> Option<(String, bool)> {
         let operation = self.operations.get_mut(id)?;
         let first = !operation.answered;
         operation.answered = true;
-        let refused = !response.errors.is_empty() && response.data == async_graphql::Value::Null;
-        if self.protocol == Protocol::TransportWs && first && refused {
-            self.operations.remove(id);
-            return Some((self.error_message(id, &response.errors), true));
-        }
-        let kind = match self.protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        };
-        let payload = serde_json::to_value(response).unwrap_or_else(|_| internal_payload());
-        Some((server_message(kind, Some(id), Some(payload)), false))
+        let (kind, payload, finished) =
+            if self.protocol == Protocol::TransportWs && first && delivery.refused {
+                self.operations.remove(id);
+                ("error", &delivery.errors, true)
+            } else {
+                let kind = match self.protocol {
+                    Protocol::TransportWs => "next",
+                    Protocol::Legacy => "data",
+                };
+                (kind, &delivery.response, false)
+            };
+        let id = Value::from(id);
+        Some((
+            format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#),
+            finished,
+        ))
     }
 
     /// Operation `id`'s stream has ended: `complete`, unless it already ended otherwise.
@@ -388,7 +395,9 @@ struct Stop;
 /// its transaction. Dropping the returned stream (the client's `complete`, or the
 /// socket's end) aborts the task, which drops the operation and rolls its transaction
 /// back.
-fn run_apart(mut responses: BoxStream<'static, Response>) -> BoxStream<'static, Option<Response>> {
+fn run_apart(
+    mut responses: BoxStream<'static, Arc<Delivery>>,
+) -> BoxStream<'static, Option<Arc<Delivery>>> {
     let (sender, receiver) = mpsc::channel(1);
     let task = AbortOnDrop(tokio::spawn(async move {
         while let Some(response) = responses.next().await {
@@ -449,7 +458,7 @@ struct Served {
     session_ended: BoxFuture<'static, ()>,
     /// Each operation's responses, then `None` when its stream ends. Removing an entry
     /// drops the stream, which cancels the operation (and rolls back its transaction).
-    operations: StreamMap<String, BoxStream<'static, Option<Response>>>,
+    operations: StreamMap<String, BoxStream<'static, Option<Arc<Delivery>>>>,
 }
 
 impl Served {
@@ -494,8 +503,8 @@ impl Served {
                 } => {
                     let responses = self.gateway.execute_ws(*request, self.caller.clone());
                     let responses = if subscription {
-                        // Holds no transaction between events (see `kit::feed`): polled
-                        // here, with no task of its own to wake for each delivery.
+                        // Holds no transaction between events (see `kit::feed`), and its
+                        // execution runs in its cohort's task (`fanout`): polled here.
                         responses
                             .map(Some)
                             .chain(stream::once(future::ready(None)))
@@ -518,9 +527,9 @@ impl Served {
         }
     }
 
-    async fn on_output(&mut self, id: String, output: Option<Response>) -> Step {
+    async fn on_output(&mut self, id: String, output: Option<Arc<Delivery>>) -> Step {
         let message = match output {
-            Some(response) => match self.connection.on_response(&id, &response) {
+            Some(delivery) => match self.connection.on_response(&id, &delivery) {
                 Some((message, finished)) => {
                     if finished {
                         self.operations.remove(&id);
@@ -531,11 +540,11 @@ impl Served {
             },
             None => {
                 self.operations.remove(&id);
-                self.connection.on_end(&id)
+                self.connection.on_end(&id).map(|end| end.to_string())
             }
         };
         match message {
-            Some(message) => self.send(&message).await,
+            Some(message) => self.send_text(message).await,
             None => Ok(()),
         }
     }
@@ -582,7 +591,11 @@ impl Served {
     }
 
     async fn send(&mut self, message: &Value) -> Step {
-        let text = Message::Text(message.to_string().into());
+        self.send_text(message.to_string()).await
+    }
+
+    async fn send_text(&mut self, message: String) -> Step {
+        let text = Message::Text(message.into());
         match tokio::time::timeout(self.write_timeout, self.socket.send(text)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Stop),
@@ -622,6 +635,8 @@ fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use async_graphql::Response;
+
     use super::*;
 
     fn ready(protocol: Protocol, operations: usize, subscriptions: usize) -> Connection {
@@ -650,6 +665,13 @@ mod tests {
             Action::Close(code, reason) => (code, reason),
             _ => panic!("expected a close"),
         }
+    }
+
+    /// The message a delivery turns into, parsed, and whether it ends the operation.
+    fn responded(connection: &mut Connection, id: &str, delivery: &Delivery) -> (Value, bool) {
+        let (message, finished) = connection.on_response(id, delivery).expect("a message");
+        let message = serde_json::from_str(&message).expect("the message is JSON");
+        (message, finished)
     }
 
     fn sent(action: Action) -> Value {
@@ -773,10 +795,8 @@ mod tests {
                 Action::Start { .. }
             ));
         }
-        let refusal = Response::from_errors(vec![ApiError::bad_input("no").into()]);
-        let (message, finished) = connection
-            .on_response("refused", &refusal)
-            .expect("a message");
+        let refusal = Delivery::error(ApiError::bad_input("no"));
+        let (message, finished) = responded(&mut connection, "refused", &refusal);
         assert!(finished);
         assert_eq!(message["type"], "error");
         assert_eq!(message["payload"][0]["message"], "no");
@@ -786,19 +806,15 @@ mod tests {
             "no complete after error"
         );
 
-        let data = Response::new(
+        let data = Delivery::of(&Response::new(
             async_graphql::Value::from_json(serde_json::json!({"a": 1})).expect("value"),
-        );
-        let (message, finished) = connection
-            .on_response("answered", &data)
-            .expect("a message");
+        ));
+        let (message, finished) = responded(&mut connection, "answered", &data);
         assert!(!finished);
         assert_eq!(message["type"], "next");
         assert_eq!(message["payload"]["data"]["a"], 1);
         // A later event with errors is still `next`: only a refusal becomes `error`.
-        let (message, _) = connection
-            .on_response("answered", &refusal)
-            .expect("a message");
+        let (message, _) = responded(&mut connection, "answered", &refusal);
         assert_eq!(message["type"], "next");
         assert_eq!(
             connection.on_end("answered"),
@@ -817,7 +833,7 @@ mod tests {
             connection.on_text(r#"{"type":"complete","id":"a"}"#),
             Action::Stop(_)
         ));
-        let data = Response::new(async_graphql::Value::Null);
+        let data = Delivery::of(&Response::new(async_graphql::Value::Null));
         assert!(connection.on_response("a", &data).is_none());
         assert!(connection.on_end("a").is_none());
     }
@@ -847,8 +863,8 @@ mod tests {
         let mut connection = ready(Protocol::Legacy, 4, 4);
         let start = r#"{"type":"start","id":"1","payload":{"query":"{ __typename }"}}"#;
         assert!(matches!(connection.on_text(start), Action::Start { .. }));
-        let refusal = Response::from_errors(vec![ApiError::bad_input("no").into()]);
-        let (message, finished) = connection.on_response("1", &refusal).expect("a message");
+        let refusal = Delivery::error(ApiError::bad_input("no"));
+        let (message, finished) = responded(&mut connection, "1", &refusal);
         assert_eq!(message["type"], "data", "legacy has no refusal rule");
         assert!(!finished);
         assert!(matches!(

@@ -14,12 +14,15 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use async_graphql::{Context, Enum};
 use futures_util::{Stream, StreamExt, stream, stream::BoxStream};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use uuid::Uuid;
 
 use super::{RequestContext, app_state};
@@ -28,7 +31,7 @@ use crate::{
     db::RequestTx,
     error::{ApiError, ApiResult},
     kit::authz::Readers,
-    realtime::{Change, Cursor, Event, FeedCount, Row},
+    realtime::{Change, Cursor, Event, Row},
     state::AppState,
 };
 
@@ -55,6 +58,10 @@ impl From<Change> for ChangeKind {
 pub struct SubscriptionTx {
     setup_done: Mutex<Option<oneshot::Sender<()>>>,
     delivery: Mutex<Option<RequestTx>>,
+    /// True once the feed receives live events.
+    live: watch::Sender<bool>,
+    /// Whether the feed starts from now (no `after`), so it may be shared.
+    from_now: AtomicBool,
 }
 
 impl SubscriptionTx {
@@ -64,6 +71,8 @@ impl SubscriptionTx {
         let this = Self {
             setup_done: Mutex::new(Some(done)),
             delivery: Mutex::new(None),
+            live: watch::Sender::new(false),
+            from_now: AtomicBool::new(false),
         };
         (Arc::new(this), setup)
     }
@@ -72,6 +81,22 @@ impl SubscriptionTx {
         if let Some(done) = self.setup_done.lock().ok().and_then(|mut done| done.take()) {
             let _ = done.send(());
         }
+    }
+
+    /// Turns true once the feed receives live events.
+    pub(crate) fn live(&self) -> watch::Receiver<bool> {
+        self.live.subscribe()
+    }
+
+    /// Whether the subscription's feed starts from now, not from a cursor it replays:
+    /// only then may it share another's responses ([`crate::fanout`]).
+    pub(crate) fn starts_now(&self) -> bool {
+        self.from_now.load(Ordering::Relaxed)
+    }
+
+    fn went_live(&self, from_now: bool) {
+        self.from_now.store(from_now, Ordering::Relaxed);
+        self.live.send_replace(true);
     }
 
     fn hold(&self, tx: RequestTx) {
@@ -172,7 +197,7 @@ where
     // the hub or reading the events table.
     subscription.set_up();
     let (live, position) = state.hub.subscribe().await;
-    let counted = state.hub.count_feed();
+    subscription.went_live(after.is_none());
     if let Some(after) = after
         && !state.hub.retains(after).await?
     {
@@ -192,7 +217,6 @@ where
         owner,
         admit,
         ended: false,
-        _counted: counted,
     };
     Ok(stream::unfold(feed, move |mut feed| {
         let (db, tx, subscription) = (db.clone(), tx.clone(), subscription.clone());
@@ -269,7 +293,6 @@ struct Feed<F> {
     owner: Option<Uuid>,
     admit: F,
     ended: bool,
-    _counted: FeedCount,
 }
 
 impl<T, F: FnMut(&Event) -> Option<T>> Feed<F> {
@@ -473,7 +496,6 @@ mod tests {
             owner: None,
             admit: |event: &Event| Some(event.cursor),
             ended: false,
-            _counted: state.hub.count_feed(),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::{
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -37,16 +37,6 @@ const FAILURE_RETRY: Duration = Duration::from_millis(500);
 pub struct Hub {
     shared: Arc<Shared>,
     tasks: OnceLock<Vec<JoinHandle<()>>>,
-    feeds: Arc<AtomicUsize>,
-}
-
-/// Counts one open subscription feed while it lives ([`Hub::count_feed`]).
-pub struct FeedCount(Arc<AtomicUsize>);
-
-impl Drop for FeedCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// What the hub's tasks share with it.
@@ -102,19 +92,7 @@ impl Hub {
                 db,
             }),
             tasks: OnceLock::new(),
-            feeds: Arc::default(),
         }
-    }
-
-    /// Counts a subscription feed until the returned guard is dropped.
-    pub fn count_feed(&self) -> FeedCount {
-        self.feeds.fetch_add(1, Ordering::Relaxed);
-        FeedCount(self.feeds.clone())
-    }
-
-    /// How many subscription feeds are open on this replica.
-    pub fn feeds(&self) -> usize {
-        self.feeds.load(Ordering::Relaxed)
     }
 
     /// The shared part, with the reading task (and on Postgres the listener) running.

@@ -25,7 +25,7 @@ use std::{fmt, str::FromStr};
 use entity::{agent_tasks, deployments, notifications};
 use uuid::Uuid;
 
-pub use hub::{FeedCount, Hub};
+pub use hub::Hub;
 
 use crate::error::ApiError;
 

@@ -35,16 +35,17 @@ async fn ask(app: &TestApp, token: &str, query: &str, variables: Value) -> WsCli
 /// [`ask`], returning once the gateway's hub counts the new feed, so no later change
 /// can be missed.
 async fn subscribe(app: &TestApp, token: &str, query: &str, variables: Value) -> WsClient {
-    let feeds = app.state.hub.feeds();
+    let live = app.state.fanout.live();
     let ws = ask(app, token, query, variables).await;
-    feeds_reach(app, |now| now > feeds, "the subscription never started").await;
+    live_reach(app, |now| now > live, "the subscription never started").await;
     ws
 }
 
-/// Waits, bounded by [`TIMEOUT`], until the number of open feeds satisfies `done`.
-async fn feeds_reach(app: &TestApp, done: impl Fn(usize) -> bool, failure: &str) {
+/// Waits, bounded by [`TIMEOUT`], until the number of live subscriptions satisfies
+/// `done`.
+async fn live_reach(app: &TestApp, done: impl Fn(usize) -> bool, failure: &str) {
     tokio::time::timeout(TIMEOUT, async {
-        while !done(app.state.hub.feeds()) {
+        while !done(app.state.fanout.live()) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -90,6 +91,7 @@ on_both_backends!(
     a_resumed_subscriber_gets_exactly_what_it_missed,
     an_expired_or_malformed_cursor_is_refused,
     only_readers_of_a_row_receive_its_changes,
+    identical_subscriptions_share_one_execution,
 );
 
 async fn a_task_s_progress_arrives_in_order(app: TestApp) {
@@ -472,9 +474,9 @@ async fn a_subscriber_that_never_reads_does_not_delay_others() {
         .await
         .expect("an ack");
     assert!(format!("{ack:?}").contains("connection_ack"), "{ack:?}");
-    feeds_reach(
+    live_reach(
         &app,
-        |feeds| feeds == 1,
+        |live| live == 1,
         "the stalled subscription never started",
     )
     .await;
@@ -497,11 +499,60 @@ async fn a_subscriber_that_never_reads_does_not_delay_others() {
         let event = event(&mut reader, "notificationAdded").await;
         assert_eq!(event["notification"]["title"], format!("n{n}"));
     }
-    feeds_reach(
+    live_reach(
         &app,
-        |feeds| feeds == 1,
+        |live| live == 1,
         "the stalled subscription was never let go",
     )
     .await;
     drop(stalled);
+}
+
+/// Sockets that subscribe to the same document with the same token share one
+/// execution (`fanout`), and each still gets every event it may read; another token
+/// runs on its own and sees none of them. A member leaving does not end the others'.
+async fn identical_subscriptions_share_one_execution(app: TestApp) {
+    let world = World::new(&app).await;
+    let owner = world.owner().token();
+    let mut first = subscribe(&app, owner, NOTIFICATIONS, json!({})).await;
+    let mut second = subscribe(&app, owner, NOTIFICATIONS, json!({})).await;
+    assert_eq!(
+        app.state.fanout.running(),
+        1,
+        "two executions of one subscription"
+    );
+    let other = world.client(Actor::Other);
+    let mut stranger = subscribe(&app, other.token(), NOTIFICATIONS, json!({})).await;
+    assert_eq!(
+        app.state.fanout.running(),
+        2,
+        "another token joined the owner's"
+    );
+
+    notify(&world, &world.owner_id, "shared").await;
+    let (a, b) = (
+        first.next().await.expect("an event"),
+        second.next().await.expect("an event"),
+    );
+    assert_eq!(
+        a["payload"]["data"]["notificationAdded"]["notification"]["title"],
+        "shared"
+    );
+    assert_eq!(a, b, "members of one execution got different events");
+    // The stranger's first event is its own: the owner's was never sent to it.
+    notify(&world, world.other_id(), "own").await;
+    let own = event(&mut stranger, "notificationAdded").await;
+    assert_eq!(own["notification"]["title"], "own");
+
+    drop(first);
+    live_reach(
+        &app,
+        |live| live == 2,
+        "the closed socket's subscription lived on",
+    )
+    .await;
+    notify(&world, &world.owner_id, "after").await;
+    let after = event(&mut second, "notificationAdded").await;
+    assert_eq!(after["notification"]["title"], "after");
+    assert_eq!(app.state.fanout.running(), 2);
 }

@@ -29,16 +29,16 @@ async fn acknowledged(app: &TestApp, protocol: &str) -> WsClient {
     ws
 }
 
-/// Waits until the gateway's hub counts `n` open subscription feeds: a subscription
-/// started (or was dropped) there, which no message on the socket announces.
-async fn until_feeds(app: &TestApp, n: usize) {
+/// Waits until the gateway counts `n` live subscriptions: a subscription started (or
+/// was dropped) there, which no message on the socket announces.
+async fn until_live(app: &TestApp, n: usize) {
     tokio::time::timeout(TIMEOUT, async {
-        while app.state.hub.feeds() != n {
+        while app.state.fanout.live() != n {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the hub never counted {n} feeds"));
+    .unwrap_or_else(|_| panic!("the gateway never counted {n} live subscriptions"));
 }
 
 async fn subscribe(ws: &mut WsClient, id: &str, query: &str) {
@@ -151,10 +151,10 @@ async fn reusing_an_active_id_closes_4409() {
         .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
         .await;
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
-    let feeds = app.state.hub.feeds();
+    let live = app.state.fanout.live();
     subscribe(&mut ws, "live", NOTIFICATIONS).await;
     // Once the hub counts its feed, the subscription is active (not refused).
-    until_feeds(&app, feeds + 1).await;
+    until_live(&app, live + 1).await;
     subscribe(&mut ws, "live", NOTIFICATIONS).await;
     assert_eq!(close_code(&mut ws).await, 4409);
 }
@@ -284,9 +284,9 @@ async fn completing_a_subscription_drops_it_and_frees_its_place() {
         .websocket(TRANSPORT_WS, json!({ "authToken": ada.token() }))
         .await;
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
-    let feeds = app.state.hub.feeds();
+    let live = app.state.fanout.live();
     subscribe(&mut ws, "a", NOTIFICATIONS).await;
-    until_feeds(&app, feeds + 1).await;
+    until_live(&app, live + 1).await;
     subscribe(&mut ws, "b", NOTIFICATIONS).await;
     let error = ws.next().await.expect("error");
     assert_eq!(error["type"], "error", "{error}");
@@ -294,9 +294,9 @@ async fn completing_a_subscription_drops_it_and_frees_its_place() {
     assert_eq!(error["payload"][0]["extensions"]["code"], "RATE_LIMITED");
 
     ws.send(json!({ "type": "complete", "id": "a" })).await;
-    until_feeds(&app, feeds).await;
+    until_live(&app, live).await;
     subscribe(&mut ws, "b", NOTIFICATIONS).await;
-    until_feeds(&app, feeds + 1).await;
+    until_live(&app, live + 1).await;
     // Nothing was sent for `a` after the client completed it: the next message is pong.
     ws.send(json!({ "type": "ping" })).await;
     assert_eq!(ws.next().await.expect("pong"), json!({ "type": "pong" }));

@@ -39,6 +39,11 @@ impl World {
         &self.cast.owner
     }
 
+    /// The account of [`Actor::Other`].
+    pub fn other_id(&self) -> &str {
+        &self.cast.other_id
+    }
+
     pub fn service(&self) -> &Client {
         &self.cast.service
     }
