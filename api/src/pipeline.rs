@@ -394,7 +394,7 @@ impl Gateway {
         let account = session.identity().user_id();
         let mut events = self.state.hub.sessions().await;
         // A revocation committed before the receiver existed sends no event to it.
-        if !self.still_current(session).await {
+        if !Box::pin(self.still_current(session)).await {
             return;
         }
         loop {
@@ -410,14 +410,15 @@ impl Gateway {
                     }
                 },
             };
-            if look && !self.still_current(session).await {
+            if look && !Box::pin(self.still_current(session)).await {
                 return;
             }
         }
     }
 
     /// Whether `session` may still act, in a short transaction of its own; a database
-    /// failure keeps the socket (the next operation checks again anyway).
+    /// failure keeps the socket (the next operation checks again anyway). Callers box
+    /// it: its database futures would otherwise size every idle socket's watcher.
     async fn still_current(&self, session: &Session) -> bool {
         let Ok(tx) = self.state.db.begin(&session.identity(), true).await else {
             return true;

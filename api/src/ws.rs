@@ -515,7 +515,9 @@ impl Served {
                     self.operations.insert(id, responses);
                     Ok(())
                 }
-                Action::Init(payload) => self.init(&payload).await,
+                // Boxed: the check's database futures would otherwise size every
+                // socket's task for the rest of its life.
+                Action::Init(payload) => Box::pin(self.init(&payload)).await,
             },
             Some(Ok(Message::Binary(_))) => {
                 let reason = "Invalid message: binary messages are not supported";

@@ -58,6 +58,11 @@ pub struct Args {
     /// Events per run.
     #[arg(long, default_value_t = 60)]
     events: usize,
+    /// Each subscriber signs in with a token of its own, so no two share an execution
+    /// (the gateway executes identical subscriptions of one token once; see
+    /// ARCHITECTURE.md, "Cohorts"). By default all share the reader's one token.
+    #[arg(long)]
+    own_tokens: bool,
     /// A tiny run that only proves the benchmark works (CI): 20 subscribers, 50 events
     /// at 50 per second.
     #[arg(long)]
@@ -129,7 +134,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
 
 fn args_line(args: &Args) -> String {
     format!(
-        "`bench subscriptions --subscribers {} --rate {} --events {}`{}",
+        "`bench subscriptions --subscribers {} --rate {} --events {}{}`{}",
         args.subscribers
             .iter()
             .map(ToString::to_string)
@@ -137,6 +142,7 @@ fn args_line(args: &Args) -> String {
             .join(","),
         args.rate,
         args.events,
+        if args.own_tokens { " --own-tokens" } else { "" },
         if cfg!(debug_assertions) {
             " (debug build: figures are not representative)"
         } else {
@@ -163,23 +169,32 @@ async fn runs(args: &Args, db: &BenchDb) -> anyhow::Result<(report::Machine, Vec
             "subscriptions: {subscribers} subscribers, {} events at {}/s",
             args.events, args.rate
         );
-        figures.push(one_run(db, index, subscribers, args.events, args.rate).await?);
+        let load = Load {
+            subscribers,
+            events: args.events,
+            rate: args.rate,
+            own_tokens: args.own_tokens,
+        };
+        figures.push(one_run(db, index, load).await?);
     }
     Ok((machine, figures))
 }
 
-/// One subscriber count, on a gateway of its own (so its memory baseline is clean).
-async fn one_run(
-    db: &BenchDb,
-    index: usize,
+/// What one run asks of the gateway.
+struct Load {
     subscribers: usize,
     events: usize,
     rate: f64,
-) -> anyhow::Result<Figures> {
+    /// A token per subscriber rather than one for all.
+    own_tokens: bool,
+}
+
+/// One subscriber count, on a gateway of its own (so its memory baseline is clean).
+async fn one_run(db: &BenchDb, index: usize, load: Load) -> anyhow::Result<Figures> {
     let root = KeyPair::new();
     let key_hex = root.private().to_bytes_hex();
     let gateway = Gateway::start(&db.url, &key_hex).await?;
-    let outcome = measure(db, &gateway, root, index, subscribers, events, rate).await;
+    let outcome = measure(db, &gateway, root, index, load).await;
     let stopped = gateway.stop().await;
     let figures = outcome?;
     stopped?;
@@ -191,10 +206,14 @@ async fn measure(
     gateway: &Gateway,
     root: KeyPair,
     index: usize,
-    subscribers: usize,
-    events: usize,
-    rate: f64,
+    load: Load,
 ) -> anyhow::Result<Figures> {
+    let Load {
+        subscribers,
+        events,
+        rate,
+        own_tokens,
+    } = load;
     let api = Api {
         http: reqwest::Client::builder().timeout(TIMEOUT).build()?,
         url: format!("{}/graphql", gateway.base),
@@ -238,10 +257,16 @@ async fn measure(
         .context("the first subscription never received an event")??;
     let sentinel = tokio::spawn(async move { while next_event(&mut sentinel).await.is_ok() {} });
 
+    let socket_tokens = (0..subscribers)
+        .map(|_| match own_tokens {
+            true => mint(reader, Role::User),
+            false => Ok(reader_token.clone()),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let rss_before = gateway.rss_bytes()?;
     let connecting = Instant::now();
-    let sockets: Vec<Socket> = stream::iter(0..subscribers)
-        .map(|_| open_socket(&ws_url, &reader_token))
+    let sockets: Vec<Socket> = stream::iter(&socket_tokens)
+        .map(|token| open_socket(&ws_url, token))
         .buffer_unordered(CONNECTING_AT_ONCE)
         .collect::<Vec<_>>()
         .await
