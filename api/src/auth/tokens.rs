@@ -15,6 +15,7 @@ use std::{
     collections::HashMap,
     fs,
     path::Path,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -45,9 +46,13 @@ pub struct TokenService {
     default_ttl: Duration,
 }
 
-/// A verified token and the identity its authority block names.
+/// A verified token and the identity its authority block names. Cloning it is cheap
+/// (one reference count): the pipeline hands it to every operation and socket.
 #[derive(Clone)]
-pub struct Session {
+pub struct Session(Arc<Verified>);
+
+/// What verifying a token established; never changes afterwards.
+struct Verified {
     token: Biscuit,
     identity: Identity,
     /// The earliest expiry any block states (what clients are told).
@@ -171,7 +176,7 @@ impl TokenService {
         let hints: Vec<(String,)> = authorizer
             .query_all_with_limits("data($p) <- scope_project($p)", LIMITS)
             .map_err(|_| INVALID)?;
-        Ok(Session {
+        Ok(Session(Arc::new(Verified {
             identity: Identity::user(
                 Uuid::parse_str(&user).map_err(|_| INVALID)?,
                 Role::parse(&role).ok_or(INVALID)?,
@@ -184,7 +189,7 @@ impl TokenService {
                 .filter_map(|(id,)| Uuid::parse_str(&id).ok())
                 .collect(),
             token,
-        })
+        })))
     }
 }
 
@@ -352,24 +357,25 @@ fn inspect_blocks(token: &Biscuit) -> Option<bool> {
 impl Session {
     /// The identity of the authority block.
     pub fn identity(&self) -> Identity {
-        self.identity
+        self.0.identity
     }
 
     /// The earliest expiry the token's blocks state.
     pub fn expires_at(&self) -> DateTime<Utc> {
-        self.expires_at
+        self.0.expires_at
     }
 
     /// The expiry of the authority block, which the gateway signed: the latest moment
     /// the token can be valid, and so how long its revocation must be kept.
     pub fn authority_expires_at(&self) -> DateTime<Utc> {
-        self.authority_expires_at
+        self.0.authority_expires_at
     }
 
     /// Hex revocation ids of every block. A token is dead when any of them has been
     /// revoked: its own, or one of a token it was derived from.
     pub fn revocation_ids(&self) -> Vec<String> {
-        self.token
+        self.0
+            .token
             .revocation_identifiers()
             .iter()
             .map(hex::encode)
@@ -388,7 +394,7 @@ impl Session {
     /// WebSocket operation, so a socket opened with a token stops working when it
     /// expires.
     pub fn ensure_live(&self) -> ApiResult<()> {
-        match check(&self.token, "") {
+        match check(&self.0.token, "") {
             Ok(()) | Err(Outcome::Refused) => Ok(()),
             Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
             Err(Outcome::Error) => Err(over_limits()),
@@ -398,13 +404,13 @@ impl Session {
     /// Whether an appended block may restrict which projects this token reaches; lists
     /// then authorize their candidates row by row.
     pub fn restricts_resources(&self) -> bool {
-        self.restricts_resources
+        self.0.restricts_resources
     }
 
     /// Project ids appended blocks declare with `scope_project(..)`: when there are any,
     /// the projects a restricted token may reach are among them.
     pub fn project_hints(&self) -> &[Uuid] {
-        &self.project_hints
+        &self.0.project_hints
     }
 
     /// Runs the token's checks against this access: `FORBIDDEN` when an attenuation
@@ -415,7 +421,7 @@ impl Session {
             Operation::Write => "write",
         };
         let facts = format!("operation(\"{op}\");{}", resource.fact());
-        match check(&self.token, &facts) {
+        match check(&self.0.token, &facts) {
             Ok(()) => Ok(()),
             Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
             Err(Outcome::Refused) => Err(ApiError::Forbidden(
@@ -433,7 +439,7 @@ impl Session {
         read_only: bool,
         ttl: Option<Duration>,
     ) -> ApiResult<(String, DateTime<Utc>)> {
-        if self.token.block_count() > MAX_APPENDED_BLOCKS {
+        if self.0.token.block_count() > MAX_APPENDED_BLOCKS {
             return Err(ApiError::bad_input(format!(
                 "this token already carries {MAX_APPENDED_BLOCKS} narrowing blocks, the most \
                  accepted; derive the new token from one with fewer"
@@ -441,7 +447,9 @@ impl Session {
         }
         let expires_at = ttl
             .map(super::expiry_after)
-            .map_or(self.expires_at, |requested| requested.min(self.expires_at));
+            .map_or(self.0.expires_at, |requested| {
+                requested.min(self.0.expires_at)
+            });
         let mut code = String::from("expires({exp}); check if time($t), $t < {exp};");
         let mut params: HashMap<String, Term> =
             HashMap::from([("exp".to_owned(), date(&expires_at.into()))]);
@@ -457,7 +465,7 @@ impl Session {
         }
         let token = BlockBuilder::new()
             .code_with_params(code, params, HashMap::new())
-            .and_then(|block| self.token.append(block))
+            .and_then(|block| self.0.token.append(block))
             .and_then(|t| t.to_base64())
             .map_err(|e| ApiError::internal("cannot attenuate token", e))?;
         Ok((token, expires_at))
