@@ -196,6 +196,7 @@ impl Gateway {
                 Err(err) => Some((err, Refusal::Unavailable)),
             };
             if let Some(refusal) = refusal {
+                self.state.tokens.forget(session);
                 // Nothing was written; a failed rollback only means the connection is gone.
                 let _ = tx.finish(false).await;
                 return Err(refusal);

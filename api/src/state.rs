@@ -14,7 +14,7 @@ use crate::{
 pub struct AppState {
     /// The connection pool; request code reaches it only through `Database::begin`.
     pub db: Database,
-    /// Mints and verifies biscuit tokens with the root key.
+    /// Mints and verifies biscuit tokens with the root key, remembering verified ones.
     pub tokens: TokenService,
     /// Seals provider API keys and integration credentials; the only holder of the
     /// sealing key.
@@ -43,9 +43,11 @@ impl AppState {
         Self::with_tokens(config, tokens).await
     }
 
-    /// Like [`AppState::init`] with a given token service (tests, embedding). The
-    /// sealing key comes from `config` (a development key file when none is set).
+    /// Like [`AppState::init`] with a given token service (tests, embedding), whose
+    /// verification cache `config` sizes. The sealing key comes from `config` (a
+    /// development key file when none is set).
     pub async fn with_tokens(config: Config, tokens: TokenService) -> anyhow::Result<Arc<Self>> {
+        let tokens = tokens.with_cache_capacity(config.token_cache);
         let sealer = Sealer::load(
             config.secrets_key.as_ref().map(|k| k.expose()),
             &config.secrets_key_file,

@@ -10,6 +10,9 @@
 //! `operation(..)` and `resource(..)` for every access, so those checks bite. Facts of
 //! appended blocks are never trusted to widen anything: identity comes from the
 //! authority block, and hints and expiries only narrow.
+//!
+//! [`TokenService::verify`] remembers what it verified (`cache.rs`): a token presented
+//! again costs a hash and a lookup, and its expiry is still checked on every use.
 
 use std::{
     collections::HashMap,
@@ -23,13 +26,16 @@ use anyhow::Context as _;
 use biscuit_auth::{
     Algorithm, Authorizer, AuthorizerBuilder, AuthorizerLimits, Biscuit, BlockBuilder, KeyPair,
     PrivateKey,
-    builder::{Term, date, string},
+    builder::{Binary, Check, CheckKind, Expression, Op, Predicate, Term, date, string},
     error::{FailedCheck, Logic, Token},
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Identity, Operation, Resource, Role};
+use super::{
+    Identity, Operation, Resource, Role,
+    cache::{CacheKey, VerifiedTokens},
+};
 use crate::error::{ApiError, ApiResult};
 
 /// Limits for every authorization: the library's 1 ms default fails valid tokens on a
@@ -40,10 +46,15 @@ const LIMITS: AuthorizerLimits = AuthorizerLimits {
     max_time: Duration::from_millis(50),
 };
 
-/// Holds the root key pair; mints and verifies tokens.
+/// How many verified tokens a [`TokenService`] remembers unless told otherwise
+/// (`FLASHFUSION_TOKEN_CACHE`).
+pub const DEFAULT_TOKEN_CACHE: usize = 10_000;
+
+/// Holds the root key pair; mints and verifies tokens, remembering the verified ones.
 pub struct TokenService {
     root: KeyPair,
     default_ttl: Duration,
+    verified: VerifiedTokens,
 }
 
 /// A verified token and the identity its authority block names. Cloning it is cheap
@@ -65,6 +76,13 @@ struct Verified {
     restricts_resources: bool,
     /// Project ids appended blocks name with `scope_project(..)`.
     project_hints: Vec<Uuid>,
+    /// The exact moment the token's time checks start failing, when every one of them
+    /// has the form `check if time($t), $t < <date>` (as the gateway and
+    /// `createScopedToken` write them); `None` when some check uses the time otherwise,
+    /// and liveness then needs the authorizer. Only sessions with one are cached.
+    live_until: Option<DateTime<Utc>>,
+    /// Where the verification cache keeps this session (`None`: caching is off).
+    cache_key: Option<CacheKey>,
 }
 
 impl TokenService {
@@ -94,12 +112,26 @@ impl TokenService {
                 root
             }
         };
-        Ok(Self { root, default_ttl })
+        Ok(Self::from_key_pair(root, default_ttl))
     }
 
-    /// A service around a given key pair (tests, embedding).
+    /// A service around a given key pair (tests, embedding), remembering up to
+    /// [`DEFAULT_TOKEN_CACHE`] verified tokens.
     pub fn from_key_pair(root: KeyPair, default_ttl: Duration) -> Self {
-        Self { root, default_ttl }
+        Self {
+            verified: VerifiedTokens::new(&root.public(), DEFAULT_TOKEN_CACHE),
+            root,
+            default_ttl,
+        }
+    }
+
+    /// The same service remembering at most `capacity` verified tokens (least recently
+    /// used first out); `0` verifies every token from scratch.
+    pub fn with_cache_capacity(self, capacity: usize) -> Self {
+        Self {
+            verified: VerifiedTokens::new(&self.root.public(), capacity),
+            ..self
+        }
     }
 
     /// Mints a token for `user_id` with `role`, valid for `ttl` (default lifetime when
@@ -132,12 +164,62 @@ impl TokenService {
 
     /// Verifies signature, expiry and the authority block's identity. Revocation is
     /// checked by the pipeline against the database.
+    ///
+    /// A token verified before is served from the cache while it is live: its
+    /// signatures and identity cannot have changed, and its expiry is compared with the
+    /// exact one its checks enforce. An expired one is refused and forgotten.
     pub fn verify(&self, token: &str) -> ApiResult<Session> {
-        const INVALID: ApiError = ApiError::Unauthenticated("invalid or expired token");
+        self.verify_at(token, Utc::now())
+    }
+
+    /// [`TokenService::verify`], with `now` the time a cached session's expiry is
+    /// judged at (a token not cached is verified at the real time).
+    fn verify_at(&self, token: &str, now: DateTime<Utc>) -> ApiResult<Session> {
         let token = token.trim();
         if token.len() > MAX_TOKEN_LEN {
             return Err(ApiError::Unauthenticated(TOO_COSTLY));
         }
+        let key = self.verified.key(token);
+        if let Some(key) = &key
+            && let Some(session) = self.verified.get(key)
+        {
+            if session.0.live_until.is_some_and(|until| now < until) {
+                return Ok(session);
+            }
+            self.verified.remove(key);
+            return Err(INVALID);
+        }
+        let session = self.verify_signed(token, key)?;
+        if let Some(key) = key
+            && session.0.live_until.is_some()
+        {
+            self.verified.insert(key, session.clone());
+        }
+        Ok(session)
+    }
+
+    /// Forgets `session`'s token, so its next use is verified from scratch: for a token
+    /// found revoked or signed out, which has no business in the cache.
+    pub fn forget(&self, session: &Session) {
+        if let Some(key) = &session.0.cache_key {
+            self.verified.remove(key);
+        }
+    }
+
+    /// Whether `token` is in the verification cache (for tests and diagnostics).
+    pub fn is_cached(&self, token: &str) -> bool {
+        self.verified
+            .key(token.trim())
+            .is_some_and(|key| self.verified.contains(&key))
+    }
+
+    /// How many verified tokens are cached (for tests and diagnostics).
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// The full verification: signatures, cost bounds, one authorization, identity.
+    fn verify_signed(&self, token: &str, cache_key: Option<CacheKey>) -> ApiResult<Session> {
         let token = Biscuit::from_base64(token, self.root.public()).map_err(|_| INVALID)?;
         let restricts_resources =
             inspect_blocks(&token).ok_or(ApiError::Unauthenticated(TOO_COSTLY))?;
@@ -176,7 +258,10 @@ impl TokenService {
         let hints: Vec<(String,)> = authorizer
             .query_all_with_limits("data($p) <- scope_project($p)", LIMITS)
             .map_err(|_| INVALID)?;
+        let (_, _, checks, _) = authorizer.dump();
         Ok(Session(Arc::new(Verified {
+            live_until: time_limit(&checks),
+            cache_key,
             identity: Identity::user(
                 Uuid::parse_str(&user).map_err(|_| INVALID)?,
                 Role::parse(&role).ok_or(INVALID)?,
@@ -190,6 +275,56 @@ impl TokenService {
                 .collect(),
             token,
         })))
+    }
+}
+
+/// The refusal of a token that is not (or no longer) valid.
+const INVALID: ApiError = ApiError::Unauthenticated("invalid or expired token");
+
+/// The moment the time checks among `checks` (every block's) start failing, when each
+/// is exactly `check if time($t), $t < <date>`: the earliest date. `None` when a check
+/// uses the time in any other way (its verdict over time is then left to the
+/// authorizer). Only `time` can make a check's verdict change with the clock: appended
+/// blocks hold no rules (`inspect_blocks`) and the gateway writes none.
+fn time_limit(checks: &[Check]) -> Option<DateTime<Utc>> {
+    let mut limit: Option<u64> = None;
+    for check in checks {
+        let names_time = check
+            .queries
+            .iter()
+            .any(|query| query.body.iter().any(|p| p.name == "time"));
+        if !names_time {
+            continue;
+        }
+        let bound = expiry_check_date(check)?;
+        limit = Some(limit.map_or(bound, |limit| limit.min(bound)));
+    }
+    DateTime::from_timestamp(i64::try_from(limit?).ok()?, 0)
+}
+
+/// The date of a check written exactly `check if time($t), $t < <date>`.
+fn expiry_check_date(check: &Check) -> Option<u64> {
+    let [query] = check.queries.as_slice() else {
+        return None;
+    };
+    let [Predicate { name, terms }] = query.body.as_slice() else {
+        return None;
+    };
+    let ([Term::Variable(var)], [Expression { ops }]) =
+        (terms.as_slice(), query.expressions.as_slice())
+    else {
+        return None;
+    };
+    if check.kind != CheckKind::One || name != "time" || !query.scopes.is_empty() {
+        return None;
+    }
+    match ops.as_slice() {
+        [
+            Op::Value(Term::Variable(left)),
+            Op::Value(Term::Date(date)),
+            Op::Binary(Binary::LessThan),
+        ] if left == var => Some(*date),
+        _ => None,
     }
 }
 
@@ -394,9 +529,17 @@ impl Session {
     /// WebSocket operation, so a socket opened with a token stops working when it
     /// expires.
     pub fn ensure_live(&self) -> ApiResult<()> {
+        if let Some(until) = self.0.live_until {
+            // Exactly what the checks decide: `time(now)` is whole seconds, `until` too.
+            return if Utc::now() < until {
+                Ok(())
+            } else {
+                Err(INVALID)
+            };
+        }
         match check(&self.0.token, "") {
             Ok(()) | Err(Outcome::Refused) => Ok(()),
-            Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
+            Err(Outcome::Expired) => Err(INVALID),
             Err(Outcome::Error) => Err(over_limits()),
         }
     }
@@ -423,7 +566,7 @@ impl Session {
         let facts = format!("operation(\"{op}\");{}", resource.fact());
         match check(&self.0.token, &facts) {
             Ok(()) => Ok(()),
-            Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
+            Err(Outcome::Expired) => Err(INVALID),
             Err(Outcome::Refused) => Err(ApiError::Forbidden(
                 "this token does not allow this operation",
             )),
@@ -469,5 +612,134 @@ impl Session {
             .and_then(|t| t.to_base64())
             .map_err(|e| ApiError::internal("cannot attenuate token", e))?;
         Ok((token, expires_at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use biscuit_auth::{Biscuit, BlockBuilder, KeyPair};
+
+    use super::*;
+
+    fn service(capacity: usize) -> TokenService {
+        TokenService::from_key_pair(KeyPair::new(), Duration::from_secs(3600))
+            .with_cache_capacity(capacity)
+    }
+
+    fn mint(tokens: &TokenService) -> String {
+        tokens
+            .issue(Uuid::now_v7(), Role::User, None)
+            .map(|(token, _)| token)
+            .expect("mint")
+    }
+
+    fn verified(tokens: &TokenService, token: &str) -> Session {
+        tokens
+            .verify(token)
+            .unwrap_or_else(|e| panic!("refused: {}", e.message()))
+    }
+
+    fn refused(result: ApiResult<Session>) -> bool {
+        matches!(result, Err(ApiError::Unauthenticated(_)))
+    }
+
+    #[test]
+    fn a_token_presented_again_comes_from_the_cache() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let first = verified(&tokens, &token);
+        assert!(tokens.is_cached(&token));
+        assert_eq!(first.0.live_until, Some(first.expires_at()));
+        let second = verified(&tokens, &format!(" {token}\n"));
+        assert!(Arc::ptr_eq(&first.0, &second.0), "verified again");
+    }
+
+    #[test]
+    fn a_cached_token_that_expired_is_refused_and_forgotten() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let session = verified(&tokens, &token);
+        let just_before = session.expires_at() - chrono::Duration::seconds(1);
+        assert!(tokens.verify_at(&token, just_before).is_ok());
+        assert!(refused(tokens.verify_at(&token, session.expires_at())));
+        assert!(!tokens.is_cached(&token));
+    }
+
+    #[test]
+    fn a_tampered_token_is_refused_while_the_original_is_cached() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let _ = verified(&tokens, &token);
+        let middle = token.len() / 2;
+        for (at, byte) in [(middle, b'A'), (middle, b'B'), (token.len() - 2, b'A')] {
+            let mut tampered = token.clone().into_bytes();
+            tampered[at] = if tampered[at] == byte { b'C' } else { byte };
+            let tampered = String::from_utf8(tampered).unwrap_or_default();
+            assert!(refused(tokens.verify(&tampered)), "accepted: {tampered}");
+            assert!(!tokens.is_cached(&tampered));
+        }
+        assert!(tokens.is_cached(&token));
+    }
+
+    #[test]
+    fn the_cache_never_exceeds_its_bound() {
+        let tokens = service(3);
+        let minted: Vec<String> = (0..10).map(|_| mint(&tokens)).collect();
+        for token in &minted {
+            let _ = verified(&tokens, token);
+            assert!(tokens.cached_tokens() <= 3);
+        }
+        assert_eq!(tokens.cached_tokens(), 3);
+        // The least recently used went first; every token still verifies.
+        assert!(!tokens.is_cached(&minted[0]) && tokens.is_cached(&minted[9]));
+        assert!(minted.iter().all(|token| tokens.verify(token).is_ok()));
+        let off = service(0);
+        let token = mint(&off);
+        let first = verified(&off, &token);
+        let second = verified(&off, &token);
+        assert!(!Arc::ptr_eq(&first.0, &second.0) && off.cached_tokens() == 0);
+    }
+
+    #[test]
+    fn a_forgotten_token_is_verified_again() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let session = verified(&tokens, &token);
+        tokens.forget(&session);
+        assert!(!tokens.is_cached(&token));
+        let again = verified(&tokens, &token);
+        assert!(!Arc::ptr_eq(&session.0, &again.0));
+    }
+
+    #[test]
+    fn a_narrowed_token_lives_until_its_earliest_expiry() {
+        let tokens = service(10);
+        let owner = verified(&tokens, &mint(&tokens));
+        let (scoped, expires_at) = owner
+            .attenuate(Some(Uuid::now_v7()), true, Some(Duration::from_secs(60)))
+            .expect("attenuate");
+        let session = verified(&tokens, &scoped);
+        assert!(expires_at < owner.expires_at());
+        assert_eq!(session.0.live_until, Some(expires_at));
+        assert!(tokens.is_cached(&scoped));
+    }
+
+    #[test]
+    fn a_token_using_the_time_otherwise_is_never_cached() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let parsed = Biscuit::from_base64(&token, tokens.root.public()).expect("parse");
+        // Same meaning as an expiry, another form: only the authorizer may judge it.
+        let block = BlockBuilder::new()
+            .code("check if time($t), $t <= 2099-01-01T00:00:00Z;")
+            .expect("block");
+        let other = parsed
+            .append(block)
+            .and_then(|t| t.to_base64())
+            .expect("append");
+        let session = verified(&tokens, &other);
+        assert_eq!(session.0.live_until, None);
+        assert!(!tokens.is_cached(&other));
+        assert!(session.ensure_live().is_ok());
     }
 }
