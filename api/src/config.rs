@@ -242,6 +242,15 @@ pub struct Config {
         global = true
     )]
     pub token_cache: usize,
+    /// How many parsed GraphQL documents each replica remembers by query text, so a
+    /// repeated operation is not parsed again; `0` turns the cache off.
+    #[arg(
+        long,
+        env = "FLASHFUSION_DOCUMENT_CACHE",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub document_cache: usize,
     /// Maximum database connections in the pool.
     #[arg(
         long,

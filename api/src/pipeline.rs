@@ -82,7 +82,12 @@ impl Gateway {
         transport: Transport,
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
-        let operation_type = match operation_type(&mut request) {
+        let found = self
+            .state
+            .documents
+            .prepare(&mut request)
+            .and_then(|()| operation_type(&mut request));
+        let operation_type = match found {
             Ok(ty) => ty,
             Err(err) => return refuse(err, Refusal::BadRequest),
         };
@@ -307,7 +312,8 @@ fn timed_out(limit: std::time::Duration) -> Response {
     ])
 }
 
-/// Finds the type of the operation the request will run.
+/// Finds the type of the operation the request will run, from its parsed document
+/// (which [`crate::documents::DocumentCache::prepare`] gives it; parsed here otherwise).
 pub(crate) fn operation_type(request: &mut Request) -> Result<OperationType, ApiError> {
     let name = request.operation_name.clone();
     let document = request

@@ -6,8 +6,8 @@ use std::{num::NonZeroU32, sync::Arc};
 use anyhow::Context as _;
 
 use crate::{
-    auth::TokenService, config::Config, db::Database, fanout::Cohorts, realtime::Hub,
-    secrets::Sealer,
+    auth::TokenService, config::Config, db::Database, documents::DocumentCache, fanout::Cohorts,
+    realtime::Hub, secrets::Sealer,
 };
 
 /// Everything requests share, built once at start-up.
@@ -23,6 +23,9 @@ pub struct AppState {
     pub hub: Hub,
     /// This replica's subscriptions, executed once per cohort of identical ones.
     pub fanout: Arc<Cohorts>,
+    /// Parsed GraphQL documents by query text, so a repeated operation is not parsed
+    /// again.
+    pub documents: DocumentCache,
     /// Sign-in attempts per email, against password guessing.
     pub sign_in_limiter: SignInLimiter,
     /// The configuration the process started with.
@@ -63,6 +66,7 @@ impl AppState {
             fanout: Cohorts::new(config.subscription_buffer as usize),
             db,
             tokens,
+            documents: DocumentCache::new(config.document_cache),
             sealer,
             sign_in_limiter: governor::RateLimiter::keyed(quota),
             config,
