@@ -91,27 +91,32 @@ impl Gateway {
             Ok(ty) => ty,
             Err(err) => return refuse(err, Refusal::BadRequest),
         };
+        // Fields are recorded, not formatted here: a disabled span costs nothing and an
+        // enabled one formats each value once, into the subscriber's own buffer.
         let span = tracing::info_span!(
             "graphql",
             operation.name = request.operation_name.as_deref().unwrap_or(""),
             operation.kind = ?operation_type,
-            user.id = caller.as_ref().and_then(|s| s.identity().user_id()).map(|id| id.to_string()).unwrap_or_default(),
+            user.id = tracing::field::Empty,
             transport = ?transport,
         );
+        if let Some(id) = caller.as_ref().and_then(|s| s.identity().user_id()) {
+            span.record("user.id", tracing::field::display(id));
+        }
         async move {
             let result = self
                 .run_checked(request, caller, transport, operation_type)
                 .await;
-            let outcome = match &result.1 {
-                Some(refusal) => format!("{refusal:?}"),
-                None if result.0.is_ok() => "ok".to_owned(),
-                None => "errors".to_owned(),
-            };
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                outcome,
-                "operation finished"
-            );
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match &result.1 {
+                Some(refusal) => {
+                    tracing::info!(elapsed_ms, outcome = ?refusal, "operation finished");
+                }
+                None => {
+                    let outcome = if result.0.is_ok() { "ok" } else { "errors" };
+                    tracing::info!(elapsed_ms, outcome, "operation finished");
+                }
+            }
             result
         }
         .instrument(span)
