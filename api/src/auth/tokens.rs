@@ -18,7 +18,7 @@ use std::{
     collections::HashMap,
     fs,
     path::Path,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime},
 };
 
@@ -83,7 +83,15 @@ struct Verified {
     live_until: Option<DateTime<Utc>>,
     /// Where the verification cache keeps this session (`None`: caching is off).
     cache_key: Option<CacheKey>,
+    /// Verdicts of [`Session::authorize`] already reached, kept only when `live_until`
+    /// is known: the token's other checks do not depend on the time, so a verdict holds
+    /// until then. At most [`MAX_REMEMBERED_VERDICTS`].
+    verdicts: Mutex<HashMap<(Operation, Resource), bool>>,
 }
+
+/// Most access verdicts one session remembers across operations; beyond, new accesses
+/// are authorized every time (a list over many projects, say).
+const MAX_REMEMBERED_VERDICTS: usize = 64;
 
 impl TokenService {
     /// Uses `private_key_hex` when given; otherwise the development key in `key_file`,
@@ -262,6 +270,7 @@ impl TokenService {
         Ok(Session(Arc::new(Verified {
             live_until: time_limit(&checks),
             cache_key,
+            verdicts: Mutex::default(),
             identity: Identity::user(
                 Uuid::parse_str(&user).map_err(|_| INVALID)?,
                 Role::parse(&role).ok_or(INVALID)?,
@@ -558,20 +567,46 @@ impl Session {
 
     /// Runs the token's checks against this access: `FORBIDDEN` when an attenuation
     /// (read-only, project scope) refuses it, `UNAUTHENTICATED` when it has expired.
+    ///
+    /// A token whose exact expiry is known (`live_until`) is judged on the clock first,
+    /// and then by the verdict it already got for this access, if any: its remaining
+    /// checks do not depend on the time, so a session the cache hands to operation
+    /// after operation runs its datalog once per access, not once per operation.
     pub fn authorize(&self, operation: Operation, resource: Resource) -> ApiResult<()> {
+        const REFUSED: ApiError = ApiError::Forbidden("this token does not allow this operation");
+        if self.0.live_until.is_some() {
+            self.ensure_live()?;
+            if let Some(allowed) = self.verdicts().get(&(operation, resource)) {
+                return if *allowed { Ok(()) } else { Err(REFUSED) };
+            }
+        }
         let op = match operation {
             Operation::Read => "read",
             Operation::Write => "write",
         };
         let facts = format!("operation(\"{op}\");{}", resource.fact());
-        match check(&self.0.token, &facts) {
-            Ok(()) => Ok(()),
-            Err(Outcome::Expired) => Err(INVALID),
-            Err(Outcome::Refused) => Err(ApiError::Forbidden(
-                "this token does not allow this operation",
-            )),
-            Err(Outcome::Error) => Err(over_limits()),
+        let allowed = match check(&self.0.token, &facts) {
+            Ok(()) => true,
+            Err(Outcome::Refused) => false,
+            Err(Outcome::Expired) => return Err(INVALID),
+            Err(Outcome::Error) => return Err(over_limits()),
+        };
+        if self.0.live_until.is_some() {
+            let mut verdicts = self.verdicts();
+            if verdicts.len() < MAX_REMEMBERED_VERDICTS {
+                verdicts.insert((operation, resource), allowed);
+            }
         }
+        if allowed { Ok(()) } else { Err(REFUSED) }
+    }
+
+    /// The remembered verdicts, locked. Nothing panics while they are held, so a
+    /// poisoned lock is used as it is.
+    fn verdicts(&self) -> std::sync::MutexGuard<'_, HashMap<(Operation, Resource), bool>> {
+        self.0
+            .verdicts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Derives a weaker token: read-only, limited to one project, and/or expiring
@@ -722,6 +757,43 @@ mod tests {
         assert!(expires_at < owner.expires_at());
         assert_eq!(session.0.live_until, Some(expires_at));
         assert!(tokens.is_cached(&scoped));
+    }
+
+    #[test]
+    fn verdicts_are_remembered_per_access_and_bounded() {
+        let tokens = service(10);
+        let owner = verified(&tokens, &mint(&tokens));
+        let project = Uuid::now_v7();
+        let (scoped, _) = owner
+            .attenuate(Some(project), true, None)
+            .expect("attenuate");
+        let session = verified(&tokens, &scoped);
+        for _ in 0..2 {
+            assert!(
+                session
+                    .authorize(Operation::Read, Resource::Project(project))
+                    .is_ok()
+            );
+            assert!(matches!(
+                session.authorize(Operation::Write, Resource::Project(project)),
+                Err(ApiError::Forbidden(_))
+            ));
+            assert!(matches!(
+                session.authorize(Operation::Read, Resource::Billing),
+                Err(ApiError::Forbidden(_))
+            ));
+        }
+        assert_eq!(session.verdicts().len(), 3);
+        for _ in 0..100 {
+            let other = Resource::Project(Uuid::now_v7());
+            assert!(session.authorize(Operation::Read, other).is_err());
+        }
+        assert_eq!(session.verdicts().len(), MAX_REMEMBERED_VERDICTS);
+        assert!(
+            session
+                .authorize(Operation::Read, Resource::Project(project))
+                .is_ok()
+        );
     }
 
     #[test]
