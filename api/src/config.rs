@@ -232,6 +232,25 @@ pub struct Config {
     /// How long events are kept for subscribers resuming with `after`, e.g. `7d`.
     #[arg(long, env = "FLASHFUSION_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration, global = true)]
     pub event_retention: Duration,
+    /// How many verified tokens each replica remembers, so a token presented again skips
+    /// its signature checks (expiry, revocation and role are still checked every time);
+    /// `0` turns the cache off.
+    #[arg(
+        long,
+        env = "FLASHFUSION_TOKEN_CACHE",
+        default_value_t = crate::auth::DEFAULT_TOKEN_CACHE,
+        global = true
+    )]
+    pub token_cache: usize,
+    /// How many parsed GraphQL documents each replica remembers by query text, so a
+    /// repeated operation is not parsed again; `0` turns the cache off.
+    #[arg(
+        long,
+        env = "FLASHFUSION_DOCUMENT_CACHE",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub document_cache: usize,
     /// Maximum database connections in the pool.
     #[arg(
         long,

@@ -2,9 +2,10 @@
 //! auth, Postgres Row Level Security per request, and an embedded SQLite default.
 //!
 //! Modules import only from below (ARCHITECTURE.md has the map):
-//! `error`, `config`, `validate`, `auth`, `secrets` → `db` → `realtime`, `fanout` → `state` → `session` → `kit` →
-//! `domains` → `schema` → `pipeline` → `ws`, `graphiql` → `http` → `app`, `cli`, `worker` (a
-//! GraphQL client of the gateway, importing only `config`). The binary (`main.rs`)
+//! `error`, `config`, `validate`, `auth`, `secrets`, `documents` → `db` → `realtime`,
+//! `fanout` → `state` → `session` → `kit` → `domains` → `schema` → `pipeline` → `ws`,
+//! `graphiql` → `http` → `app`, `cli`, `worker` (a GraphQL client of the gateway,
+//! importing only `config`). The binary (`main.rs`)
 //! only parses the command line and calls [`cli::run`].
 
 pub mod app;
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod documents;
 pub mod domains;
 pub mod error;
 pub mod fanout;

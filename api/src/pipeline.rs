@@ -82,31 +82,41 @@ impl Gateway {
         transport: Transport,
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
-        let operation_type = match operation_type(&mut request) {
+        let found = self
+            .state
+            .documents
+            .prepare(&mut request)
+            .and_then(|()| operation_type(&mut request));
+        let operation_type = match found {
             Ok(ty) => ty,
             Err(err) => return refuse(err, Refusal::BadRequest),
         };
+        // Fields are recorded, not formatted here: a disabled span costs nothing and an
+        // enabled one formats each value once, into the subscriber's own buffer.
         let span = tracing::info_span!(
             "graphql",
             operation.name = request.operation_name.as_deref().unwrap_or(""),
             operation.kind = ?operation_type,
-            user.id = caller.as_ref().and_then(|s| s.identity().user_id()).map(|id| id.to_string()).unwrap_or_default(),
+            user.id = tracing::field::Empty,
             transport = ?transport,
         );
+        if let Some(id) = caller.as_ref().and_then(|s| s.identity().user_id()) {
+            span.record("user.id", tracing::field::display(id));
+        }
         async move {
             let result = self
                 .run_checked(request, caller, transport, operation_type)
                 .await;
-            let outcome = match &result.1 {
-                Some(refusal) => format!("{refusal:?}"),
-                None if result.0.is_ok() => "ok".to_owned(),
-                None => "errors".to_owned(),
-            };
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                outcome,
-                "operation finished"
-            );
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match &result.1 {
+                Some(refusal) => {
+                    tracing::info!(elapsed_ms, outcome = ?refusal, "operation finished");
+                }
+                None => {
+                    let outcome = if result.0.is_ok() { "ok" } else { "errors" };
+                    tracing::info!(elapsed_ms, outcome, "operation finished");
+                }
+            }
             result
         }
         .instrument(span)
@@ -196,6 +206,7 @@ impl Gateway {
                 Err(err) => Some((err, Refusal::Unavailable)),
             };
             if let Some(refusal) = refusal {
+                self.state.tokens.forget(session);
                 // Nothing was written; a failed rollback only means the connection is gone.
                 let _ = tx.finish(false).await;
                 return Err(refusal);
@@ -306,7 +317,8 @@ fn timed_out(limit: std::time::Duration) -> Response {
     ])
 }
 
-/// Finds the type of the operation the request will run.
+/// Finds the type of the operation the request will run, from its parsed document
+/// (which [`crate::documents::DocumentCache::prepare`] gives it; parsed here otherwise).
 pub(crate) fn operation_type(request: &mut Request) -> Result<OperationType, ApiError> {
     let name = request.operation_name.clone();
     let document = request

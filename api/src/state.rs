@@ -6,15 +6,15 @@ use std::{num::NonZeroU32, sync::Arc};
 use anyhow::Context as _;
 
 use crate::{
-    auth::TokenService, config::Config, db::Database, fanout::Cohorts, realtime::Hub,
-    secrets::Sealer,
+    auth::TokenService, config::Config, db::Database, documents::DocumentCache, fanout::Cohorts,
+    realtime::Hub, secrets::Sealer,
 };
 
 /// Everything requests share, built once at start-up.
 pub struct AppState {
     /// The connection pool; request code reaches it only through `Database::begin`.
     pub db: Database,
-    /// Mints and verifies biscuit tokens with the root key.
+    /// Mints and verifies biscuit tokens with the root key, remembering verified ones.
     pub tokens: TokenService,
     /// Seals provider API keys and integration credentials; the only holder of the
     /// sealing key.
@@ -23,6 +23,9 @@ pub struct AppState {
     pub hub: Hub,
     /// This replica's subscriptions, executed once per cohort of identical ones.
     pub fanout: Arc<Cohorts>,
+    /// Parsed GraphQL documents by query text, so a repeated operation is not parsed
+    /// again.
+    pub documents: DocumentCache,
     /// Sign-in attempts per email, against password guessing.
     pub sign_in_limiter: SignInLimiter,
     /// The configuration the process started with.
@@ -43,9 +46,11 @@ impl AppState {
         Self::with_tokens(config, tokens).await
     }
 
-    /// Like [`AppState::init`] with a given token service (tests, embedding). The
-    /// sealing key comes from `config` (a development key file when none is set).
+    /// Like [`AppState::init`] with a given token service (tests, embedding), whose
+    /// verification cache `config` sizes. The sealing key comes from `config` (a
+    /// development key file when none is set).
     pub async fn with_tokens(config: Config, tokens: TokenService) -> anyhow::Result<Arc<Self>> {
+        let tokens = tokens.with_cache_capacity(config.token_cache);
         let sealer = Sealer::load(
             config.secrets_key.as_ref().map(|k| k.expose()),
             &config.secrets_key_file,
@@ -61,6 +66,7 @@ impl AppState {
             fanout: Cohorts::new(config.subscription_buffer as usize),
             db,
             tokens,
+            documents: DocumentCache::new(config.document_cache),
             sealer,
             sign_in_limiter: governor::RateLimiter::keyed(quota),
             config,

@@ -4,8 +4,10 @@
 //! verified biscuit token with that identity, and [`Session::authorize`] the one place
 //! that runs the token's own checks (read-only, project scope, expiry) against the
 //! operation at hand. Identity is read from the authority block only, never from blocks
-//! a holder appended.
+//! a holder appended. [`TokenService`] remembers the tokens it verified (bounded), so a
+//! token presented again skips its signatures and datalog.
 
+mod cache;
 mod credentials;
 mod tokens;
 
@@ -16,7 +18,7 @@ use uuid::Uuid;
 
 pub use credentials::{Email, Password, hash_password, verify_password};
 pub(crate) use tokens::write_private;
-pub use tokens::{Session, TokenService};
+pub use tokens::{DEFAULT_TOKEN_CACHE, Session, TokenService};
 
 /// The role a token carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,11 +10,15 @@
 //! `operation(..)` and `resource(..)` for every access, so those checks bite. Facts of
 //! appended blocks are never trusted to widen anything: identity comes from the
 //! authority block, and hints and expiries only narrow.
+//!
+//! [`TokenService::verify`] remembers what it verified (`cache.rs`): a token presented
+//! again costs a hash and a lookup, and its expiry is still checked on every use.
 
 use std::{
     collections::HashMap,
     fs,
     path::Path,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime},
 };
 
@@ -22,13 +26,16 @@ use anyhow::Context as _;
 use biscuit_auth::{
     Algorithm, Authorizer, AuthorizerBuilder, AuthorizerLimits, Biscuit, BlockBuilder, KeyPair,
     PrivateKey,
-    builder::{Term, date, string},
+    builder::{Binary, Check, CheckKind, Expression, Op, Predicate, Term, date, string},
     error::{FailedCheck, Logic, Token},
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Identity, Operation, Resource, Role};
+use super::{
+    Identity, Operation, Resource, Role,
+    cache::{CacheKey, VerifiedTokens},
+};
 use crate::error::{ApiError, ApiResult};
 
 /// Limits for every authorization: the library's 1 ms default fails valid tokens on a
@@ -39,15 +46,24 @@ const LIMITS: AuthorizerLimits = AuthorizerLimits {
     max_time: Duration::from_millis(50),
 };
 
-/// Holds the root key pair; mints and verifies tokens.
+/// How many verified tokens a [`TokenService`] remembers unless told otherwise
+/// (`FLASHFUSION_TOKEN_CACHE`).
+pub const DEFAULT_TOKEN_CACHE: usize = 10_000;
+
+/// Holds the root key pair; mints and verifies tokens, remembering the verified ones.
 pub struct TokenService {
     root: KeyPair,
     default_ttl: Duration,
+    verified: VerifiedTokens,
 }
 
-/// A verified token and the identity its authority block names.
+/// A verified token and the identity its authority block names. Cloning it is cheap
+/// (one reference count): the pipeline hands it to every operation and socket.
 #[derive(Clone)]
-pub struct Session {
+pub struct Session(Arc<Verified>);
+
+/// What verifying a token established; never changes afterwards.
+struct Verified {
     token: Biscuit,
     identity: Identity,
     /// The earliest expiry any block states (what clients are told).
@@ -60,7 +76,22 @@ pub struct Session {
     restricts_resources: bool,
     /// Project ids appended blocks name with `scope_project(..)`.
     project_hints: Vec<Uuid>,
+    /// The exact moment the token's time checks start failing, when every one of them
+    /// has the form `check if time($t), $t < <date>` (as the gateway and
+    /// `createScopedToken` write them); `None` when some check uses the time otherwise,
+    /// and liveness then needs the authorizer. Only sessions with one are cached.
+    live_until: Option<DateTime<Utc>>,
+    /// Where the verification cache keeps this session (`None`: caching is off).
+    cache_key: Option<CacheKey>,
+    /// Verdicts of [`Session::authorize`] already reached, kept only when `live_until`
+    /// is known: the token's other checks do not depend on the time, so a verdict holds
+    /// until then. At most [`MAX_REMEMBERED_VERDICTS`].
+    verdicts: Mutex<HashMap<(Operation, Resource), bool>>,
 }
+
+/// Most access verdicts one session remembers across operations; beyond, new accesses
+/// are authorized every time (a list over many projects, say).
+const MAX_REMEMBERED_VERDICTS: usize = 64;
 
 impl TokenService {
     /// Uses `private_key_hex` when given; otherwise the development key in `key_file`,
@@ -89,12 +120,26 @@ impl TokenService {
                 root
             }
         };
-        Ok(Self { root, default_ttl })
+        Ok(Self::from_key_pair(root, default_ttl))
     }
 
-    /// A service around a given key pair (tests, embedding).
+    /// A service around a given key pair (tests, embedding), remembering up to
+    /// [`DEFAULT_TOKEN_CACHE`] verified tokens.
     pub fn from_key_pair(root: KeyPair, default_ttl: Duration) -> Self {
-        Self { root, default_ttl }
+        Self {
+            verified: VerifiedTokens::new(&root.public(), DEFAULT_TOKEN_CACHE),
+            root,
+            default_ttl,
+        }
+    }
+
+    /// The same service remembering at most `capacity` verified tokens (least recently
+    /// used first out); `0` verifies every token from scratch.
+    pub fn with_cache_capacity(self, capacity: usize) -> Self {
+        Self {
+            verified: VerifiedTokens::new(&self.root.public(), capacity),
+            ..self
+        }
     }
 
     /// Mints a token for `user_id` with `role`, valid for `ttl` (default lifetime when
@@ -127,12 +172,62 @@ impl TokenService {
 
     /// Verifies signature, expiry and the authority block's identity. Revocation is
     /// checked by the pipeline against the database.
+    ///
+    /// A token verified before is served from the cache while it is live: its
+    /// signatures and identity cannot have changed, and its expiry is compared with the
+    /// exact one its checks enforce. An expired one is refused and forgotten.
     pub fn verify(&self, token: &str) -> ApiResult<Session> {
-        const INVALID: ApiError = ApiError::Unauthenticated("invalid or expired token");
+        self.verify_at(token, Utc::now())
+    }
+
+    /// [`TokenService::verify`], with `now` the time a cached session's expiry is
+    /// judged at (a token not cached is verified at the real time).
+    fn verify_at(&self, token: &str, now: DateTime<Utc>) -> ApiResult<Session> {
         let token = token.trim();
         if token.len() > MAX_TOKEN_LEN {
             return Err(ApiError::Unauthenticated(TOO_COSTLY));
         }
+        let key = self.verified.key(token);
+        if let Some(key) = &key
+            && let Some(session) = self.verified.get(key)
+        {
+            if session.0.live_until.is_some_and(|until| now < until) {
+                return Ok(session);
+            }
+            self.verified.remove(key);
+            return Err(INVALID);
+        }
+        let session = self.verify_signed(token, key)?;
+        if let Some(key) = key
+            && session.0.live_until.is_some()
+        {
+            self.verified.insert(key, session.clone());
+        }
+        Ok(session)
+    }
+
+    /// Forgets `session`'s token, so its next use is verified from scratch: for a token
+    /// found revoked or signed out, which has no business in the cache.
+    pub fn forget(&self, session: &Session) {
+        if let Some(key) = &session.0.cache_key {
+            self.verified.remove(key);
+        }
+    }
+
+    /// Whether `token` is in the verification cache (for tests and diagnostics).
+    pub fn is_cached(&self, token: &str) -> bool {
+        self.verified
+            .key(token.trim())
+            .is_some_and(|key| self.verified.contains(&key))
+    }
+
+    /// How many verified tokens are cached (for tests and diagnostics).
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// The full verification: signatures, cost bounds, one authorization, identity.
+    fn verify_signed(&self, token: &str, cache_key: Option<CacheKey>) -> ApiResult<Session> {
         let token = Biscuit::from_base64(token, self.root.public()).map_err(|_| INVALID)?;
         let restricts_resources =
             inspect_blocks(&token).ok_or(ApiError::Unauthenticated(TOO_COSTLY))?;
@@ -171,7 +266,11 @@ impl TokenService {
         let hints: Vec<(String,)> = authorizer
             .query_all_with_limits("data($p) <- scope_project($p)", LIMITS)
             .map_err(|_| INVALID)?;
-        Ok(Session {
+        let (_, _, checks, _) = authorizer.dump();
+        Ok(Session(Arc::new(Verified {
+            live_until: time_limit(&checks),
+            cache_key,
+            verdicts: Mutex::default(),
             identity: Identity::user(
                 Uuid::parse_str(&user).map_err(|_| INVALID)?,
                 Role::parse(&role).ok_or(INVALID)?,
@@ -184,7 +283,57 @@ impl TokenService {
                 .filter_map(|(id,)| Uuid::parse_str(&id).ok())
                 .collect(),
             token,
-        })
+        })))
+    }
+}
+
+/// The refusal of a token that is not (or no longer) valid.
+const INVALID: ApiError = ApiError::Unauthenticated("invalid or expired token");
+
+/// The moment the time checks among `checks` (every block's) start failing, when each
+/// is exactly `check if time($t), $t < <date>`: the earliest date. `None` when a check
+/// uses the time in any other way (its verdict over time is then left to the
+/// authorizer). Only `time` can make a check's verdict change with the clock: appended
+/// blocks hold no rules (`inspect_blocks`) and the gateway writes none.
+fn time_limit(checks: &[Check]) -> Option<DateTime<Utc>> {
+    let mut limit: Option<u64> = None;
+    for check in checks {
+        let names_time = check
+            .queries
+            .iter()
+            .any(|query| query.body.iter().any(|p| p.name == "time"));
+        if !names_time {
+            continue;
+        }
+        let bound = expiry_check_date(check)?;
+        limit = Some(limit.map_or(bound, |limit| limit.min(bound)));
+    }
+    DateTime::from_timestamp(i64::try_from(limit?).ok()?, 0)
+}
+
+/// The date of a check written exactly `check if time($t), $t < <date>`.
+fn expiry_check_date(check: &Check) -> Option<u64> {
+    let [query] = check.queries.as_slice() else {
+        return None;
+    };
+    let [Predicate { name, terms }] = query.body.as_slice() else {
+        return None;
+    };
+    let ([Term::Variable(var)], [Expression { ops }]) =
+        (terms.as_slice(), query.expressions.as_slice())
+    else {
+        return None;
+    };
+    if check.kind != CheckKind::One || name != "time" || !query.scopes.is_empty() {
+        return None;
+    }
+    match ops.as_slice() {
+        [
+            Op::Value(Term::Variable(left)),
+            Op::Value(Term::Date(date)),
+            Op::Binary(Binary::LessThan),
+        ] if left == var => Some(*date),
+        _ => None,
     }
 }
 
@@ -352,24 +501,25 @@ fn inspect_blocks(token: &Biscuit) -> Option<bool> {
 impl Session {
     /// The identity of the authority block.
     pub fn identity(&self) -> Identity {
-        self.identity
+        self.0.identity
     }
 
     /// The earliest expiry the token's blocks state.
     pub fn expires_at(&self) -> DateTime<Utc> {
-        self.expires_at
+        self.0.expires_at
     }
 
     /// The expiry of the authority block, which the gateway signed: the latest moment
     /// the token can be valid, and so how long its revocation must be kept.
     pub fn authority_expires_at(&self) -> DateTime<Utc> {
-        self.authority_expires_at
+        self.0.authority_expires_at
     }
 
     /// Hex revocation ids of every block. A token is dead when any of them has been
     /// revoked: its own, or one of a token it was derived from.
     pub fn revocation_ids(&self) -> Vec<String> {
-        self.token
+        self.0
+            .token
             .revocation_identifiers()
             .iter()
             .map(hex::encode)
@@ -388,9 +538,17 @@ impl Session {
     /// WebSocket operation, so a socket opened with a token stops working when it
     /// expires.
     pub fn ensure_live(&self) -> ApiResult<()> {
-        match check(&self.token, "") {
+        if let Some(until) = self.0.live_until {
+            // Exactly what the checks decide: `time(now)` is whole seconds, `until` too.
+            return if Utc::now() < until {
+                Ok(())
+            } else {
+                Err(INVALID)
+            };
+        }
+        match check(&self.0.token, "") {
             Ok(()) | Err(Outcome::Refused) => Ok(()),
-            Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
+            Err(Outcome::Expired) => Err(INVALID),
             Err(Outcome::Error) => Err(over_limits()),
         }
     }
@@ -398,31 +556,57 @@ impl Session {
     /// Whether an appended block may restrict which projects this token reaches; lists
     /// then authorize their candidates row by row.
     pub fn restricts_resources(&self) -> bool {
-        self.restricts_resources
+        self.0.restricts_resources
     }
 
     /// Project ids appended blocks declare with `scope_project(..)`: when there are any,
     /// the projects a restricted token may reach are among them.
     pub fn project_hints(&self) -> &[Uuid] {
-        &self.project_hints
+        &self.0.project_hints
     }
 
     /// Runs the token's checks against this access: `FORBIDDEN` when an attenuation
     /// (read-only, project scope) refuses it, `UNAUTHENTICATED` when it has expired.
+    ///
+    /// A token whose exact expiry is known (`live_until`) is judged on the clock first,
+    /// and then by the verdict it already got for this access, if any: its remaining
+    /// checks do not depend on the time, so a session the cache hands to operation
+    /// after operation runs its datalog once per access, not once per operation.
     pub fn authorize(&self, operation: Operation, resource: Resource) -> ApiResult<()> {
+        const REFUSED: ApiError = ApiError::Forbidden("this token does not allow this operation");
+        if self.0.live_until.is_some() {
+            self.ensure_live()?;
+            if let Some(allowed) = self.verdicts().get(&(operation, resource)) {
+                return if *allowed { Ok(()) } else { Err(REFUSED) };
+            }
+        }
         let op = match operation {
             Operation::Read => "read",
             Operation::Write => "write",
         };
         let facts = format!("operation(\"{op}\");{}", resource.fact());
-        match check(&self.token, &facts) {
-            Ok(()) => Ok(()),
-            Err(Outcome::Expired) => Err(ApiError::Unauthenticated("invalid or expired token")),
-            Err(Outcome::Refused) => Err(ApiError::Forbidden(
-                "this token does not allow this operation",
-            )),
-            Err(Outcome::Error) => Err(over_limits()),
+        let allowed = match check(&self.0.token, &facts) {
+            Ok(()) => true,
+            Err(Outcome::Refused) => false,
+            Err(Outcome::Expired) => return Err(INVALID),
+            Err(Outcome::Error) => return Err(over_limits()),
+        };
+        if self.0.live_until.is_some() {
+            let mut verdicts = self.verdicts();
+            if verdicts.len() < MAX_REMEMBERED_VERDICTS {
+                verdicts.insert((operation, resource), allowed);
+            }
         }
+        if allowed { Ok(()) } else { Err(REFUSED) }
+    }
+
+    /// The remembered verdicts, locked. Nothing panics while they are held, so a
+    /// poisoned lock is used as it is.
+    fn verdicts(&self) -> std::sync::MutexGuard<'_, HashMap<(Operation, Resource), bool>> {
+        self.0
+            .verdicts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Derives a weaker token: read-only, limited to one project, and/or expiring
@@ -433,7 +617,7 @@ impl Session {
         read_only: bool,
         ttl: Option<Duration>,
     ) -> ApiResult<(String, DateTime<Utc>)> {
-        if self.token.block_count() > MAX_APPENDED_BLOCKS {
+        if self.0.token.block_count() > MAX_APPENDED_BLOCKS {
             return Err(ApiError::bad_input(format!(
                 "this token already carries {MAX_APPENDED_BLOCKS} narrowing blocks, the most \
                  accepted; derive the new token from one with fewer"
@@ -441,7 +625,9 @@ impl Session {
         }
         let expires_at = ttl
             .map(super::expiry_after)
-            .map_or(self.expires_at, |requested| requested.min(self.expires_at));
+            .map_or(self.0.expires_at, |requested| {
+                requested.min(self.0.expires_at)
+            });
         let mut code = String::from("expires({exp}); check if time($t), $t < {exp};");
         let mut params: HashMap<String, Term> =
             HashMap::from([("exp".to_owned(), date(&expires_at.into()))]);
@@ -457,9 +643,175 @@ impl Session {
         }
         let token = BlockBuilder::new()
             .code_with_params(code, params, HashMap::new())
-            .and_then(|block| self.token.append(block))
+            .and_then(|block| self.0.token.append(block))
             .and_then(|t| t.to_base64())
             .map_err(|e| ApiError::internal("cannot attenuate token", e))?;
         Ok((token, expires_at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use biscuit_auth::{Biscuit, BlockBuilder, KeyPair};
+
+    use super::*;
+
+    fn service(capacity: usize) -> TokenService {
+        TokenService::from_key_pair(KeyPair::new(), Duration::from_secs(3600))
+            .with_cache_capacity(capacity)
+    }
+
+    fn mint(tokens: &TokenService) -> String {
+        tokens
+            .issue(Uuid::now_v7(), Role::User, None)
+            .map(|(token, _)| token)
+            .expect("mint")
+    }
+
+    fn verified(tokens: &TokenService, token: &str) -> Session {
+        tokens
+            .verify(token)
+            .unwrap_or_else(|e| panic!("refused: {}", e.message()))
+    }
+
+    fn refused(result: ApiResult<Session>) -> bool {
+        matches!(result, Err(ApiError::Unauthenticated(_)))
+    }
+
+    #[test]
+    fn a_token_presented_again_comes_from_the_cache() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let first = verified(&tokens, &token);
+        assert!(tokens.is_cached(&token));
+        assert_eq!(first.0.live_until, Some(first.expires_at()));
+        let second = verified(&tokens, &format!(" {token}\n"));
+        assert!(Arc::ptr_eq(&first.0, &second.0), "verified again");
+    }
+
+    #[test]
+    fn a_cached_token_that_expired_is_refused_and_forgotten() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let session = verified(&tokens, &token);
+        let just_before = session.expires_at() - chrono::Duration::seconds(1);
+        assert!(tokens.verify_at(&token, just_before).is_ok());
+        assert!(refused(tokens.verify_at(&token, session.expires_at())));
+        assert!(!tokens.is_cached(&token));
+    }
+
+    #[test]
+    fn a_tampered_token_is_refused_while_the_original_is_cached() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let _ = verified(&tokens, &token);
+        let middle = token.len() / 2;
+        for (at, byte) in [(middle, b'A'), (middle, b'B'), (token.len() - 2, b'A')] {
+            let mut tampered = token.clone().into_bytes();
+            tampered[at] = if tampered[at] == byte { b'C' } else { byte };
+            let tampered = String::from_utf8(tampered).unwrap_or_default();
+            assert!(refused(tokens.verify(&tampered)), "accepted: {tampered}");
+            assert!(!tokens.is_cached(&tampered));
+        }
+        assert!(tokens.is_cached(&token));
+    }
+
+    #[test]
+    fn the_cache_never_exceeds_its_bound() {
+        let tokens = service(3);
+        let minted: Vec<String> = (0..10).map(|_| mint(&tokens)).collect();
+        for token in &minted {
+            let _ = verified(&tokens, token);
+            assert!(tokens.cached_tokens() <= 3);
+        }
+        assert_eq!(tokens.cached_tokens(), 3);
+        // The least recently used went first; every token still verifies.
+        assert!(!tokens.is_cached(&minted[0]) && tokens.is_cached(&minted[9]));
+        assert!(minted.iter().all(|token| tokens.verify(token).is_ok()));
+        let off = service(0);
+        let token = mint(&off);
+        let first = verified(&off, &token);
+        let second = verified(&off, &token);
+        assert!(!Arc::ptr_eq(&first.0, &second.0) && off.cached_tokens() == 0);
+    }
+
+    #[test]
+    fn a_forgotten_token_is_verified_again() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let session = verified(&tokens, &token);
+        tokens.forget(&session);
+        assert!(!tokens.is_cached(&token));
+        let again = verified(&tokens, &token);
+        assert!(!Arc::ptr_eq(&session.0, &again.0));
+    }
+
+    #[test]
+    fn a_narrowed_token_lives_until_its_earliest_expiry() {
+        let tokens = service(10);
+        let owner = verified(&tokens, &mint(&tokens));
+        let (scoped, expires_at) = owner
+            .attenuate(Some(Uuid::now_v7()), true, Some(Duration::from_secs(60)))
+            .expect("attenuate");
+        let session = verified(&tokens, &scoped);
+        assert!(expires_at < owner.expires_at());
+        assert_eq!(session.0.live_until, Some(expires_at));
+        assert!(tokens.is_cached(&scoped));
+    }
+
+    #[test]
+    fn verdicts_are_remembered_per_access_and_bounded() {
+        let tokens = service(10);
+        let owner = verified(&tokens, &mint(&tokens));
+        let project = Uuid::now_v7();
+        let (scoped, _) = owner
+            .attenuate(Some(project), true, None)
+            .expect("attenuate");
+        let session = verified(&tokens, &scoped);
+        for _ in 0..2 {
+            assert!(
+                session
+                    .authorize(Operation::Read, Resource::Project(project))
+                    .is_ok()
+            );
+            assert!(matches!(
+                session.authorize(Operation::Write, Resource::Project(project)),
+                Err(ApiError::Forbidden(_))
+            ));
+            assert!(matches!(
+                session.authorize(Operation::Read, Resource::Billing),
+                Err(ApiError::Forbidden(_))
+            ));
+        }
+        assert_eq!(session.verdicts().len(), 3);
+        for _ in 0..100 {
+            let other = Resource::Project(Uuid::now_v7());
+            assert!(session.authorize(Operation::Read, other).is_err());
+        }
+        assert_eq!(session.verdicts().len(), MAX_REMEMBERED_VERDICTS);
+        assert!(
+            session
+                .authorize(Operation::Read, Resource::Project(project))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_token_using_the_time_otherwise_is_never_cached() {
+        let tokens = service(10);
+        let token = mint(&tokens);
+        let parsed = Biscuit::from_base64(&token, tokens.root.public()).expect("parse");
+        // Same meaning as an expiry, another form: only the authorizer may judge it.
+        let block = BlockBuilder::new()
+            .code("check if time($t), $t <= 2099-01-01T00:00:00Z;")
+            .expect("block");
+        let other = parsed
+            .append(block)
+            .and_then(|t| t.to_base64())
+            .expect("append");
+        let session = verified(&tokens, &other);
+        assert_eq!(session.0.live_until, None);
+        assert!(!tokens.is_cached(&other));
+        assert!(session.ensure_live().is_ok());
     }
 }

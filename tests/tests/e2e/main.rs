@@ -26,6 +26,7 @@ mod agent_tasks;
 mod api_keys;
 mod auth;
 mod browser;
+mod caches;
 mod catalog;
 mod code_generations;
 mod deployments;

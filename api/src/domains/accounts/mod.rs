@@ -339,6 +339,7 @@ impl AccountMutation {
         let rc = RequestContext::of(ctx)?;
         let session = rc.session()?;
         session::revoke(&*rc.tx()?, session).await?;
+        app_state(ctx)?.tokens.forget(session);
         Ok(true)
     }
 
