@@ -1,56 +1,29 @@
 //! Whether a verified token may still act, decided against the database: revocations,
 //! the account's existence and role. The pipeline asks before every operation and the
-//! WebSocket handshake at `connection_init`; `signOut` records revocations here and
-//! `serve` purges the expired ones. Nothing here knows of GraphQL.
+//! WebSocket handshake at `connection_init` (the check itself is
+//! `db::session_is_current`, shared with the statement that opens a request's
+//! transaction); `signOut` records revocations here and `serve` purges the expired
+//! ones. Nothing here knows of GraphQL.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use entity::{revoked_tokens, users};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-};
+use entity::revoked_tokens;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use crate::{
     auth::{Identity, Session},
-    db::Database,
+    db::{self, Database},
     error::ApiResult,
 };
 
-/// Whether the session may still act: none of its revocation ids is revoked, its
-/// account still exists, and an admin token's account is still an admin (a demoted
-/// admin's tokens stop working at once instead of at their expiry).
+/// Whether the session may still act, checked in one statement on an open transaction
+/// as whoever it acts as: none of its revocation ids is revoked, its account still
+/// exists, and an admin token's account is still an admin (a demoted admin's tokens
+/// stop working at once instead of at their expiry). The pipeline gets the same check
+/// from [`Database::begin_session`], in the statement that opens its transaction.
 pub async fn is_current(db: &impl ConnectionTrait, session: &Session) -> ApiResult<bool> {
-    if any_revoked(db, session.revocation_ids()).await? {
-        return Ok(false);
-    }
-    let identity = session.identity();
-    let Some(user_id) = identity.user_id() else {
-        return Ok(false);
-    };
-    let role: Option<users::UserRole> = users::Entity::find_by_id(user_id)
-        .select_only()
-        .column(users::Column::Role)
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(match role {
-        None => false,
-        Some(stored) => !identity.is_admin() || stored == users::UserRole::Admin,
-    })
-}
-
-/// Whether any of these revocation ids has been revoked. Reads the id column only:
-/// callers may not read who signed out (migration m20261125_000008).
-async fn any_revoked(db: &impl ConnectionTrait, revocation_ids: Vec<String>) -> ApiResult<bool> {
-    let found: Option<String> = revoked_tokens::Entity::find()
-        .select_only()
-        .column(revoked_tokens::Column::RevocationId)
-        .filter(revoked_tokens::Column::RevocationId.is_in(revocation_ids))
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(found.is_some())
+    db::session_is_current(db, &session.identity(), &session.revocation_ids()).await
 }
 
 /// Revokes `session`'s own (last block's) revocation id, which kills it and every token
