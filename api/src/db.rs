@@ -1,28 +1,47 @@
 //! The database handle and the per-request transaction that makes RLS apply.
 //!
-//! [`Database::begin`] is the only way request code reaches the database: it opens one
-//! transaction and, on Postgres, first switches the role and the `app.*` settings with
-//! `set_config(..., true)` so the policies of the `migration` crate judge every
-//! statement exactly as the resolvers do. This module must never hand out the bare pool
-//! to request code.
+//! [`Database::begin`] and [`Database::begin_session`] are the only ways request code
+//! reaches the database: they open one transaction and, on Postgres, switch the role
+//! and the `app.*` settings with `set_config(..., true)` (through `flashfusion_act_as`,
+//! migration m20261126_000010) so the policies of the `migration` crate judge every
+//! statement exactly as the resolvers do. A presented token is checked in that same
+//! statement (revocations, the account and its role). This module must never hand out
+//! the bare pool to request code.
+//!
+//! An operation's round trips: `BEGIN` (sea-orm sends it alone; it has no way to send a
+//! custom one), the statement above, the work, `COMMIT`. The pool does not ping a
+//! connection it hands out unless the connection sat idle for [`PING_AFTER_IDLE`].
 
-use std::sync::{
-    Arc, Mutex, Weak,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use anyhow::Context as _;
+use entity::{revoked_tokens, users};
 use migration::{Migrator, MigratorTrait, roles};
 use sea_orm::{
-    AccessMode, ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, QueryTrait, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait,
+    sea_query::{Expr, ExprTrait, Query},
 };
 use uuid::Uuid;
 
 use crate::{
-    auth::{Identity, Role},
+    auth::{Identity, Role, Session},
     error::{ApiError, ApiResult},
 };
+
+/// A pooled connection idle for this long is pinged before it is handed out (a restart
+/// or a proxy may have cut it); a busy one is not, so a request does not pay a round
+/// trip for it. A connection that broke anyway fails its statement, which fails the
+/// request (`INTERNAL`, or 503 when opening the transaction), and sqlx closes it
+/// instead of returning it to the pool.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 
 /// A connection pool plus which backend it speaks to.
 #[derive(Debug, Clone)]
@@ -31,6 +50,9 @@ pub struct Database {
     /// SQL statements run so far (BEGIN/COMMIT excluded), for metrics and for tests
     /// that prove nested fields are batched.
     statements: Arc<AtomicU64>,
+    /// `BEGIN`s, `COMMIT`s and `ROLLBACK`s of request transactions so far, which
+    /// sea-orm does not report as statements.
+    transaction_ends: Arc<AtomicU64>,
 }
 
 impl Database {
@@ -41,7 +63,8 @@ impl Database {
         // database is treated as unavailable (503) rather than holding the request.
         options
             .max_connections(max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
             .sqlx_logging(false);
         let mut conn = sea_orm::Database::connect(options)
             .await
@@ -51,12 +74,22 @@ impl Database {
         conn.set_metric_callback(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        Ok(Self { conn, statements })
+        Ok(Self {
+            conn,
+            statements,
+            transaction_ends: Arc::default(),
+        })
     }
 
     /// How many SQL statements this pool has run.
     pub fn statements_executed(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    /// How many round trips request transactions have made: their statements plus
+    /// each one's `BEGIN` and `COMMIT` (or `ROLLBACK`).
+    pub fn round_trips(&self) -> u64 {
+        self.statements_executed() + self.transaction_ends.load(Ordering::Relaxed)
     }
 
     /// Applies every pending migration.
@@ -84,38 +117,81 @@ impl Database {
             .map_err(|e| ApiError::internal("database ping failed", e))
     }
 
-    /// Opens a transaction acting as `identity`. On Postgres the transaction is
-    /// read-only when `read_only` is set, and its role and settings are switched before
-    /// anything else runs. On SQLite a writing transaction takes the write lock at
-    /// `BEGIN IMMEDIATE`, so concurrent writers queue on the busy timeout instead of
-    /// failing when a deferred transaction tries to upgrade its read lock.
+    /// Opens a transaction acting as `identity`, with no session to check (anonymous
+    /// callers, the gateway's own service work). See [`Database::begin_session`].
     pub async fn begin(&self, identity: &Identity, read_only: bool) -> ApiResult<RequestTx> {
+        let (tx, _) = self.open(identity, read_only, None).await?;
+        Ok(tx)
+    }
+
+    /// Opens the transaction of an operation presenting `session`, acting as its
+    /// identity, and checks in the same statement that the session may still act
+    /// (none of its revocation ids revoked, its account exists, an admin token's
+    /// account is still an admin). `None` (the transaction rolled back) when it may not.
+    pub async fn begin_session(
+        &self,
+        session: &Session,
+        read_only: bool,
+    ) -> ApiResult<Option<RequestTx>> {
+        let ids = session.revocation_ids();
+        let (tx, current) = self
+            .open(&session.identity(), read_only, Some(&ids))
+            .await?;
+        if current {
+            return Ok(Some(tx));
+        }
+        // Nothing was written; a failed rollback only means the connection is gone.
+        let _ = tx.finish(false).await;
+        Ok(None)
+    }
+
+    /// `BEGIN`, then one statement: on Postgres the role and settings are switched,
+    /// the transaction made read-only when `read_only` is set, and the session checked
+    /// when `revocation_ids` are given; on SQLite (no roles) only the check runs, and a
+    /// writing transaction takes the write lock at `BEGIN IMMEDIATE`, so concurrent
+    /// writers queue on the busy timeout instead of failing when a deferred
+    /// transaction tries to upgrade its read lock. Returns whether the session is
+    /// current (`true` when none was given).
+    async fn open(
+        &self,
+        identity: &Identity,
+        read_only: bool,
+        revocation_ids: Option<&[String]>,
+    ) -> ApiResult<(RequestTx, bool)> {
         let is_postgres = self.backend() == DatabaseBackend::Postgres;
-        let options = if is_postgres {
-            TransactionOptions {
-                access_mode: read_only.then_some(AccessMode::ReadOnly),
-                ..TransactionOptions::default()
-            }
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (!is_postgres && !read_only)
+                .then_some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        let tx = RequestTx::new(
+            self.conn.begin_with_options(options).await?,
+            is_postgres,
+            self.transaction_ends.clone(),
+        );
+        let current = if is_postgres {
+            act_as(tx.conn(), identity, read_only, revocation_ids).await?
         } else {
-            TransactionOptions {
-                sqlite_transaction_mode: (!read_only).then_some(SqliteTransactionMode::Immediate),
-                ..TransactionOptions::default()
+            match revocation_ids {
+                Some(ids) => session_is_current(tx.conn(), identity, ids).await?,
+                None => true,
             }
         };
-        let tx = self.conn.begin_with_options(options).await?;
-        if is_postgres {
-            act_as(&tx, identity).await?;
-        }
-        Ok(RequestTx {
-            tx: Arc::new(tx),
-            is_postgres,
-        })
+        Ok((tx, current))
     }
 }
 
 /// Switches the role and `app.*` settings of `tx` to `identity`, for this transaction
-/// only (`set_config(.., true)` is `SET LOCAL`).
-async fn act_as(tx: &DatabaseTransaction, identity: &Identity) -> ApiResult<()> {
+/// only, in one statement (`flashfusion_act_as`, migration m20261126_000010); read-only
+/// when `read_only` (switching to read-only is allowed at any point). Given
+/// `revocation_ids`, also returns whether the session is current, checked as the
+/// caller after the switch; `true` otherwise.
+async fn act_as(
+    tx: &DatabaseTransaction,
+    identity: &Identity,
+    read_only: bool,
+    revocation_ids: Option<&[String]>,
+) -> ApiResult<bool> {
     let (pg_role, app_role) = match identity.role() {
         None => (roles::ANON, "anon"),
         Some(Role::User) => (roles::AUTHENTICATED, "user"),
@@ -126,14 +202,72 @@ async fn act_as(tx: &DatabaseTransaction, identity: &Identity) -> ApiResult<()> 
         .user_id()
         .map(|id| id.to_string())
         .unwrap_or_default();
-    tx.execute_raw(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        "select set_config('role', $1, true), set_config('app.user_id', $2, true), \
-         set_config('app.role', $3, true)",
-        [pg_role.into(), user_id.into(), app_role.into()],
-    ))
-    .await?;
-    Ok(())
+    let ids = revocation_ids.map(|ids| serde_json::Value::from(ids.to_vec()));
+    let row = tx
+        .query_one_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "select flashfusion_act_as($1, $2, $3, $4, $5)",
+            [
+                pg_role.into(),
+                user_id.into(),
+                app_role.into(),
+                read_only.into(),
+                ids.into(),
+            ],
+        ))
+        .await?
+        .ok_or_else(|| ApiError::bug("flashfusion_act_as returned no row"))?;
+    Ok(row.try_get_by_index(0)?)
+}
+
+/// Whether the session of `identity` holding `revocation_ids` may still act, in one
+/// statement on the open transaction, as whoever it acts as: none of the ids revoked
+/// (only the id column is read: callers may not read who signed out, migration
+/// m20261125_000008), the account exists, and an admin token's account is still an
+/// admin (a demoted admin's tokens stop working at once instead of at their expiry).
+async fn session_is_current(
+    db: &impl ConnectionTrait,
+    identity: &Identity,
+    revocation_ids: &[String],
+) -> ApiResult<bool> {
+    let Some(user_id) = identity.user_id() else {
+        // A token that names no account is not a session.
+        return Ok(false);
+    };
+    let backend = db.get_database_backend();
+    let statement = if backend == DatabaseBackend::Postgres {
+        Statement::from_sql_and_values(
+            backend,
+            "select flashfusion_session_is_current($1, $2, $3)",
+            [
+                serde_json::Value::from(revocation_ids.to_vec()).into(),
+                user_id.into(),
+                identity.is_admin().into(),
+            ],
+        )
+    } else {
+        let revoked = revoked_tokens::Entity::find()
+            .select_only()
+            .column(revoked_tokens::Column::RevocationId)
+            .filter(revoked_tokens::Column::RevocationId.is_in(revocation_ids.iter().cloned()))
+            .into_query();
+        let mut account = users::Entity::find()
+            .select_only()
+            .column(users::Column::Id)
+            .filter(users::Column::Id.eq(user_id));
+        if identity.is_admin() {
+            account = account.filter(users::Column::Role.eq(users::UserRole::Admin));
+        }
+        let current = Expr::exists(revoked)
+            .not()
+            .and(Expr::exists(account.into_query()));
+        backend.build(&Query::select().expr(current).to_owned())
+    };
+    let row = db
+        .query_one_raw(statement)
+        .await?
+        .ok_or_else(|| ApiError::bug("the session check returned no row"))?;
+    Ok(row.try_get_by_index(0)?)
 }
 
 /// The transaction of one GraphQL operation. The pipeline owns the only strong
@@ -142,9 +276,21 @@ async fn act_as(tx: &DatabaseTransaction, identity: &Identity) -> ApiResult<()> 
 pub struct RequestTx {
     tx: Arc<DatabaseTransaction>,
     is_postgres: bool,
+    /// [`Database::round_trips`]' count of `BEGIN`s and transaction ends.
+    transaction_ends: Arc<AtomicU64>,
 }
 
 impl RequestTx {
+    /// Wraps a transaction that has just sent its `BEGIN`.
+    fn new(tx: DatabaseTransaction, is_postgres: bool, transaction_ends: Arc<AtomicU64>) -> Self {
+        transaction_ends.fetch_add(1, Ordering::Relaxed);
+        Self {
+            tx: Arc::new(tx),
+            is_postgres,
+            transaction_ends,
+        }
+    }
+
     /// A weak handle for the request's data.
     pub fn handle(&self) -> TxRef {
         TxRef {
@@ -162,6 +308,7 @@ impl RequestTx {
     pub async fn finish(self, success: bool) -> ApiResult<()> {
         let tx = Arc::try_unwrap(self.tx)
             .map_err(|_| ApiError::bug("the request transaction outlived its operation"))?;
+        self.transaction_ends.fetch_add(1, Ordering::Relaxed);
         if success {
             tx.commit().await?;
         } else {
@@ -202,7 +349,7 @@ impl TxRef {
     /// anyone is signed in.
     pub async fn act_as(&self, identity: &Identity) -> ApiResult<()> {
         if self.is_postgres {
-            act_as(&*self.get()?, identity).await?;
+            act_as(&*self.get()?, identity, false, None).await?;
         }
         Ok(())
     }

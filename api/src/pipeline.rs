@@ -1,8 +1,8 @@
 //! The request pipeline every GraphQL operation goes through, over HTTP and WebSocket
-//! alike: find the operation, refuse what the transport may not run, check the token
-//! against revocations, open the operation's transaction as the caller, execute, then
-//! commit on success or roll back on error. Built once, so every resolver gets RLS and
-//! the token's checks without doing anything.
+//! alike: find the operation, refuse what the transport may not run, open the
+//! operation's transaction as the caller while checking the token against revocations
+//! (one statement), execute, then commit on success or roll back on error. Built once,
+//! so every resolver gets RLS and the token's checks without doing anything.
 
 use std::{sync::Arc, time::Instant};
 
@@ -17,14 +17,13 @@ use sea_orm::DatabaseBackend;
 use tokio::sync::broadcast;
 
 use crate::{
-    auth::Session,
+    auth::{Identity, Session},
     db::RequestTx,
     domains,
-    error::ApiError,
+    error::{ApiError, ApiResult},
     fanout::{Delivery, Key},
     kit::{RequestContext, feed::SubscriptionTx},
     schema::AppSchema,
-    session,
     state::AppState,
 };
 
@@ -176,7 +175,8 @@ impl Gateway {
 
     /// Opens the operation's transaction as `caller` once the token may still act:
     /// not expired (a WebSocket's token was verified at `connection_init` and may have
-    /// expired since) and not revoked.
+    /// expired since) and not revoked, its account still there with its role; the
+    /// database checks that in the statement that opens the transaction.
     async fn open(
         &self,
         caller: &Caller,
@@ -188,31 +188,26 @@ impl Gateway {
         {
             return Err((err, Refusal::Unauthenticated));
         }
-        let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
         let read_only = operation_type != OperationType::Mutation;
-        let tx = self
-            .state
-            .db
-            .begin(&identity, read_only)
-            .await
-            .map_err(|err| (err, Refusal::Unavailable))?;
-        if let Some(session) = caller {
-            let refusal = match session::is_current(tx.conn(), session).await {
-                Ok(true) => None,
-                Ok(false) => Some((
+        let db = &self.state.db;
+        let tx = match caller {
+            Some(session) => db.begin_session(session, read_only).await,
+            None => db.begin(&Identity::ANONYMOUS, read_only).await.map(Some),
+        };
+        match tx {
+            Ok(Some(tx)) => Ok(tx),
+            Ok(None) => {
+                // A session refused here stays refused: verify its token afresh next time.
+                if let Some(session) = caller {
+                    self.state.tokens.forget(session);
+                }
+                Err((
                     ApiError::Unauthenticated("invalid or expired token"),
                     Refusal::Unauthenticated,
-                )),
-                Err(err) => Some((err, Refusal::Unavailable)),
-            };
-            if let Some(refusal) = refusal {
-                self.state.tokens.forget(session);
-                // Nothing was written; a failed rollback only means the connection is gone.
-                let _ = tx.finish(false).await;
-                return Err(refusal);
+                ))
             }
+            Err(err) => Err((err, Refusal::Unavailable)),
         }
-        Ok(tx)
     }
 
     /// Runs a subscription: its set-up (the field's checks) in a short read-only
@@ -432,11 +427,18 @@ impl Gateway {
     /// failure keeps the socket (the next operation checks again anyway). Callers box
     /// it: its database futures would otherwise size every idle socket's watcher.
     async fn still_current(&self, session: &Session) -> bool {
-        let Ok(tx) = self.state.db.begin(&session.identity(), true).await else {
-            return true;
-        };
-        let current = session::is_current(tx.conn(), session).await;
-        let _ = tx.finish(true).await;
-        current.unwrap_or(true)
+        self.session_is_current(session).await.unwrap_or(true)
+    }
+
+    /// Whether `session` may still act, in one short read-only transaction (the
+    /// statement that opens it checks); one found not current leaves the token cache.
+    pub(crate) async fn session_is_current(&self, session: &Session) -> ApiResult<bool> {
+        match self.state.db.begin_session(session, true).await? {
+            Some(tx) => tx.finish(true).await.map(|()| true),
+            None => {
+                self.state.tokens.forget(session);
+                Ok(false)
+            }
+        }
     }
 }

@@ -1,57 +1,21 @@
-//! Whether a verified token may still act, decided against the database: revocations,
-//! the account's existence and role. The pipeline asks before every operation and the
-//! WebSocket handshake at `connection_init`; `signOut` records revocations here and
-//! `serve` purges the expired ones. Nothing here knows of GraphQL.
+//! Revocations: `signOut` records them here and `serve` purges the expired ones.
+//! Whether a verified token may still act (none of its revocation ids revoked, its
+//! account there with its role) is checked by the statement that opens a request's
+//! transaction (`Database::begin_session`), which the pipeline, the WebSocket
+//! handshake and a socket's session watcher all go through. Nothing here knows of
+//! GraphQL.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use entity::{revoked_tokens, users};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-};
+use entity::revoked_tokens;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use crate::{
     auth::{Identity, Session},
     db::Database,
     error::ApiResult,
 };
-
-/// Whether the session may still act: none of its revocation ids is revoked, its
-/// account still exists, and an admin token's account is still an admin (a demoted
-/// admin's tokens stop working at once instead of at their expiry).
-pub async fn is_current(db: &impl ConnectionTrait, session: &Session) -> ApiResult<bool> {
-    if any_revoked(db, session.revocation_ids()).await? {
-        return Ok(false);
-    }
-    let identity = session.identity();
-    let Some(user_id) = identity.user_id() else {
-        return Ok(false);
-    };
-    let role: Option<users::UserRole> = users::Entity::find_by_id(user_id)
-        .select_only()
-        .column(users::Column::Role)
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(match role {
-        None => false,
-        Some(stored) => !identity.is_admin() || stored == users::UserRole::Admin,
-    })
-}
-
-/// Whether any of these revocation ids has been revoked. Reads the id column only:
-/// callers may not read who signed out (migration m20261125_000008).
-async fn any_revoked(db: &impl ConnectionTrait, revocation_ids: Vec<String>) -> ApiResult<bool> {
-    let found: Option<String> = revoked_tokens::Entity::find()
-        .select_only()
-        .column(revoked_tokens::Column::RevocationId)
-        .filter(revoked_tokens::Column::RevocationId.is_in(revocation_ids))
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(found.is_some())
-}
 
 /// Revokes `session`'s own (last block's) revocation id, which kills it and every token
 /// derived from it, and nothing it was derived from; recording one twice is harmless.

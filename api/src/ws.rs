@@ -378,10 +378,7 @@ async fn authenticate(gateway: &Gateway, payload: &Value) -> Result<Caller, ApiE
         return Ok(None);
     };
     let session = verify_bearer(gateway, token)?;
-    let tx = gateway.state().db.begin(&session.identity(), true).await?;
-    let current = crate::session::is_current(tx.conn(), &session).await;
-    tx.finish(true).await?;
-    if !current? {
+    if !gateway.session_is_current(&session).await? {
         return Err(ApiError::Unauthenticated("invalid or expired token"));
     }
     Ok(Some(session))

@@ -44,7 +44,7 @@ impl Project {
         last: Option<i32>,
         before: Option<String>,
     ) -> ApiResult<Page<AgentTask>> {
-        let args = PageArgs::new(first, after, last, before);
+        let args = PageArgs::new(ctx, first, after, last, before);
         agent_tasks::project_page(ctx, self.key, &self.siblings, status, args).await
     }
 
@@ -60,7 +60,7 @@ impl Project {
         last: Option<i32>,
         before: Option<String>,
     ) -> ApiResult<Page<Deployment>> {
-        let args = PageArgs::new(first, after, last, before);
+        let args = PageArgs::new(ctx, first, after, last, before);
         deployments::project_page(ctx, self.key, &self.siblings, status, args).await
     }
 
@@ -77,7 +77,7 @@ impl Project {
         last: Option<i32>,
         before: Option<String>,
     ) -> ApiResult<Page<CodeGeneration>> {
-        let args = PageArgs::new(first, after, last, before);
+        let args = PageArgs::new(ctx, first, after, last, before);
         code_generations::project_page(ctx, self.key, &self.siblings, status, args).await
     }
 }

@@ -1,7 +1,8 @@
 //! Relay connections for every list, built once: `first/after/last/before` with
 //! keyset pagination on the time-ordered UUIDv7 primary key (newest first), `pageInfo`,
-//! and a lazily counted `totalCount`. `first` defaults to [`DEFAULT_PAGE`] and is capped
-//! at [`MAX_PAGE`].
+//! and `totalCount`: counted by the page's own statement (`count(*) over ()`) when the
+//! field selects it and no cursor narrows the page, lazily by a second statement
+//! otherwise. `first` defaults to [`DEFAULT_PAGE`] and is capped at [`MAX_PAGE`].
 
 use async_graphql::{
     Context, Object, OutputType,
@@ -9,8 +10,9 @@ use async_graphql::{
 };
 use futures_util::future::BoxFuture;
 use sea_orm::{
-    ColumnTrait, DatabaseBackend, EntityTrait, Order, PaginatorTrait, PartialModelTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement, sea_query::Expr,
+    ColumnTrait, DatabaseBackend, DbErr, EntityTrait, FromQueryResult, Order, PaginatorTrait,
+    PartialModelTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, Select,
+    Statement, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -24,8 +26,9 @@ pub const DEFAULT_PAGE: usize = 20;
 /// Largest page a client gets, whatever it asks for.
 pub const MAX_PAGE: usize = 100;
 
-/// The four Relay arguments as the client sent them. A list field takes them as its
-/// own arguments (async-graphql cannot flatten arguments), declares
+/// The four Relay arguments as the client sent them, and whether the field selects
+/// `totalCount`. A list field takes them as its own arguments (async-graphql cannot
+/// flatten arguments), declares
 /// `complexity = "page_complexity(first, last, child_complexity)"`, and passes them on
 /// with [`PageArgs::new`].
 #[derive(Debug, Default, Clone)]
@@ -34,11 +37,15 @@ pub struct PageArgs {
     pub after: Option<String>,
     pub last: Option<i32>,
     pub before: Option<String>,
+    /// The connection's selection asks for `totalCount`.
+    pub total_count: bool,
 }
 
 impl PageArgs {
-    /// The arguments in the order list fields declare them.
+    /// The arguments in the order list fields declare them, for the list field being
+    /// resolved in `ctx` (whose selection tells whether `totalCount` is asked for).
     pub fn new(
+        ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
         last: Option<i32>,
@@ -49,6 +56,7 @@ impl PageArgs {
             after,
             last,
             before,
+            total_count: ctx.look_ahead().field("totalCount").exists(),
         }
     }
 }
@@ -105,6 +113,8 @@ struct Window {
     after: Option<Uuid>,
     /// Rows newer than this.
     before: Option<Uuid>,
+    /// `totalCount` is asked for.
+    total_count: bool,
 }
 
 fn decode(field: &str, cursor: Option<String>) -> ApiResult<Option<Uuid>> {
@@ -133,6 +143,7 @@ impl PageArgs {
             end,
             after: decode("after", self.after)?,
             before: decode("before", self.before)?,
+            total_count: self.total_count,
         })
     }
 }
@@ -247,6 +258,10 @@ where
     N: OutputType,
 {
     let window = args.window()?;
+    // With no cursor the page's rows are the whole list's, so the page's statement can
+    // count the list too. An empty page then means an empty list (it asks for at least
+    // one row): a count of 0.
+    let folded = window.total_count && window.after.is_none() && window.before.is_none();
     // Counted over the key alone: the caller may not be allowed to read every column.
     let count_query = query.clone().select_only().column(id);
     let count_tx = tx.clone();
@@ -264,12 +279,22 @@ where
         End::Newest(limit) => (Order::Desc, limit),
         End::Oldest(limit) => (Order::Asc, limit),
     };
-    let mut rows = query
+    let query = R::select_cols(query.select_only())
         .order_by(id, order)
-        .limit(limit as u64 + 1)
-        .into_partial_model::<R>()
-        .all(&*db)
-        .await?;
+        .limit(limit as u64 + 1);
+    let (mut rows, total) = if folded {
+        let rows = query
+            .expr_as(Expr::cust("count(*) over ()"), TOTAL_IN_LIST)
+            .into_model::<Counted<R>>()
+            .all(&*db)
+            .await?;
+        let total = rows.first().map_or(Ok(0), |row| {
+            u64::try_from(row.total).map_err(|e| ApiError::internal("negative count", e))
+        })?;
+        (rows.into_iter().map(|row| row.row).collect(), Some(total))
+    } else {
+        (query.into_model::<R>().all(&*db).await?, None)
+    };
     let more = rows.len() > limit;
     rows.truncate(limit);
     let (has_previous, has_next) = match window.end {
@@ -279,17 +304,37 @@ where
             (more, window.before.is_some())
         }
     };
-    let totals = ConnectionTotals {
-        count: Box::new(move |_| {
+    let count: CountFn = match total {
+        Some(total) => Box::new(move |_| Box::pin(async move { Ok(total) })),
+        None => Box::new(move |_| {
             let query = count_query.clone();
             let tx = count_tx.clone();
             Box::pin(async move { Ok(query.count(&*tx.get()?).await?) })
         }),
     };
-    let mut connection = Connection::with_additional_fields(has_previous, has_next, totals);
+    let mut connection =
+        Connection::with_additional_fields(has_previous, has_next, ConnectionTotals { count });
     connection.edges.extend(
         rows.into_iter()
             .map(|row| Edge::new(IdCursor(key(&row)), node(row))),
     );
     Ok(connection)
+}
+
+/// The column of [`paginate`]'s rows holding the whole list's count, when folded.
+const TOTAL_IN_LIST: &str = "total_in_list";
+
+/// A row read with the list's count beside it.
+struct Counted<R> {
+    row: R,
+    total: i64,
+}
+
+impl<R: FromQueryResult> FromQueryResult for Counted<R> {
+    fn from_query_result(res: &QueryResult, pre: &str) -> Result<Self, DbErr> {
+        Ok(Self {
+            row: R::from_query_result(res, pre)?,
+            total: res.try_get(pre, TOTAL_IN_LIST)?,
+        })
+    }
 }

@@ -40,6 +40,7 @@ mod policies;
 mod production;
 mod projects;
 mod revocations;
+mod round_trips;
 mod scoping;
 mod secrets;
 mod secrets_matrix;

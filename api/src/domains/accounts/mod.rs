@@ -222,7 +222,7 @@ impl AccountQuery {
             rc.tx_ref(),
             repo::all(),
             (users::Column::Id, |u: &users::Account| u.id),
-            PageArgs::new(first, after, last, before),
+            PageArgs::new(ctx, first, after, last, before),
             User::from,
         )
         .await

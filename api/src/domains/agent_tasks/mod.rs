@@ -299,7 +299,7 @@ impl AgentTaskQuery {
             rc.tx_ref(),
             query,
             (agent_tasks::Column::Id, |t: &agent_tasks::Model| t.id),
-            PageArgs::new(first, after, last, before),
+            PageArgs::new(ctx, first, after, last, before),
             AgentTask::from,
         )
         .await

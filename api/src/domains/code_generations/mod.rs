@@ -203,7 +203,7 @@ impl CodeGenerationQuery {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
         let project = parse_optional_id("projectId", project_id.as_ref())?;
-        let args = PageArgs::new(first, after, last, before);
+        let args = PageArgs::new(ctx, first, after, last, before);
         list(rc, project, status, Resource::Account, args).await
     }
 }

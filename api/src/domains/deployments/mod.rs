@@ -208,7 +208,7 @@ impl DeploymentQuery {
             rc.tx_ref(),
             query,
             (deployments::Column::Id, |d: &deployments::Model| d.id),
-            PageArgs::new(first, after, last, before),
+            PageArgs::new(ctx, first, after, last, before),
             Deployment::from,
         )
         .await

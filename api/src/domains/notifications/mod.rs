@@ -121,7 +121,7 @@ impl NotificationQuery {
             rc.tx_ref(),
             repo::list(user_id, unread_only),
             (notifications::Column::Id, |n: &notifications::Model| n.id),
-            PageArgs::new(first, after, last, before),
+            PageArgs::new(ctx, first, after, last, before),
             Notification::from,
         )
         .await

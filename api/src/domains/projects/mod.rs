@@ -150,7 +150,7 @@ impl ProjectQuery {
     ) -> ApiResult<Page<Project>> {
         let rc = RequestContext::of(ctx)?;
         let owner = rc.user_id()?;
-        let args = PageArgs::new(first, after, last, before);
+        let args = PageArgs::new(ctx, first, after, last, before);
         list(rc, repo::owned_by(owner), args, asks_for_owners(ctx)).await
     }
 
@@ -165,7 +165,7 @@ impl ProjectQuery {
         before: Option<String>,
     ) -> ApiResult<Page<Project>> {
         let rc = RequestContext::of(ctx)?;
-        let args = PageArgs::new(first, after, last, before);
+        let args = PageArgs::new(ctx, first, after, last, before);
         list(rc, repo::public(), args, asks_for_owners(ctx)).await
     }
 }
