@@ -1,6 +1,6 @@
 //! The run's own Postgres database: created on the server named by `TEST_DATABASE_URL`
 //! (or the local default) with the process id in its name, migrated, and dropped at the
-//! end, also when the run failed.
+//! end, also when the run failed or was interrupted ([`BenchDb::scoped`]).
 
 use anyhow::Context as _;
 use migration::MigratorTrait as _;
@@ -18,8 +18,22 @@ pub struct BenchDb {
 }
 
 impl BenchDb {
+    /// Runs `run` on a fresh database and drops the database afterwards, also when `run`
+    /// failed or Ctrl-C interrupted it (which drops `run` and so kills its gateway).
+    pub async fn scoped<T>(run: impl AsyncFnOnce(&Self) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let db = Self::create().await?;
+        let outcome = tokio::select! {
+            outcome = run(&db) => outcome,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        let dropped = db.drop().await;
+        let value = outcome?;
+        dropped?;
+        Ok(value)
+    }
+
     /// Creates and migrates a fresh database.
-    pub async fn create() -> anyhow::Result<Self> {
+    async fn create() -> anyhow::Result<Self> {
         let server_url = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
         let server = Database::connect(server_url.as_str())
@@ -60,7 +74,7 @@ impl BenchDb {
     }
 
     /// Drops the database, disconnecting whoever is still on it.
-    pub async fn drop(self) -> anyhow::Result<()> {
+    async fn drop(self) -> anyhow::Result<()> {
         let _ = self.conn.close().await;
         self.server
             .execute_unprepared(&format!(

@@ -19,6 +19,7 @@
 
 mod database;
 mod gateway;
+mod graphql;
 mod report;
 mod subscriptions;
 
