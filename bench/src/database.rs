@@ -2,7 +2,7 @@
 //! (or the local default) with the process id in its name, migrated, and dropped at the
 //! end, also when the run failed or was interrupted ([`BenchDb::scoped`]).
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use migration::MigratorTrait as _;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -73,6 +73,41 @@ impl BenchDb {
         Ok(row.try_get::<String>("", "v")?)
     }
 
+    /// The server's `host:port`, as the URL names it (5432 when it names no port).
+    pub fn server_address(&self) -> anyhow::Result<String> {
+        let (_, host_port, _) = split_authority(&self.url)?;
+        let host_port = host_port
+            .split_once('@')
+            .map_or(host_port, |(_, host_port)| host_port);
+        if host_port.is_empty() {
+            bail!("the database URL names no host (a Unix socket cannot be proxied)");
+        }
+        Ok(
+            if host_port
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| !port.contains(']'))
+            {
+                host_port.to_owned()
+            } else {
+                format!("{host_port}:5432")
+            },
+        )
+    }
+
+    /// Our database's URL with the server at `address` instead, without TLS (so a
+    /// proxy there can read the protocol).
+    pub fn url_via(&self, address: &str) -> anyhow::Result<String> {
+        let (scheme, authority, rest) = split_authority(&self.url)?;
+        let user = authority
+            .split_once('@')
+            .map(|(user, _)| format!("{user}@"))
+            .unwrap_or_default();
+        let separator = if rest.contains('?') { '&' } else { '?' };
+        Ok(format!(
+            "{scheme}{user}{address}{rest}{separator}sslmode=disable"
+        ))
+    }
+
     /// Drops the database, disconnecting whoever is still on it.
     async fn drop(self) -> anyhow::Result<()> {
         let _ = self.conn.close().await;
@@ -85,6 +120,15 @@ impl BenchDb {
             .with_context(|| format!("cannot drop database {}", self.name))?;
         Ok(())
     }
+}
+
+/// `postgres://user@host:port/db?x` as (`postgres://`, `user@host:port`, `/db?x`).
+fn split_authority(url: &str) -> anyhow::Result<(&str, &str, &str)> {
+    let after_scheme = url.find("://").context("the database URL has no scheme")? + 3;
+    let (scheme, rest) = url.split_at(after_scheme);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    Ok((scheme, authority, rest))
 }
 
 /// Replaces the database name at the end of a Postgres URL.

@@ -24,6 +24,10 @@ use uuid::Uuid;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long it may take to drain and exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `/readyz` is asked while the gateway starts: the start-up time on SQLite is
+/// a figure, so this bounds its resolution.
+const READY_POLL: Duration = Duration::from_millis(5);
+
 /// A root key made for one run: the gateway trusts it, the run mints its tokens with it.
 pub struct RootKey {
     private_hex: String,
@@ -87,7 +91,12 @@ impl Gateway {
                 "FLASHFUSION_SECRETS_KEY",
                 format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
             )
-            .env("FLASHFUSION_LOG", "warn,sqlx=error,sea_orm=error")
+            // Not tower_http's line per failed response: `/readyz` answers 503 until the
+            // gateway is ready, and it is polled every few milliseconds.
+            .env(
+                "FLASHFUSION_LOG",
+                "warn,sqlx=error,sea_orm=error,tower_http=off",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -108,7 +117,7 @@ impl Gateway {
                     return Ok(());
                 }
                 // Another process: there is no event to await, only its port to poll.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(READY_POLL).await;
             }
         };
         tokio::time::timeout(START_TIMEOUT, ready)
