@@ -1,8 +1,8 @@
 //! The run's own Postgres database: created on the server named by `TEST_DATABASE_URL`
 //! (or the local default) with the process id in its name, migrated, and dropped at the
-//! end, also when the run failed.
+//! end, also when the run failed or was interrupted ([`BenchDb::scoped`]).
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use migration::MigratorTrait as _;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -18,8 +18,22 @@ pub struct BenchDb {
 }
 
 impl BenchDb {
+    /// Runs `run` on a fresh database and drops the database afterwards, also when `run`
+    /// failed or Ctrl-C interrupted it (which drops `run` and so kills its gateway).
+    pub async fn scoped<T>(run: impl AsyncFnOnce(&Self) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let db = Self::create().await?;
+        let outcome = tokio::select! {
+            outcome = run(&db) => outcome,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        let dropped = db.drop().await;
+        let value = outcome?;
+        dropped?;
+        Ok(value)
+    }
+
     /// Creates and migrates a fresh database.
-    pub async fn create() -> anyhow::Result<Self> {
+    async fn create() -> anyhow::Result<Self> {
         let server_url = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
         let server = Database::connect(server_url.as_str())
@@ -59,8 +73,43 @@ impl BenchDb {
         Ok(row.try_get::<String>("", "v")?)
     }
 
+    /// The server's `host:port`, as the URL names it (5432 when it names no port).
+    pub fn server_address(&self) -> anyhow::Result<String> {
+        let (_, host_port, _) = split_authority(&self.url)?;
+        let host_port = host_port
+            .split_once('@')
+            .map_or(host_port, |(_, host_port)| host_port);
+        if host_port.is_empty() {
+            bail!("the database URL names no host (a Unix socket cannot be proxied)");
+        }
+        Ok(
+            if host_port
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| !port.contains(']'))
+            {
+                host_port.to_owned()
+            } else {
+                format!("{host_port}:5432")
+            },
+        )
+    }
+
+    /// Our database's URL with the server at `address` instead, without TLS (so a
+    /// proxy there can read the protocol).
+    pub fn url_via(&self, address: &str) -> anyhow::Result<String> {
+        let (scheme, authority, rest) = split_authority(&self.url)?;
+        let user = authority
+            .split_once('@')
+            .map(|(user, _)| format!("{user}@"))
+            .unwrap_or_default();
+        let separator = if rest.contains('?') { '&' } else { '?' };
+        Ok(format!(
+            "{scheme}{user}{address}{rest}{separator}sslmode=disable"
+        ))
+    }
+
     /// Drops the database, disconnecting whoever is still on it.
-    pub async fn drop(self) -> anyhow::Result<()> {
+    async fn drop(self) -> anyhow::Result<()> {
         let _ = self.conn.close().await;
         self.server
             .execute_unprepared(&format!(
@@ -71,6 +120,15 @@ impl BenchDb {
             .with_context(|| format!("cannot drop database {}", self.name))?;
         Ok(())
     }
+}
+
+/// `postgres://user@host:port/db?x` as (`postgres://`, `user@host:port`, `/db?x`).
+fn split_authority(url: &str) -> anyhow::Result<(&str, &str, &str)> {
+    let after_scheme = url.find("://").context("the database URL has no scheme")? + 3;
+    let (scheme, rest) = url.split_at(after_scheme);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    Ok((scheme, authority, rest))
 }
 
 /// Replaces the database name at the end of a Postgres URL.

@@ -1,12 +1,15 @@
 //! The gateway under test, in its own process: started by re-executing this executable
 //! with the hidden `gateway` subcommand ([`serve`]), configured only through the
 //! `flashfusion` environment variables, and observed from `/proc` (resident memory, CPU
-//! time). Also raises the open-files limit, which the child inherits.
+//! time). Also the throwaway root key it trusts ([`RootKey`]), and raising the
+//! open-files limit, which the child inherits.
 
 use std::{net::TcpListener, path::Path, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, bail};
+use biscuit_auth::KeyPair;
 use clap::Parser as _;
+use flashfusion_api::auth::{Role, TokenService};
 use nix::{
     sys::{
         resource::{Resource, getrlimit, setrlimit},
@@ -15,11 +18,40 @@ use nix::{
     unistd::{Pid, SysconfVar, sysconf},
 };
 use tokio::process::{Child, Command};
+use uuid::Uuid;
 
 /// How long the gateway may take to answer `/readyz` after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long it may take to drain and exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `/readyz` is asked while the gateway starts: the start-up time on SQLite is
+/// a figure, so this bounds its resolution.
+const READY_POLL: Duration = Duration::from_millis(5);
+
+/// A root key made for one run: the gateway trusts it, the run mints its tokens with it.
+pub struct RootKey {
+    private_hex: String,
+    tokens: TokenService,
+}
+
+impl RootKey {
+    /// A fresh key pair.
+    pub fn new() -> Self {
+        let root = KeyPair::new();
+        Self {
+            private_hex: root.private().to_bytes_hex(),
+            tokens: TokenService::from_key_pair(root, Duration::from_secs(24 * 3600)),
+        }
+    }
+
+    /// A token for `user` with `role`, valid for a day.
+    pub fn mint(&self, user: Uuid, role: Role) -> anyhow::Result<String> {
+        self.tokens
+            .issue(user, role, None)
+            .map(|(token, _)| token)
+            .map_err(|err| anyhow::anyhow!("cannot mint a token: {}", err.message()))
+    }
+}
 
 /// The hidden `gateway` subcommand: `flashfusion serve` with the configuration the
 /// parent put in the environment.
@@ -37,9 +69,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts a gateway on `database_url` trusting the root key `private_key_hex`, and
-    /// waits until it answers `/readyz`.
-    pub async fn start(database_url: &str, private_key_hex: &str) -> anyhow::Result<Self> {
+    /// Starts a gateway on `database_url` trusting `root`, and waits until it answers
+    /// `/readyz`.
+    pub async fn start(database_url: &str, root: &RootKey) -> anyhow::Result<Self> {
         let port = free_port()?;
         let bind = format!("127.0.0.1:{port}");
         let mut command = Command::new(std::env::current_exe()?);
@@ -53,17 +85,18 @@ impl Gateway {
             .arg("gateway")
             .env("DATABASE_URL", database_url)
             .env("FLASHFUSION_BIND", &bind)
-            .env("FLASHFUSION_BISCUIT_PRIVATE_KEY", private_key_hex)
+            .env("FLASHFUSION_BISCUIT_PRIVATE_KEY", &root.private_hex)
             // A throwaway sealing key, so no development key file is written.
             .env(
                 "FLASHFUSION_SECRETS_KEY",
-                format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                ),
+                format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
             )
-            .env("FLASHFUSION_LOG", "warn,sqlx=error,sea_orm=error")
+            // Not tower_http's line per failed response: `/readyz` answers 503 until the
+            // gateway is ready, and it is polled every few milliseconds.
+            .env(
+                "FLASHFUSION_LOG",
+                "warn,sqlx=error,sea_orm=error,tower_http=off",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -84,7 +117,7 @@ impl Gateway {
                     return Ok(());
                 }
                 // Another process: there is no event to await, only its port to poll.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(READY_POLL).await;
             }
         };
         tokio::time::timeout(START_TIMEOUT, ready)

@@ -16,9 +16,14 @@
 //! - `subscriptions` ([`subscriptions`]): N WebSocket subscribers, a writer producing M
 //!   events per second; delivery latency, deliveries per second, memory per idle
 //!   subscription.
+//! - `reads` ([`reads`]): an authenticated page of projects over HTTP at 1, 8 and 64
+//!   connections, set against pgbench replaying the same SQL; statements per request
+//!   counted on the wire; start-up time on SQLite.
 
 mod database;
 mod gateway;
+mod graphql;
+mod reads;
 mod report;
 mod subscriptions;
 
@@ -38,6 +43,9 @@ enum Run {
     /// Many WebSocket subscribers, a steady writer: delivery latency, deliveries per
     /// second, memory per idle subscription.
     Subscriptions(subscriptions::Args),
+    /// An authenticated page of projects at 1, 8 and 64 connections: requests per
+    /// second, latency, gateway CPU per request, statements per request, pgbench replays.
+    Reads(reads::Args),
     /// The gateway process a run starts: `flashfusion serve`, configured by the
     /// environment the run sets.
     #[command(hide = true)]
@@ -48,6 +56,7 @@ enum Run {
 async fn main() -> std::process::ExitCode {
     let outcome = match Cli::parse().run {
         Run::Subscriptions(args) => subscriptions::run(args).await,
+        Run::Reads(args) => reads::run(args).await,
         Run::Gateway => gateway::serve().await,
     };
     match outcome {

@@ -15,6 +15,8 @@
 //! One subscription is opened and fed an event before the baseline: the gateway's hub
 //! starts with the first subscription, needing a pooled connection to do so.
 
+mod figures;
+
 use std::{
     path::PathBuf,
     sync::Arc,
@@ -22,8 +24,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use biscuit_auth::KeyPair;
-use flashfusion_api::auth::{Role, TokenService};
+use flashfusion_api::auth::Role;
 use futures_util::{SinkExt as _, StreamExt as _, stream};
 use sea_orm::{ConnectionTrait as _, Statement};
 use serde_json::{Value, json};
@@ -38,10 +39,12 @@ use tokio_tungstenite::{
 };
 use uuid::Uuid;
 
+use self::figures::Figures;
 use crate::{
     database::BenchDb,
-    gateway::{self, Gateway},
-    report::{self, Figures},
+    gateway::{self, Gateway, RootKey},
+    graphql::Api,
+    report,
 };
 
 /// `bench subscriptions ...`
@@ -88,7 +91,6 @@ const DRAIN: Duration = Duration::from_secs(30);
 const SUBSCRIPTION: &str = "subscription { notificationAdded { cursor notification { title } } }";
 const CREATE: &str =
     "mutation($i: CreateNotificationInput!) { createNotification(input: $i) { notificationId } }";
-const SIGN_UP: &str = "mutation($i: SignUpInput!) { signUp(input: $i) { user { id } } }";
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -106,24 +108,9 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     let largest = args.subscribers.iter().copied().max().unwrap_or(0);
     gateway::allow_open_files(largest as u64 + 1024)?;
 
-    let db = BenchDb::create().await?;
-    // On Ctrl-C the run is dropped (which kills its gateway) and the database still goes.
-    let outcome = tokio::select! {
-        outcome = runs(&args, &db) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    let dropped = db.drop().await;
-    let (machine, figures) = outcome?;
-    dropped?;
-
-    let text = report::render(&machine, &args_line(&args), &figures);
-    println!("{text}");
-    let out = args.out.clone().unwrap_or_else(default_out);
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&out, &text).with_context(|| format!("cannot write {}", out.display()))?;
-    println!("figures written to {}", out.display());
+    let (machine, figures) = BenchDb::scoped(async |db| runs(&args, db).await).await?;
+    let text = figures::render(&machine, &args_line(&args), &figures);
+    report::publish(&text, args.out.as_deref(), "subscriptions")?;
 
     let failures: Vec<String> = figures.iter().filter_map(Figures::failure).collect();
     if !failures.is_empty() {
@@ -143,22 +130,8 @@ fn args_line(args: &Args) -> String {
         args.rate,
         args.events,
         if args.own_tokens { " --own-tokens" } else { "" },
-        if cfg!(debug_assertions) {
-            " (debug build: figures are not representative)"
-        } else {
-            " (release build)"
-        }
+        report::build_kind()
     )
-}
-
-fn default_out() -> PathBuf {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir
-        .parent()
-        .unwrap_or(crate_dir)
-        .join("target/bench")
-        .join(format!("subscriptions-{stamp}.md"))
 }
 
 async fn runs(args: &Args, db: &BenchDb) -> anyhow::Result<(report::Machine, Vec<Figures>)> {
@@ -191,10 +164,9 @@ struct Load {
 
 /// One subscriber count, on a gateway of its own (so its memory baseline is clean).
 async fn one_run(db: &BenchDb, index: usize, load: Load) -> anyhow::Result<Figures> {
-    let root = KeyPair::new();
-    let key_hex = root.private().to_bytes_hex();
-    let gateway = Gateway::start(&db.url, &key_hex).await?;
-    let outcome = measure(db, &gateway, root, index, load).await;
+    let root = RootKey::new();
+    let gateway = Gateway::start(&db.url, &root).await?;
+    let outcome = measure(db, &gateway, &root, index, load).await;
     let stopped = gateway.stop().await;
     let figures = outcome?;
     stopped?;
@@ -204,7 +176,7 @@ async fn one_run(db: &BenchDb, index: usize, load: Load) -> anyhow::Result<Figur
 async fn measure(
     db: &BenchDb,
     gateway: &Gateway,
-    root: KeyPair,
+    root: &RootKey,
     index: usize,
     load: Load,
 ) -> anyhow::Result<Figures> {
@@ -214,23 +186,13 @@ async fn measure(
         rate,
         own_tokens,
     } = load;
-    let api = Api {
-        http: reqwest::Client::builder().timeout(TIMEOUT).build()?,
-        url: format!("{}/graphql", gateway.base),
-    };
-    let tokens = TokenService::from_key_pair(root, Duration::from_secs(24 * 3600));
+    let api = Api::new(&gateway.base, TIMEOUT)?;
     let tag = format!("{}-{index}", std::process::id());
     let reader = api.sign_up(&format!("reader-{tag}@bench.example")).await?;
     let writer = api.sign_up(&format!("writer-{tag}@bench.example")).await?;
     promote_to_admin(db, writer).await?;
-    let mint = |user, role| {
-        tokens
-            .issue(user, role, None)
-            .map(|(token, _)| token)
-            .map_err(|err| anyhow::anyhow!("cannot mint a token: {}", err.message()))
-    };
-    let reader_token = mint(reader, Role::User)?;
-    let writer_token = mint(writer, Role::Admin)?;
+    let reader_token = root.mint(reader, Role::User)?;
+    let writer_token = root.mint(writer, Role::Admin)?;
     let writer = Writer {
         api,
         token: writer_token,
@@ -259,7 +221,7 @@ async fn measure(
 
     let socket_tokens = (0..subscribers)
         .map(|_| match own_tokens {
-            true => mint(reader, Role::User),
+            true => root.mint(reader, Role::User),
             false => Ok(reader_token.clone()),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -346,7 +308,7 @@ async fn measure(
     let rss_loaded = gateway.rss_bytes()?;
     sentinel.abort();
 
-    Ok(Figures::compute(report::Inputs {
+    Ok(Figures::compute(figures::Inputs {
         subscribers,
         events,
         rate,
@@ -365,52 +327,6 @@ async fn measure(
         machine_cpu,
         started,
     }))
-}
-
-/// The GraphQL endpoint over HTTP.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Api {
-    /// POSTs an operation; the `data` of the answer, or an error with its `errors`.
-    async fn post(
-        &self,
-        token: Option<&str>,
-        query: &str,
-        variables: Value,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let body: Value = request.send().await?.json().await?;
-        if body.get("errors").is_some_and(|e| !e.is_null()) {
-            bail!("the gateway answered with errors: {}", body["errors"]);
-        }
-        Ok(body["data"].clone())
-    }
-
-    /// Signs up an account; its id.
-    async fn sign_up(&self, email: &str) -> anyhow::Result<Uuid> {
-        let data = self
-            .post(
-                None,
-                SIGN_UP,
-                json!({ "i": { "email": email, "password": "bench password 1", "displayName": "bench" } }),
-            )
-            .await?;
-        data["signUp"]["user"]["id"]
-            .as_str()
-            .context("signUp returned no id")?
-            .parse()
-            .context("signUp returned a malformed id")
-    }
 }
 
 /// Makes `user` an administrator in the database, as `flashfusion token issue --role

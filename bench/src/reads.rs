@@ -1,0 +1,359 @@
+//! The `reads` run (issue 7): what an authenticated dashboard read costs.
+//!
+//! On a database seeded with 50 users × 40 projects (plain SQL as the owner; seeding is
+//! not measured), with one token per user minted from a throwaway root key:
+//!
+//! 1. **Statements per request**, counted from the wire: a gateway whose database URL
+//!    points at [`proxy`] serves the read query and the nested 100-project query after a
+//!    few warm-up requests; the proxy records every statement (SQL and parameters) and
+//!    round trip of the next request whose statements were all prepared already.
+//! 2. **HTTP load** ([`load`]) on a gateway connected directly: at each connection count
+//!    the read query, rotating over the tokens; requests per second, p50, p99, and the
+//!    gateway's CPU time per request from `/proc`.
+//! 3. **pgbench** ([`pgbench`]), when installed, at the same client counts: (a) the
+//!    statements captured in 1, parameters inlined, one per line; (b) the one-round-trip
+//!    floor, `BEGIN; set_config(...); <the page with count(*) over ()>; COMMIT` as one
+//!    compound statement. Their transactions per second and the gateway's ratio to each.
+//! 4. **Start to ready on SQLite**: a gateway on a fresh SQLite file, timed until
+//!    `/readyz` answers.
+//!
+//! Figures only; the run fails when it cannot run (including a request answered with an
+//! error).
+
+mod figures;
+mod load;
+mod pgbench;
+mod proxy;
+mod sql;
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use flashfusion_api::auth::Role;
+use sea_orm::ConnectionTrait as _;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use self::{
+    figures::{Figures, Replay, StartUp},
+    load::Load,
+    proxy::{Capture, Proxy},
+};
+use crate::{
+    database::BenchDb,
+    gateway::{self, Gateway, RootKey},
+    graphql::Api,
+    report,
+};
+
+/// `bench reads ...`
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Concurrent keep-alive connections; one measurement (and one pgbench replay at as
+    /// many clients) for each.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    connections: Vec<usize>,
+    /// Seconds of load before each measurement starts.
+    #[arg(long, default_value_t = 3)]
+    warm_up: u64,
+    /// Seconds each measurement (and each pgbench replay) lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// A tiny run that only proves the benchmark works (CI): 0.5 s warm-up, 1 s per
+    /// connection count, 20 pgbench transactions per client, one SQLite start.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the figures; `target/bench/reads-<UTC time>.md` when omitted.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Accounts seeded, and projects each.
+const USERS: usize = 50;
+const PROJECTS_PER_USER: usize = 40;
+/// Every wait on a gateway or a request is bounded by this.
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests sent before a capture counts: they prepare the statements on the pooled
+/// connections (sqlx caches prepared statements per connection).
+const WARM_UP_REQUESTS: usize = 8;
+/// Captures tried until one request prepares nothing.
+const CAPTURE_TRIES: usize = 20;
+
+/// The dashboard read: a page of one's projects with their count and 8 scalar fields.
+const READ: &str = "query { myProjects(first: 20) { totalCount edges { node { id name \
+                    description visibility framework status createdAt updatedAt } } } }";
+/// A page of 100 projects with the first tasks and deployments of each.
+const NESTED: &str = "query { myProjects(first: 100) { edges { node { id name \
+                      tasks(first: 5) { edges { node { id } } } \
+                      deployments(first: 5) { edges { node { id } } } } } } }";
+
+/// Runs every measurement, prints the figures and writes them to a file.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.connections.is_empty() || args.connections.contains(&0) {
+        bail!("every --connections count must be positive");
+    }
+    if !args.quick && args.seconds == 0 {
+        bail!("--seconds must be positive");
+    }
+    let largest = args.connections.iter().copied().max().unwrap_or(0);
+    gateway::allow_open_files(largest as u64 * 4 + 1024)?;
+    let figures = BenchDb::scoped(async |db| measure(&args, db).await).await?;
+    let text = figures.render(&args_line(&args));
+    report::publish(&text, args.out.as_deref(), "reads")
+}
+
+fn args_line(args: &Args) -> String {
+    let size = if args.quick {
+        "--quick".to_owned()
+    } else {
+        format!("--warm-up {} --seconds {}", args.warm_up, args.seconds)
+    };
+    format!(
+        "`bench reads --connections {} {size}`{}",
+        args.connections
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        report::build_kind()
+    )
+}
+
+async fn measure(args: &Args, db: &BenchDb) -> anyhow::Result<Figures> {
+    let machine = report::Machine::describe(db.server_version().await?);
+    let users = seed(db).await?;
+    let root = RootKey::new();
+    let tokens = users
+        .iter()
+        .map(|&user| root.mint(user, Role::User))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (first_user, first_token) = users
+        .first()
+        .zip(tokens.first())
+        .context("no users were seeded")?;
+
+    eprintln!("reads: counting statements through the proxy");
+    let (read, nested) = capture(db, &root, first_token).await?;
+
+    let (warm_up, duration) = if args.quick {
+        (Duration::from_millis(500), Duration::from_secs(1))
+    } else {
+        (
+            Duration::from_secs(args.warm_up),
+            Duration::from_secs(args.seconds),
+        )
+    };
+    let gateway = Gateway::start(&db.url, &root).await?;
+    let load = Arc::new(Load {
+        url: format!("{}/graphql", gateway.base),
+        body: json!({ "query": READ }).to_string(),
+        authorizations: tokens.iter().map(|t| format!("Bearer {t}")).collect(),
+        warm_up,
+        duration,
+    });
+    let mut observed = Vec::new();
+    let loading = async {
+        for &connections in &args.connections {
+            eprintln!("reads: {connections} connections");
+            observed.push(load::drive(&gateway, &load, connections).await?);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let stopped = gateway.stop().await;
+    loading?;
+    stopped?;
+
+    let length = if args.quick {
+        pgbench::Length::Transactions(20)
+    } else {
+        pgbench::Length::Seconds(args.seconds)
+    };
+    let replay = replay(db, &read, *first_user, &args.connections, length).await?;
+
+    eprintln!("reads: start to ready on SQLite");
+    let start_up = sqlite_start_up(&root, if args.quick { 1 } else { 3 }).await?;
+
+    Ok(Figures {
+        machine,
+        users: USERS,
+        projects_per_user: PROJECTS_PER_USER,
+        read_query: READ,
+        nested_query: NESTED,
+        read,
+        nested,
+        observed,
+        replay,
+        start_up,
+    })
+}
+
+/// Seeds the accounts and their projects as the database owner; the accounts' ids.
+async fn seed(db: &BenchDb) -> anyhow::Result<Vec<Uuid>> {
+    let tag = std::process::id();
+    let users: Vec<Uuid> = (0..USERS).map(|_| Uuid::now_v7()).collect();
+    let user_rows = users
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            format!("('{id}', 'reader-{tag}-{n}@bench.example', 'Reader {n}', 'not a hash')")
+        })
+        .collect::<Vec<_>>()
+        .join(",\n");
+    let mut project_rows = Vec::with_capacity(USERS * PROJECTS_PER_USER);
+    for (u, user) in users.iter().enumerate() {
+        for p in 0..PROJECTS_PER_USER {
+            let visibility = if p % 4 == 0 { "public" } else { "private" };
+            project_rows.push(format!(
+                "('{}', '{user}', 'Project {p} of reader {u}', 'What project {p} does', \
+                 '{visibility}', 'nextjs', 'active')",
+                Uuid::now_v7()
+            ));
+        }
+    }
+    db.conn
+        .execute_unprepared(&format!(
+            "insert into users (id, email, display_name, password_hash) values {user_rows};\n\
+             insert into projects (id, owner_id, name, description, visibility, framework, status) \
+             values {};\n\
+             analyze users; analyze projects;",
+            project_rows.join(",\n")
+        ))
+        .await
+        .context("cannot seed the benchmark database")?;
+    Ok(users)
+}
+
+/// The statements of one read request and of one nested request, from the wire.
+async fn capture(db: &BenchDb, root: &RootKey, token: &str) -> anyhow::Result<(Capture, Capture)> {
+    let proxy = Proxy::start(db.server_address()?).await?;
+    let gateway = Gateway::start(&db.url_via(&proxy.address)?, root).await?;
+    let outcome = async {
+        let api = Api::new(&gateway.base, TIMEOUT)?;
+        let read = capture_one(&api, &proxy, token, READ).await?;
+        let page = &read.1["myProjects"];
+        if page["totalCount"] != json!(PROJECTS_PER_USER)
+            || page["edges"].as_array().map(Vec::len) != Some(20)
+        {
+            bail!("the read query answered an unexpected page: {page}");
+        }
+        let nested = capture_one(&api, &proxy, token, NESTED).await?;
+        let edges = nested.1["myProjects"]["edges"].as_array().map(Vec::len);
+        if edges != Some(PROJECTS_PER_USER) {
+            bail!("the nested query answered {edges:?} projects, not {PROJECTS_PER_USER}");
+        }
+        anyhow::Ok((read.0, nested.0))
+    }
+    .await;
+    let stopped = gateway.stop().await;
+    drop(proxy);
+    let captures = outcome?;
+    stopped?;
+    Ok(captures)
+}
+
+/// Sends `query` until the pool's connections have prepared its statements, then
+/// captures the first request that prepares none; its capture and answer.
+async fn capture_one(
+    api: &Api,
+    proxy: &Proxy,
+    token: &str,
+    query: &str,
+) -> anyhow::Result<(Capture, Value)> {
+    for _ in 0..WARM_UP_REQUESTS {
+        api.post(Some(token), query, json!({})).await?;
+    }
+    let mut last = None;
+    for _ in 0..CAPTURE_TRIES {
+        proxy.take();
+        let answer = api.post(Some(token), query, json!({})).await?;
+        let capture = proxy.take();
+        if capture.parses == 0 {
+            return Ok((capture, answer));
+        }
+        last = Some((capture, answer));
+    }
+    // Every try prepared something: report the last one, which says so.
+    last.context("no capture was tried")
+}
+
+/// The pgbench replays, or why there are none.
+async fn replay(
+    db: &BenchDb,
+    read: &Capture,
+    user: Uuid,
+    clients: &[usize],
+    length: pgbench::Length,
+) -> anyhow::Result<Replay> {
+    let Some(pgbench) = pgbench::find() else {
+        return Ok(Replay::Skipped("pgbench is not installed".to_owned()));
+    };
+    let replay_script = match read
+        .statements
+        .iter()
+        .map(|statement| statement.inlined().map(|line| format!("{line};\n")))
+        .collect::<anyhow::Result<String>>()
+    {
+        Ok(script) => script,
+        Err(err) => {
+            return Ok(Replay::Skipped(format!(
+                "a captured statement cannot be inlined: {err:#}"
+            )));
+        }
+    };
+    let floor_script = format!("{}\n", floor_statement(user));
+    let dir = tempfile::tempdir()?;
+    let replay_path = dir.path().join("replay.sql");
+    let floor_path = dir.path().join("floor.sql");
+    std::fs::write(&replay_path, &replay_script)?;
+    std::fs::write(&floor_path, &floor_script)?;
+    let mut replays = Vec::new();
+    let mut floors = Vec::new();
+    for &n in clients {
+        eprintln!("reads: pgbench at {n} clients");
+        replays.push(pgbench::tps(&pgbench, &db.url, &replay_path, n, length).await?);
+        floors.push(pgbench::tps(&pgbench, &db.url, &floor_path, n, length).await?);
+    }
+    Ok(Replay::Ran {
+        replay_tps: replays,
+        floor_tps: floors,
+        floor_script,
+    })
+}
+
+/// The one-round-trip floor of the read for `user`: one compound statement (`\;` keeps
+/// pgbench from splitting it) that opens the transaction, switches role and settings as
+/// the gateway does, reads the page with its count, and commits.
+fn floor_statement(user: Uuid) -> String {
+    format!(
+        "BEGIN \\; \
+         select set_config('role', '{role}', true), set_config('app.user_id', '{user}', true), \
+         set_config('app.role', 'user', true) \\; \
+         select id, name, description, visibility, framework, status, created_at, updated_at, \
+         count(*) over () as total_count from projects where owner_id = '{user}' \
+         order by id desc limit 21 \\; \
+         COMMIT;",
+        role = migration::roles::AUTHENTICATED
+    )
+}
+
+/// `runs` gateways, each on a fresh SQLite file, timed from spawning to `/readyz`.
+async fn sqlite_start_up(root: &RootKey, runs: usize) -> anyhow::Result<StartUp> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let dir = tempfile::tempdir()?;
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        );
+        let started = Instant::now();
+        let gateway = Gateway::start(&url, root).await?;
+        times.push(started.elapsed());
+        gateway.stop().await?;
+    }
+    Ok(StartUp { times })
+}

@@ -1,0 +1,335 @@
+//! Counting what the gateway sends to Postgres, from the wire: a TCP proxy between the
+//! gateway and the server that forwards every byte unchanged and reads the frontend half
+//! of the protocol (PostgreSQL's "Frontend/Backend Protocol", chapter 55 of its manual)
+//! on the way. It counts statements (each `Execute` of the extended protocol, each
+//! statement of a simple `Query`) and round trips (a `Sync` or a simple `Query`: the
+//! client then waits for `ReadyForQuery`), and records each statement's SQL text with
+//! the parameters it was bound with.
+//!
+//! It must never change what passes through, and it records a message before forwarding
+//! it: when the gateway has its answer, the message that caused it is in the capture.
+//! Only for counting; the load runs without it.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{TcpListener, TcpStream},
+    task::{JoinHandle, JoinSet},
+};
+
+use super::sql::{Param, Reader, Statement, split_simple_query};
+
+/// `SSLRequest` and `GSSENCRequest`: untyped messages a client may send before its
+/// `StartupMessage`.
+const ENCRYPTION_REQUESTS: [u32; 2] = [80_877_103, 80_877_104];
+
+/// What the proxy saw since the last [`Proxy::take`], over all connections.
+#[derive(Debug, Default)]
+pub struct Capture {
+    /// Every statement, in the order the server received them.
+    pub statements: Vec<Statement>,
+    /// Times a client then waited for the server (`Sync`, simple `Query`).
+    pub round_trips: usize,
+    /// Of those, `Sync`s that ended no statement (a ping: sqlx pings with a bare
+    /// `Sync`; or a statement prepared apart from its execution), each as the number of
+    /// statements received before it.
+    pub empty_round_trips: Vec<usize>,
+    /// `Parse` messages: statements prepared (a statement cache warms up with them).
+    pub parses: usize,
+    /// The connections that sent anything (each numbered by the proxy as it came).
+    pub connections: BTreeSet<usize>,
+}
+
+/// A running proxy; dropping it closes every connection through it.
+pub struct Proxy {
+    /// `host:port` to give the gateway instead of the server's.
+    pub address: String,
+    capture: Arc<Mutex<Capture>>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Listens on a free local port and relays each connection to `upstream`.
+    pub async fn start(upstream: String) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?.to_string();
+        let capture = Arc::new(Mutex::new(Capture::default()));
+        let shared = capture.clone();
+        let task = tokio::spawn(async move {
+            // Owned here, so aborting this task ends every relay.
+            let mut relays = JoinSet::new();
+            let mut number = 0;
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, capture) = (upstream.clone(), shared.clone());
+                number += 1;
+                relays.spawn(async move {
+                    match relay(client, number, &upstream, &capture).await {
+                        // A gateway that exits resets its connections: not worth a line.
+                        Err(err) if !is_reset(&err) => {
+                            eprintln!("proxy: a connection ended with an error: {err:#}");
+                        }
+                        _ => {}
+                    }
+                });
+                // Reap finished relays so the set does not grow with every connection.
+                while relays.try_join_next().is_some() {}
+            }
+        });
+        Ok(Self {
+            address,
+            capture,
+            task,
+        })
+    }
+
+    /// What was seen since the previous call; starts a new capture.
+    pub fn take(&self) -> Capture {
+        self.capture
+            .lock()
+            .map(|mut capture| std::mem::take(&mut *capture))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Relays one client connection: server to client untouched, client to server message
+/// by message, each one observed first.
+async fn relay(
+    client: TcpStream,
+    number: usize,
+    upstream: &str,
+    capture: &Mutex<Capture>,
+) -> anyhow::Result<()> {
+    let server = TcpStream::connect(upstream)
+        .await
+        .with_context(|| format!("cannot reach PostgreSQL at {upstream}"))?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    let (client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let backward = async {
+        tokio::io::copy(&mut server_read, &mut client_write).await?;
+        client_write.shutdown().await?;
+        anyhow::Ok(())
+    };
+    let forward = async {
+        let mut reader = BufReader::new(client_read);
+        // Untyped start-up messages: length, then a code.
+        loop {
+            let length = reader.read_u32().await?;
+            let body = read_body(&mut reader, length).await?;
+            server_write.write_all(&length.to_be_bytes()).await?;
+            server_write.write_all(&body).await?;
+            let code = body
+                .get(..4)
+                .and_then(|code| code.try_into().ok())
+                .map(u32::from_be_bytes);
+            if !code.is_some_and(|code| ENCRYPTION_REQUESTS.contains(&code)) {
+                break;
+            }
+        }
+        let mut session = Session::default();
+        loop {
+            let tag = match reader.read_u8().await {
+                Ok(tag) => tag,
+                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(err) => return Err(err.into()),
+            };
+            let length = reader.read_u32().await?;
+            let body = read_body(&mut reader, length).await?;
+            if let Ok(mut capture) = capture.lock() {
+                capture.connections.insert(number);
+                session.observe(tag, &body, &mut capture);
+            }
+            let mut frame = Vec::with_capacity(body.len() + 5);
+            frame.push(tag);
+            frame.extend_from_slice(&length.to_be_bytes());
+            frame.extend_from_slice(&body);
+            server_write.write_all(&frame).await?;
+        }
+        server_write.shutdown().await?;
+        anyhow::Ok(())
+    };
+    tokio::try_join!(forward, backward)?;
+    Ok(())
+}
+
+fn is_reset(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|err| err.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+/// A message's body: `length` counts itself (4 bytes) and the body.
+async fn read_body(reader: &mut (impl AsyncRead + Unpin), length: u32) -> anyhow::Result<Vec<u8>> {
+    let size = usize::try_from(length)?
+        .checked_sub(4)
+        .context("a message shorter than its length field")?;
+    let mut body = vec![0; size];
+    reader.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// One connection's prepared statements and bound portals, by name.
+#[derive(Default)]
+struct Session {
+    prepared: HashMap<String, Prepared>,
+    portals: HashMap<String, Statement>,
+    /// Whether an `Execute` was sent since the last `Sync`.
+    executed: bool,
+}
+
+/// A `Parse`d statement: its SQL and the parameter types it declared.
+struct Prepared {
+    sql: String,
+    types: Vec<u32>,
+}
+
+impl Session {
+    /// Records what a frontend message means; a malformed one is forwarded unrecorded
+    /// (the server will say what is wrong with it).
+    fn observe(&mut self, tag: u8, body: &[u8], capture: &mut Capture) {
+        let mut reader = Reader(body);
+        let _ = match tag {
+            b'Q' => reader.cstr().map(|sql| {
+                capture.round_trips += 1;
+                capture
+                    .statements
+                    .extend(split_simple_query(&sql).into_iter().map(|sql| Statement {
+                        sql,
+                        params: Vec::new(),
+                    }));
+            }),
+            b'P' => self.parse(&mut reader).map(|()| capture.parses += 1),
+            b'B' => self.bind(&mut reader),
+            b'E' => reader.cstr().map(|portal| {
+                let statement = self.portals.get(&portal).cloned().unwrap_or(Statement {
+                    sql: format!("<execute of unknown portal {portal:?}>"),
+                    params: Vec::new(),
+                });
+                capture.statements.push(statement);
+                self.executed = true;
+            }),
+            b'S' => {
+                capture.round_trips += 1;
+                if !std::mem::take(&mut self.executed) {
+                    capture.empty_round_trips.push(capture.statements.len());
+                }
+                Some(())
+            }
+            b'C' => reader.u8().zip(reader.cstr()).map(|(kind, name)| {
+                if kind == b'S' {
+                    self.prepared.remove(&name);
+                } else {
+                    self.portals.remove(&name);
+                }
+            }),
+            _ => Some(()),
+        };
+    }
+
+    fn parse(&mut self, reader: &mut Reader<'_>) -> Option<()> {
+        let name = reader.cstr()?;
+        let sql = reader.cstr()?;
+        let count = reader.i16()?;
+        let types = (0..count).map(|_| reader.u32()).collect::<Option<_>>()?;
+        self.prepared.insert(name, Prepared { sql, types });
+        Some(())
+    }
+
+    fn bind(&mut self, reader: &mut Reader<'_>) -> Option<()> {
+        let portal = reader.cstr()?;
+        let name = reader.cstr()?;
+        let format_count = reader.i16()?;
+        let formats: Vec<i16> = (0..format_count)
+            .map(|_| reader.i16())
+            .collect::<Option<_>>()?;
+        let count = reader.i16()?;
+        let prepared = self.prepared.get(&name);
+        let mut params = Vec::new();
+        for i in 0..usize::try_from(count).ok()? {
+            let length = reader.i32()?;
+            let value = match usize::try_from(length) {
+                Ok(length) => Some(reader.bytes(length)?.to_vec()),
+                Err(_) => None,
+            };
+            let binary = match formats.as_slice() {
+                [] => false,
+                [one] => *one == 1,
+                all => *all.get(i)? == 1,
+            };
+            params.push(Param {
+                type_oid: prepared.and_then(|p| p.types.get(i).copied()).unwrap_or(0),
+                binary,
+                value,
+            });
+        }
+        let sql = prepared.map_or_else(
+            || format!("<bind of unknown statement {name:?}>"),
+            |p| p.sql.clone(),
+        );
+        self.portals.insert(portal, Statement { sql, params });
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frontend message body from its fields.
+    fn body(fields: &[&[u8]]) -> Vec<u8> {
+        fields.concat()
+    }
+
+    #[test]
+    fn extended_and_simple_queries_are_counted_with_their_parameters() {
+        let mut session = Session::default();
+        let mut capture = Capture::default();
+        let id = 7_i64.to_be_bytes();
+        // A bare Sync (sqlx's ping), then Parse/Bind/Execute/Sync of a prepared
+        // statement with one binary int8, then a simple Query of two statements.
+        session.observe(b'S', &[], &mut capture);
+        session.observe(
+            b'P',
+            &body(&[
+                b"s1\0select $1\0",
+                &1_i16.to_be_bytes(),
+                &20_u32.to_be_bytes(),
+            ]),
+            &mut capture,
+        );
+        let bind = body(&[
+            b"\0s1\0",
+            &1_i16.to_be_bytes(),
+            &1_i16.to_be_bytes(),
+            &1_i16.to_be_bytes(),
+            &8_i32.to_be_bytes(),
+            &id,
+            &0_i16.to_be_bytes(),
+        ]);
+        session.observe(b'B', &bind, &mut capture);
+        session.observe(b'E', &body(&[b"\0", &0_i32.to_be_bytes()]), &mut capture);
+        session.observe(b'S', &[], &mut capture);
+        session.observe(b'Q', b"BEGIN; COMMIT\0", &mut capture);
+
+        assert_eq!(capture.round_trips, 3);
+        assert_eq!(capture.empty_round_trips, [0]);
+        assert_eq!(capture.parses, 1);
+        let sql: Vec<String> = capture
+            .statements
+            .iter()
+            .map(|s| s.inlined().expect("inlines"))
+            .collect();
+        assert_eq!(sql, ["select '7'::int8", "BEGIN", "COMMIT"]);
+    }
+}
