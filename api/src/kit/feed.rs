@@ -77,7 +77,9 @@ impl SubscriptionTx {
         (Arc::new(this), setup)
     }
 
-    fn set_up(&self) {
+    /// The set-up is done; the feed starts from now when `starts_now` (no `after`).
+    fn set_up(&self, starts_now: bool) {
+        self.from_now.store(starts_now, Ordering::Relaxed);
         if let Some(done) = self.setup_done.lock().ok().and_then(|mut done| done.take()) {
             let _ = done.send(());
         }
@@ -94,8 +96,7 @@ impl SubscriptionTx {
         self.from_now.load(Ordering::Relaxed)
     }
 
-    fn went_live(&self, from_now: bool) {
-        self.from_now.store(from_now, Ordering::Relaxed);
+    fn went_live(&self) {
         self.live.send_replace(true);
     }
 
@@ -195,9 +196,9 @@ where
     let db = needs_db.then(|| state.db.clone());
     // The set-up transaction is not needed past this point: end it before waiting on
     // the hub or reading the events table.
-    subscription.set_up();
+    subscription.set_up(after.is_none());
     let (live, position) = state.hub.subscribe().await;
-    subscription.went_live(after.is_none());
+    subscription.went_live();
     if let Some(after) = after
         && !state.hub.retains(after).await?
     {
