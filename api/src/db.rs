@@ -221,10 +221,10 @@ async fn act_as(
 }
 
 /// Whether the session of `identity` holding `revocation_ids` may still act, in one
-/// statement on the open transaction, as whoever it acts as: none of the ids revoked
-/// (only the id column is read: callers may not read who signed out, migration
-/// m20261125_000008), the account exists, and an admin token's account is still an
-/// admin (a demoted admin's tokens stop working at once instead of at their expiry).
+/// statement on the open SQLite transaction (on Postgres `flashfusion_act_as` checks
+/// the same as it opens the transaction): none of the ids revoked, the account exists,
+/// and an admin token's account is still an admin (a demoted admin's tokens stop
+/// working at once instead of at their expiry).
 async fn session_is_current(
     db: &impl ConnectionTrait,
     identity: &Identity,
@@ -234,35 +234,24 @@ async fn session_is_current(
         // A token that names no account is not a session.
         return Ok(false);
     };
-    let backend = db.get_database_backend();
-    let statement = if backend == DatabaseBackend::Postgres {
-        Statement::from_sql_and_values(
-            backend,
-            "select flashfusion_session_is_current($1, $2, $3)",
-            [
-                serde_json::Value::from(revocation_ids.to_vec()).into(),
-                user_id.into(),
-                identity.is_admin().into(),
-            ],
-        )
-    } else {
-        let revoked = revoked_tokens::Entity::find()
-            .select_only()
-            .column(revoked_tokens::Column::RevocationId)
-            .filter(revoked_tokens::Column::RevocationId.is_in(revocation_ids.iter().cloned()))
-            .into_query();
-        let mut account = users::Entity::find()
-            .select_only()
-            .column(users::Column::Id)
-            .filter(users::Column::Id.eq(user_id));
-        if identity.is_admin() {
-            account = account.filter(users::Column::Role.eq(users::UserRole::Admin));
-        }
-        let current = Expr::exists(revoked)
-            .not()
-            .and(Expr::exists(account.into_query()));
-        backend.build(&Query::select().expr(current).to_owned())
-    };
+    let revoked = revoked_tokens::Entity::find()
+        .select_only()
+        .column(revoked_tokens::Column::RevocationId)
+        .filter(revoked_tokens::Column::RevocationId.is_in(revocation_ids.iter().cloned()))
+        .into_query();
+    let mut account = users::Entity::find()
+        .select_only()
+        .column(users::Column::Id)
+        .filter(users::Column::Id.eq(user_id));
+    if identity.is_admin() {
+        account = account.filter(users::Column::Role.eq(users::UserRole::Admin));
+    }
+    let current = Expr::exists(revoked)
+        .not()
+        .and(Expr::exists(account.into_query()));
+    let statement = db
+        .get_database_backend()
+        .build(&Query::select().expr(current).to_owned());
     let row = db
         .query_one_raw(statement)
         .await?

@@ -20,7 +20,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, PoisonError, Weak,
+        Arc, Mutex, OnceLock, PoisonError, Weak,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
@@ -30,7 +30,10 @@ use futures_util::{
     StreamExt,
     stream::{self, BoxStream},
 };
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    task::AbortHandle,
+};
 
 use crate::{auth::Session, error::ApiError};
 
@@ -171,7 +174,8 @@ struct Cohort {
     members: Arc<Mutex<Option<Vec<Member>>>>,
     live: watch::Receiver<bool>,
     cohorts: Weak<Cohorts>,
-    task: tokio::task::JoinHandle<()>,
+    /// The task running the execution ([`fan_out`]).
+    task: OnceLock<AbortHandle>,
     _running: LiveCount,
 }
 
@@ -186,42 +190,29 @@ impl Cohort {
     /// Runs `responses` for a new cohort and returns it with its first member.
     fn start(
         key: Option<Key>,
-        mut responses: BoxStream<'static, Arc<Delivery>>,
+        responses: BoxStream<'static, Arc<Delivery>>,
         live: watch::Receiver<bool>,
         cohorts: &Arc<Cohorts>,
     ) -> (Arc<Self>, BoxStream<'static, Arc<Delivery>>) {
         let members = Arc::new(Mutex::new(Some(Vec::<Member>::new())));
-        let fan = members.clone();
-        let task = tokio::spawn(async move {
-            while let Some(delivery) = responses.next().await {
-                let mut members = fan.lock().unwrap_or_else(PoisonError::into_inner);
-                let Some(members) = members.as_mut() else {
-                    return;
-                };
-                members.retain(|member| match member.sender.try_send(delivery.clone()) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        member.lagged.store(true, Ordering::Relaxed);
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                });
-            }
-            // Ended: later subscribers start a cohort of their own, and dropping the
-            // senders ends every member's stream.
-            fan.lock().unwrap_or_else(PoisonError::into_inner).take();
-        });
         let cohort = Arc::new(Self {
             key,
-            members,
+            members: members.clone(),
             live,
             cohorts: Arc::downgrade(cohorts),
-            task,
+            task: OnceLock::new(),
             _running: LiveCount::new(&cohorts.running),
         });
+        // The first member is in before the task runs: it gets the first delivery too.
         let member = cohort
             .admit(cohorts)
             .unwrap_or_else(|| stream::empty().boxed());
+        let ended = Ended {
+            members,
+            finished: false,
+        };
+        let task = tokio::spawn(fan_out(responses, ended));
+        let _ = cohort.task.set(task.abort_handle());
         (cohort, member)
     }
 
@@ -249,9 +240,58 @@ impl Cohort {
     }
 }
 
+/// Hands each of `responses` to every member that keeps up.
+async fn fan_out(mut responses: BoxStream<'static, Arc<Delivery>>, mut ended: Ended) {
+    while let Some(delivery) = responses.next().await {
+        let mut members = ended.members.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(members) = members.as_mut() else {
+            return;
+        };
+        members.retain(|member| match member.sender.try_send(delivery.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                member.lagged.store(true, Ordering::Relaxed);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+    ended.finished = true;
+}
+
+/// A cohort's members, released however its task ends: its stream finished, or it
+/// stopped early (a resolver panicked; then each member still there is told `INTERNAL`
+/// first). Later subscribers start a cohort of their own, and dropping the senders
+/// ends every member's stream.
+struct Ended {
+    members: Arc<Mutex<Option<Vec<Member>>>>,
+    finished: bool,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let members = self
+            .members
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if !self.finished {
+            let error = Delivery::error(ApiError::internal(
+                "subscription failed",
+                anyhow::anyhow!("its execution panicked"),
+            ));
+            for member in members.into_iter().flatten() {
+                let _ = member.sender.try_send(error.clone());
+            }
+        }
+    }
+}
+
 impl Drop for Cohort {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
         if let (Some(key), Some(cohorts)) = (&self.key, self.cohorts.upgrade()) {
             let mut open = cohorts.open.lock().unwrap_or_else(PoisonError::into_inner);
             // A newer cohort may hold the key by now.
@@ -514,6 +554,28 @@ mod tests {
             "joined a dead cohort"
         );
         assert_eq!(cohorts.running(), 1);
+    }
+
+    /// An execution that panics ends its members with `INTERNAL`, and the key starts
+    /// afresh instead of leaving later subscribers hanging on it.
+    #[tokio::test]
+    async fn a_panicking_execution_ends_its_members_with_internal() {
+        let cohorts = Cohorts::new(8);
+        let panicking = stream::once(async { panic!("a resolver bug") }).boxed();
+        let live = watch::Sender::new(true).subscribe();
+        let mut member = cohorts.join(key("t"), panicking, live);
+        let ended = next(&mut member).await.expect("the reason it ended");
+        assert!(
+            ended.refused && ended.errors.contains("INTERNAL"),
+            "{ended:?}"
+        );
+        assert!(next(&mut member).await.is_none());
+        let (again, responses, live) = execution();
+        let _other = cohorts.join(key("t"), responses, live);
+        assert!(
+            !again.dropped.load(Ordering::Relaxed),
+            "joined a dead cohort"
+        );
     }
 
     /// An execution that ends ends its members, and the next subscriber of its key

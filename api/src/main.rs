@@ -2,6 +2,12 @@
 
 use clap::Parser as _;
 
+/// mimalloc instead of the system allocator: a request allocates and frees many small
+/// objects across threads, where glibc's malloc took a sixth of the gateway's CPU
+/// (BENCHMARKS.md, "Reads").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // A missing .env is the normal case outside development.

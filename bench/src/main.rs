@@ -29,6 +29,11 @@ mod subscriptions;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator of the `flashfusion` binary (`api/src/main.rs`), since the gateway this
+/// executable re-executes as must measure like the real one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks of the FlashFusion gateway against the real binary and a throwaway
 /// Postgres database (`TEST_DATABASE_URL`, or the local server).
 #[derive(Debug, Parser)]

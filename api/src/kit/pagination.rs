@@ -1,6 +1,6 @@
 //! Relay connections for every list, built once: `first/after/last/before` with
 //! keyset pagination on the time-ordered UUIDv7 primary key (newest first), `pageInfo`,
-//! and `totalCount`: counted by the page's own statement (`count(*) over ()`) when the
+//! and `totalCount`: counted by the page's own statement (a scalar subquery) when the
 //! field selects it and no cursor narrows the page, lazily by a second statement
 //! otherwise. `first` defaults to [`DEFAULT_PAGE`] and is capped at [`MAX_PAGE`].
 
@@ -12,7 +12,8 @@ use futures_util::future::BoxFuture;
 use sea_orm::{
     ColumnTrait, DatabaseBackend, DbErr, EntityTrait, FromQueryResult, Order, PaginatorTrait,
     PartialModelTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, Select,
-    Statement, sea_query::Expr,
+    Statement,
+    sea_query::{Alias, Expr, Query},
 };
 use uuid::Uuid;
 
@@ -283,8 +284,14 @@ where
         .order_by(id, order)
         .limit(limit as u64 + 1);
     let (mut rows, total) = if folded {
+        // A scalar subquery over the key, computed once, rather than `count(*) over ()`,
+        // which would read the whole list before the page's first row.
+        let count = Query::select()
+            .expr(Expr::cust("count(*)"))
+            .from_subquery(count_query.clone().into_query(), Alias::new("counted"))
+            .to_owned();
         let rows = query
-            .expr_as(Expr::cust("count(*) over ()"), TOTAL_IN_LIST)
+            .expr_as(Expr::from(count), TOTAL_IN_LIST)
             .into_model::<Counted<R>>()
             .all(&*db)
             .await?;
