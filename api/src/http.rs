@@ -20,6 +20,7 @@ use tower_http::{
 };
 
 use crate::{
+    auth::INVALID_TOKEN,
     error::ApiError,
     graphiql,
     pipeline::{Caller, Gateway, Refusal, Transport},
@@ -159,9 +160,7 @@ fn caller_from_header(gateway: &Gateway, headers: &HeaderMap) -> Result<Caller, 
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthenticated("invalid or expired token"))?;
+    let value = value.to_str().map_err(|_| INVALID_TOKEN)?;
     verify_bearer(gateway, value).map(Some)
 }
 

@@ -17,7 +17,7 @@ use sea_orm::DatabaseBackend;
 use tokio::sync::broadcast;
 
 use crate::{
-    auth::{Identity, Session},
+    auth::{INVALID_TOKEN, Identity, Session},
     db::RequestTx,
     domains,
     error::{ApiError, ApiResult},
@@ -201,10 +201,7 @@ impl Gateway {
                 if let Some(session) = caller {
                     self.state.tokens.forget(session);
                 }
-                Err((
-                    ApiError::Unauthenticated("invalid or expired token"),
-                    Refusal::Unauthenticated,
-                ))
+                Err((INVALID_TOKEN, Refusal::Unauthenticated))
             }
             Err(err) => Err((err, Refusal::Unavailable)),
         }

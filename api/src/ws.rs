@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamMap, wrappers::ReceiverStream};
 
 use crate::{
-    auth::Session,
+    auth::{INVALID_TOKEN, Session},
     config::Config,
     error::ApiError,
     fanout::Delivery,
@@ -379,7 +379,7 @@ async fn authenticate(gateway: &Gateway, payload: &Value) -> Result<Caller, ApiE
     };
     let session = verify_bearer(gateway, token)?;
     if !gateway.session_is_current(&session).await? {
-        return Err(ApiError::Unauthenticated("invalid or expired token"));
+        return Err(INVALID_TOKEN);
     }
     Ok(Some(session))
 }

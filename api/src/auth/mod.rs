@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 pub use credentials::{Email, Password, hash_password, verify_password};
 pub(crate) use tokens::write_private;
-pub use tokens::{DEFAULT_TOKEN_CACHE, Session, TokenService};
+pub use tokens::{DEFAULT_TOKEN_CACHE, INVALID_TOKEN, Session, TokenService};
 
 /// The role a token carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -195,7 +195,7 @@ impl TokenService {
                 return Ok(session);
             }
             self.verified.remove(key);
-            return Err(INVALID);
+            return Err(INVALID_TOKEN);
         }
         let session = self.verify_signed(token, key)?;
         if let Some(key) = key
@@ -228,52 +228,56 @@ impl TokenService {
 
     /// The full verification: signatures, cost bounds, one authorization, identity.
     fn verify_signed(&self, token: &str, cache_key: Option<CacheKey>) -> ApiResult<Session> {
-        let token = Biscuit::from_base64(token, self.root.public()).map_err(|_| INVALID)?;
+        let token = Biscuit::from_base64(token, self.root.public()).map_err(|_| INVALID_TOKEN)?;
         let restricts_resources =
             inspect_blocks(&token).ok_or(ApiError::Unauthenticated(TOO_COSTLY))?;
         // Checks that depend on the operation fail here without meaning anything; only
         // an expired check makes the token dead whatever it is used for. The queries
         // below read the world this one authorization computed.
-        let mut authorizer = authorizer(&token, "", None).map_err(|_| INVALID)?;
+        let mut authorizer = authorizer(&token, "", None).map_err(|_| INVALID_TOKEN)?;
         let result = authorizer.authorize_with_limits(LIMITS);
         match classify(&token, "", result) {
             Ok(()) | Err(Outcome::Refused) => {}
-            Err(Outcome::Expired) => return Err(INVALID),
+            Err(Outcome::Expired) => return Err(INVALID_TOKEN),
             Err(Outcome::Error) => return Err(over_limits()),
         }
         // Identity from the authority block only (`query`), never from appended blocks.
         let users: Vec<(String,)> = authorizer
             .query_with_limits("data($u) <- user($u)", LIMITS)
-            .map_err(|_| INVALID)?;
+            .map_err(|_| INVALID_TOKEN)?;
         let roles: Vec<(String,)> = authorizer
             .query_with_limits("data($r) <- role($r)", LIMITS)
-            .map_err(|_| INVALID)?;
+            .map_err(|_| INVALID_TOKEN)?;
         let authority_expiries: Vec<(SystemTime,)> = authorizer
             .query_with_limits("data($e) <- expires($e)", LIMITS)
-            .map_err(|_| INVALID)?;
+            .map_err(|_| INVALID_TOKEN)?;
         let (Some((user,)), Some((role,)), Some((authority_expires_at,))) =
             (single(users), single(roles), single(authority_expiries))
         else {
-            return Err(INVALID);
+            return Err(INVALID_TOKEN);
         };
         // Facts of appended blocks may only narrow what the gateway does: the earliest
         // `expires` is reported (checks enforce the real expiry), and `scope_project`
         // hints only shrink the candidates that lists then authorize row by row.
         let expiries: Vec<(SystemTime,)> = authorizer
             .query_all_with_limits("data($e) <- expires($e)", LIMITS)
-            .map_err(|_| INVALID)?;
-        let expires_at = expiries.into_iter().map(|(e,)| e).min().ok_or(INVALID)?;
+            .map_err(|_| INVALID_TOKEN)?;
+        let expires_at = expiries
+            .into_iter()
+            .map(|(e,)| e)
+            .min()
+            .ok_or(INVALID_TOKEN)?;
         let hints: Vec<(String,)> = authorizer
             .query_all_with_limits("data($p) <- scope_project($p)", LIMITS)
-            .map_err(|_| INVALID)?;
+            .map_err(|_| INVALID_TOKEN)?;
         let (_, _, checks, _) = authorizer.dump();
         Ok(Session(Arc::new(Verified {
             live_until: time_limit(&checks),
             cache_key,
             verdicts: Mutex::default(),
             identity: Identity::user(
-                Uuid::parse_str(&user).map_err(|_| INVALID)?,
-                Role::parse(&role).ok_or(INVALID)?,
+                Uuid::parse_str(&user).map_err(|_| INVALID_TOKEN)?,
+                Role::parse(&role).ok_or(INVALID_TOKEN)?,
             ),
             expires_at: expires_at.into(),
             authority_expires_at: authority_expires_at.into(),
@@ -287,8 +291,9 @@ impl TokenService {
     }
 }
 
-/// The refusal of a token that is not (or no longer) valid.
-const INVALID: ApiError = ApiError::Unauthenticated("invalid or expired token");
+/// The refusal of a token that is not (or no longer) valid, wherever it is found so:
+/// verification, expiry, revocation, a demoted account.
+pub const INVALID_TOKEN: ApiError = ApiError::Unauthenticated("invalid or expired token");
 
 /// The moment the time checks among `checks` (every block's) start failing, when each
 /// is exactly `check if time($t), $t < <date>`: the earliest date. `None` when a check
@@ -543,12 +548,12 @@ impl Session {
             return if Utc::now() < until {
                 Ok(())
             } else {
-                Err(INVALID)
+                Err(INVALID_TOKEN)
             };
         }
         match check(&self.0.token, "") {
             Ok(()) | Err(Outcome::Refused) => Ok(()),
-            Err(Outcome::Expired) => Err(INVALID),
+            Err(Outcome::Expired) => Err(INVALID_TOKEN),
             Err(Outcome::Error) => Err(over_limits()),
         }
     }
@@ -588,7 +593,7 @@ impl Session {
         let allowed = match check(&self.0.token, &facts) {
             Ok(()) => true,
             Err(Outcome::Refused) => false,
-            Err(Outcome::Expired) => return Err(INVALID),
+            Err(Outcome::Expired) => return Err(INVALID_TOKEN),
             Err(Outcome::Error) => return Err(over_limits()),
         };
         if self.0.live_until.is_some() {
