@@ -2,8 +2,8 @@
 //! once per replica instead of once per request.
 //!
 //! The pipeline gives each HTTP request its document from here before it looks at the
-//! operation type (a WebSocket operation is parsed by `ws` first, to count it against
-//! the socket's limits), and async-graphql executes a request's parsed document as it is
+//! operation type, and `ws` each WebSocket operation before it counts it against the
+//! socket's limits, and async-graphql executes a request's parsed document as it is
 //! (`Request::set_parsed_query`), so a repeated query is parsed zero times: a lookup and
 //! a copy of the syntax tree. Validation is not cached: it depends on the variables
 //! (argument coercion, the complexity of `first: $n`) and on the operation chosen, and

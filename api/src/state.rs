@@ -25,7 +25,7 @@ pub struct AppState {
     pub fanout: Arc<Cohorts>,
     /// Parsed GraphQL documents by query text, so a repeated operation is not parsed
     /// again.
-    pub documents: DocumentCache,
+    pub documents: Arc<DocumentCache>,
     /// Sign-in attempts per email, against password guessing.
     pub sign_in_limiter: SignInLimiter,
     /// The configuration the process started with.
@@ -66,7 +66,7 @@ impl AppState {
             fanout: Cohorts::new(config.subscription_buffer as usize),
             db,
             tokens,
-            documents: DocumentCache::new(config.document_cache),
+            documents: Arc::new(DocumentCache::new(config.document_cache)),
             sealer,
             sign_in_limiter: governor::RateLimiter::keyed(quota),
             config,

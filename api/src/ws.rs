@@ -29,6 +29,7 @@ use tokio_stream::{StreamMap, wrappers::ReceiverStream};
 use crate::{
     auth::{INVALID_TOKEN, Session},
     config::Config,
+    documents::DocumentCache,
     error::ApiError,
     fanout::Delivery,
     pipeline::{Caller, Gateway, operation_type},
@@ -130,6 +131,8 @@ struct Connection {
     limits: Limits,
     initialised: bool,
     operations: HashMap<String, Operation>,
+    /// Where an operation's document comes from (parsed here otherwise).
+    documents: Option<Arc<DocumentCache>>,
 }
 
 impl Connection {
@@ -139,7 +142,14 @@ impl Connection {
             limits,
             initialised: false,
             operations: HashMap::new(),
+            documents: None,
         }
+    }
+
+    /// Takes each operation's parsed document from `documents`.
+    fn with_documents(mut self, documents: Arc<DocumentCache>) -> Self {
+        self.documents = Some(documents);
+        self
     }
 
     /// Reads one text message from the client.
@@ -210,6 +220,9 @@ impl Connection {
         }
         // A document that does not parse runs as an operation, which the pipeline
         // refuses with the parse error.
+        if let Some(documents) = &self.documents {
+            let _ = documents.prepare(&mut request);
+        }
         let subscription = matches!(
             operation_type(&mut request),
             Ok(OperationType::Subscription)
@@ -430,7 +443,8 @@ pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol) {
     let config = &gateway.state().config;
     let init_timeout = config.ws_init_timeout;
     let mut served = Served {
-        connection: Connection::new(protocol, Limits::from_config(config)),
+        connection: Connection::new(protocol, Limits::from_config(config))
+            .with_documents(gateway.state().documents.clone()),
         // A client that stops reading must not hold this task for ever.
         write_timeout: config.request_timeout,
         caller: None,
@@ -855,6 +869,21 @@ mod tests {
             connection.on_text(r#"{"type":"pong"}"#),
             Action::Nothing
         ));
+    }
+
+    /// A socket takes its operations' documents from the replica's cache: the same
+    /// query sent again is not parsed again.
+    #[test]
+    fn operations_take_their_documents_from_the_cache() {
+        let documents = Arc::new(DocumentCache::new(8));
+        let mut connection = ready(Protocol::TransportWs, 4, 4).with_documents(documents.clone());
+        for id in ["a", "b"] {
+            assert!(matches!(
+                subscribe(&mut connection, id, "{ __typename }"),
+                Action::Start { .. }
+            ));
+        }
+        assert_eq!(documents.parses(), 1, "not from the cache");
     }
 
     #[test]
