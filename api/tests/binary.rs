@@ -47,6 +47,22 @@ async fn post(
         .expect("JSON body")
 }
 
+/// Signs up `email` (password "correct horse") through `url`; returns its token.
+async fn sign_up(client: &reqwest::Client, url: &str, email: &str, name: &str) -> String {
+    let up = post(
+        client,
+        url,
+        None,
+        "mutation($i: SignUpInput!) { signUp(input: $i) { token } }",
+        json!({ "i": { "email": email, "password": "correct horse", "displayName": name } }),
+    )
+    .await;
+    up["data"]["signUp"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("signUp failed: {up}"))
+        .to_owned()
+}
+
 /// Starts the gateway in `dir` with only `env` set, on a port the kernel picks; returns
 /// it and its base URL once it listens.
 fn start(dir: &Path, env: &[(&str, &str)]) -> (Gateway, String) {
@@ -105,18 +121,7 @@ async fn starts_on_sqlite_with_no_configuration() {
     );
 
     let url = format!("{base}/graphql");
-    let up = post(
-        &client,
-        &url,
-        None,
-        "mutation($i: SignUpInput!) { signUp(input: $i) { token } }",
-        json!({ "i": { "email": "ada@example.com", "password": "correct horse", "displayName": "Ada" } }),
-    )
-    .await;
-    let token = up["data"]["signUp"]["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = sign_up(&client, &url, "ada@example.com", "Ada").await;
     let created = post(
         &client,
         &url,
@@ -142,18 +147,7 @@ async fn starts_on_sqlite_with_no_configuration() {
         mine["data"]["myProjects"]["edges"][0]["node"]["name"],
         "first"
     );
-    let other = post(
-        &client,
-        &url,
-        None,
-        "mutation($i: SignUpInput!) { signUp(input: $i) { token } }",
-        json!({ "i": { "email": "bob@example.com", "password": "correct horse", "displayName": "Bob" } }),
-    )
-    .await;
-    let bob = other["data"]["signUp"]["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let bob = sign_up(&client, &url, "bob@example.com", "Bob").await;
     let id = created["data"]["createProject"]["project"]["id"].clone();
     let peek = post(
         &client,
@@ -279,18 +273,7 @@ async fn a_change_through_one_process_reaches_a_subscriber_of_another() {
         .build()
         .expect("client");
     let graphql = format!("{writer}/graphql");
-    let up = post(
-        &client,
-        &graphql,
-        None,
-        "mutation($i: SignUpInput!) { signUp(input: $i) { token } }",
-        json!({ "i": { "email": "ada@example.com", "password": "correct horse", "displayName": "Ada" } }),
-    )
-    .await;
-    let token = up["data"]["signUp"]["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = sign_up(&client, &graphql, "ada@example.com", "Ada").await;
     let project = post(
         &client,
         &graphql,

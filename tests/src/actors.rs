@@ -100,10 +100,19 @@ impl Actors {
 
 /// Creates a private project owned by `client`; returns its id.
 pub async fn create_project(client: &Client, name: &str) -> String {
+    create_project_from(client, json!({ "name": name })).await
+}
+
+/// Creates a project `visibility` (`PUBLIC` or `PRIVATE`) as `client` and returns its id.
+pub async fn create_visible_project(client: &Client, name: &str, visibility: &str) -> String {
+    create_project_from(client, json!({ "name": name, "visibility": visibility })).await
+}
+
+async fn create_project_from(client: &Client, input: Value) -> String {
     let created = client
         .graphql(
-            "mutation($n: String!) { createProject(input: {name: $n}) { project { id } } }",
-            json!({ "n": name }),
+            "mutation($i: CreateProjectInput!) { createProject(input: $i) { project { id } } }",
+            json!({ "i": input }),
         )
         .await;
     created["data"]["createProject"]["project"]["id"]

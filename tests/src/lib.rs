@@ -10,6 +10,8 @@ mod actors;
 mod app;
 mod database;
 
-pub use actors::{Actor, Actors, Case, create_project, outcome, run_matrix, scoped};
+pub use actors::{
+    Actor, Actors, Case, create_project, create_visible_project, outcome, run_matrix, scoped,
+};
 pub use app::{Client, TIMEOUT, TestApp, WsClient, WsEnd};
 pub use database::{TestDb, test_database_url};

@@ -2,7 +2,7 @@
 //! themselves; visibility for anonymous callers and admins; pagination.
 
 use flashfusion_api::auth::Role;
-use flashfusion_tests::{Client, TestApp};
+use flashfusion_tests::{TestApp, create_visible_project};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
@@ -23,19 +23,6 @@ const CREATE: &str = "mutation($i: CreateProjectInput!) { createProject(input: $
 const GET: &str = "query($id: ID!) { project(id: $id) { id name owner { displayName } } }";
 const UPDATE: &str = "mutation($i: UpdateProjectInput!) { updateProject(input: $i) { project { id name status visibility } } }";
 const DELETE: &str = "mutation($id: ID!) { deleteProject(id: $id) { deletedId } }";
-
-async fn create(client: &Client, name: &str, visibility: &str) -> String {
-    let response = client
-        .graphql(
-            CREATE,
-            json!({ "i": { "name": name, "visibility": visibility } }),
-        )
-        .await;
-    response["data"]["createProject"]["project"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("createProject failed: {response}"))
-        .to_owned()
-}
 
 async fn owner_creates_updates_and_deletes(app: TestApp) {
     let (ada, ada_id) = app.user("ada@example.com").await;
@@ -160,7 +147,7 @@ async fn bad_project_input_is_refused_with_codes(app: TestApp) {
 async fn a_stranger_cannot_read_update_or_delete_a_private_project(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let (bob, _) = app.user("bob@example.com").await;
-    let id = create(&ada, "private", "PRIVATE").await;
+    let id = create_visible_project(&ada, "private", "PRIVATE").await;
 
     assert_eq!(
         bob.graphql(GET, json!({ "id": id })).await["data"]["project"],
@@ -182,7 +169,7 @@ async fn a_stranger_cannot_read_update_or_delete_a_private_project(app: TestApp)
     );
 
     // A public project is readable by Bob but still not his to change.
-    let public = create(&ada, "public", "PUBLIC").await;
+    let public = create_visible_project(&ada, "public", "PUBLIC").await;
     assert_eq!(
         bob.graphql(GET, json!({ "id": public })).await["data"]["project"]["name"],
         "public"
@@ -225,7 +212,7 @@ async fn the_policies_themselves_hide_a_private_project() {
     let app = TestApp::postgres().await;
     let (ada, ada_id) = app.user("ada@example.com").await;
     let (_, bob_id) = app.user("bob@example.com").await;
-    let id = create(&ada, "private", "PRIVATE").await;
+    let id = create_visible_project(&ada, "private", "PRIVATE").await;
     let sql = format!("select name from projects where id = '{id}'");
     let authenticated = "flashfusion_authenticated";
 
@@ -269,8 +256,8 @@ async fn strangers_read_only_id_and_display_name_of_a_public_owner() {
     let app = TestApp::postgres().await;
     let (ada, ada_id) = app.user("ada@example.com").await;
     let (bob, bob_id) = app.user("bob@example.com").await;
-    create(&ada, "public", "PUBLIC").await;
-    create(&bob, "private", "PRIVATE").await;
+    create_visible_project(&ada, "public", "PUBLIC").await;
+    create_visible_project(&bob, "private", "PRIVATE").await;
 
     let profiles = as_role(
         &app,
@@ -331,8 +318,8 @@ async fn strangers_read_only_id_and_display_name_of_a_public_owner() {
 async fn anonymous_reads_public_only_and_admin_reads_all(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let (_, carol_id) = app.user("carol@example.com").await;
-    let private = create(&ada, "private", "PRIVATE").await;
-    let public = create(&ada, "public", "PUBLIC").await;
+    let private = create_visible_project(&ada, "private", "PRIVATE").await;
+    let public = create_visible_project(&ada, "public", "PUBLIC").await;
 
     let anonymous = app.anonymous();
     assert_eq!(
@@ -383,14 +370,14 @@ async fn cursors_walk_forwards_and_backwards_without_gaps(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     let (bob, _) = app.user("bob@example.com").await;
     for i in 0..45 {
-        create(
+        create_visible_project(
             &ada,
             &format!("p{i:02}"),
             if i % 2 == 0 { "PUBLIC" } else { "PRIVATE" },
         )
         .await;
     }
-    create(&bob, "bob's", "PUBLIC").await;
+    create_visible_project(&bob, "bob's", "PUBLIC").await;
     let newest_first: Vec<String> = (0..45).rev().map(|i| format!("p{i:02}")).collect();
 
     let mut forwards = Vec::new();
@@ -530,7 +517,7 @@ async fn owners_of_a_page_are_loaded_in_one_batch() {
     let app = TestApp::postgres().await;
     for i in 0..30 {
         let (client, _) = app.user(&format!("user{i}@example.com")).await;
-        create(&client, &format!("p{i}"), "PUBLIC").await;
+        create_visible_project(&client, &format!("p{i}"), "PUBLIC").await;
     }
     let before = app.state.db.statements_executed();
     let page = app
@@ -599,7 +586,7 @@ async fn queries_run_in_read_only_transactions() {
 
 async fn service_tokens_read_but_do_not_change_projects(app: TestApp) {
     let (ada, ada_id) = app.user("ada@example.com").await;
-    let id = create(&ada, "private", "PRIVATE").await;
+    let id = create_visible_project(&ada, "private", "PRIVATE").await;
     let service = app.with_token(&app.mint(&ada_id, Role::Service));
     let me = service.graphql("{ me { role } }", json!({})).await;
     assert_eq!(me["data"]["me"]["role"], "SERVICE", "{me}");
@@ -698,8 +685,8 @@ async fn users_cannot_forge_events_or_move_tasks_into_foreign_projects() {
     let app = TestApp::postgres().await;
     let (ada, ada_id) = app.user("ada@example.com").await;
     let (bob, bob_id) = app.user("bob@example.com").await;
-    let ada_project = create(&ada, "ada's", "PRIVATE").await;
-    let bob_project = create(&bob, "bob's", "PRIVATE").await;
+    let ada_project = create_visible_project(&ada, "ada's", "PRIVATE").await;
+    let bob_project = create_visible_project(&bob, "bob's", "PRIVATE").await;
     let task = uuid::Uuid::new_v4();
     let conn = app.db.as_ref().expect("postgres").connect().await;
     conn.execute_unprepared(&format!(

@@ -4,7 +4,7 @@
 //! the transaction, and a token is checked against the database on every operation.
 
 use flashfusion_api::auth::Role;
-use flashfusion_tests::{Client, TestApp};
+use flashfusion_tests::{Client, TestApp, create_visible_project};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 use serde_json::{Value, json};
 
@@ -22,24 +22,9 @@ on_both_backends!(
 /// one that would carry the switch.)
 const READ_BUDGET: u64 = 4;
 
-const CREATE: &str =
-    "mutation($i: CreateProjectInput!) { createProject(input: $i) { project { id } } }";
 const MINE: &str =
     "{ myProjects(first: 20) { totalCount edges { cursor node { id name status visibility } } } }";
 const PUBLIC: &str = "{ publicProjects(first: 20) { totalCount edges { node { id name } } } }";
-
-async fn create(client: &Client, name: &str, visibility: &str) -> String {
-    let response = client
-        .graphql(
-            CREATE,
-            json!({ "i": { "name": name, "visibility": visibility } }),
-        )
-        .await;
-    response["data"]["createProject"]["project"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("createProject failed: {response}"))
-        .to_owned()
-}
 
 /// The response to `query` sent by `client`, and the round trips it cost: the fewest of
 /// five runs, since the counter is the pool's and the subscription hub may read events
@@ -64,7 +49,7 @@ fn total_count(response: &Value, field: &str) -> u64 {
 async fn an_authenticated_read_costs_four_round_trips(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     for i in 0..3 {
-        create(&ada, &format!("p{i}"), "PRIVATE").await;
+        create_visible_project(&ada, &format!("p{i}"), "PRIVATE").await;
     }
     let (page, round_trips) = measured(&app, &ada, MINE).await;
     assert_eq!(total_count(&page, "myProjects"), 3, "{page}");
@@ -92,7 +77,7 @@ async fn an_authenticated_read_costs_four_round_trips(app: TestApp) {
 
 async fn an_anonymous_read_costs_no_more(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
-    create(&ada, "open", "PUBLIC").await;
+    create_visible_project(&ada, "open", "PUBLIC").await;
     let (page, round_trips) = measured(&app, &app.anonymous(), PUBLIC).await;
     assert_eq!(total_count(&page, "publicProjects"), 1, "{page}");
     assert!(
@@ -117,7 +102,7 @@ async fn a_mutation_stays_within_its_budget() {
     let mut round_trips = u64::MAX;
     for i in 0..3 {
         let before = app.state.db.round_trips();
-        create(&ada, &format!("site{i}"), "PRIVATE").await;
+        create_visible_project(&ada, &format!("site{i}"), "PRIVATE").await;
         round_trips = round_trips.min(app.state.db.round_trips() - before);
     }
     // BEGIN, switch and check, the insert (returning the row), COMMIT; the fewest of
@@ -185,7 +170,7 @@ async fn nothing_of_a_request_leaks_into_the_next_on_the_same_connection() {
     let url = db.url().to_owned();
     let app = TestApp::start_with(url, Some(db), |config| config.db_max_connections = 1).await;
     let (ada, ada_id) = app.user("ada@example.com").await;
-    create(&ada, "secret", "PRIVATE").await;
+    create_visible_project(&ada, "secret", "PRIVATE").await;
     let mine = ada.graphql(MINE, json!({})).await;
     assert_eq!(total_count(&mine, "myProjects"), 1, "{mine}");
     let public = app.anonymous().graphql(PUBLIC, json!({})).await;
