@@ -87,7 +87,8 @@ impl Database {
     }
 
     /// How many round trips request transactions have made: their statements plus
-    /// each one's `BEGIN` and `COMMIT` (or `ROLLBACK`).
+    /// each one's `BEGIN` and its `COMMIT` or `ROLLBACK` through [`RequestTx::finish`]
+    /// (one dropped unfinished, a cancelled operation's, rolls back uncounted).
     pub fn round_trips(&self) -> u64 {
         self.statements_executed() + self.transaction_ends.load(Ordering::Relaxed)
     }
