@@ -1,7 +1,7 @@
 //! The application, the top of the stack: the router over the shared state, serving it
 //! with graceful shutdown, and the hourly housekeeping.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -27,7 +27,8 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
     tracing::info!(%address, "FlashFusion gateway listening; GraphiQL at http://{address}/");
     tokio::spawn(housekeeping(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });

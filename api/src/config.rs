@@ -97,6 +97,17 @@ pub enum TokenRole {
     Service,
 }
 
+/// Where the gateway runs, which decides its defaults for exposure to the internet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    /// A developer's machine: GraphiQL, introspection and field suggestions for
+    /// everyone, detailed errors.
+    Development,
+    /// Exposed to the internet: GraphiQL off unless enabled, introspection and
+    /// suggestions for admins only, internal errors opaque, JSON logs.
+    Production,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -109,6 +120,26 @@ pub enum LogFormat {
 /// Settings shared by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    /// `development` or `production` (see [`Environment`]).
+    #[arg(
+        long = "env",
+        env = "FLASHFUSION_ENV",
+        value_enum,
+        default_value_t = Environment::Development,
+        global = true
+    )]
+    pub environment: Environment,
+    /// Proxies whose `X-Forwarded-For` is believed, as addresses or CIDR blocks,
+    /// comma-separated (e.g. `10.0.0.0/8,127.0.0.1`). The client's address is the last
+    /// hop of that header not in this list; with none, it is the peer's address.
+    #[arg(
+        long,
+        env = "FLASHFUSION_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_proxy,
+        global = true
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Database URL: `postgres://...` or `sqlite://file?mode=rwc`.
     #[arg(
         long,
@@ -262,6 +293,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the gateway runs with production defaults.
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
     /// A configuration with every default and nothing read from the environment, as
     /// tests and embedders start from.
     pub fn defaults() -> Self {
@@ -271,6 +307,15 @@ impl Config {
             .expect("the built-in defaults parse")
             .config
     }
+}
+
+/// A trusted proxy: a CIDR block, or one address (a block of one).
+fn parse_proxy(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("not an address or CIDR block: {value:?}"))
 }
 
 /// A string that never prints: database URLs carry passwords, keys are keys.

@@ -6,6 +6,8 @@
 //! GET, any content type, and subscriptions over multipart HTTP without auth. Every operation then goes through [`Gateway::run`]; an upgraded
 //! WebSocket is served by [`crate::ws`].
 
+use std::net::IpAddr;
+
 use async_graphql::{Request, Response};
 use axum::{
     Router,
@@ -21,6 +23,7 @@ use tower_http::{
 
 use crate::{
     auth::INVALID_TOKEN,
+    client,
     error::ApiError,
     graphiql,
     pipeline::{Caller, Gateway, Refusal, Transport},
@@ -75,9 +78,11 @@ async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
 /// `POST /graphql`: one JSON request object, `Content-Type: application/json` only.
 async fn graphql_post(
     State(gateway): State<Gateway>,
-    headers: HeaderMap,
+    parts: Parts,
     body: Bytes,
 ) -> axum::response::Response {
+    let client = client_address(&gateway, &parts);
+    let headers = parts.headers;
     let wants = accepts_graphql_response(&headers);
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -95,7 +100,15 @@ async fn graphql_post(
         Ok(request) => request,
         Err(err) => return error_response(StatusCode::BAD_REQUEST, err, wants),
     };
-    execute(&gateway, &headers, request, Transport::HttpPost, wants).await
+    execute(
+        &gateway,
+        &headers,
+        request,
+        client,
+        Transport::HttpPost,
+        wants,
+    )
+    .await
 }
 
 /// `GET /graphql`: a query in the query string, or a WebSocket upgrade.
@@ -104,8 +117,9 @@ async fn graphql_get(
     request: axum::extract::Request,
 ) -> axum::response::Response {
     let (mut parts, _) = request.into_parts();
+    let client = client_address(&gateway, &parts);
     if is_websocket_upgrade(&parts.headers) {
-        return websocket(gateway, &mut parts).await;
+        return websocket(gateway, &mut parts, client).await;
     }
     let wants = accepts_graphql_response(&parts.headers);
     let request = match async_graphql::http::parse_query_string(parts.uri.query().unwrap_or("")) {
@@ -118,7 +132,15 @@ async fn graphql_get(
             );
         }
     };
-    execute(&gateway, &parts.headers, request, Transport::HttpGet, wants).await
+    execute(
+        &gateway,
+        &parts.headers,
+        request,
+        client,
+        Transport::HttpGet,
+        wants,
+    )
+    .await
 }
 
 fn parse_post_body(body: &[u8]) -> Result<Request, ApiError> {
@@ -137,6 +159,7 @@ async fn execute(
     gateway: &Gateway,
     headers: &HeaderMap,
     request: Request,
+    client: IpAddr,
     transport: Transport,
     wants: bool,
 ) -> axum::response::Response {
@@ -144,7 +167,7 @@ async fn execute(
         Ok(caller) => caller,
         Err(err) => return error_response(StatusCode::UNAUTHORIZED, err, wants),
     };
-    let (response, refusal) = gateway.run(request, caller, transport).await;
+    let (response, refusal) = gateway.run(request, caller, client, transport).await;
     let status = match refusal {
         None => StatusCode::OK,
         Some(Refusal::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
@@ -153,6 +176,15 @@ async fn execute(
         Some(Refusal::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
     };
     json_response(status, &response, wants)
+}
+
+/// The client's address, from the peer and, behind trusted proxies, `X-Forwarded-For`.
+fn client_address(gateway: &Gateway, parts: &Parts) -> IpAddr {
+    client::address(
+        client::peer(&parts.extensions),
+        &parts.headers,
+        &gateway.state().config.trusted_proxies,
+    )
 }
 
 /// The verified token of `Authorization: Bearer ...`, or anonymous when absent.
@@ -202,7 +234,11 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// Upgrades to graphql-transport-ws, or legacy graphql-ws when the client's
 /// `Sec-WebSocket-Protocol` offers only that (400 when it offers neither), and hands the
 /// socket to [`ws::serve`]; messages obey the body limit.
-async fn websocket(gateway: Gateway, parts: &mut Parts) -> axum::response::Response {
+async fn websocket(
+    gateway: Gateway,
+    parts: &mut Parts,
+    client: IpAddr,
+) -> axum::response::Response {
     let upgrade = match WebSocketUpgrade::from_request_parts(parts, &()).await {
         Ok(upgrade) => upgrade.protocols(ws::SUBPROTOCOLS),
         Err(rejection) => return rejection.into_response(),
@@ -226,5 +262,5 @@ async fn websocket(gateway: Gateway, parts: &mut Parts) -> axum::response::Respo
         // dashboard's life) costs a few KiB instead of the default 128 KiB each way.
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| ws::serve(gateway, socket, protocol))
+        .on_upgrade(move |socket| ws::serve(gateway, socket, protocol, client))
 }

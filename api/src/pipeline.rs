@@ -4,7 +4,7 @@
 //! (one statement), execute, then commit on success or roll back on error. Built once,
 //! so every resolver gets RLS and the token's checks without doing anything.
 
-use std::{sync::Arc, time::Instant};
+use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use async_graphql::{
     Request, Response, ServerError, Value,
@@ -73,11 +73,12 @@ impl Gateway {
         &self.state
     }
 
-    /// Runs one operation for `caller` arriving over `transport`.
+    /// Runs one operation for `caller` at `client` arriving over `transport`.
     pub async fn run(
         &self,
         mut request: Request,
         caller: Caller,
+        client: IpAddr,
         transport: Transport,
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
@@ -104,7 +105,7 @@ impl Gateway {
         }
         async move {
             let result = self
-                .run_checked(request, caller, transport, operation_type)
+                .run_checked(request, caller, client, transport, operation_type)
                 .await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             match &result.1 {
@@ -126,6 +127,7 @@ impl Gateway {
         &self,
         request: Request,
         caller: Caller,
+        client: IpAddr,
         transport: Transport,
         operation_type: OperationType,
     ) -> (Response, Option<Refusal>) {
@@ -151,7 +153,7 @@ impl Gateway {
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
         let handle = tx.handle();
         let request = domains::register_loaders(
-            request.data(RequestContext::new(caller, handle.clone())),
+            request.data(RequestContext::new(caller, handle.clone(), client)),
             handle,
             identity,
         );
@@ -217,6 +219,7 @@ impl Gateway {
         &self,
         request: Request,
         caller: Caller,
+        client: IpAddr,
     ) -> BoxStream<'static, Arc<Delivery>> {
         let refused =
             |response: Response| stream::iter([Delivery::of(&with_codes(response))]).boxed();
@@ -234,7 +237,7 @@ impl Gateway {
         let handle = tx.handle();
         let request = domains::register_loaders(
             request
-                .data(RequestContext::new(caller, handle.clone()))
+                .data(RequestContext::new(caller, handle.clone(), client))
                 .data(subscription.clone()),
             handle,
             identity,
@@ -356,19 +359,20 @@ fn with_codes(mut response: Response) -> Response {
 }
 
 impl Gateway {
-    /// Runs one WebSocket operation for `caller`: a query or mutation yields one
-    /// response, a subscription one per event until it ends.
+    /// Runs one WebSocket operation for `caller` at `client`: a query or mutation
+    /// yields one response, a subscription one per event until it ends.
     pub fn execute_ws(
         &self,
         mut request: Request,
         caller: Caller,
+        client: IpAddr,
     ) -> BoxStream<'static, Arc<Delivery>> {
         let gateway = self.clone();
         if matches!(
             operation_type(&mut request),
             Ok(OperationType::Subscription)
         ) {
-            return stream::once(async move { gateway.subscribe(request, caller).await })
+            return stream::once(async move { gateway.subscribe(request, caller, client).await })
                 .flatten()
                 .boxed();
         }
@@ -376,10 +380,12 @@ impl Gateway {
         stream::once(async move {
             // The HTTP timeout layer does not reach WebSocket operations; the same bound
             // applies here, and dropping the operation rolls its transaction back.
-            let response =
-                tokio::time::timeout(limit, gateway.run(request, caller, Transport::WebSocket))
-                    .await
-                    .map_or_else(|_| timed_out(limit), |(response, _)| response);
+            let response = tokio::time::timeout(
+                limit,
+                gateway.run(request, caller, client, Transport::WebSocket),
+            )
+            .await
+            .map_or_else(|_| timed_out(limit), |(response, _)| response);
             Delivery::of(&response)
         })
         .boxed()

@@ -13,7 +13,7 @@
 //! [`Connection`] is the pure part (what a message means, what to answer, which ids are
 //! active); [`serve`] does the I/O around it.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use async_graphql::{Request, ServerError, parser::types::OperationType};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -439,7 +439,8 @@ impl Drop for AbortOnDrop {
 type Step = Result<(), Stop>;
 
 /// Serves one upgraded socket speaking `protocol` until either side closes it.
-pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol) {
+/// `client` is the address its operations are attributed to.
+pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol, client: IpAddr) {
     let config = &gateway.state().config;
     let init_timeout = config.ws_init_timeout;
     let mut served = Served {
@@ -448,6 +449,7 @@ pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol) {
         // A client that stops reading must not hold this task for ever.
         write_timeout: config.request_timeout,
         caller: None,
+        client,
         acknowledged: false,
         session_ended: future::pending().boxed(),
         operations: StreamMap::new(),
@@ -464,6 +466,8 @@ struct Served {
     connection: Connection,
     write_timeout: Duration,
     caller: Caller,
+    /// The client's address ([`crate::client::address`]).
+    client: IpAddr,
     acknowledged: bool,
     /// Resolves when the acknowledged caller's session may no longer act.
     session_ended: BoxFuture<'static, ()>,
@@ -512,7 +516,9 @@ impl Served {
                     request,
                     subscription,
                 } => {
-                    let responses = self.gateway.execute_ws(*request, self.caller.clone());
+                    let responses =
+                        self.gateway
+                            .execute_ws(*request, self.caller.clone(), self.client);
                     let responses = if subscription {
                         // Holds no transaction between events (see `kit::feed`), and its
                         // execution runs in its cohort's task (`fanout`): polled here.

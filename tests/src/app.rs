@@ -1,7 +1,7 @@
 //! [`TestApp`]: the real gateway router on a free loopback port, and clients that talk
 //! to it over HTTP ([`Client`]) and WebSocket ([`WsClient`]) the way a browser would.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use biscuit_auth::KeyPair;
 use flashfusion_api::{
@@ -116,7 +116,7 @@ impl TestApp {
             .await
             .expect("bind a free port");
         let address = listener.local_addr().expect("local address");
-        let app = router(state.clone());
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -25,6 +26,7 @@ use crate::{
 pub struct RequestContext {
     session: Option<Session>,
     tx: TxRef,
+    client: IpAddr,
     /// The code of the first root mutation field that failed; later ones do not run.
     pub(crate) failed: OnceLock<String>,
     /// The token's verdict for each access asked about so far.
@@ -37,11 +39,13 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The context of an operation by `session` (`None`: anonymous) running in `tx`.
-    pub(crate) fn new(session: Option<Session>, tx: TxRef) -> Self {
+    /// The context of an operation by `session` (`None`: anonymous) from the client at
+    /// `client`, running in `tx`.
+    pub(crate) fn new(session: Option<Session>, tx: TxRef, client: IpAddr) -> Self {
         Self {
             session,
             tx,
+            client,
             failed: OnceLock::new(),
             verdicts: Mutex::default(),
             budget: tokio::sync::Mutex::new(super::authz::AUTHORIZATION_BUDGET),
@@ -59,6 +63,11 @@ impl RequestContext {
         self.session
             .as_ref()
             .map_or(Identity::ANONYMOUS, Session::identity)
+    }
+
+    /// The client's address ([`crate::client::address`]).
+    pub fn client(&self) -> IpAddr {
+        self.client
     }
 
     /// The verified token, if any.

@@ -1,0 +1,113 @@
+//! Who is on the other end of a request: the client's address, as the limits and the
+//! sign-in defences key on it. Behind a proxy the peer is the proxy, so the address comes
+//! from `X-Forwarded-For`, believed only as far back as the hops are trusted proxies
+//! (`FLASHFUSION_TRUSTED_PROXIES`); a client can prepend anything it likes to that
+//! header, so the address is the last hop not in the trusted list, never the first.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::{
+    extract::ConnectInfo,
+    http::{Extensions, HeaderMap},
+};
+use ipnet::IpNet;
+
+/// The header proxies append the address they received a request from to.
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The client's address for a request that arrived from `peer` with `headers`.
+pub fn address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    // Hops from the nearest proxy back towards the client; each header line appends.
+    let hops = headers
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .rev()
+        .flat_map(|line| {
+            line.to_str()
+                .unwrap_or_default()
+                .rsplit(',')
+                .map(|hop| hop.trim().parse::<IpAddr>().ok())
+                .collect::<Vec<_>>()
+        });
+    let mut client = peer;
+    for hop in hops {
+        match hop {
+            // An unparseable hop ends what can be believed: the last good one stands.
+            None => break,
+            Some(hop) => {
+                client = hop;
+                if !is_trusted(&hop) {
+                    break;
+                }
+            }
+        }
+    }
+    client
+}
+
+/// The peer address axum recorded for the connection (`serve` and the test harness
+/// serve with connect info); unspecified for a router served without it.
+pub fn peer(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(FORWARDED_FOR, line.parse().expect("header value"));
+        }
+        headers
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let trusted = ["10.0.0.0/8".parse().expect("net")];
+        assert_eq!(
+            address(ip("203.0.113.9"), &headers(&["1.2.3.4"]), &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            address(ip("10.0.0.1"), &headers(&["1.2.3.4"]), &[]),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn the_last_untrusted_hop_behind_trusted_proxies_is_the_client() {
+        let trusted = ["10.0.0.0/8".parse().expect("net")];
+        // The client spoofed 6.6.6.6; the proxies appended what they saw.
+        let forwarded = headers(&["6.6.6.6, 198.51.100.7", "10.1.2.3"]);
+        assert_eq!(
+            address(ip("10.0.0.1"), &forwarded, &trusted),
+            ip("198.51.100.7")
+        );
+        // Only trusted hops: the farthest one is the best known.
+        assert_eq!(
+            address(ip("10.0.0.1"), &headers(&["10.9.9.9"]), &trusted),
+            ip("10.9.9.9")
+        );
+        // Garbage stops the walk at the last good hop.
+        assert_eq!(
+            address(ip("10.0.0.1"), &headers(&["nonsense, 10.2.2.2"]), &trusted),
+            ip("10.2.2.2")
+        );
+        assert_eq!(
+            address(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
+    }
+}
