@@ -309,7 +309,14 @@ async fn every_response_carries_a_sane_request_id() {
     let id = id_of(both).await;
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "two ids became {id}");
 
-    // Also on a refusal before the handler runs.
+    // Also where no route matches, and on a refusal before the handler runs.
+    let unrouted = id_of(
+        client
+            .request(Method::GET, "/nowhere")
+            .header("x-request-id", sane),
+    )
+    .await;
+    assert_eq!(unrouted, sane);
     let refused = id_of(
         client
             .request(Method::POST, "/graphql")
