@@ -290,6 +290,18 @@ pub struct Config {
         global = true
     )]
     pub db_max_connections: u32,
+    // --- metrics (issue 8) ---
+    /// Whether `GET /metrics` serves Prometheus metrics. They name operations and show
+    /// load: a production deployment should keep the path off its public proxy (scrape
+    /// the replica directly) or turn it off.
+    #[arg(
+        long,
+        env = "FLASHFUSION_METRICS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub metrics: bool,
 }
 
 impl Config {

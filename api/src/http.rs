@@ -12,20 +12,26 @@ use async_graphql::{Request, Response};
 use axum::{
     Router,
     body::Bytes,
-    extract::{FromRequestParts, State, WebSocketUpgrade},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
+    extract::{FromRequestParts, MatchedPath, State, WebSocketUpgrade},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header, request::Parts},
+    middleware,
     response::IntoResponse,
     routing::get,
 };
 use tower_http::{
-    cors::CorsLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer,
+    cors::CorsLayer,
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
 };
+use tracing::{Instrument as _, Span};
 
 use crate::{
     auth::INVALID_TOKEN,
     client,
     error::ApiError,
-    graphiql,
+    graphiql, metrics,
     pipeline::{Caller, Gateway, Refusal, Transport},
     ws::{self, verify_bearer},
 };
@@ -34,18 +40,26 @@ use crate::{
 pub const GRAPHQL_PATH: &str = "/graphql";
 /// A WebSocket's initial read buffer, in bytes.
 const SOCKET_BUFFER: usize = 4 * 1024;
+/// Prometheus metrics, when `FLASHFUSION_METRICS` is on.
+pub const METRICS_PATH: &str = "/metrics";
 /// The media type of GraphQL-over-HTTP responses.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
-/// The router with every route and the middleware stack. Layers, outermost first:
-/// tracing (one span per HTTP request), CORS, the request timeout, the body size limit.
+/// The router with every route and the middleware stack. Layers, outermost first: a
+/// client's `x-request-id` dropped unless sane, a request id set (the client's or a new
+/// UUID) and copied onto the response, tracing (one span per HTTP request, carrying the
+/// id), CORS, the request timeout, the body size limit.
 pub fn router(gateway: Gateway) -> Router {
     let max_body = gateway.state().config.max_body_bytes;
     let timeout = gateway.state().config.request_timeout;
-    Router::new()
+    let mut router = Router::new()
         .merge(graphiql::routes(GRAPHQL_PATH))
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if gateway.state().config.metrics {
+        router = router.route(METRICS_PATH, get(metrics));
+    }
+    router
         .with_state(gateway)
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
@@ -58,7 +72,113 @@ pub fn router(gateway: Gateway) -> Router {
                 .allow_methods([Method::GET, Method::POST])
                 .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT]),
         )
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(http_span)
+                .on_response(record_status),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(drop_insane_request_id))
+}
+
+/// The header that carries a request's id, both ways.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The longest request id kept from a client.
+const MAX_REQUEST_ID: usize = 64;
+
+/// Removes the client's `x-request-id` unless it is one header of at most
+/// [`MAX_REQUEST_ID`] characters of `[A-Za-z0-9._-]`, so a new id replaces it: ids
+/// reach every log line, which must not carry a client's arbitrary text.
+async fn drop_insane_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let mut ids = request.headers().get_all(&REQUEST_ID).iter();
+    let sane = match (ids.next(), ids.next()) {
+        (Some(id), None) => {
+            let id = id.as_bytes();
+            !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID
+                && id
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        }
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !sane {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+/// The HTTP request's span, with OpenTelemetry's HTTP semantic conventions: named
+/// `{method} {route}` (`otel.name`; the method alone when no route matched), with
+/// `http.request.method`, `http.route`, `url.path`, the request id and, once
+/// answered, `http.response.status_code`. Every log line of the request carries it; a
+/// WebSocket's operations log inside it too.
+fn http_span<B>(request: &axum::http::Request<B>) -> Span {
+    let method = request.method().as_str();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "http",
+        otel.name = %SpanName { method, route },
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        request_id,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// `{method} {route}`, written only when a subscriber formats it.
+struct SpanName<'a> {
+    method: &'a str,
+    route: &'a str,
+}
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.method)?;
+        if !self.route.is_empty() {
+            write!(f, " {}", self.route)?;
+        }
+        Ok(())
+    }
+}
+
+/// Records the response's status on the request's span, and logs it at debug level as
+/// tower-http's default does.
+fn record_status<B>(response: &axum::http::Response<B>, latency: std::time::Duration, span: &Span) {
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    tracing::debug!(status, latency_ms = latency.as_millis() as u64, "answered");
+}
+
+/// `GET /metrics`: every metric in Prometheus's (OpenMetrics) text format, the
+/// scrape-time ones read now.
+async fn metrics(State(gateway): State<Gateway>) -> axum::response::Response {
+    let state = gateway.state();
+    match state.metrics.render(&state.db, &state.hub, &state.fanout) {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "encoding metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// Ready when the database answers and the event listener holds its connection.
@@ -262,5 +382,8 @@ async fn websocket(
         // dashboard's life) costs a few KiB instead of the default 128 KiB each way.
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| ws::serve(gateway, socket, protocol, client))
+        // In the upgrade request's span, so the socket's operations log under its id.
+        .on_upgrade(move |socket| {
+            ws::serve(gateway, socket, protocol, client).instrument(Span::current())
+        })
 }

@@ -3,10 +3,10 @@
 //!
 //! Modules import only from below (ARCHITECTURE.md has the map):
 //! `error`, `config`, `validate`, `auth`, `secrets`, `documents` → `db` → `realtime`,
-//! `fanout` → `state` → `session` → `kit` → `domains` → `schema` → `pipeline` → `ws`,
-//! `graphiql` → `http` → `app`, `cli`, `worker` (a GraphQL client of the gateway,
-//! importing only `config`). The binary (`main.rs`)
-//! only parses the command line and calls [`cli::run`].
+//! `fanout` → `metrics` → `state` → `session` → `kit` → `domains` → `schema` →
+//! `pipeline` → `ws`, `graphiql` → `http` → `app`, `cli`, `worker` (a GraphQL client of
+//! the gateway, importing only `config`). The binary (`main.rs`) only parses the command
+//! line and calls [`cli::run`].
 
 pub mod app;
 pub mod auth;
@@ -21,6 +21,7 @@ pub mod fanout;
 pub mod graphiql;
 pub mod http;
 pub mod kit;
+pub mod metrics;
 pub mod pipeline;
 pub mod realtime;
 pub mod schema;

@@ -7,7 +7,7 @@
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use async_graphql::{
-    Request, Response, ServerError, Value,
+    Name, Request, Response, ServerError, Value,
     parser::types::{DocumentOperations, OperationType},
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -23,6 +23,7 @@ use crate::{
     error::{ApiError, ApiResult},
     fanout::{Delivery, Key},
     kit::{RequestContext, feed::SubscriptionTx},
+    metrics,
     schema::AppSchema,
     state::AppState,
 };
@@ -50,6 +51,38 @@ pub enum Refusal {
     BadRequest,
     /// The database could not be reached.
     Unavailable,
+}
+
+impl Transport {
+    /// Its name in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HttpGet => "http_get",
+            Self::HttpPost => "http_post",
+            Self::WebSocket => "websocket",
+        }
+    }
+}
+
+impl Refusal {
+    /// Its name in logs and metrics (the `outcome` of the operation).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthenticated => "unauthenticated",
+            Self::BadRequest => "bad_request",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// An operation type as GraphQL spells it (`graphql.operation.type`).
+fn type_name(operation_type: OperationType) -> &'static str {
+    match operation_type {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    }
 }
 
 /// The gateway: schema plus shared state, executing operations through the pipeline.
@@ -86,19 +119,42 @@ impl Gateway {
             .state
             .documents
             .prepare(&mut request)
-            .and_then(|()| operation_type(&mut request));
-        let operation_type = match found {
-            Ok(ty) => ty,
-            Err(err) => return refuse(err, Refusal::BadRequest),
+            .and_then(|()| operation(&mut request));
+        let (operation_type, operation_name) = match found {
+            Ok(found) => found,
+            Err(err) => {
+                let refused = refuse(err, Refusal::BadRequest);
+                self.state.metrics.record(metrics::Operation {
+                    name: self
+                        .state
+                        .metrics
+                        .operation_name(request.operation_name.as_deref()),
+                    operation_type: "unknown",
+                    transport: transport.name(),
+                    outcome: Refusal::BadRequest.name(),
+                    errors: &refused.0.errors,
+                    elapsed: started.elapsed(),
+                });
+                return refused;
+            }
         };
-        // Fields are recorded, not formatted here: a disabled span costs nothing and an
-        // enabled one formats each value once, into the subscriber's own buffer.
+        let operation_name = operation_name.as_deref().unwrap_or("");
+        let name = self.state.metrics.operation_name(Some(operation_name));
+        // Named as OpenTelemetry's GraphQL semantic conventions name the span
+        // (`otel.name` is `{type} {name}`) and its attributes. Fields are recorded, not
+        // formatted here: a disabled span costs nothing and an enabled one formats each
+        // value once, into the subscriber's own buffer.
+        let type_name = type_name(operation_type);
         let span = tracing::info_span!(
             "graphql",
-            operation.name = request.operation_name.as_deref().unwrap_or(""),
-            operation.kind = ?operation_type,
+            otel.name = %format_args!(
+                "{type_name}{}{operation_name}",
+                if operation_name.is_empty() { "" } else { " " }
+            ),
+            graphql.operation.type = type_name,
+            graphql.operation.name = operation_name,
             user.id = tracing::field::Empty,
-            transport = ?transport,
+            transport = transport.name(),
         );
         if let Some(id) = caller.as_ref().and_then(|s| s.identity().user_id()) {
             span.record("user.id", tracing::field::display(id));
@@ -107,16 +163,22 @@ impl Gateway {
             let result = self
                 .run_checked(request, caller, client, transport, operation_type)
                 .await;
-            let elapsed_ms = started.elapsed().as_millis() as u64;
-            match &result.1 {
-                Some(refusal) => {
-                    tracing::info!(elapsed_ms, outcome = ?refusal, "operation finished");
-                }
-                None => {
-                    let outcome = if result.0.is_ok() { "ok" } else { "errors" };
-                    tracing::info!(elapsed_ms, outcome, "operation finished");
-                }
-            }
+            let elapsed = started.elapsed();
+            let elapsed_ms = elapsed.as_millis() as u64;
+            let outcome = match &result.1 {
+                Some(refusal) => refusal.name(),
+                None if result.0.is_ok() => "ok",
+                None => "errors",
+            };
+            tracing::info!(elapsed_ms, outcome, "operation finished");
+            self.state.metrics.record(metrics::Operation {
+                name,
+                operation_type: type_name,
+                transport: transport.name(),
+                outcome,
+                errors: &result.0.errors,
+                elapsed,
+            });
             result
         }
         .instrument(span)
@@ -275,7 +337,7 @@ impl Gateway {
             return refused(Response::from_errors(vec![err.into()]));
         }
         tracing::info!(
-            operation.name = name,
+            graphql.operation.name = name,
             user.id = identity
                 .user_id()
                 .map(|id| id.to_string())
@@ -315,23 +377,32 @@ fn timed_out(limit: std::time::Duration) -> Response {
 /// Finds the type of the operation the request will run, from its parsed document
 /// (which [`crate::documents::DocumentCache::prepare`] gives it; parsed here otherwise).
 pub(crate) fn operation_type(request: &mut Request) -> Result<OperationType, ApiError> {
+    operation(request).map(|(ty, _)| ty)
+}
+
+/// The type and the name (none for an anonymous one) of the operation the request
+/// will run: its document names it even when the request has no `operationName`.
+fn operation(request: &mut Request) -> Result<(OperationType, Option<Name>), ApiError> {
     let name = request.operation_name.clone();
     let document = request
         .parsed_query()
         .map_err(|e| ApiError::bad_input(e.message))?;
     let operation = match (&document.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        (DocumentOperations::Single(op), _) => Some((op.node.ty, None)),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops
+            .get_key_value(name.as_str())
+            .map(|(name, op)| (op.node.ty, Some(name.clone()))),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
+            .iter()
+            .next()
+            .map(|(name, op)| (op.node.ty, Some(name.clone()))),
         (DocumentOperations::Multiple(_), None) => {
             return Err(ApiError::bad_input(
                 "operationName: required when the document has several operations",
             ));
         }
     };
-    operation
-        .map(|op| op.node.ty)
-        .ok_or_else(|| ApiError::bad_input("operationName: no such operation in the document"))
+    operation.ok_or_else(|| ApiError::bad_input("operationName: no such operation in the document"))
 }
 
 fn refuse(err: ApiError, refusal: Refusal) -> (Response, Option<Refusal>) {

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use crate::{
     auth::TokenService, config::Config, db::Database, documents::DocumentCache, fanout::Cohorts,
-    realtime::Hub, secrets::Sealer,
+    metrics::Metrics, realtime::Hub, secrets::Sealer,
 };
 
 /// Everything requests share, built once at start-up.
@@ -26,6 +26,8 @@ pub struct AppState {
     /// Parsed GraphQL documents by query text, so a repeated operation is not parsed
     /// again.
     pub documents: Arc<DocumentCache>,
+    /// The Prometheus metrics of this replica, served at `GET /metrics`.
+    pub metrics: Metrics,
     /// Sign-in attempts per email, against password guessing.
     pub sign_in_limiter: SignInLimiter,
     /// The configuration the process started with.
@@ -67,6 +69,7 @@ impl AppState {
             db,
             tokens,
             documents: Arc::new(DocumentCache::new(config.document_cache)),
+            metrics: Metrics::new(),
             sealer,
             sign_in_limiter: governor::RateLimiter::keyed(quota),
             config,

@@ -426,6 +426,20 @@ fn run_apart(
         .boxed()
 }
 
+/// `responses`, each poll inside `span` (a stream has no `Instrument` of its own), so
+/// what the operation logs while polled carries the span; a subscription's later
+/// deliveries execute in their cohort's task, outside it.
+fn in_span(
+    mut responses: BoxStream<'static, Arc<Delivery>>,
+    span: tracing::Span,
+) -> BoxStream<'static, Arc<Delivery>> {
+    stream::poll_fn(move |cx| {
+        let _entered = span.enter();
+        responses.poll_next_unpin(cx)
+    })
+    .boxed()
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -441,6 +455,7 @@ type Step = Result<(), Stop>;
 /// Serves one upgraded socket speaking `protocol` until either side closes it.
 /// `client` is the address its operations are attributed to.
 pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol, client: IpAddr) {
+    let _open = gateway.state().metrics.socket_opened();
     let config = &gateway.state().config;
     let init_timeout = config.ws_init_timeout;
     let mut served = Served {
@@ -516,13 +531,22 @@ impl Served {
                     request,
                     subscription,
                 } => {
-                    let responses =
+                    // Its logs carry its id, inside the socket's (the upgrade
+                    // request's) span.
+                    let span = tracing::info_span!("graphql.ws.operation", operation.id = %id);
+                    let responses = in_span(
                         self.gateway
-                            .execute_ws(*request, self.caller.clone(), self.client);
+                            .execute_ws(*request, self.caller.clone(), self.client),
+                        span,
+                    );
                     let responses = if subscription {
+                        let deliveries = self.gateway.state().metrics.deliveries();
                         // Holds no transaction between events (see `kit::feed`), and its
                         // execution runs in its cohort's task (`fanout`): polled here.
                         responses
+                            .inspect(move |_| {
+                                deliveries.inc();
+                            })
                             .map(Some)
                             .chain(stream::once(future::ready(None)))
                             .boxed()

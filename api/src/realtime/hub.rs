@@ -63,6 +63,8 @@ pub(super) struct HubHealth {
     pub listening: AtomicBool,
     /// How many times the listener lost its connection and reconnected.
     pub reconnects: AtomicU64,
+    /// How many events have been broadcast.
+    pub events: AtomicU64,
 }
 
 impl Shared {
@@ -88,6 +90,7 @@ impl Hub {
                 health: HubHealth {
                     listening: AtomicBool::new(!is_postgres),
                     reconnects: AtomicU64::new(0),
+                    events: AtomicU64::new(0),
                 },
                 db,
             }),
@@ -178,6 +181,11 @@ impl Hub {
     pub fn reconnects(&self) -> u64 {
         self.shared.health.reconnects.load(Ordering::Relaxed)
     }
+
+    /// How many events this hub has broadcast to the replica's subscriptions.
+    pub fn events_broadcast(&self) -> u64 {
+        self.shared.health.events.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Hub {
@@ -256,6 +264,7 @@ fn broadcast(shared: &Shared, events: Vec<Event>) {
             let _ = shared.sessions.send(event.clone());
         }
         let _ = shared.sender.send(event);
+        shared.health.events.fetch_add(1, Ordering::Relaxed);
     }
 }
 

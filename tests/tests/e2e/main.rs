@@ -34,6 +34,7 @@ mod fixtures;
 mod http;
 mod integrations;
 mod matrix;
+mod metrics;
 mod migrations;
 mod parity;
 mod policies;

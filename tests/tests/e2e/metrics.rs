@@ -1,0 +1,328 @@
+//! Observability: `GET /metrics` counts what happened (operations by name and outcome,
+//! error codes, latency, sockets, subscriptions and their deliveries, the pool), keeps
+//! client-chosen names bounded, and can be turned off; every response carries an
+//! `x-request-id`, the client's when it is sane.
+
+use std::time::Duration;
+
+use flashfusion_tests::{Client, TIMEOUT, TestApp, TestDb};
+use reqwest::Method;
+use serde_json::json;
+
+const NOTIFICATIONS: &str = "subscription { notificationAdded { kind notification { title } } }";
+const NOTIFY: &str =
+    "mutation($i: CreateNotificationInput!) { createNotification(input: $i) { notificationId } }";
+
+/// One scrape: every sample.
+struct Scrape(Vec<Sample>);
+
+/// A sample's name, labels and value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+impl Scrape {
+    async fn of(client: &Client) -> Self {
+        let response = client
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .expect("content type")
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        let text = response.text().await.expect("body");
+        assert!(
+            text.ends_with("# EOF\n"),
+            "an incomplete exposition: {text}"
+        );
+        Self(
+            text.lines()
+                .filter(|line| !line.starts_with('#'))
+                .map(parse_sample)
+                .collect(),
+        )
+    }
+
+    /// The sum of the samples named `name` whose labels include all of `labels` (0
+    /// when there is none).
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .iter()
+            .filter(|(sample, have, _)| {
+                sample == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+            })
+            .map(|(_, _, value)| value)
+            .sum()
+    }
+}
+
+/// `name{k="v",...} value` (labels optional; values here never hold quotes or commas).
+fn parse_sample(line: &str) -> Sample {
+    let (series, value) = line.rsplit_once(' ').expect("a sample line");
+    let value = value.parse().unwrap_or_else(|_| panic!("a value: {line}"));
+    let (name, labels) = match series.split_once('{') {
+        Some((name, labels)) => (name, labels.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let labels = labels
+        .split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').expect("label=value");
+            (k.to_owned(), v.trim_matches('"').to_owned())
+        })
+        .collect();
+    (name.to_owned(), labels, value)
+}
+
+const OPERATIONS: &str = "flashfusion_graphql_operations_total";
+const ERRORS: &str = "flashfusion_graphql_errors_total";
+const LATENCY_COUNT: &str = "flashfusion_graphql_operation_duration_seconds_count";
+
+on_both_backends!(operations_errors_and_subscriptions_are_counted);
+
+async fn operations_errors_and_subscriptions_are_counted(app: TestApp) {
+    let anonymous = app.anonymous();
+    let (ada, user) = app.user("ada@example.com").await;
+    let (admin, _) = app.admin("root@example.com").await;
+    let before = Scrape::of(&anonymous).await;
+
+    let ok = anonymous
+        .graphql("query Probe { __typename }", json!({}))
+        .await;
+    assert_eq!(ok["data"]["__typename"], "Query", "{ok}");
+    let failed = anonymous
+        .graphql("query Broken { noSuchField }", json!({}))
+        .await;
+    assert_eq!(super::code(&failed), "BAD_USER_INPUT", "{failed}");
+    let (status, _) = anonymous
+        .get_query("mutation Sneaky { createProject(input: {name: \"x\"}) { project { id } } }")
+        .await;
+    assert_eq!(status, 405);
+    let long = "A".repeat(65);
+    anonymous
+        .graphql(&format!("query {long} {{ __typename }}"), json!({}))
+        .await;
+
+    // A subscription that receives one event.
+    let live = app.state.fanout.live();
+    let mut ws = app
+        .websocket(
+            "graphql-transport-ws",
+            json!({ "Authorization": format!("Bearer {}", ada.token()) }),
+        )
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": NOTIFICATIONS } }))
+        .await;
+    wait_until(
+        || app.state.fanout.live() > live,
+        "the subscription never started",
+    )
+    .await;
+    let created = admin
+        .graphql(
+            NOTIFY,
+            json!({ "i": { "userId": user, "kind": "test", "title": "hello" } }),
+        )
+        .await;
+    assert!(created["errors"].is_null(), "{created}");
+    let event = ws.next().await.expect("an event");
+    assert_eq!(
+        event["payload"]["data"]["notificationAdded"]["notification"]["title"], "hello",
+        "{event}"
+    );
+
+    let after = Scrape::of(&anonymous).await;
+    let grew =
+        |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);
+    let post = ("transport", "http_post");
+    assert_eq!(
+        grew(
+            OPERATIONS,
+            &[
+                ("operation", "Probe"),
+                ("operation_type", "query"),
+                post,
+                ("outcome", "ok")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        grew(
+            OPERATIONS,
+            &[
+                ("operation", "Broken"),
+                ("operation_type", "query"),
+                post,
+                ("outcome", "errors")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        grew(
+            OPERATIONS,
+            &[
+                ("operation", "Sneaky"),
+                ("transport", "http_get"),
+                ("outcome", "method_not_allowed")
+            ]
+        ),
+        1.0
+    );
+    // A name longer than 64 characters gets no series of its own.
+    assert_eq!(grew(OPERATIONS, &[("operation", "other"), post]), 1.0);
+    assert_eq!(after.sum(OPERATIONS, &[("operation", long.as_str())]), 0.0);
+    assert_eq!(
+        grew(
+            OPERATIONS,
+            &[("operation_type", "mutation"), post, ("outcome", "ok")]
+        ),
+        1.0,
+        "the admin's createNotification"
+    );
+    // Broken's validation error and Sneaky's refusal.
+    assert_eq!(grew(ERRORS, &[("code", "BAD_USER_INPUT")]), 2.0);
+    assert_eq!(
+        grew(LATENCY_COUNT, &[("operation_type", "query"), post]),
+        3.0
+    );
+
+    assert_eq!(after.sum("flashfusion_websocket_connections", &[]), 1.0);
+    assert_eq!(after.sum("flashfusion_subscriptions_active", &[]), 1.0);
+    assert_eq!(after.sum("flashfusion_subscription_executions", &[]), 1.0);
+    assert_eq!(grew("flashfusion_subscription_deliveries_total", &[]), 1.0);
+    assert!(grew("flashfusion_events_broadcast_total", &[]) >= 1.0);
+    assert!(
+        after.sum("flashfusion_db_statements_total", &[])
+            > before.sum("flashfusion_db_statements_total", &[])
+    );
+    assert_eq!(after.sum("flashfusion_listener_reconnects_total", &[]), 0.0);
+    // The pool: what is open is idle or in use, and never more than the maximum
+    // (the harness configures 5).
+    let open = after.sum("flashfusion_db_pool_connections", &[]);
+    assert_eq!(after.sum("flashfusion_db_pool_connections_max", &[]), 5.0);
+    assert!((1.0..=5.0).contains(&open), "{open} open connections");
+    assert_eq!(
+        after.sum("flashfusion_db_pool_connections_idle", &[])
+            + after.sum("flashfusion_db_pool_connections_in_use", &[]),
+        open
+    );
+
+    drop(ws);
+    wait_until(
+        || app.state.fanout.live() == live,
+        "the subscription never ended",
+    )
+    .await;
+    let closed = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let scrape = Scrape::of(&anonymous).await;
+            if scrape.sum("flashfusion_websocket_connections", &[]) == 0.0 {
+                return scrape;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the closed socket is never uncounted");
+    assert_eq!(closed.sum("flashfusion_subscriptions_active", &[]), 0.0);
+}
+
+/// Waits, bounded by [`TIMEOUT`], until `done`.
+async fn wait_until(done: impl Fn() -> bool, failure: &str) {
+    tokio::time::timeout(TIMEOUT, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect(failure);
+}
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| config.metrics = false).await;
+    let response = app
+        .anonymous()
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn every_response_carries_a_sane_request_id() {
+    let app = TestApp::postgres().await;
+    let client = app.anonymous();
+    let id_of = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.expect("request");
+        response.headers()["x-request-id"]
+            .to_str()
+            .expect("an ASCII id")
+            .to_owned()
+    };
+    let graphql = || {
+        client
+            .request(Method::POST, "/graphql")
+            .json(&json!({ "query": "{ __typename }" }))
+    };
+
+    // None sent: a fresh UUID, a different one each time.
+    let first = id_of(graphql()).await;
+    let second = id_of(client.request(Method::GET, "/healthz")).await;
+    for id in [&first, &second] {
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "not a UUID: {id}");
+    }
+    assert_ne!(first, second);
+
+    // A sane one is kept.
+    let sane = "trace-4bf92f3577b34da6.a_3";
+    assert_eq!(id_of(graphql().header("x-request-id", sane)).await, sane);
+    let longest = "a".repeat(64);
+    assert_eq!(
+        id_of(graphql().header("x-request-id", longest.as_str())).await,
+        longest
+    );
+
+    // Anything else is replaced.
+    for insane in ["two words", "<script>", &"a".repeat(65), ""] {
+        let id = id_of(graphql().header("x-request-id", insane)).await;
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{insane:?} became {id}");
+    }
+    let both = graphql()
+        .header("x-request-id", "one")
+        .header("x-request-id", "two");
+    let id = id_of(both).await;
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "two ids became {id}");
+
+    // Also where no route matches, and on a refusal before the handler runs.
+    let unrouted = id_of(
+        client
+            .request(Method::GET, "/nowhere")
+            .header("x-request-id", sane),
+    )
+    .await;
+    assert_eq!(unrouted, sane);
+    let refused = id_of(
+        client
+            .request(Method::POST, "/graphql")
+            .header("content-type", "application/json")
+            .body(vec![b' '; app.state.config.max_body_bytes + 1]),
+    )
+    .await;
+    assert!(uuid::Uuid::parse_str(&refused).is_ok(), "{refused}");
+}
