@@ -101,7 +101,7 @@ fn quick_options(url: &str) -> sea_orm::ConnectOptions {
 }
 
 /// Starts the machine's PostgreSQL cluster (Debian's `pg_ctlcluster`), once per run;
-/// whether a start was attempted.
+/// whether it was started.
 fn start_local_cluster() -> bool {
     static STARTED: OnceLock<bool> = OnceLock::new();
     *STARTED.get_or_init(|| {
@@ -118,7 +118,8 @@ fn start_local_cluster() -> bool {
             .arg(version)
             .args(["main", "start"])
             .status()
-            .is_ok()
+            // Not when it was running already (on another port than the URL's).
+            .is_ok_and(|status| status.success())
     })
 }
 
