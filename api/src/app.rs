@@ -1,5 +1,6 @@
-//! The application, the top of the stack: the router over the shared state, serving it
-//! with graceful shutdown, and the hourly housekeeping.
+//! The application, the top of the stack: the router over the shared state, the schema
+//! check or migration before serving, serving with graceful shutdown (requests drained,
+//! WebSockets closed with 1001), and the hourly housekeeping.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 pub use crate::state::AppState;
-use crate::{http, pipeline::Gateway, schema::build_schema, session};
+use crate::{db::Database, http, pipeline::Gateway, schema::build_schema, session};
 
 /// The gateway's router over `state`.
 pub fn router(state: Arc<AppState>) -> axum::Router {
@@ -15,23 +16,91 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     http::router(Gateway::new(schema, state))
 }
 
-/// Migrates, binds and serves until SIGINT or SIGTERM, then drains in-flight requests.
+/// Prepares the schema ([`prepare_schema`]), binds and serves until SIGINT or SIGTERM
+/// (see [`serve_until`]).
 pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
-    state.db.migrate().await?;
-    state.hub.start();
+    prepare_schema(&state).await?;
     let bind = state.config.bind;
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
+    serve_until(state, listener, shutdown_signal()).await
+}
+
+/// Before serving: with `FLASHFUSION_MIGRATE_ON_START` (the default in development and
+/// on SQLite), applies pending migrations as `DATABASE_MIGRATION_URL`'s role (else
+/// `DATABASE_URL`'s); otherwise (production on Postgres) only checks that every
+/// migration of this binary is applied and none unknown, and refuses to start if not,
+/// since the login role may not migrate (README, "Production").
+pub async fn prepare_schema(state: &AppState) -> anyhow::Result<()> {
+    let config = &state.config;
+    if config.migrates_on_start() {
+        return match &config.database_migration_url {
+            Some(url) => {
+                let owner = Database::connect(url.expose(), 2).await?;
+                let migrated = owner.migrate().await;
+                let _ = owner.connection().clone().close().await;
+                migrated
+            }
+            None => state.db.migrate().await,
+        };
+    }
+    let status = state.db.schema_status().await?;
+    if status.is_current() {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    if !status.pending.is_empty() {
+        problems.push(format!(
+            "{} migration(s) not applied ({})",
+            status.pending.len(),
+            status.pending.join(", ")
+        ));
+    }
+    if !status.unknown.is_empty() {
+        problems.push(format!(
+            "migration(s) applied that this binary does not know ({}): the database is newer than this binary",
+            status.unknown.join(", ")
+        ));
+    }
+    anyhow::bail!(
+        "the database schema is not current: {}. Run `flashfusion migrate up` as the \
+         schema's owner (DATABASE_MIGRATION_URL, or DATABASE_URL of that one command) \
+         before `serve`, or set FLASHFUSION_MIGRATE_ON_START=true where the gateway's \
+         own role may migrate",
+        problems.join("; ")
+    )
+}
+
+/// Serves on `listener` until `shutdown` resolves, then stops accepting connections,
+/// lets in-flight requests finish, and closes every WebSocket with 1001 (going away),
+/// waiting at most [`DRAIN`] for all of that. Starts the event hub and the hourly
+/// housekeeping, which stops when this returns.
+pub async fn serve_until(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    state.hub.start();
     let address = listener.local_addr().context("no local address")?;
     tracing::info!(%address, "FlashFusion gateway listening; GraphiQL at http://{address}/");
-    tokio::spawn(housekeeping(state.clone()));
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let closing = state.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        shutdown.await;
+        tracing::info!("shutting down: draining requests, closing WebSockets (1001)");
+        // Upgraded connections are not the server's to drain: the sockets close
+        // themselves, and are awaited below.
+        closing.shutdown.begin();
         let _ = stop_tx.send(true);
     });
+    let drained = async {
+        server.await.context("server error")?;
+        state.shutdown.sockets_closed().await;
+        Ok::<_, anyhow::Error>(())
+    };
     // In-flight requests get DRAIN to finish after the signal; then the process exits
     // anyway, so a stuck request cannot keep a replica from stopping.
     let deadline = async move {
@@ -39,12 +108,16 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
         let _ = stop_rx.wait_for(|stopping| *stopping).await;
         tokio::time::sleep(DRAIN).await;
     };
-    tokio::select! {
-        result = server => result.context("server error")?,
-        () = deadline => tracing::warn!(drain = ?DRAIN, "requests still running at the drain deadline; exiting"),
-    }
+    let outcome = tokio::select! {
+        result = drained => result,
+        () = deadline => {
+            tracing::warn!(drain = ?DRAIN, "requests still running at the drain deadline; exiting");
+            Ok(())
+        }
+    };
+    housekeeping.abort();
     tracing::info!("shut down");
-    Ok(())
+    outcome
 }
 
 /// How long in-flight requests may run after a shutdown signal.

@@ -8,6 +8,7 @@ use crate::{
     app::{self, AppState},
     auth::{Email, Identity, Role},
     config::{Cli, Command, LogFormat, MigrateAction, TokenAction, TokenRole, WorkerArgs},
+    db::Database,
     schema, worker,
 };
 
@@ -21,14 +22,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate { action } => {
-            let state = AppState::init(cli.config).await?;
-            let conn = state.db.connection();
+            // As the schema's owner: DATABASE_MIGRATION_URL, else DATABASE_URL. Two
+            // connections at least: `up` holds its lock on one and migrates on another.
+            let db = Database::connect(
+                cli.config.migration_url().expose(),
+                cli.config.db_max_connections.max(2),
+            )
+            .await?;
+            let conn = db.connection();
             match action {
-                MigrateAction::Up => Migrator::up(conn, None).await,
-                MigrateAction::Down => Migrator::down(conn, None).await,
-                MigrateAction::Status => Ok(()),
+                MigrateAction::Up => db.migrate().await?,
+                MigrateAction::Down => Migrator::down(conn, None)
+                    .await
+                    .context("migration failed")?,
+                MigrateAction::Status => {}
             }
-            .context("migration failed")?;
             for migration in Migrator::get_migration_with_status(conn).await? {
                 println!(
                     "{:<10} {}",

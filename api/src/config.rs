@@ -21,9 +21,11 @@ pub struct Cli {
 /// The subcommands of the binary.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Migrate the database, then serve GraphQL (the default).
+    /// Serve GraphQL (the default), after migrating the database
+    /// (`FLASHFUSION_MIGRATE_ON_START`) or checking that its schema is current.
     Serve,
-    /// Apply, revert or list migrations.
+    /// Apply, revert or list migrations, as `DATABASE_MIGRATION_URL` (else
+    /// `DATABASE_URL`).
     Migrate {
         #[command(subcommand)]
         action: MigrateAction,
@@ -302,12 +304,46 @@ pub struct Config {
         global = true
     )]
     pub metrics: bool,
+    // --- faults (issue 8) ---
+    /// The URL `migrate` (and `serve`, when it migrates on start) connects with: the
+    /// role that owns the schema. Unset: `DATABASE_URL`.
+    #[arg(
+        long,
+        env = "DATABASE_MIGRATION_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_migration_url: Option<Secret>,
+    /// Whether `serve` applies pending migrations before serving (`true`) or only
+    /// checks that the schema is current and refuses to start otherwise (`false`).
+    /// Unset: on in development and on SQLite, off in production on Postgres.
+    #[arg(
+        long,
+        env = "FLASHFUSION_MIGRATE_ON_START",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
+    pub migrate_on_start: Option<bool>,
 }
 
 impl Config {
     /// Whether the gateway runs with production defaults.
     pub fn is_production(&self) -> bool {
         self.environment == Environment::Production
+    }
+
+    /// Whether `serve` migrates before serving (see `migrate_on_start`).
+    pub fn migrates_on_start(&self) -> bool {
+        self.migrate_on_start.unwrap_or_else(|| {
+            !self.is_production() || self.database_url.expose().starts_with("sqlite:")
+        })
+    }
+
+    /// The URL migrations run with: `DATABASE_MIGRATION_URL`, else `DATABASE_URL`.
+    pub fn migration_url(&self) -> &Secret {
+        self.database_migration_url
+            .as_ref()
+            .unwrap_or(&self.database_url)
     }
 
     /// A configuration with every default and nothing read from the environment, as

@@ -25,8 +25,8 @@ use entity::{revoked_tokens, users};
 use migration::{Migrator, MigratorTrait, roles};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, QueryTrait, SqliteTransactionMode,
-    Statement, TransactionOptions, TransactionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect, QueryTrait, RuntimeErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
     sea_query::{Expr, ExprTrait, Query},
 };
 use uuid::Uuid;
@@ -42,6 +42,33 @@ use crate::{
 /// request (`INTERNAL`, or 503 when opening the transaction), and sqlx closes it
 /// instead of returning it to the pool.
 pub const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
+
+/// How long a request waits for a pooled connection before it is refused with 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long opening one connection may take (a server that does not answer at all).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The key of the Postgres advisory lock that `migrate` holds while it applies
+/// migrations, so replicas migrating at once take turns (the second finds nothing
+/// pending). Any constant works as long as nothing else uses it: ASCII "flashfus".
+const MIGRATION_LOCK: i64 = 0x666c_6173_6866_7573;
+
+/// The migrations a database has and has not applied, against this binary's list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Known to this binary, not applied.
+    pub pending: Vec<String>,
+    /// Applied, unknown to this binary (the database is newer than the binary).
+    pub unknown: Vec<String>,
+}
+
+impl SchemaStatus {
+    /// All migrations applied, none unknown.
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty() && self.unknown.is_empty()
+    }
+}
 
 /// A connection pool plus which backend it speaks to.
 #[derive(Debug, Clone)]
@@ -59,11 +86,16 @@ impl Database {
     /// Connects to `url` with at most `max_connections` pooled connections.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let mut options = ConnectOptions::new(url.to_owned());
-        // A request waits at most this long for a pooled connection; beyond it the
-        // database is treated as unavailable (503) rather than holding the request.
+        // A request waits at most ACQUIRE_TIMEOUT for a pooled connection, and a new
+        // connection at most CONNECT_TIMEOUT; beyond either the database is treated as
+        // unavailable (503) rather than holding the request. While the server is down
+        // a connection is refused at once, so requests fail after the acquire timeout
+        // at worst, well under `FLASHFUSION_REQUEST_TIMEOUT`, and the pool connects
+        // afresh once it is back (no restart of the gateway).
         options
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
             .sqlx_logging(false);
         let mut conn = sea_orm::Database::connect(options)
@@ -93,11 +125,82 @@ impl Database {
         self.statements_executed() + self.transaction_ends.load(Ordering::Relaxed)
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration. On Postgres it first takes an advisory lock
+    /// ([`MIGRATION_LOCK`]) in a transaction that pins one connection of its own
+    /// (`pg_advisory_xact_lock`, released when that transaction ends or its connection
+    /// dies), so replicas that migrate at once run one after the other and the later
+    /// ones find nothing pending. The migrations run on other pooled connections.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        Migrator::up(&self.conn, None)
+        let lock = if self.backend() == DatabaseBackend::Postgres {
+            let lock = self
+                .conn
+                .begin()
+                .await
+                .context("cannot open the migration lock's transaction")?;
+            lock.execute_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "select pg_advisory_xact_lock($1)",
+                [MIGRATION_LOCK.into()],
+            ))
             .await
-            .context("database migration failed")
+            .context("cannot take the migration lock")?;
+            Some(lock)
+        } else {
+            None
+        };
+        let migrated = Migrator::up(&self.conn, None)
+            .await
+            .context("database migration failed");
+        if let Some(lock) = lock {
+            // Releases the lock; it held nothing else.
+            lock.rollback()
+                .await
+                .context("cannot release the migration lock")?;
+        }
+        migrated
+    }
+
+    /// Which of this binary's migrations the database has applied, read as the
+    /// connecting role. On Postgres through `flashfusion_applied_migrations()`
+    /// (migration m20261126_000011, SECURITY DEFINER), since the gateway's login role
+    /// has no grant on `seaql_migrations`; a database without that function predates
+    /// it, so it counts as not current. On SQLite, the migration table itself.
+    pub async fn schema_status(&self) -> anyhow::Result<SchemaStatus> {
+        let sql = match self.backend() {
+            DatabaseBackend::Postgres => "select version from flashfusion_applied_migrations()",
+            _ => "select version from seaql_migrations",
+        };
+        let known: Vec<String> = Migrator::migrations()
+            .iter()
+            .map(|migration| migration.name().to_owned())
+            .collect();
+        let applied: Vec<String> = match self
+            .conn
+            .query_all_raw(Statement::from_string(self.backend(), sql))
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|row| row.try_get_by_index::<String>(0))
+                .collect::<Result<_, _>>()
+                .context("cannot read the applied migrations")?,
+            // No function (Postgres) or no table yet: nothing this binary knows of the
+            // state is applied. Anything else (the server is down) is an error.
+            Err(err) if is_undefined(&err) => Vec::new(),
+            Err(err) => return Err(err).context("cannot read which migrations are applied"),
+        };
+        Ok(SchemaStatus {
+            pending: known
+                .iter()
+                .filter(|name| !applied.contains(name))
+                .cloned()
+                .collect(),
+            unknown: applied
+                .iter()
+                .filter(|name| !known.contains(name))
+                .cloned()
+                .collect(),
+        })
     }
 
     /// The raw connection, for start-up tasks and the CLI only.
@@ -180,6 +283,20 @@ impl Database {
         };
         Ok((tx, current))
     }
+}
+
+/// Whether `err` says the function or table does not exist (Postgres `42883`
+/// undefined_function, `42P01` undefined_table; SQLite "no such table").
+fn is_undefined(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err))) = err
+    else {
+        return false;
+    };
+    err.as_database_error().is_some_and(|db| {
+        db.code()
+            .is_some_and(|code| code == "42883" || code == "42P01")
+            || db.message().starts_with("no such table")
+    })
 }
 
 /// Switches the role and `app.*` settings of `tx` to `identity`, for this transaction

@@ -32,6 +32,32 @@ pub struct AppState {
     pub sign_in_limiter: SignInLimiter,
     /// The configuration the process started with.
     pub config: Config,
+    /// Tells this replica's WebSockets that it is shutting down, and tells the server
+    /// when they have all closed.
+    pub shutdown: Shutdown,
+}
+
+/// The shutdown of a replica as its WebSockets see it: each open socket holds a
+/// [`Shutdown::watch`] receiver and closes with 1001 (going away) once
+/// [`Shutdown::begin`] is called; [`Shutdown::sockets_closed`] resolves when every
+/// receiver is gone, i.e. every socket has closed.
+pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+
+impl Shutdown {
+    /// What a socket holds while it is open; it changes to `true` at shutdown.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+
+    /// Asks every open socket to close.
+    pub fn begin(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once no socket is open.
+    pub async fn sockets_closed(&self) {
+        self.0.closed().await;
+    }
 }
 
 /// A rate limiter keyed by normalised email.
@@ -73,6 +99,7 @@ impl AppState {
             sealer,
             sign_in_limiter: governor::RateLimiter::keyed(quota),
             config,
+            shutdown: Shutdown(tokio::sync::watch::Sender::new(false)),
         }))
     }
 }

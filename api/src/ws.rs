@@ -45,6 +45,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// `CloseCode.InternalServerError` for a server that cannot check a token at all.
 mod code {
     pub const NORMAL: u16 = 1000;
+    /// RFC 6455's "going away": the server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
     pub const BAD_REQUEST: u16 = 4400;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
@@ -440,6 +442,13 @@ fn in_span(
     .boxed()
 }
 
+/// Resolves when the replica shuts down (never, if its state is gone first).
+async fn shutting_down(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+        future::pending::<()>().await;
+    }
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -468,6 +477,7 @@ pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol, clie
         acknowledged: false,
         session_ended: future::pending().boxed(),
         operations: StreamMap::new(),
+        shutdown: gateway.state().shutdown.watch(),
         socket,
         gateway,
     };
@@ -489,6 +499,9 @@ struct Served {
     /// Each operation's responses, then `None` when its stream ends. Removing an entry
     /// drops the stream, which cancels the operation (and rolls back its transaction).
     operations: StreamMap<String, BoxStream<'static, Option<Arc<Delivery>>>>,
+    /// Turns `true` when the replica shuts down; held while the socket is open, so
+    /// the server knows when every socket has closed.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Served {
@@ -506,6 +519,9 @@ impl Served {
                     self.close(code::INIT_TIMEOUT, "Connection initialisation timeout").await
                 }
                 () = &mut self.session_ended => self.close(code::FORBIDDEN, "Forbidden").await,
+                () = shutting_down(&mut self.shutdown) => {
+                    self.close(code::GOING_AWAY, "Server shutting down").await
+                }
                 _ = keep_alive.tick(), if legacy && self.acknowledged => {
                     self.send(&server_message("ka", None, None)).await
                 }

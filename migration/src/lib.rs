@@ -20,6 +20,7 @@ mod m20261125_000007_task_readers_read_their_agents;
 mod m20261125_000008_hide_who_signed_out;
 mod m20261126_000009_event_outbox;
 mod m20261126_000010_act_as_in_one_statement;
+mod m20261126_000011_migration_state_for_the_login_role;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000008_hide_who_signed_out::Migration),
             Box::new(m20261126_000009_event_outbox::Migration),
             Box::new(m20261126_000010_act_as_in_one_statement::Migration),
+            Box::new(m20261126_000011_migration_state_for_the_login_role::Migration),
         ]
     }
 }

@@ -9,11 +9,26 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-/// Where the tests find Postgres: `TEST_DATABASE_URL`, or the local default.
+use crate::cluster::{self, Cluster};
+
+/// Where the tests find Postgres: `TEST_DATABASE_URL`, or the local default; once the
+/// harness had to start a private cluster (see [`admin_connection`]), that cluster.
 pub fn test_database_url() -> String {
+    if let Some(cluster) = PRIVATE.get() {
+        return cluster.url();
+    }
+    configured_url()
+}
+
+fn configured_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
+
+/// The private cluster the harness started because no server answered at the
+/// configured URL; it lives as long as the test process (statics are never dropped, so
+/// the next run's [`crate::cluster::remove_stale`] stops it).
+static PRIVATE: OnceLock<Cluster> = OnceLock::new();
 
 /// Replaces the database name at the end of a Postgres URL.
 fn with_database(url: &str, name: &str) -> String {
@@ -35,25 +50,28 @@ async fn admin_connection() -> DatabaseConnection {
         panic!("{message}");
     }
     let url = test_database_url();
-    // sqlx retries a refused connection until its acquire timeout (30 s by default):
-    // keep each attempt short, so an unreachable server is reported quickly.
-    let options = || {
-        let mut options = sea_orm::ConnectOptions::new(url.clone());
-        options
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .acquire_timeout(std::time::Duration::from_secs(3))
-            .sqlx_logging(false);
-        options
-    };
-    let mut attempt = Database::connect(options()).await;
-    if attempt.is_err() && start_local_cluster() {
+    let mut attempt = Database::connect(quick_options(&url)).await;
+    if attempt.is_err() && PRIVATE.get().is_none() && start_local_cluster() {
         // The cluster was started just now: give it a bounded while to accept.
         for _ in 0..10 {
-            attempt = Database::connect(options()).await;
+            attempt = Database::connect(quick_options(&url)).await;
             if attempt.is_ok() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    if attempt.is_err() && PRIVATE.get().is_none() && Cluster::installed() {
+        // Installed but not running (a laptop): a private cluster of this process.
+        let private = tokio::task::spawn_blocking(|| {
+            PRIVATE.get_or_init(|| {
+                cluster::remove_stale();
+                Cluster::start()
+            });
+        })
+        .await;
+        if private.is_ok() {
+            attempt = Database::connect(quick_options(&test_database_url())).await;
         }
     }
     match attempt {
@@ -63,15 +81,27 @@ async fn admin_connection() -> DatabaseConnection {
                 "PostgreSQL is not reachable at {url} ({err}).\n\
                  The end-to-end tests need a real Postgres: start the local one with\n  \
                  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
-                 or point TEST_DATABASE_URL at a server where the user may CREATE DATABASE."
+                 or point TEST_DATABASE_URL at a server where the user may CREATE DATABASE\n\
+                 (with PostgreSQL installed, the harness starts a private cluster itself)."
             );
             panic!("{}", UNREACHABLE.get_or_init(|| message));
         }
     }
 }
 
+/// sqlx retries a refused connection until its acquire timeout (30 s by default): keep
+/// each attempt short, so an unreachable server is reported quickly.
+fn quick_options(url: &str) -> sea_orm::ConnectOptions {
+    let mut options = sea_orm::ConnectOptions::new(url.to_owned());
+    options
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .sqlx_logging(false);
+    options
+}
+
 /// Starts the machine's PostgreSQL cluster (Debian's `pg_ctlcluster`), once per run;
-/// whether a start was attempted.
+/// whether it was started.
 fn start_local_cluster() -> bool {
     static STARTED: OnceLock<bool> = OnceLock::new();
     *STARTED.get_or_init(|| {
@@ -88,7 +118,8 @@ fn start_local_cluster() -> bool {
             .arg(version)
             .args(["main", "start"])
             .status()
-            .is_ok()
+            // Not when it was running already (on another port than the URL's).
+            .is_ok_and(|status| status.success())
     })
 }
 

@@ -3,15 +3,18 @@
 //! real gateway router on a free port and speaks HTTP and WebSocket to it, as a web
 //! client would.
 //!
-//! If Postgres cannot be reached the harness panics with how to start it: a test of
+//! When no server answers but PostgreSQL is installed, the harness starts a private
+//! cluster ([`Cluster`]) and uses it. If Postgres cannot be reached the harness panics with how to start it: a test of
 //! Postgres behaviour never silently skips.
 
 mod actors;
 mod app;
+mod cluster;
 mod database;
 
 pub use actors::{
     Actor, Actors, Case, create_project, create_visible_project, outcome, run_matrix, scoped,
 };
 pub use app::{Client, TIMEOUT, TestApp, WsClient, WsEnd};
+pub use cluster::Cluster;
 pub use database::{TestDb, test_database_url};

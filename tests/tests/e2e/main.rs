@@ -30,6 +30,7 @@ mod caches;
 mod catalog;
 mod code_generations;
 mod deployments;
+mod faults;
 mod fixtures;
 mod http;
 mod integrations;

@@ -1,7 +1,8 @@
 //! Migrations: up → down → up on Postgres and SQLite, RLS enabled and forced with at
-//! least one policy on every table, seed catalogs present.
+//! least one policy on every table, seed catalogs present, and concurrent `migrate up`
+//! from two replicas taking turns on the advisory lock.
 
-use flashfusion_tests::TestDb;
+use flashfusion_tests::{TestDb, test_database_url};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
@@ -124,4 +125,52 @@ async fn sqlite_up_down_up() {
     assert_eq!(strings(&conn, tables).await, expected);
     conn.close().await.expect("close");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Two replicas running `migrate up` at once on a fresh database (as `serve` does with
+/// FLASHFUSION_MIGRATE_ON_START, or two `flashfusion migrate up`): the advisory lock
+/// makes them take turns, so both succeed and every migration is recorded once.
+#[tokio::test]
+async fn concurrent_migrate_up_takes_turns() {
+    let server = test_database_url();
+    let admin = Database::connect(server.as_str()).await.expect("admin");
+    let name = format!(
+        "ff_test_{}_{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    admin
+        .execute_unprepared(&format!("create database {name}"))
+        .await
+        .expect("create an empty database");
+    let (base, _) = server.rsplit_once('/').expect("a database URL");
+    let url = format!("{base}/{name}");
+
+    let first = flashfusion_api::db::Database::connect(&url, 3)
+        .await
+        .expect("first replica");
+    let second = flashfusion_api::db::Database::connect(&url, 3)
+        .await
+        .expect("second replica");
+    let (a, b) = tokio::join!(first.migrate(), second.migrate());
+    assert!(a.is_ok(), "{a:?}");
+    assert!(b.is_ok(), "{b:?}");
+
+    let known: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let conn = first.connection();
+    let recorded = strings(
+        conn,
+        "select version from seaql_migrations order by version",
+    )
+    .await;
+    assert_eq!(recorded, known, "each migration recorded once, in order");
+    assert!(first.schema_status().await.expect("status").is_current());
+    drop((first, second));
+    admin
+        .execute_unprepared(&format!("drop database {name} with (force)"))
+        .await
+        .expect("drop");
 }

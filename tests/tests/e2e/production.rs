@@ -1,7 +1,13 @@
 //! The production set-up of ARCHITECTURE.md (Production notes): the gateway logs in as an authenticator role that
 //! is neither superuser nor table owner and may only switch to the three gateway roles.
-//! Everything still works, and a statement that skipped the switch sees nothing.
+//! Everything still works, and a statement that skipped the switch sees nothing. In
+//! production mode `serve` only checks, as that role, that the schema is current.
 
+use flashfusion_api::{
+    app::{AppState, prepare_schema},
+    auth::TokenService,
+    config::{Config, Environment},
+};
 use flashfusion_tests::{TestApp, TestDb};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
@@ -104,5 +110,73 @@ async fn the_gateway_works_logged_in_as_a_powerless_authenticator() {
     assert_eq!(
         code(&ada.graphql("{ me { id } }", json!({})).await),
         "UNAUTHENTICATED"
+    );
+}
+
+/// The gateway's state in production mode, logged in at `url`.
+async fn production_state(url: String) -> std::sync::Arc<AppState> {
+    let mut config = Config::defaults();
+    config.environment = Environment::Production;
+    config.database_url = url.into();
+    config.db_max_connections = 2;
+    config.secrets_key = Some(format!("{:064x}", 1).into());
+    let tokens = TokenService::from_key_pair(
+        biscuit_auth::KeyPair::new(),
+        std::time::Duration::from_secs(60),
+    );
+    AppState::with_tokens(config, tokens)
+        .await
+        .expect("gateway state")
+}
+
+/// In production `serve` does not migrate: logged in as the authenticator, which may
+/// not read `seaql_migrations`, it checks the schema through
+/// `flashfusion_applied_migrations()` and refuses to start, saying why, when a
+/// migration is missing or one it does not know was applied.
+#[tokio::test]
+async fn serve_as_the_authenticator_checks_the_schema_and_refuses_a_stale_one() {
+    let db = TestDb::new().await;
+    ensure_authenticator(&db).await;
+    let state = production_state(db.url_as(AUTHENTICATOR)).await;
+    assert!(!state.config.migrates_on_start());
+    let bare = Database::connect(db.url_as(AUTHENTICATOR).as_str())
+        .await
+        .expect("connect as authenticator");
+    assert!(
+        bare.execute_unprepared("select version from seaql_migrations")
+            .await
+            .is_err(),
+        "no grant on the migrations table"
+    );
+    bare.close().await.expect("close");
+    prepare_schema(&state)
+        .await
+        .expect("a current schema: serve starts");
+
+    let owner = db.connect().await;
+    owner
+        .execute_unprepared(
+            "insert into seaql_migrations (version, applied_at) values ('m20991231_000001_from_the_future', 0)",
+        )
+        .await
+        .expect("a migration from a newer binary");
+    let refused = format!("{:#}", prepare_schema(&state).await.expect_err("refused"));
+    assert!(
+        refused.contains("m20991231_000001_from_the_future") && refused.contains("newer"),
+        "{refused}"
+    );
+
+    owner
+        .execute_unprepared(
+            "delete from seaql_migrations where version = 'm20991231_000001_from_the_future';
+             delete from seaql_migrations where version = 'm20261126_000010_act_as_in_one_statement'",
+        )
+        .await
+        .expect("forget a migration");
+    let refused = format!("{:#}", prepare_schema(&state).await.expect_err("refused"));
+    assert!(
+        refused.contains("m20261126_000010_act_as_in_one_statement")
+            && refused.contains("flashfusion migrate up"),
+        "{refused}"
     );
 }
