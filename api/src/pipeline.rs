@@ -3,6 +3,13 @@
 //! operation's transaction as the caller while checking the token against revocations
 //! (one statement), execute, then commit on success or roll back on error. Built once,
 //! so every resolver gets RLS and the token's checks without doing anything.
+//!
+//! Production mode (`FLASHFUSION_ENV=production`) is decided here, per request: only an
+//! admin's session runs introspection and gets field suggestions; everyone else runs on
+//! the restricted schema ([`crate::schema::build_restricted_schema`]). With a
+//! trusted-documents allow-list, only admins may send a document that is not on it (in
+//! either environment). In production, errors that did not come from [`ApiError`] and
+//! are not the client's input reach clients only as `INTERNAL`.
 
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
@@ -23,7 +30,7 @@ use crate::{
     error::{ApiError, ApiResult},
     fanout::{Delivery, Key},
     kit::{RequestContext, feed::SubscriptionTx},
-    schema::AppSchema,
+    schema::{AppSchema, build_restricted_schema},
     state::AppState,
 };
 
@@ -56,6 +63,9 @@ pub enum Refusal {
 #[derive(Clone)]
 pub struct Gateway {
     schema: AppSchema,
+    /// What everyone but admins runs on: in production, `schema` without suggestions
+    /// and introspection; otherwise `schema` itself.
+    restricted: AppSchema,
     state: Arc<AppState>,
 }
 
@@ -65,7 +75,16 @@ pub type Caller = Option<Session>;
 impl Gateway {
     /// A gateway over `schema` (which must carry `state` in its data).
     pub fn new(schema: AppSchema, state: Arc<AppState>) -> Self {
-        Self { schema, state }
+        let restricted = if state.config.is_production() {
+            build_restricted_schema(state.clone())
+        } else {
+            schema.clone()
+        };
+        Self {
+            schema,
+            restricted,
+            state,
+        }
     }
 
     /// The shared state.
@@ -83,9 +102,7 @@ impl Gateway {
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
         let found = self
-            .state
-            .documents
-            .prepare(&mut request)
+            .admit(&mut request, &caller)
             .and_then(|()| operation_type(&mut request));
         let operation_type = match found {
             Ok(ty) => ty,
@@ -151,13 +168,14 @@ impl Gateway {
             Err((err, refusal)) => return refuse(err, refusal),
         };
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
+        let schema = self.schema_for(identity.is_admin());
         let handle = tx.handle();
         let request = domains::register_loaders(
             request.data(RequestContext::new(caller, handle.clone(), client)),
             handle,
             identity,
         );
-        let mut response = self.schema.execute(request).await;
+        let mut response = schema.execute(request).await;
         let success = response.is_ok();
         if !success && operation_type == OperationType::Mutation {
             // Rolled back as a whole: no field may claim a write that did not happen.
@@ -172,7 +190,47 @@ impl Gateway {
             // SQLite has no NOTIFY: the hub learns of this process's writes from here.
             self.state.hub.wake();
         }
-        (with_codes(response), None)
+        (self.with_codes(response), None)
+    }
+
+    /// The schema `caller`'s operations run on: the full one for admins, the restricted
+    /// one (the same outside production) for everyone else.
+    fn schema_for(&self, admin: bool) -> &AppSchema {
+        if admin {
+            &self.schema
+        } else {
+            &self.restricted
+        }
+    }
+
+    /// Gives `request` its document ([`crate::documents::DocumentCache::prepare`]) and
+    /// refuses, before any database work, what `caller` may not run: a document off the
+    /// trusted-documents allow-list, or introspection in production, unless the caller is
+    /// an admin (whose session the transaction then checks as usual). Judged per request
+    /// from what the cache says of the text, never remembered per caller.
+    fn admit(&self, request: &mut Request, caller: &Caller) -> ApiResult<()> {
+        let prepared = self.state.documents.prepare(request)?;
+        if caller.as_ref().is_some_and(|s| s.identity().is_admin()) {
+            return Ok(());
+        }
+        if !prepared.trusted {
+            return Err(ApiError::Forbidden(
+                "only trusted documents run here: send extensions.persistedQuery.sha256Hash \
+                 of an operation on the allow-list",
+            ));
+        }
+        if prepared.introspection && self.state.config.is_production() {
+            return Err(ApiError::Forbidden(
+                "introspection (__schema, __type) is for administrators only in production",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives every error a stable code ([`with_codes`]); in production, also makes the
+    /// texts of errors that are not the client's input opaque.
+    fn with_codes(&self, response: Response) -> Response {
+        with_codes(response, self.state.config.is_production())
     }
 
     /// Opens the operation's transaction as `caller` once the token may still act:
@@ -217,12 +275,17 @@ impl Gateway {
     /// are executed and serialized once for all of them.
     async fn subscribe(
         &self,
-        request: Request,
+        mut request: Request,
         caller: Caller,
         client: IpAddr,
     ) -> BoxStream<'static, Arc<Delivery>> {
-        let refused =
-            |response: Response| stream::iter([Delivery::of(&with_codes(response))]).boxed();
+        let opaque = self.state.config.is_production();
+        let refused = |response: Response| {
+            stream::iter([Delivery::of(&with_codes(response, opaque))]).boxed()
+        };
+        if let Err(err) = self.admit(&mut request, &caller) {
+            return refused(refuse(err, Refusal::BadRequest).0);
+        }
         let tx = match self
             .open(&caller, Transport::WebSocket, OperationType::Subscription)
             .await
@@ -232,6 +295,7 @@ impl Gateway {
         };
         let key = Key::of(&request, caller.as_ref());
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
+        let schema = self.schema_for(identity.is_admin());
         let name = request.operation_name.clone().unwrap_or_default();
         let (subscription, set_up) = SubscriptionTx::new();
         let handle = tx.handle();
@@ -242,7 +306,7 @@ impl Gateway {
             handle,
             identity,
         );
-        let mut responses = self.schema.execute_stream(request);
+        let mut responses = schema.execute_stream(request);
         let mut set_up = set_up;
         let limit = self.state.config.request_timeout;
         let setup = async {
@@ -291,7 +355,7 @@ impl Gateway {
                 let subscription = subscription.clone();
                 async move {
                     let response = match subscription.end_delivery().await {
-                        Ok(()) => with_codes(response),
+                        Ok(()) => with_codes(response, opaque),
                         Err(err) => Response::from_errors(vec![err.into()]),
                     };
                     Delivery::of(&response)
@@ -342,20 +406,53 @@ fn refuse(err: ApiError, refusal: Refusal) -> (Response, Option<Refusal>) {
 /// Gives every error a stable `extensions.code`. Errors raised by resolvers already
 /// carry one; those raised by async-graphql itself (syntax, validation, argument
 /// coercion) are the client's input and get `BAD_USER_INPUT`.
-fn with_codes(mut response: Response) -> Response {
+///
+/// With `opaque` (production), an error without a code raised while resolving a field
+/// (it has a `path`; validation errors have none) that is not an argument's coercion
+/// (async-graphql's `InputValueError` messages) came from neither [`ApiError`] nor the
+/// client: an engine or library text ("Data `..` does not exist.", a resolver's stray
+/// `Display` error). It is logged and reaches the client as `INTERNAL`'s "internal
+/// error", like any internal error.
+fn with_codes(mut response: Response, opaque: bool) -> Response {
     for error in &mut response.errors {
         let has_code = error
             .extensions
             .as_ref()
             .is_some_and(|ext| ext.get("code").is_some());
-        if !has_code {
+        if has_code {
+            continue;
+        }
+        if opaque && !error.path.is_empty() && !is_input_coercion(&error.message) {
+            let internal = ApiError::internal(
+                "uncoded error while resolving a field",
+                anyhow::anyhow!("{} (path {:?})", error.message, error.path),
+            );
+            error.message = internal.message();
             error
                 .extensions
                 .get_or_insert_with(Default::default)
-                .set("code", ApiError::engine_error_code());
+                .set("code", internal.code());
+            tracing::error!(error = ?internal, "internal error");
+            continue;
         }
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", ApiError::engine_error_code());
     }
     response
+}
+
+/// Whether an engine error's message is an argument's coercion, as async-graphql's
+/// `InputValueError` words it (`custom`, `expected_type`) and its argument checks do.
+fn is_input_coercion(message: &str) -> bool {
+    [
+        "Failed to parse \"",
+        "Expected input type \"",
+        "Invalid value for argument",
+    ]
+    .iter()
+    .any(|prefix| message.starts_with(prefix))
 }
 
 impl Gateway {
