@@ -183,7 +183,7 @@ impl DocumentCache {
             request.query = text.to_string();
             return Ok(());
         }
-        if sha256_hex(&request.query) != hash {
+        if document_hash(&request.query) != hash {
             return Err(hash_mismatch());
         }
         if request.query.len() <= MAX_CACHED_QUERY_BYTES
@@ -199,7 +199,7 @@ impl DocumentCache {
     fn is_trusted(&self, query: &str) -> bool {
         self.trusted
             .as_ref()
-            .is_none_or(|trusted| trusted.contains_key(&sha256_hex(query)))
+            .is_none_or(|trusted| trusted.contains_key(&document_hash(query)))
     }
 
     /// The map, locked.
@@ -220,8 +220,9 @@ fn lock<T>(map: &Option<Mutex<T>>) -> Option<MutexGuard<'_, T>> {
         .map(|map| map.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
-/// The lowercase hex SHA-256 of `text`, as persisted-query hashes are written.
-fn sha256_hex(text: &str) -> String {
+/// The hash a client sends for a document: the lowercase hex SHA-256 of its text, as
+/// Apollo's persisted queries and the allow-list's keys write it.
+pub fn document_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -306,7 +307,7 @@ fn load_trusted(path: &Path) -> anyhow::Result<HashMap<String, Arc<str>>> {
         .map(|(hash, query)| {
             let hash = hash.to_ascii_lowercase();
             anyhow::ensure!(
-                sha256_hex(&query) == hash,
+                document_hash(&query) == hash,
                 "{}: {hash} is not the SHA-256 of its query",
                 what()
             );
@@ -419,7 +420,7 @@ mod tests {
     fn automatic_persisted_queries_are_verified_and_remembered() {
         let cache = DocumentCache::new(10);
         let query = "{ me { id } }";
-        let hash = sha256_hex(query);
+        let hash = document_hash(query);
         let not_found = cache.prepare(&mut persisted("", &hash));
         assert_eq!(
             not_found.err().map(|e| e.code()),
@@ -450,7 +451,7 @@ mod tests {
     #[test]
     fn an_allow_list_names_the_only_trusted_documents() {
         let known = "{ me { id } }";
-        let hash = sha256_hex(known);
+        let hash = document_hash(known);
         let cache =
             DocumentCache::new(10).with_trusted(HashMap::from([(hash.clone(), Arc::from(known))]));
         let mut by_hash = persisted("", &hash);
@@ -468,9 +469,9 @@ mod tests {
         assert!(!other.trusted);
         // Unknown hashes are refused, even with their text: nothing joins the list.
         let text = "{ me { email } }";
-        let refused = cache.prepare(&mut persisted(text, &sha256_hex(text)));
+        let refused = cache.prepare(&mut persisted(text, &document_hash(text)));
         assert_eq!(refused.err().map(|e| e.code()), Some("FORBIDDEN"));
-        let refused = cache.prepare(&mut persisted("", &sha256_hex(text)));
+        let refused = cache.prepare(&mut persisted("", &document_hash(text)));
         assert_eq!(refused.err().map(|e| e.code()), Some("FORBIDDEN"));
     }
 
@@ -481,13 +482,13 @@ mod tests {
         let good = "{ me { id } }";
         std::fs::write(
             &path,
-            serde_json::json!({ sha256_hex(good): good }).to_string(),
+            serde_json::json!({ document_hash(good): good }).to_string(),
         )
         .expect("write");
         assert_eq!(load_trusted(&path).expect("loads").len(), 1);
         for bad in [
-            serde_json::json!({ sha256_hex("{ a }"): good }),
-            serde_json::json!({ sha256_hex("{ a "): "{ a " }),
+            serde_json::json!({ document_hash("{ a }"): good }),
+            serde_json::json!({ document_hash("{ a "): "{ a " }),
             serde_json::json!([good]),
         ] {
             std::fs::write(&path, bad.to_string()).expect("write");

@@ -542,3 +542,59 @@ impl Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{PathSegment, Pos};
+
+    use super::*;
+
+    fn error(message: &str, path: bool) -> ServerError {
+        let mut error = ServerError::new(message, Some(Pos { line: 1, column: 3 }));
+        if path {
+            error.path = vec![PathSegment::Field("me".to_owned())];
+        }
+        error
+    }
+
+    fn coded(errors: Vec<ServerError>, opaque: bool) -> Vec<(String, String)> {
+        with_codes(Response::from_errors(errors), opaque)
+            .errors
+            .into_iter()
+            .map(|e| {
+                let code = e.extensions.as_ref().and_then(|x| x.get("code")).cloned();
+                (e.message, code.map(|c| c.to_string()).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn engine_texts_are_opaque_in_production_but_input_errors_are_not() {
+        let errors = || {
+            vec![
+                error("Data `flashfusion_api::Secret` does not exist.", true),
+                error(r#"Failed to parse "UUID": invalid length"#, true),
+                error(r#"Unknown field "agentz" on type "Query"."#, false),
+                ApiError::NotFound("project").into(),
+            ]
+        };
+        let production = coded(errors(), true);
+        assert_eq!(
+            production[0],
+            ("internal error".into(), "\"INTERNAL\"".into())
+        );
+        assert_eq!(production[1].1, "\"BAD_USER_INPUT\"");
+        assert!(production[1].0.starts_with("Failed to parse"));
+        assert_eq!(production[2].1, "\"BAD_USER_INPUT\"");
+        assert_eq!(
+            production[3],
+            ("project not found".into(), "\"NOT_FOUND\"".into())
+        );
+        let development = coded(errors(), false);
+        assert!(
+            development[0].0.contains("does not exist"),
+            "{development:?}"
+        );
+        assert_eq!(development[0].1, "\"BAD_USER_INPUT\"");
+    }
+}
