@@ -285,3 +285,30 @@ async fn an_allow_list_runs_only_its_documents_except_for_admins() {
         .await;
     assert_eq!(code(&response), "FORBIDDEN", "{response}");
 }
+
+#[tokio::test]
+async fn over_websocket_introspection_is_for_admins_only_too() {
+    let app = production(|_| {}).await;
+    let (admin, _) = app.admin("root@example.com").await;
+    let mut ws = app.websocket("graphql-transport-ws", json!({})).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": SCHEMA } }))
+        .await;
+    // Refused before it runs: graphql-transport-ws's `error` message.
+    let refused = ws.next().await.expect("error");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+
+    let payload = json!({ "Authorization": format!("Bearer {}", admin.token()) });
+    let mut ws = app.websocket("graphql-transport-ws", payload).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": SCHEMA } }))
+        .await;
+    let next = ws.next().await.expect("next");
+    assert_eq!(next["type"], "next", "{next}");
+    let name = &next["payload"]["data"]["__schema"]["queryType"]["name"];
+    assert_eq!(name, "Query", "{next}");
+}
