@@ -14,7 +14,7 @@ use crate::{
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    init_tracing(cli.config.log_format, &cli.config.log);
+    init_tracing(cli.config.effective_log_format(), &cli.config.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => app::serve(AppState::init(cli.config).await?).await,
         Command::Schema => {

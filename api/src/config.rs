@@ -196,9 +196,10 @@ pub struct Config {
     /// Default token lifetime, e.g. `24h`.
     #[arg(long, env = "FLASHFUSION_TOKEN_TTL", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
     pub token_ttl: Duration,
-    /// Log format.
-    #[arg(long, env = "FLASHFUSION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
-    pub log_format: LogFormat,
+    /// Log format; when unset, JSON in production and human-readable lines otherwise
+    /// (see [`Config::effective_log_format`]).
+    #[arg(long, env = "FLASHFUSION_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(
         long,
@@ -324,6 +325,17 @@ pub struct Config {
         global = true
     )]
     pub migrate_on_start: Option<bool>,
+    // --- prod (issue 8) ---
+    /// Serve GraphiQL at `/` (and its assets under `/graphiql/`); when unset, on in
+    /// development and off in production (see [`Config::graphiql_enabled`]).
+    #[arg(long, env = "FLASHFUSION_GRAPHIQL", global = true)]
+    pub graphiql: Option<bool>,
+    /// A JSON file `{"<sha256 hex of the text>": "<query text>", ...}`: the only
+    /// documents clients other than admins may run (they send the hash in
+    /// `extensions.persistedQuery.sha256Hash`, or the exact text). Unset: any document,
+    /// with Apollo automatic persisted queries.
+    #[arg(long, env = "FLASHFUSION_TRUSTED_DOCUMENTS", global = true)]
+    pub trusted_documents: Option<PathBuf>,
 }
 
 impl Config {
@@ -344,6 +356,21 @@ impl Config {
         self.database_migration_url
             .as_ref()
             .unwrap_or(&self.database_url)
+    }
+
+    /// The log format: the one configured, or JSON in production and human-readable
+    /// lines otherwise.
+    pub fn effective_log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(if self.is_production() {
+            LogFormat::Json
+        } else {
+            LogFormat::Pretty
+        })
+    }
+
+    /// Whether GraphiQL is served: as configured, or only in development.
+    pub fn graphiql_enabled(&self) -> bool {
+        self.graphiql.unwrap_or(!self.is_production())
     }
 
     /// A configuration with every default and nothing read from the environment, as

@@ -42,6 +42,10 @@ pub enum ApiError {
     RateLimited(String),
     /// Anything else: a bug or an outage. Logged in full, shown as `INTERNAL`.
     Internal(Arc<anyhow::Error>),
+    /// An automatic persisted query's hash this replica does not know: the client sends
+    /// the query with its hash again. Code and message are Apollo's, which its clients
+    /// recognise.
+    PersistedQueryNotFound,
 }
 
 impl ApiError {
@@ -56,6 +60,7 @@ impl ApiError {
             Self::InvalidTransition(_) => "INVALID_TRANSITION",
             Self::RateLimited(_) => "RATE_LIMITED",
             Self::Internal(_) => "INTERNAL",
+            Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
         }
     }
 
@@ -73,6 +78,7 @@ impl ApiError {
             Self::BadUserInput(m) | Self::InvalidTransition(m) => m.clone(),
             Self::RateLimited(message) => message.clone(),
             Self::Internal(_) => "internal error".to_owned(),
+            Self::PersistedQueryNotFound => "PersistedQueryNotFound".to_owned(),
         }
     }
 

@@ -12,6 +12,11 @@
 //! Headers tab goes with every HTTP request and is the WebSocket's `connection_init`
 //! payload, so `{"Authorization": "Bearer <token>"}` authenticates both transports.
 //!
+//! Every response of these routes (page, scripts, assets, a 404) carries the
+//! Content-Security-Policy. Whether they are served at all is `FLASHFUSION_GRAPHIQL`
+//! (`Config::graphiql_enabled`: on in development, off in production unless enabled),
+//! which `http` decides; when off, `/` and `/graphiql/*` are 404.
+//!
 //! This module knows nothing of the gateway: `http` routes to it.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -20,10 +25,11 @@ use axum::{
     Router,
     body::Bytes,
     extract::Path,
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Where the assets are served: `/graphiql/<name>`.
 pub const ASSETS_PATH: &str = "/graphiql";
@@ -222,7 +228,8 @@ fn render(script_link: &str) -> String {
 }
 
 /// The routes: the page at `/`, its own script, and the vendored assets, for `endpoint`
-/// (the GraphQL path, for HTTP and WebSocket alike). Page and script are built once.
+/// (the GraphQL path, for HTTP and WebSocket alike), each response with [`POLICY`].
+/// Page and script are built once.
 pub fn routes<S: Clone + Send + Sync + 'static>(endpoint: &str) -> Router<S> {
     let script = Bytes::from(page_script(endpoint));
     let page = Bytes::from(render(&format!(
@@ -232,21 +239,17 @@ pub fn routes<S: Clone + Send + Sync + 'static>(endpoint: &str) -> Router<S> {
     Router::new()
         .route(
             "/",
-            get(move || async move {
-                (
-                    [
-                        (header::CONTENT_SECURITY_POLICY, POLICY),
-                        (header::CACHE_CONTROL, "no-cache"),
-                    ],
-                    Html(page),
-                )
-            }),
+            get(move || async move { ([(header::CACHE_CONTROL, "no-cache")], Html(page)) }),
         )
         .route(
             PAGE_SCRIPT_PATH,
             get(move || async move { (asset_headers(JS), script) }),
         )
         .route(ASSET_ROUTE, get(asset))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(POLICY),
+        ))
 }
 
 fn asset_headers(content_type: &'static str) -> [(header::HeaderName, &'static str); 3] {

@@ -51,8 +51,14 @@ const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 pub fn router(gateway: Gateway) -> Router {
     let max_body = gateway.state().config.max_body_bytes;
     let timeout = gateway.state().config.request_timeout;
+    // Off (so `/` and `/graphiql/*` are 404) in production unless FLASHFUSION_GRAPHIQL.
+    let graphiql = if gateway.state().config.graphiql_enabled() {
+        graphiql::routes(GRAPHQL_PATH)
+    } else {
+        Router::new()
+    };
     let mut router = Router::new()
-        .merge(graphiql::routes(GRAPHQL_PATH))
+        .merge(graphiql)
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));

@@ -3,6 +3,13 @@
 //! operation's transaction as the caller while checking the token against revocations
 //! (one statement), execute, then commit on success or roll back on error. Built once,
 //! so every resolver gets RLS and the token's checks without doing anything.
+//!
+//! Production mode (`FLASHFUSION_ENV=production`) is decided here, per request: only an
+//! admin's session runs introspection and gets field suggestions; everyone else runs on
+//! the restricted schema ([`crate::schema::build_restricted_schema`]). With a
+//! trusted-documents allow-list, only admins may send a document that is not on it (in
+//! either environment). In production, errors that did not come from [`ApiError`] and
+//! are not the client's input reach clients only as `INTERNAL`.
 
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
@@ -24,7 +31,7 @@ use crate::{
     fanout::{Delivery, Key},
     kit::{RequestContext, feed::SubscriptionTx},
     metrics,
-    schema::AppSchema,
+    schema::{AppSchema, build_restricted_schema},
     state::AppState,
 };
 
@@ -89,6 +96,9 @@ fn type_name(operation_type: OperationType) -> &'static str {
 #[derive(Clone)]
 pub struct Gateway {
     schema: AppSchema,
+    /// What everyone but admins runs on: in production, `schema` without suggestions
+    /// and introspection; otherwise `schema` itself.
+    restricted: AppSchema,
     state: Arc<AppState>,
 }
 
@@ -98,7 +108,16 @@ pub type Caller = Option<Session>;
 impl Gateway {
     /// A gateway over `schema` (which must carry `state` in its data).
     pub fn new(schema: AppSchema, state: Arc<AppState>) -> Self {
-        Self { schema, state }
+        let restricted = if state.config.is_production() {
+            build_restricted_schema(state.clone())
+        } else {
+            schema.clone()
+        };
+        Self {
+            schema,
+            restricted,
+            state,
+        }
     }
 
     /// The shared state.
@@ -118,7 +137,7 @@ impl Gateway {
         let found = self
             .state
             .documents
-            .prepare(&mut request)
+            .admit(&mut request, &caller)
             .and_then(|()| operation(&mut request));
         let (operation_type, operation_name) = match found {
             Ok(found) => found,
@@ -213,13 +232,14 @@ impl Gateway {
             Err((err, refusal)) => return refuse(err, refusal),
         };
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
+        let schema = self.schema_for(identity.is_admin());
         let handle = tx.handle();
         let request = domains::register_loaders(
             request.data(RequestContext::new(caller, handle.clone(), client)),
             handle,
             identity,
         );
-        let mut response = self.schema.execute(request).await;
+        let mut response = schema.execute(request).await;
         let success = response.is_ok();
         if !success && operation_type == OperationType::Mutation {
             // Rolled back as a whole: no field may claim a write that did not happen.
@@ -234,7 +254,47 @@ impl Gateway {
             // SQLite has no NOTIFY: the hub learns of this process's writes from here.
             self.state.hub.wake();
         }
-        (with_codes(response), None)
+        (self.with_codes(response), None)
+    }
+
+    /// The schema `caller`'s operations run on: the full one for admins, the restricted
+    /// one (the same outside production) for everyone else.
+    fn schema_for(&self, admin: bool) -> &AppSchema {
+        if admin {
+            &self.schema
+        } else {
+            &self.restricted
+        }
+    }
+
+    /// Gives `request` its document ([`crate::documents::DocumentCache::prepare`]) and
+    /// refuses, before any database work, what `caller` may not run: a document off the
+    /// trusted-documents allow-list, or introspection in production, unless the caller is
+    /// an admin (whose session the transaction then checks as usual). Judged per request
+    /// from what the cache says of the text, never remembered per caller.
+    fn admit(&self, request: &mut Request, caller: &Caller) -> ApiResult<()> {
+        let prepared = self.state.documents.prepare(request)?;
+        if caller.as_ref().is_some_and(|s| s.identity().is_admin()) {
+            return Ok(());
+        }
+        if !prepared.trusted {
+            return Err(ApiError::Forbidden(
+                "only trusted documents run here: send extensions.persistedQuery.sha256Hash \
+                 of an operation on the allow-list",
+            ));
+        }
+        if prepared.introspection && self.state.config.is_production() {
+            return Err(ApiError::Forbidden(
+                "introspection (__schema, __type) is for administrators only in production",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives every error a stable code ([`with_codes`]); in production, also makes the
+    /// texts of errors that are not the client's input opaque.
+    fn with_codes(&self, response: Response) -> Response {
+        with_codes(response, self.state.config.is_production())
     }
 
     /// Opens the operation's transaction as `caller` once the token may still act:
@@ -279,12 +339,17 @@ impl Gateway {
     /// are executed and serialized once for all of them.
     async fn subscribe(
         &self,
-        request: Request,
+        mut request: Request,
         caller: Caller,
         client: IpAddr,
     ) -> BoxStream<'static, Arc<Delivery>> {
-        let refused =
-            |response: Response| stream::iter([Delivery::of(&with_codes(response))]).boxed();
+        let opaque = self.state.config.is_production();
+        let refused = |response: Response| {
+            stream::iter([Delivery::of(&with_codes(response, opaque))]).boxed()
+        };
+        if let Err(err) = self.admit(&mut request, &caller) {
+            return refused(refuse(err, Refusal::BadRequest).0);
+        }
         let tx = match self
             .open(&caller, Transport::WebSocket, OperationType::Subscription)
             .await
@@ -294,6 +359,7 @@ impl Gateway {
         };
         let key = Key::of(&request, caller.as_ref());
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
+        let schema = self.schema_for(identity.is_admin());
         let name = request.operation_name.clone().unwrap_or_default();
         let (subscription, set_up) = SubscriptionTx::new();
         let handle = tx.handle();
@@ -304,7 +370,7 @@ impl Gateway {
             handle,
             identity,
         );
-        let mut responses = self.schema.execute_stream(request);
+        let mut responses = schema.execute_stream(request);
         let mut set_up = set_up;
         let limit = self.state.config.request_timeout;
         let setup = async {
@@ -353,7 +419,7 @@ impl Gateway {
                 let subscription = subscription.clone();
                 async move {
                     let response = match subscription.end_delivery().await {
-                        Ok(()) => with_codes(response),
+                        Ok(()) => with_codes(response, opaque),
                         Err(err) => Response::from_errors(vec![err.into()]),
                     };
                     Delivery::of(&response)
@@ -413,20 +479,53 @@ fn refuse(err: ApiError, refusal: Refusal) -> (Response, Option<Refusal>) {
 /// Gives every error a stable `extensions.code`. Errors raised by resolvers already
 /// carry one; those raised by async-graphql itself (syntax, validation, argument
 /// coercion) are the client's input and get `BAD_USER_INPUT`.
-fn with_codes(mut response: Response) -> Response {
+///
+/// With `opaque` (production), an error without a code raised while resolving a field
+/// (it has a `path`; validation errors have none) that is not an argument's coercion
+/// (async-graphql's `InputValueError` messages) came from neither [`ApiError`] nor the
+/// client: an engine or library text ("Data `..` does not exist.", a resolver's stray
+/// `Display` error). It is logged and reaches the client as `INTERNAL`'s "internal
+/// error", like any internal error.
+fn with_codes(mut response: Response, opaque: bool) -> Response {
     for error in &mut response.errors {
         let has_code = error
             .extensions
             .as_ref()
             .is_some_and(|ext| ext.get("code").is_some());
-        if !has_code {
+        if has_code {
+            continue;
+        }
+        if opaque && !error.path.is_empty() && !is_input_coercion(&error.message) {
+            let internal = ApiError::internal(
+                "uncoded error while resolving a field",
+                anyhow::anyhow!("{} (path {:?})", error.message, error.path),
+            );
+            error.message = internal.message();
             error
                 .extensions
                 .get_or_insert_with(Default::default)
-                .set("code", ApiError::engine_error_code());
+                .set("code", internal.code());
+            tracing::error!(error = ?internal, "internal error");
+            continue;
         }
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", ApiError::engine_error_code());
     }
     response
+}
+
+/// Whether an engine error's message is an argument's coercion, as async-graphql's
+/// `InputValueError` words it (`custom`, `expected_type`) and its argument checks do.
+fn is_input_coercion(message: &str) -> bool {
+    [
+        "Failed to parse \"",
+        "Expected input type \"",
+        "Invalid value for argument",
+    ]
+    .iter()
+    .any(|prefix| message.starts_with(prefix))
 }
 
 impl Gateway {
@@ -514,5 +613,61 @@ impl Gateway {
                 Ok(false)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{PathSegment, Pos};
+
+    use super::*;
+
+    fn error(message: &str, path: bool) -> ServerError {
+        let mut error = ServerError::new(message, Some(Pos { line: 1, column: 3 }));
+        if path {
+            error.path = vec![PathSegment::Field("me".to_owned())];
+        }
+        error
+    }
+
+    fn coded(errors: Vec<ServerError>, opaque: bool) -> Vec<(String, String)> {
+        with_codes(Response::from_errors(errors), opaque)
+            .errors
+            .into_iter()
+            .map(|e| {
+                let code = e.extensions.as_ref().and_then(|x| x.get("code")).cloned();
+                (e.message, code.map(|c| c.to_string()).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn engine_texts_are_opaque_in_production_but_input_errors_are_not() {
+        let errors = || {
+            vec![
+                error("Data `flashfusion_api::Secret` does not exist.", true),
+                error(r#"Failed to parse "UUID": invalid length"#, true),
+                error(r#"Unknown field "agentz" on type "Query"."#, false),
+                ApiError::NotFound("project").into(),
+            ]
+        };
+        let production = coded(errors(), true);
+        assert_eq!(
+            production[0],
+            ("internal error".into(), "\"INTERNAL\"".into())
+        );
+        assert_eq!(production[1].1, "\"BAD_USER_INPUT\"");
+        assert!(production[1].0.starts_with("Failed to parse"));
+        assert_eq!(production[2].1, "\"BAD_USER_INPUT\"");
+        assert_eq!(
+            production[3],
+            ("project not found".into(), "\"NOT_FOUND\"".into())
+        );
+        let development = coded(errors(), false);
+        assert!(
+            development[0].0.contains("does not exist"),
+            "{development:?}"
+        );
+        assert_eq!(development[0].1, "\"BAD_USER_INPUT\"");
     }
 }

@@ -78,6 +78,20 @@ const MAX_COMPLEXITY: usize = 5_000;
 /// Builds the schema. It holds no state of its own: per-request data comes from the
 /// pipeline, shared services from [`AppState`] in the schema data.
 pub fn build_schema(state: Option<Arc<AppState>>) -> AppSchema {
+    build(state, false)
+}
+
+/// The same schema for everyone but administrators in production: no field suggestions
+/// ("Did you mean ...?") in its validation errors and no introspection. async-graphql
+/// decides suggestions per schema (`SchemaBuilder::disable_suggestions`), not per
+/// request, so the pipeline holds both and picks one per caller; that is cleaner than
+/// editing the engine's messages afterwards. The pipeline refuses `__schema`/`__type`
+/// with a clear error first; this schema not knowing them is the second lock.
+pub fn build_restricted_schema(state: Arc<AppState>) -> AppSchema {
+    build(Some(state), true)
+}
+
+fn build(state: Option<Arc<AppState>>, restricted: bool) -> AppSchema {
     let builder = Schema::build(
         Query::default(),
         Mutation::default(),
@@ -86,6 +100,11 @@ pub fn build_schema(state: Option<Arc<AppState>>) -> AppSchema {
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
     .extension(MutationGuard);
+    let builder = if restricted {
+        builder.disable_suggestions().disable_introspection()
+    } else {
+        builder
+    };
     match state {
         Some(state) => builder.data(state).finish(),
         None => builder.finish(),

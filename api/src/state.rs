@@ -24,7 +24,7 @@ pub struct AppState {
     /// This replica's subscriptions, executed once per cohort of identical ones.
     pub fanout: Arc<Cohorts>,
     /// Parsed GraphQL documents by query text, so a repeated operation is not parsed
-    /// again.
+    /// again, and the persisted documents requests name by hash.
     pub documents: Arc<DocumentCache>,
     /// The Prometheus metrics of this replica, served at `GET /metrics`.
     pub metrics: Metrics,
@@ -94,7 +94,7 @@ impl AppState {
             fanout: Cohorts::new(config.subscription_buffer as usize),
             db,
             tokens,
-            documents: Arc::new(DocumentCache::new(config.document_cache)),
+            documents: Arc::new(DocumentCache::from_config(&config)?),
             metrics: Metrics::new(),
             sealer,
             sign_in_limiter: governor::RateLimiter::keyed(quota),

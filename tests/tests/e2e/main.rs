@@ -40,6 +40,7 @@ mod migrations;
 mod parity;
 mod policies;
 mod production;
+mod production_mode;
 mod projects;
 mod revocations;
 mod round_trips;

@@ -1,0 +1,314 @@
+//! Production mode (`FLASHFUSION_ENV=production`, issue 8 items 3 and 6): introspection
+//! and field suggestions for admins only, GraphiQL off unless enabled and then served
+//! with its Content-Security-Policy, Apollo automatic persisted queries, and the
+//! trusted-documents allow-list. Every check goes over HTTP to the real router.
+
+use flashfusion_api::{config::Environment, documents::document_hash};
+use flashfusion_tests::{Client, TestApp, TestDb};
+use serde_json::{Value, json};
+
+use crate::code;
+
+/// A gateway in production mode over a fresh Postgres database, adjusted by `configure`.
+async fn production(configure: impl FnOnce(&mut flashfusion_api::config::Config)) -> TestApp {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    TestApp::start_with(url, Some(db), |config| {
+        config.environment = Environment::Production;
+        configure(config);
+    })
+    .await
+}
+
+const SCHEMA: &str = "{ __schema { queryType { name } } }";
+const TYPE: &str = r#"{ t: __type(name: "Project") { name } }"#;
+/// Introspection hidden in a fragment spread on the root type.
+const IN_FRAGMENT: &str =
+    "query { ...Root } fragment Root on Query { __schema { queryType { name } } }";
+/// `agents` misspelled: validation suggests it where suggestions are on.
+const MISSPELLED: &str = "{ agentz { slug } }";
+
+fn message(response: &Value) -> &str {
+    response["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Asserts that `client` may introspect and gets suggestions.
+async fn assert_open(client: &Client, who: &str) {
+    let response = client.graphql(SCHEMA, json!({})).await;
+    assert_eq!(
+        response["data"]["__schema"]["queryType"]["name"], "Query",
+        "{who}: {response}"
+    );
+    let response = client.graphql(TYPE, json!({})).await;
+    assert_eq!(
+        response["data"]["t"]["name"], "Project",
+        "{who}: {response}"
+    );
+    let response = client.graphql(MISSPELLED, json!({})).await;
+    assert_eq!(code(&response), "BAD_USER_INPUT", "{who}: {response}");
+    assert!(
+        message(&response).contains("Did you mean \"agents\""),
+        "{who}: {response}"
+    );
+}
+
+#[tokio::test]
+async fn introspection_and_suggestions_are_for_admins_only_in_production() {
+    let app = production(|_| {}).await;
+    let (user, _) = app.user("ada@example.com").await;
+    let (admin, _) = app.admin("root@example.com").await;
+    // The admin first, so the documents are in the cache when the others send them.
+    assert_open(&admin, "admin").await;
+    let response = admin.graphql(IN_FRAGMENT, json!({})).await;
+    assert_eq!(
+        response["data"]["__schema"]["queryType"]["name"], "Query",
+        "{response}"
+    );
+
+    let anonymous = app.anonymous();
+    for (client, who) in [(&anonymous, "anonymous"), (&user, "user")] {
+        let before = app.state.db.round_trips();
+        for query in [SCHEMA, TYPE, IN_FRAGMENT] {
+            let response = client.graphql(query, json!({})).await;
+            assert_eq!(code(&response), "FORBIDDEN", "{who}, {query}: {response}");
+            assert!(message(&response).contains("introspection"), "{response}");
+            assert!(response["data"].is_null(), "{who}: {response}");
+        }
+        assert_eq!(
+            app.state.db.round_trips(),
+            before,
+            "{who}: refused before the database"
+        );
+        let response = client.graphql(MISSPELLED, json!({})).await;
+        assert_eq!(code(&response), "BAD_USER_INPUT", "{who}: {response}");
+        assert!(
+            message(&response).contains("Unknown field \"agentz\""),
+            "{who}: {response}"
+        );
+        assert!(
+            !message(&response).contains("Did you mean"),
+            "{who}: {response}"
+        );
+        // `__typename` is not introspection.
+        let response = client.graphql("{ __typename }", json!({})).await;
+        assert_eq!(response["data"]["__typename"], "Query", "{who}: {response}");
+    }
+    // Over GET the same.
+    let (_, response) = anonymous.get_query(SCHEMA).await;
+    assert_eq!(code(&response), "FORBIDDEN", "{response}");
+}
+
+#[tokio::test]
+async fn development_keeps_introspection_and_suggestions_for_everyone() {
+    let app = TestApp::sqlite().await;
+    let (user, _) = app.user("ada@example.com").await;
+    assert_open(&app.anonymous(), "anonymous").await;
+    assert_open(&user, "user").await;
+}
+
+#[tokio::test]
+async fn graphiql_is_off_in_production_unless_enabled() {
+    let app = production(|_| {}).await;
+    let client = app.anonymous();
+    for path in ["/", "/graphiql/page.js", "/graphiql/graphiql.min.js"] {
+        let response = client
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    // The API itself is there.
+    let response = client.graphql("{ __typename }", json!({})).await;
+    assert_eq!(response["data"]["__typename"], "Query", "{response}");
+}
+
+#[tokio::test]
+async fn graphiql_when_enabled_in_production_is_served_with_its_csp() {
+    let app = production(|config| config.graphiql = Some(true)).await;
+    let client = app.anonymous();
+    for path in ["/", "/graphiql/page.js", "/graphiql/graphiql.min.js"] {
+        let response = client
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "{path}");
+        let policy = response
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(
+                policy.contains(directive),
+                "{path}: {directive} in {policy:?}"
+            );
+        }
+        assert!(
+            !policy.contains("unsafe-eval") && !policy.contains("http"),
+            "{policy}"
+        );
+    }
+}
+
+/// The body of a request naming `query` by hash, with or without its text.
+fn persisted(hash: &str, query: Option<&str>) -> Value {
+    let mut body = json!({
+        "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } }
+    });
+    if let Some(query) = query {
+        body["query"] = json!(query);
+    }
+    body
+}
+
+/// Apollo's automatic persisted queries, as its clients use them.
+async fn automatic_persisted_queries(app: TestApp) {
+    let client = app.anonymous();
+    let query = "query Agents { agents { slug } }";
+    let hash = document_hash(query);
+
+    let (_, response) = client.post_json(persisted(&hash, None)).await;
+    assert_eq!(code(&response), "PERSISTED_QUERY_NOT_FOUND", "{response}");
+    assert_eq!(message(&response), "PersistedQueryNotFound", "{response}");
+
+    let (_, response) = client.post_json(persisted(&hash, Some(query))).await;
+    assert!(response["data"]["agents"].is_array(), "{response}");
+
+    let (_, response) = client.post_json(persisted(&hash, None)).await;
+    assert!(
+        response["data"]["agents"].is_array(),
+        "by hash alone: {response}"
+    );
+
+    // Over GET, `extensions` in the query string.
+    let extensions = persisted(&hash, None)["extensions"].to_string();
+    let request = client
+        .request(reqwest::Method::GET, "/graphql")
+        .query(&[("extensions", extensions.as_str())]);
+    let (_, response) = client.send(request).await;
+    assert!(
+        response["data"]["agents"].is_array(),
+        "over GET: {response}"
+    );
+
+    // A hash that is not the query's is refused, and registers nothing.
+    let other = "{ agents { name } }";
+    let (_, response) = client.post_json(persisted(&hash, Some(other))).await;
+    assert_eq!(code(&response), "BAD_USER_INPUT", "{response}");
+    let wrong = document_hash("{ something { else } }");
+    let (_, response) = client.post_json(persisted(&wrong, Some(other))).await;
+    assert_eq!(code(&response), "BAD_USER_INPUT", "{response}");
+    let (_, response) = client.post_json(persisted(&wrong, None)).await;
+    assert_eq!(code(&response), "PERSISTED_QUERY_NOT_FOUND", "{response}");
+}
+
+#[tokio::test]
+async fn automatic_persisted_queries_in_development() {
+    automatic_persisted_queries(TestApp::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn automatic_persisted_queries_in_production_without_an_allow_list() {
+    automatic_persisted_queries(production(|_| {}).await).await;
+}
+
+#[tokio::test]
+async fn an_allow_list_runs_only_its_documents_except_for_admins() {
+    let trusted = "query Agents { agents { slug } }";
+    let hash = document_hash(trusted);
+    // The harness signs its users up with this text: it is on the list too.
+    let sign_up = "mutation($input: SignUpInput!) { signUp(input: $input) { token user { id } } }";
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("trusted-documents.json");
+    let list = json!({ hash.clone(): trusted, document_hash(sign_up): sign_up });
+    std::fs::write(&path, list.to_string()).expect("write");
+    let app = production(|config| config.trusted_documents = Some(path)).await;
+    let (user, _) = app.user("ada@example.com").await;
+    let (admin, _) = app.admin("root@example.com").await;
+    let anonymous = app.anonymous();
+
+    let free_text = "{ agents { name } }";
+    // An admin's free text runs, and being cached does not let anyone else run it.
+    let response = admin.graphql(free_text, json!({})).await;
+    assert!(response["data"]["agents"].is_array(), "{response}");
+
+    for (client, who) in [(&anonymous, "anonymous"), (&user, "user")] {
+        let (_, response) = client.post_json(persisted(&hash, None)).await;
+        assert!(
+            response["data"]["agents"].is_array(),
+            "{who}, known hash: {response}"
+        );
+        // The trusted text itself is the same document.
+        let response = client.graphql(trusted, json!({})).await;
+        assert!(
+            response["data"]["agents"].is_array(),
+            "{who}, its text: {response}"
+        );
+
+        let before = app.state.db.round_trips();
+        let response = client.graphql(free_text, json!({})).await;
+        assert_eq!(code(&response), "FORBIDDEN", "{who}, free text: {response}");
+        let unknown = document_hash(free_text);
+        for body in [
+            persisted(&unknown, None),
+            persisted(&unknown, Some(free_text)),
+        ] {
+            let (_, response) = client.post_json(body).await;
+            assert_eq!(
+                code(&response),
+                "FORBIDDEN",
+                "{who}, unknown hash: {response}"
+            );
+        }
+        assert_eq!(
+            app.state.db.round_trips(),
+            before,
+            "{who}: refused before the database"
+        );
+    }
+    // Any other text, a mutation too, is off the list.
+    let response = anonymous
+        .graphql(
+            "mutation { signUp(input: {email: \"x@example.com\", password: \"correct horse\", displayName: \"x\"}) { token } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&response), "FORBIDDEN", "{response}");
+}
+
+#[tokio::test]
+async fn over_websocket_introspection_is_for_admins_only_too() {
+    let app = production(|_| {}).await;
+    let (admin, _) = app.admin("root@example.com").await;
+    let mut ws = app.websocket("graphql-transport-ws", json!({})).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": SCHEMA } }))
+        .await;
+    // Refused before it runs: graphql-transport-ws's `error` message.
+    let refused = ws.next().await.expect("error");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+
+    let payload = json!({ "Authorization": format!("Bearer {}", admin.token()) });
+    let mut ws = app.websocket("graphql-transport-ws", payload).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": SCHEMA } }))
+        .await;
+    let next = ws.next().await.expect("next");
+    assert_eq!(next["type"], "next", "{next}");
+    let name = &next["payload"]["data"]["__schema"]["queryType"]["name"];
+    assert_eq!(name, "Query", "{next}");
+}
