@@ -241,7 +241,8 @@ pub struct Config {
         global = true
     )]
     pub ws_max_subscriptions: usize,
-    /// Sign-in attempts one email may make in a burst before `RATE_LIMITED`.
+    /// Failed sign-ins one client address may make on one email in a burst before
+    /// `RATE_LIMITED` (successful ones do not count).
     #[arg(
         long,
         env = "FLASHFUSION_SIGNIN_BURST",
@@ -250,7 +251,8 @@ pub struct Config {
         global = true
     )]
     pub signin_burst: u32,
-    /// How often one more sign-in attempt per email is allowed after a burst, e.g. `30s`.
+    /// How often one more failed sign-in per address and email is allowed after a
+    /// burst, e.g. `30s`.
     #[arg(long, env = "FLASHFUSION_SIGNIN_REFILL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub signin_refill: Duration,
     /// How many events each replica buffers for its subscribers; one that falls this
@@ -336,6 +338,46 @@ pub struct Config {
     /// with Apollo automatic persisted queries.
     #[arg(long, env = "FLASHFUSION_TRUSTED_DOCUMENTS", global = true)]
     pub trusted_documents: Option<PathBuf>,
+    // --- accounts (issue 8) ---
+    /// Failed sign-ins one client address may make, whatever the emails, in a burst
+    /// before `RATE_LIMITED` (against one password tried on many accounts).
+    #[arg(
+        long,
+        env = "FLASHFUSION_SIGNIN_ADDRESS_BURST",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub signin_address_burst: u32,
+    /// How often one more failed sign-in per address is allowed after a burst.
+    #[arg(long, env = "FLASHFUSION_SIGNIN_ADDRESS_REFILL", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub signin_address_refill: Duration,
+    /// Failed sign-ins one email may take from all addresses together in a burst;
+    /// beyond, it signs in only from addresses it signed in from before.
+    #[arg(
+        long,
+        env = "FLASHFUSION_SIGNIN_ACCOUNT_BURST",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub signin_account_burst: u32,
+    /// How often one more failed sign-in per email is allowed after a burst.
+    #[arg(long, env = "FLASHFUSION_SIGNIN_ACCOUNT_REFILL", default_value = "1m", value_parser = humantime::parse_duration, global = true)]
+    pub signin_account_refill: Duration,
+    /// Sign-ups one client address may make in a burst before `RATE_LIMITED`, whether
+    /// the email was free or not.
+    #[arg(
+        long,
+        env = "FLASHFUSION_SIGNUP_BURST",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub signup_burst: u32,
+    /// How often one more sign-up per address is allowed after a burst.
+    #[arg(long, env = "FLASHFUSION_SIGNUP_REFILL", default_value = "1m", value_parser = humantime::parse_duration, global = true)]
+    pub signup_refill: Duration,
 }
 
 impl Config {

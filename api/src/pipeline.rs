@@ -135,8 +135,6 @@ impl Gateway {
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
         let found = self
-            .state
-            .documents
             .admit(&mut request, &caller)
             .and_then(|()| operation(&mut request));
         let (operation_type, operation_name) = match found {

@@ -1,13 +1,17 @@
 //! [`AppState`]: the services every request shares, built once at start-up. It knows
 //! nothing of the schema or the router (those sit above it), so any layer may hold it.
 
-use std::{num::NonZeroU32, sync::Arc};
-
-use anyhow::Context as _;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
-    auth::TokenService, config::Config, db::Database, documents::DocumentCache, fanout::Cohorts,
-    metrics::Metrics, realtime::Hub, secrets::Sealer,
+    auth::{AccountThrottles, Quota, TokenService},
+    config::Config,
+    db::Database,
+    documents::DocumentCache,
+    fanout::Cohorts,
+    metrics::Metrics,
+    realtime::Hub,
+    secrets::Sealer,
 };
 
 /// Everything requests share, built once at start-up.
@@ -28,8 +32,9 @@ pub struct AppState {
     pub documents: Arc<DocumentCache>,
     /// The Prometheus metrics of this replica, served at `GET /metrics`.
     pub metrics: Metrics,
-    /// Sign-in attempts per email, against password guessing.
-    pub sign_in_limiter: SignInLimiter,
+    /// Failed sign-ins per address, per address and email and per email, and sign-ups
+    /// per address.
+    pub account_throttles: AccountThrottles,
     /// The configuration the process started with.
     pub config: Config,
     /// Tells this replica's WebSockets that it is shutting down, and tells the server
@@ -60,9 +65,6 @@ impl Shutdown {
     }
 }
 
-/// A rate limiter keyed by normalised email.
-pub type SignInLimiter = governor::DefaultKeyedRateLimiter<String>;
-
 impl AppState {
     /// Connects to the database and loads the root key.
     pub async fn init(config: Config) -> anyhow::Result<Arc<Self>> {
@@ -84,11 +86,28 @@ impl AppState {
             &config.secrets_key_file,
         )?;
         let db = Database::connect(config.database_url.expose(), config.db_max_connections).await?;
-        let burst = NonZeroU32::new(config.signin_burst)
-            .context("FLASHFUSION_SIGNIN_BURST must be positive")?;
-        let quota = governor::Quota::with_period(config.signin_refill)
-            .context("FLASHFUSION_SIGNIN_REFILL must be positive")?
-            .allow_burst(burst);
+        let account_throttles = AccountThrottles::new(
+            quota(
+                "FLASHFUSION_SIGNIN_ADDRESS",
+                config.signin_address_burst,
+                config.signin_address_refill,
+            )?,
+            quota(
+                "FLASHFUSION_SIGNIN",
+                config.signin_burst,
+                config.signin_refill,
+            )?,
+            quota(
+                "FLASHFUSION_SIGNIN_ACCOUNT",
+                config.signin_account_burst,
+                config.signin_account_refill,
+            )?,
+            quota(
+                "FLASHFUSION_SIGNUP",
+                config.signup_burst,
+                config.signup_refill,
+            )?,
+        );
         Ok(Arc::new(Self {
             hub: Hub::new(db.clone(), config.subscription_buffer as usize),
             fanout: Cohorts::new(config.subscription_buffer as usize),
@@ -97,9 +116,21 @@ impl AppState {
             documents: Arc::new(DocumentCache::from_config(&config)?),
             metrics: Metrics::new(),
             sealer,
-            sign_in_limiter: governor::RateLimiter::keyed(quota),
+            account_throttles,
             config,
             shutdown: Shutdown(tokio::sync::watch::Sender::new(false)),
         }))
     }
+}
+
+/// A throttle's quota from `<name>_BURST` and `<name>_REFILL`, both positive and small
+/// enough that a bucket's span stays within a year.
+fn quota(name: &str, burst: u32, refill: Duration) -> anyhow::Result<Quota> {
+    let span = refill.checked_mul(burst).unwrap_or(Duration::MAX);
+    if burst == 0 || refill.is_zero() || span > Duration::from_secs(365 * 24 * 3600) {
+        anyhow::bail!(
+            "{name}_BURST and {name}_REFILL must be positive, and their product at most a year"
+        );
+    }
+    Ok(Quota { burst, refill })
 }

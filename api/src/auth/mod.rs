@@ -9,6 +9,7 @@
 
 mod cache;
 mod credentials;
+mod throttle;
 mod tokens;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use credentials::{Email, Password, hash_password, verify_password};
+pub use throttle::{AccountThrottles, Quota, SignInAttempt};
 pub(crate) use tokens::write_private;
 pub use tokens::{DEFAULT_TOKEN_CACHE, INVALID_TOKEN, Session, TokenService};
 

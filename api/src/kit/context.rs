@@ -8,7 +8,10 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use async_graphql::Context;
@@ -36,6 +39,9 @@ pub struct RequestContext {
     /// concurrently, and a second list must wait for the first one's verdicts instead
     /// of paying for the same projects again.
     pub(super) budget: tokio::sync::Mutex<usize>,
+    /// Whether the operation has hashed or verified a password (see
+    /// [`RequestContext::spend_password_hash`]).
+    hashed: AtomicBool,
 }
 
 impl RequestContext {
@@ -49,6 +55,7 @@ impl RequestContext {
             failed: OnceLock::new(),
             verdicts: Mutex::default(),
             budget: tokio::sync::Mutex::new(super::authz::AUTHORIZATION_BUDGET),
+            hashed: AtomicBool::new(false),
         }
     }
 
@@ -132,6 +139,18 @@ impl RequestContext {
         if let Ok(mut verdicts) = self.verdicts.lock() {
             verdicts.insert((operation, resource), verdict);
         }
+    }
+
+    /// Claims the operation's one argon2 hash or verification, before it is made: a
+    /// hash costs tens of milliseconds of CPU and 19 MiB, so aliased `signIn`s or
+    /// `signUp`s must not multiply it. The second claim is `BAD_USER_INPUT`.
+    pub fn spend_password_hash(&self) -> ApiResult<()> {
+        if self.hashed.swap(true, Ordering::Relaxed) {
+            return Err(ApiError::bad_input(
+                "only one signIn or signUp may run per operation; send each in its own request",
+            ));
+        }
+        Ok(())
     }
 
     /// The operation's transaction.

@@ -81,8 +81,15 @@ async fn sign_up_refuses_bad_input_and_duplicates(app: TestApp) {
             .contains("8")
     );
     assert!(sign_up(&app, "ada@example.com", "correct horse").await["errors"].is_null());
+    // A taken email is refused as a malformed one is, so sign-up does not tell which
+    // emails have accounts (abuse.rs has the rest).
     let again = sign_up(&app, "ADA@EXAMPLE.COM", "another one").await;
-    assert_eq!(code(&again), "CONFLICT", "{again}");
+    assert_eq!(code(&again), "BAD_USER_INPUT", "{again}");
+    assert_eq!(
+        again,
+        sign_up(&app, "not-an-email", "another one").await,
+        "a taken email is answered as a malformed one"
+    );
     let nul = sign_up(&app, "a\u{0}@example.com", "correct horse").await;
     assert_eq!(code(&nul), "BAD_USER_INPUT", "{nul}");
     let nul = sign_in(&app, "a\u{0}@example.com", "correct horse").await;
@@ -629,8 +636,10 @@ async fn expired_revocations_are_purged_and_live_ones_kept() {
     );
 }
 
+/// Failures are limited per client address and email (here every request comes from
+/// 127.0.0.1); abuse.rs shows the owner is not locked out from elsewhere.
 #[tokio::test]
-async fn password_guessing_is_rate_limited_per_email() {
+async fn password_guessing_is_rate_limited_per_address_and_email() {
     let db = flashfusion_tests::TestDb::new().await;
     let url = db.url().to_owned();
     let app = TestApp::start_with(url, Some(db), |config| {

@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
     )*};
 }
 
+mod abuse;
 mod account_data;
 mod agent_task_access;
 mod agent_tasks;

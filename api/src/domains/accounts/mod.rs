@@ -292,16 +292,31 @@ impl AccountMutation {
         Ok(SetUserRolePayload { user: user.into() })
     }
 
-    /// Creates an account and signs it in.
+    /// Creates an account and signs it in. A malformed and a taken email get the same
+    /// refusal, so sign-up does not tell which emails have accounts; sign-ups are
+    /// limited per client address.
+    // The taken email costs the same password hash as a new account; ARCHITECTURE.md
+    // ("Account abuse") says what still leaks.
     async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> ApiResult<AuthPayload> {
         let rc = RequestContext::of(ctx)?;
-        let email = Email::parse(&input.email)?;
+        let email = Email::parse(&input.email).map_err(|_| unusable_email())?;
         let password = Password::parse_new(input.password)?;
         let display_name = validate::required("displayName", &input.display_name, 100, Lines::One)?;
+        rc.spend_password_hash()?;
+        app_state(ctx)?.account_throttles.sign_up(rc.client())?;
         let password_hash = auth::hash_password(password).await?;
         let user = as_service(rc, async {
             let db = rc.tx()?;
-            let user = repo::insert(&*db, &email, &display_name, password_hash).await?;
+            if find_by_email(&*db, &email).await?.is_some() {
+                return Err(unusable_email());
+            }
+            // A concurrent sign-up may take the email between the two statements.
+            let user = repo::insert(&*db, &email, &display_name, password_hash)
+                .await
+                .map_err(|err| match err {
+                    ApiError::Conflict(_) => unusable_email(),
+                    err => err,
+                })?;
             billing::create_for_new_account(&*db, user.id).await?;
             Ok(user)
         })
@@ -310,26 +325,34 @@ impl AccountMutation {
     }
 
     /// Signs an existing account in. Wrong email and wrong password get the same answer.
+    /// Failed attempts are limited per client address, per address and email, and per
+    /// email.
+    // Why only failures count, and who passes the per-email lock:
+    // `auth::AccountThrottles::begin_sign_in`.
     async fn sign_in(&self, ctx: &Context<'_>, input: SignInInput) -> ApiResult<AuthPayload> {
         const WRONG: ApiError = ApiError::Unauthenticated("wrong email or password");
         let rc = RequestContext::of(ctx)?;
         let email = Email::parse(&input.email).map_err(|_| WRONG)?;
-        // Every attempt counts, found or not, so the limit says nothing about accounts.
-        if app_state(ctx)?
-            .sign_in_limiter
-            .check_key(&email.as_str().to_owned())
-            .is_err()
-        {
-            return Err(ApiError::RateLimited(
-                "too many attempts; try again later".to_owned(),
-            ));
-        }
+        rc.spend_password_hash()?;
+        // Found or not, the email is throttled the same, so a refusal says nothing about
+        // accounts.
+        let attempt = app_state(ctx)?
+            .account_throttles
+            .begin_sign_in(rc.client(), &email)?;
         let user = as_service(rc, async { find_by_email(&*rc.tx()?, &email).await }).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
-        if !auth::verify_password(Password::presented(input.password), stored).await? {
-            return Err(WRONG);
+        // Verified whether the account exists or not, so timing does not tell.
+        let verified = auth::verify_password(Password::presented(input.password), stored).await?;
+        match user.filter(|_| verified) {
+            Some(user) => {
+                attempt.succeeded();
+                sign_in_payload(ctx, user)
+            }
+            None => {
+                attempt.failed();
+                Err(WRONG)
+            }
         }
-        sign_in_payload(ctx, user.ok_or(WRONG)?)
     }
 
     /// Revokes the presented token and every token derived from it (not the token it
@@ -370,6 +393,11 @@ impl AccountMutation {
             session.attenuate(project_id, input.read_only.unwrap_or(false), ttl)?;
         Ok(ScopedTokenPayload { token, expires_at })
     }
+}
+
+/// The one refusal of a sign-up's email, malformed or taken alike.
+fn unusable_email() -> ApiError {
+    ApiError::bad_input("email: not a valid email address, or not available to sign up with")
 }
 
 fn sign_in_payload(ctx: &Context<'_>, user: users::Model) -> ApiResult<AuthPayload> {
