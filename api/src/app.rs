@@ -51,7 +51,7 @@ pub async fn serve(state: Arc<AppState>) -> anyhow::Result<()> {
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Keeps in-process and database bookkeeping from growing forever: every hour, drop the
-/// revocations of tokens that have expired anyway, the sign-in limiter's idle keys and
+/// revocations of tokens that have expired anyway, the sign-in and rate limiters' idle keys and
 /// the events older than `FLASHFUSION_EVENT_RETENTION`. A failure is logged and retried
 /// next time.
 async fn housekeeping(state: Arc<AppState>) {
@@ -59,6 +59,7 @@ async fn housekeeping(state: Arc<AppState>) {
     loop {
         every.tick().await;
         state.sign_in_limiter.retain_recent();
+        state.rate_limits.retain_recent();
         match session::purge_expired_revocations(&state.db).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired revocations"),

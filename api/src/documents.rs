@@ -25,7 +25,7 @@ use async_graphql::{
 };
 use lru::LruCache;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, limits::DocumentLimits};
 
 /// Longest query text whose document is cached, in bytes; dashboards' operations are a
 /// few hundred.
@@ -37,20 +37,27 @@ pub struct DocumentCache {
     entries: Option<Mutex<LruCache<String, Arc<ExecutableDocument>>>>,
     /// How many documents have been parsed (cache misses and uncacheable queries).
     parses: AtomicU64,
+    /// What a document must stay within, checked before it is parsed (its tokens) and
+    /// once parsed (its shape); only documents within them are kept.
+    limits: DocumentLimits,
 }
 
 impl DocumentCache {
-    /// A cache of at most `capacity` documents; `0` parses every request.
-    pub fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` documents within `limits`; `0` parses every
+    /// request.
+    pub fn new(capacity: usize, limits: DocumentLimits) -> Self {
         Self {
             entries: NonZeroUsize::new(capacity).map(|cap| Mutex::new(LruCache::new(cap))),
             parses: AtomicU64::new(0),
+            limits,
         }
     }
 
     /// Gives `request` the parsed document of its query: the cached one, or parsed now
     /// (and cached when the query is small enough). A query that does not parse is
-    /// `BAD_USER_INPUT` with the parser's message.
+    /// `BAD_USER_INPUT` with the parser's message; one over a limit of
+    /// [`DocumentLimits`] is `BAD_USER_INPUT` naming the limit, and one with too many
+    /// tokens is refused before the parser allocates anything.
     pub fn prepare(&self, request: &mut Request) -> Result<(), ApiError> {
         let cached = self
             .lock()
@@ -58,9 +65,11 @@ impl DocumentCache {
         let document = match cached {
             Some(document) => ExecutableDocument::clone(&document),
             None => {
+                self.limits.check_tokens(&request.query)?;
                 self.parses.fetch_add(1, Ordering::Relaxed);
                 let document =
                     parse_query(&request.query).map_err(|e| ApiError::bad_input(e.to_string()))?;
+                self.limits.check_document(&document)?;
                 if request.query.len() <= MAX_CACHED_QUERY_BYTES
                     && let Some(mut entries) = self.lock()
                 {
@@ -111,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_repeated_query_is_parsed_once() {
-        let cache = DocumentCache::new(10);
+        let cache = DocumentCache::new(10, DocumentLimits::DEFAULTS);
         let mut first = Request::new(QUERY).operation_name("A");
         cache.prepare(&mut first).expect("parses");
         assert_eq!(cache.parses(), 1);
@@ -125,7 +134,7 @@ mod tests {
 
     #[test]
     fn bad_and_large_queries_are_not_kept() {
-        let cache = DocumentCache::new(10);
+        let cache = DocumentCache::new(10, DocumentLimits::DEFAULTS);
         for _ in 0..2 {
             assert!(cache.prepare(&mut Request::new("{ me { id }")).is_err());
         }
@@ -141,14 +150,14 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded_and_can_be_off() {
-        let cache = DocumentCache::new(2);
+        let cache = DocumentCache::new(2, DocumentLimits::DEFAULTS);
         for query in ["{ a }", "{ b }", "{ c }", "{ a }"] {
             cache.prepare(&mut Request::new(query)).expect("parses");
         }
         // `{ a }` was the least recently used when `{ c }` came in.
         assert_eq!(cache.parses(), 4);
         assert!(cache.lock().is_some_and(|entries| entries.len() == 2));
-        let off = DocumentCache::new(0);
+        let off = DocumentCache::new(0, DocumentLimits::DEFAULTS);
         for _ in 0..2 {
             off.prepare(&mut Request::new("{ a }")).expect("parses");
         }

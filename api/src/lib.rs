@@ -21,6 +21,7 @@ pub mod fanout;
 pub mod graphiql;
 pub mod http;
 pub mod kit;
+pub mod limits;
 pub mod pipeline;
 pub mod realtime;
 pub mod schema;

@@ -1,8 +1,11 @@
 //! The request pipeline every GraphQL operation goes through, over HTTP and WebSocket
-//! alike: find the operation, refuse what the transport may not run, open the
-//! operation's transaction as the caller while checking the token against revocations
-//! (one statement), execute, then commit on success or roll back on error. Built once,
-//! so every resolver gets RLS and the token's checks without doing anything.
+//! alike: count it against the caller's rate limit, find the operation (its document
+//! within the limits of [`crate::limits`]), refuse what the transport may not run,
+//! validate it, and only then open the operation's transaction as the caller while
+//! checking the token against revocations (one statement), execute, then commit on
+//! success or roll back on error. Built once, so every resolver gets RLS and the
+//! token's checks without doing anything, and no refused operation reaches the
+//! database.
 
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
@@ -18,11 +21,12 @@ use tokio::sync::broadcast;
 
 use crate::{
     auth::{INVALID_TOKEN, Identity, Session},
-    db::RequestTx,
+    db::{Opening, PendingTx, RequestTx},
     domains,
     error::{ApiError, ApiResult},
     fanout::{Delivery, Key},
     kit::{RequestContext, feed::SubscriptionTx},
+    limits,
     schema::AppSchema,
     state::AppState,
 };
@@ -50,6 +54,11 @@ pub enum Refusal {
     BadRequest,
     /// The database could not be reached.
     Unavailable,
+    /// Over the caller's rate limit; it may try again after this many seconds.
+    RateLimited {
+        /// Seconds until the next operation is allowed (`Retry-After`).
+        retry_after: u64,
+    },
 }
 
 /// The gateway: schema plus shared state, executing operations through the pipeline.
@@ -82,6 +91,9 @@ impl Gateway {
         transport: Transport,
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
+        if let Some(refused) = self.admit(caller.as_ref(), client) {
+            return refused;
+        }
         let found = self
             .state
             .documents
@@ -146,18 +158,28 @@ impl Gateway {
             }
             _ => {}
         }
-        let tx = match self.open(&caller, transport, operation_type).await {
-            Ok(tx) => tx,
-            Err((err, refusal)) => return refuse(err, refusal),
-        };
+        // Opened by `schema::OpenWhenValid` once the operation passed validation.
+        let pending = PendingTx::new(
+            self.opening(caller.clone(), transport, operation_type),
+            self.state.db.unbound_handle(),
+        );
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
-        let handle = tx.handle();
+        let handle = pending.handle();
         let request = domains::register_loaders(
-            request.data(RequestContext::new(caller, handle.clone(), client)),
+            request
+                .data(RequestContext::new(caller, handle.clone(), client))
+                .data(pending.clone()),
             handle,
             identity,
         );
         let mut response = self.schema.execute(request).await;
+        let tx = match pending.take() {
+            Some(Ok(tx)) => tx,
+            // The error is in the response already.
+            Some(Err(err)) => return (with_codes(response), Some(open_refusal(&err))),
+            // Refused by validation: nothing was opened.
+            None => return (with_codes(response), None),
+        };
         let success = response.is_ok();
         if !success && operation_type == OperationType::Mutation {
             // Rolled back as a whole: no field may claim a write that did not happen.
@@ -173,6 +195,47 @@ impl Gateway {
             self.state.hub.wake();
         }
         (with_codes(response), None)
+    }
+
+    /// Counts an operation of `caller` at `client` against its rate limit; the refusal
+    /// when it is over.
+    fn admit(
+        &self,
+        caller: Option<&Session>,
+        client: IpAddr,
+    ) -> Option<(Response, Option<Refusal>)> {
+        self.state
+            .rate_limits
+            .check(caller, client)
+            .err()
+            .map(|wait| {
+                let (err, retry_after) = limits::rate_limited(wait);
+                let mut error: ServerError = err.into();
+                error
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .set("retryAfter", retry_after);
+                (
+                    Response::from_errors(vec![error]),
+                    Some(Refusal::RateLimited { retry_after }),
+                )
+            })
+    }
+
+    /// [`Gateway::open`] for later, when the operation has passed validation.
+    fn opening(
+        &self,
+        caller: Caller,
+        transport: Transport,
+        operation_type: OperationType,
+    ) -> Opening {
+        let gateway = self.clone();
+        Box::pin(async move {
+            gateway
+                .open(&caller, transport, operation_type)
+                .await
+                .map_err(|(err, _)| err)
+        })
     }
 
     /// Opens the operation's transaction as `caller` once the token may still act:
@@ -334,6 +397,15 @@ pub(crate) fn operation_type(request: &mut Request) -> Result<OperationType, Api
         .ok_or_else(|| ApiError::bad_input("operationName: no such operation in the document"))
 }
 
+/// The refusal [`Gateway::open`] pairs with `err`: an unusable session is
+/// `UNAUTHENTICATED`; anything else failed to reach the database.
+fn open_refusal(err: &ApiError) -> Refusal {
+    match err {
+        ApiError::Unauthenticated(_) => Refusal::Unauthenticated,
+        _ => Refusal::Unavailable,
+    }
+}
+
 fn refuse(err: ApiError, refusal: Refusal) -> (Response, Option<Refusal>) {
     let error: ServerError = err.into();
     (Response::from_errors(vec![error]), Some(refusal))
@@ -368,13 +440,28 @@ impl Gateway {
         client: IpAddr,
     ) -> BoxStream<'static, Arc<Delivery>> {
         let gateway = self.clone();
-        if matches!(
-            operation_type(&mut request),
-            Ok(OperationType::Subscription)
-        ) {
-            return stream::once(async move { gateway.subscribe(request, caller, client).await })
+        let refused =
+            |(response, _): (Response, _)| stream::iter([Delivery::of(&response)]).boxed();
+        // Queries and mutations are checked by `run`; a subscription here.
+        let subscription = self
+            .state
+            .documents
+            .prepare(&mut request)
+            .and_then(|()| operation_type(&mut request))
+            .map_err(|err| refuse(err, Refusal::BadRequest));
+        match subscription {
+            Err(refusal) => return refused(refusal),
+            Ok(OperationType::Subscription) => {
+                if let Some(refusal) = self.admit(caller.as_ref(), client) {
+                    return refused(refusal);
+                }
+                return stream::once(
+                    async move { gateway.subscribe(request, caller, client).await },
+                )
                 .flatten()
                 .boxed();
+            }
+            Ok(_) => {}
         }
         let limit = gateway.state.config.request_timeout;
         stream::once(async move {

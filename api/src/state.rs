@@ -6,8 +6,14 @@ use std::{num::NonZeroU32, sync::Arc};
 use anyhow::Context as _;
 
 use crate::{
-    auth::TokenService, config::Config, db::Database, documents::DocumentCache, fanout::Cohorts,
-    realtime::Hub, secrets::Sealer,
+    auth::TokenService,
+    config::Config,
+    db::Database,
+    documents::DocumentCache,
+    fanout::Cohorts,
+    limits::{DocumentLimits, RateLimits},
+    realtime::Hub,
+    secrets::Sealer,
 };
 
 /// Everything requests share, built once at start-up.
@@ -28,6 +34,8 @@ pub struct AppState {
     pub documents: Arc<DocumentCache>,
     /// Sign-in attempts per email, against password guessing.
     pub sign_in_limiter: SignInLimiter,
+    /// Operations per token and per client address (`crate::limits`).
+    pub rate_limits: RateLimits,
     /// The configuration the process started with.
     pub config: Config,
 }
@@ -55,7 +63,9 @@ impl AppState {
             config.secrets_key.as_ref().map(|k| k.expose()),
             &config.secrets_key_file,
         )?;
-        let db = Database::connect(config.database_url.expose(), config.db_max_connections).await?;
+        let db = Database::connect(config.database_url.expose(), config.db_max_connections)
+            .await?
+            .with_statement_timeout(config.request_timeout);
         let burst = NonZeroU32::new(config.signin_burst)
             .context("FLASHFUSION_SIGNIN_BURST must be positive")?;
         let quota = governor::Quota::with_period(config.signin_refill)
@@ -66,9 +76,13 @@ impl AppState {
             fanout: Cohorts::new(config.subscription_buffer as usize),
             db,
             tokens,
-            documents: Arc::new(DocumentCache::new(config.document_cache)),
+            documents: Arc::new(DocumentCache::new(
+                config.document_cache,
+                DocumentLimits::of(&config),
+            )),
             sealer,
             sign_in_limiter: governor::RateLimiter::keyed(quota),
+            rate_limits: RateLimits::new(&config)?,
             config,
         }))
     }

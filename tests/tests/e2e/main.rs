@@ -33,6 +33,7 @@ mod deployments;
 mod fixtures;
 mod http;
 mod integrations;
+mod limits;
 mod matrix;
 mod migrations;
 mod parity;
