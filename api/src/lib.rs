@@ -2,7 +2,7 @@
 //! auth, Postgres Row Level Security per request, and an embedded SQLite default.
 //!
 //! Modules import only from below (ARCHITECTURE.md has the map):
-//! `error`, `config`, `validate`, `auth`, `secrets`, `documents` → `db` → `realtime`,
+//! `error`, `config`, `validate`, `auth`, `secrets`, `limits`, `documents` → `db` → `realtime`,
 //! `fanout` → `state` → `session` → `kit` → `domains` → `schema` → `pipeline` → `ws`,
 //! `graphiql` → `http` → `app`, `cli`, `worker` (a GraphQL client of the gateway,
 //! importing only `config`). The binary (`main.rs`)

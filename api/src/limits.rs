@@ -59,7 +59,10 @@ impl DocumentLimits {
     /// tokens, without parsing it.
     pub fn check_tokens(&self, query: &str) -> Result<(), ApiError> {
         if count_tokens(query, self.tokens) > self.tokens {
-            return Err(over("tokens", self.tokens, "FLASHFUSION_MAX_TOKENS"));
+            return Err(ApiError::bad_input(format!(
+                "query too large: more than {} tokens (FLASHFUSION_MAX_TOKENS)",
+                self.tokens
+            )));
         }
         Ok(())
     }
