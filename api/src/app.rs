@@ -124,7 +124,8 @@ pub async fn serve_until(
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Keeps in-process and database bookkeeping from growing forever: every hour, drop the
-/// revocations of tokens that have expired anyway, the account throttles' idle keys and
+/// revocations of tokens that have expired anyway, the account throttles' and rate
+/// limiters' idle keys and
 /// the events older than `FLASHFUSION_EVENT_RETENTION`. A failure is logged and retried
 /// next time.
 async fn housekeeping(state: Arc<AppState>) {
@@ -132,6 +133,7 @@ async fn housekeeping(state: Arc<AppState>) {
     loop {
         every.tick().await;
         state.account_throttles.retain_recent();
+        state.rate_limits.retain_recent();
         match session::purge_expired_revocations(&state.db).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "purged expired revocations"),

@@ -378,6 +378,68 @@ pub struct Config {
     /// How often one more sign-up per address is allowed after a burst.
     #[arg(long, env = "FLASHFUSION_SIGNUP_REFILL", default_value = "1m", value_parser = humantime::parse_duration, global = true)]
     pub signup_refill: Duration,
+    // --- limits (issue 8) ---
+    /// Most GraphQL lexical tokens a query may hold, counted before it is parsed.
+    #[arg(
+        long,
+        env = "FLASHFUSION_MAX_TOKENS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub max_tokens: usize,
+    /// Most aliases one operation may use (fragments counted where they are spread).
+    #[arg(
+        long,
+        env = "FLASHFUSION_MAX_ALIASES",
+        default_value_t = 15,
+        global = true
+    )]
+    pub max_aliases: usize,
+    /// Most directives one operation may use (fragments counted where they are spread).
+    #[arg(
+        long,
+        env = "FLASHFUSION_MAX_DIRECTIVES",
+        default_value_t = 50,
+        global = true
+    )]
+    pub max_directives: usize,
+    /// Deepest field nesting accepted; Relay's `edges { node }` takes two levels.
+    #[arg(
+        long,
+        env = "FLASHFUSION_MAX_DEPTH",
+        default_value_t = 12,
+        global = true
+    )]
+    pub max_depth: usize,
+    /// Most root fields one operation may select (aliases included).
+    #[arg(
+        long,
+        env = "FLASHFUSION_MAX_ROOT_FIELDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub max_root_fields: usize,
+    /// Largest cost accepted: each field 1, a connection's children once per item its
+    /// `first`/`last` may return (20 when neither is given, at most 100).
+    #[arg(
+        long,
+        env = "FLASHFUSION_MAX_COST",
+        default_value_t = 5_000,
+        global = true
+    )]
+    pub max_cost: usize,
+    /// Operations one token (or, for anonymous callers, one client address) may run in
+    /// a burst before `RATE_LIMITED`; `0` turns the rate limit off.
+    #[arg(
+        long,
+        env = "FLASHFUSION_RATE_LIMIT_BURST",
+        default_value_t = 300,
+        global = true
+    )]
+    pub rate_limit_burst: u32,
+    /// How often one more operation is allowed after a burst, e.g. `10ms`.
+    #[arg(long, env = "FLASHFUSION_RATE_LIMIT_REFILL", default_value = "10ms", value_parser = humantime::parse_duration, global = true)]
+    pub rate_limit_refill: Duration,
 }
 
 impl Config {

@@ -14,7 +14,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex, Weak,
+        Arc, Mutex, PoisonError, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -22,6 +22,7 @@ use std::{
 
 use anyhow::Context as _;
 use entity::{revoked_tokens, users};
+use futures_util::future::BoxFuture;
 use migration::{Migrator, MigratorTrait, roles};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection,
@@ -80,6 +81,9 @@ pub struct Database {
     /// `BEGIN`s, `COMMIT`s and `ROLLBACK`s of request transactions so far, which
     /// sea-orm does not report as statements.
     transaction_ends: Arc<AtomicU64>,
+    /// Postgres' `statement_timeout` in every transaction [`Database::begin`] and
+    /// [`Database::begin_session`] open; `None` leaves the server's.
+    statement_timeout: Option<Duration>,
 }
 
 impl Database {
@@ -110,7 +114,27 @@ impl Database {
             conn,
             statements,
             transaction_ends: Arc::default(),
+            statement_timeout: None,
         })
+    }
+
+    /// Makes every statement of a transaction [`Database::begin`] and
+    /// [`Database::begin_session`] open fail once it has run for `limit` (Postgres'
+    /// `statement_timeout`, set in the statement that switches the role, so it costs no
+    /// round trip); SQLite has no such setting. The pipeline gives it the request
+    /// timeout, so a statement does not outlive the request that is waiting for it.
+    pub fn with_statement_timeout(mut self, limit: Duration) -> Self {
+        self.statement_timeout = Some(limit);
+        self
+    }
+
+    /// A handle bound to no transaction yet, for an operation whose transaction is
+    /// opened later ([`TxRef::rebind`]).
+    pub fn unbound_handle(&self) -> TxRef {
+        TxRef {
+            slot: Arc::new(Mutex::new(Weak::new())),
+            is_postgres: self.backend() == DatabaseBackend::Postgres,
+        }
     }
 
     /// How many SQL statements this pool has run.
@@ -274,7 +298,12 @@ impl Database {
             self.transaction_ends.clone(),
         );
         let current = if is_postgres {
-            act_as(tx.conn(), identity, read_only, revocation_ids).await?
+            let settings = Settings {
+                read_only,
+                revocation_ids,
+                statement_timeout: self.statement_timeout,
+            };
+            act_as(tx.conn(), identity, settings).await?
         } else {
             match revocation_ids {
                 Some(ids) => session_is_current(tx.conn(), identity, ids).await?,
@@ -299,17 +328,32 @@ fn is_undefined(err: &DbErr) -> bool {
     })
 }
 
+/// What [`act_as`] sets besides the identity.
+#[derive(Default)]
+struct Settings<'a> {
+    /// Make the transaction read-only (allowed at any point).
+    read_only: bool,
+    /// Check that the session holding these is current.
+    revocation_ids: Option<&'a [String]>,
+    /// Set `statement_timeout` for the rest of the transaction.
+    statement_timeout: Option<Duration>,
+}
+
 /// Switches the role and `app.*` settings of `tx` to `identity`, for this transaction
-/// only, in one statement (`flashfusion_act_as`, migration m20261126_000010); read-only
-/// when `read_only` (switching to read-only is allowed at any point). Given
-/// `revocation_ids`, also returns whether the session is current, checked as the
-/// caller after the switch; `true` otherwise.
+/// only, in one statement (`flashfusion_act_as`, migration m20261126_000010, and
+/// `set_config('statement_timeout', .., true)` beside it when one is given). Given
+/// revocation ids, also returns whether the session is current, checked as the caller
+/// after the switch; `true` otherwise.
 async fn act_as(
     tx: &DatabaseTransaction,
     identity: &Identity,
-    read_only: bool,
-    revocation_ids: Option<&[String]>,
+    settings: Settings<'_>,
 ) -> ApiResult<bool> {
+    let Settings {
+        read_only,
+        revocation_ids,
+        statement_timeout,
+    } = settings;
     let (pg_role, app_role) = match identity.role() {
         None => (roles::ANON, "anon"),
         Some(Role::User) => (roles::AUTHENTICATED, "user"),
@@ -321,17 +365,28 @@ async fn act_as(
         .map(|id| id.to_string())
         .unwrap_or_default();
     let ids = revocation_ids.map(|ids| serde_json::Value::from(ids.to_vec()));
+    // `set_config` with `is_local` lasts until the transaction ends, like the role; a
+    // timeout of 0 would mean none, so it is at least 1 ms.
+    let timeout_ms =
+        statement_timeout.map(|t| t.as_millis().clamp(1, i32::MAX as u128).to_string());
+    let sql = if timeout_ms.is_some() {
+        "select flashfusion_act_as($1, $2, $3, $4, $5), set_config('statement_timeout', $6, true)"
+    } else {
+        "select flashfusion_act_as($1, $2, $3, $4, $5)"
+    };
+    let mut values = vec![
+        pg_role.into(),
+        user_id.into(),
+        app_role.into(),
+        read_only.into(),
+        ids.into(),
+    ];
+    values.extend(timeout_ms.map(Into::into));
     let row = tx
         .query_one_raw(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
-            "select flashfusion_act_as($1, $2, $3, $4, $5)",
-            [
-                pg_role.into(),
-                user_id.into(),
-                app_role.into(),
-                read_only.into(),
-                ids.into(),
-            ],
+            sql,
+            values,
         ))
         .await?
         .ok_or_else(|| ApiError::bug("flashfusion_act_as returned no row"))?;
@@ -456,9 +511,68 @@ impl TxRef {
     /// anyone is signed in.
     pub async fn act_as(&self, identity: &Identity) -> ApiResult<()> {
         if self.is_postgres {
-            act_as(&*self.get()?, identity, false, None).await?;
+            act_as(&*self.get()?, identity, Settings::default()).await?;
         }
         Ok(())
+    }
+}
+
+/// How an operation's transaction is opened (as its caller, checking its session).
+pub type Opening = BoxFuture<'static, ApiResult<RequestTx>>;
+
+/// An operation's transaction before its document has passed validation: the handle
+/// its resolvers and loaders hold, bound only once `schema::OpenWhenValid` opens it,
+/// so an operation refused by validation (its cost, say) does no database work.
+pub struct PendingTx {
+    opening: Mutex<Option<Opening>>,
+    opened: Mutex<Option<ApiResult<RequestTx>>>,
+    handle: TxRef,
+}
+
+impl PendingTx {
+    /// A transaction `opening` will open, for resolvers holding `handle` (from
+    /// [`Database::unbound_handle`]).
+    pub fn new(opening: Opening, handle: TxRef) -> Arc<Self> {
+        Arc::new(Self {
+            opening: Mutex::new(Some(opening)),
+            opened: Mutex::new(None),
+            handle,
+        })
+    }
+
+    /// Opens the transaction (once) and binds the handle to it; what opening gave is
+    /// kept for [`PendingTx::take`].
+    pub async fn open(&self) -> ApiResult<()> {
+        let opening = self
+            .opening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| ApiError::bug("an operation's transaction was opened twice"))?;
+        let opened = opening.await;
+        let result = match &opened {
+            Ok(tx) => {
+                self.handle.rebind(tx);
+                Ok(())
+            }
+            Err(err) => Err(err.clone()),
+        };
+        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(opened);
+        result
+    }
+
+    /// The handle for the operation's resolvers and loaders.
+    pub fn handle(&self) -> TxRef {
+        self.handle.clone()
+    }
+
+    /// What opening gave, taken: `None` when the operation never got past validation
+    /// (nothing was opened).
+    pub fn take(&self) -> Option<ApiResult<RequestTx>> {
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 

@@ -49,7 +49,7 @@ use async_graphql::{
 use lru::LruCache;
 use sha2::{Digest as _, Sha256};
 
-use crate::{config::Config, error::ApiError};
+use crate::{config::Config, error::ApiError, limits::DocumentLimits};
 
 /// Longest query text whose document is cached, in bytes; dashboards' operations are a
 /// few hundred.
@@ -86,17 +86,21 @@ pub struct DocumentCache {
     trusted: Option<HashMap<String, Arc<str>>>,
     /// How many documents have been parsed (cache misses and uncacheable queries).
     parses: AtomicU64,
+    /// What a document must stay within, checked before it is parsed (its tokens) and
+    /// once parsed (its shape); only documents within them are kept.
+    limits: DocumentLimits,
 }
 
 impl DocumentCache {
-    /// A cache of at most `capacity` documents (and as many automatic persisted queries);
-    /// `0` parses every request and remembers no persisted query.
-    pub fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` documents (and as many automatic persisted queries)
+    /// within `limits`; `0` parses every request and remembers no persisted query.
+    pub fn new(capacity: usize, limits: DocumentLimits) -> Self {
         Self {
             entries: lru(capacity),
             persisted: lru(capacity),
             trusted: None,
             parses: AtomicU64::new(0),
+            limits,
         }
     }
 
@@ -105,7 +109,7 @@ impl DocumentCache {
     /// key the SHA-256 of its text, every text a parsable document) or the gateway does
     /// not start.
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let cache = Self::new(config.document_cache);
+        let cache = Self::new(config.document_cache, DocumentLimits::of(config));
         match &config.trusted_documents {
             Some(path) => Ok(cache.with_trusted(load_trusted(path)?)),
             None => Ok(cache),
@@ -125,7 +129,9 @@ impl DocumentCache {
     /// Gives `request` its query text when it names a persisted document, and the parsed
     /// document of that text: the cached one, or parsed now (and cached when the query is
     /// small enough). A query that does not parse is `BAD_USER_INPUT` with the parser's
-    /// message; for persisted documents see the module's header.
+    /// message, one over a limit of [`DocumentLimits`] is `BAD_USER_INPUT` naming the
+    /// limit, and one with too many tokens is refused before the parser allocates
+    /// anything; for persisted documents see the module's header.
     pub fn prepare(&self, request: &mut Request) -> Result<Prepared, ApiError> {
         self.resolve_persisted(request)?;
         let cached = self
@@ -134,9 +140,11 @@ impl DocumentCache {
         let (document, prepared) = match cached {
             Some(entry) => (entry.document.clone(), entry.prepared),
             None => {
+                self.limits.check_tokens(&request.query)?;
                 self.parses.fetch_add(1, Ordering::Relaxed);
                 let document =
                     parse_query(&request.query).map_err(|e| ApiError::bad_input(e.to_string()))?;
+                self.limits.check_document(&document)?;
                 let prepared = Prepared {
                     introspection: introspects(&document),
                     trusted: self.is_trusted(&request.query),
@@ -340,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_repeated_query_is_parsed_once() {
-        let cache = DocumentCache::new(10);
+        let cache = DocumentCache::new(10, DocumentLimits::DEFAULTS);
         let mut first = Request::new(QUERY).operation_name("A");
         cache.prepare(&mut first).expect("parses");
         assert_eq!(cache.parses(), 1);
@@ -354,7 +362,7 @@ mod tests {
 
     #[test]
     fn bad_and_large_queries_are_not_kept() {
-        let cache = DocumentCache::new(10);
+        let cache = DocumentCache::new(10, DocumentLimits::DEFAULTS);
         for _ in 0..2 {
             assert!(cache.prepare(&mut Request::new("{ me { id }")).is_err());
         }
@@ -370,14 +378,14 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded_and_can_be_off() {
-        let cache = DocumentCache::new(2);
+        let cache = DocumentCache::new(2, DocumentLimits::DEFAULTS);
         for query in ["{ a }", "{ b }", "{ c }", "{ a }"] {
             cache.prepare(&mut Request::new(query)).expect("parses");
         }
         // `{ a }` was the least recently used when `{ c }` came in.
         assert_eq!(cache.parses(), 4);
         assert!(cache.lock().is_some_and(|entries| entries.len() == 2));
-        let off = DocumentCache::new(0);
+        let off = DocumentCache::new(0, DocumentLimits::DEFAULTS);
         for _ in 0..2 {
             off.prepare(&mut Request::new("{ a }")).expect("parses");
         }
@@ -396,7 +404,7 @@ mod tests {
 
     #[test]
     fn introspection_is_found_wherever_it_hides() {
-        let cache = DocumentCache::new(10);
+        let cache = DocumentCache::new(10, DocumentLimits::DEFAULTS);
         for (query, expected) in [
             ("{ __typename me { id } }", false),
             ("{ __schema { types { name } } }", true),
@@ -418,7 +426,7 @@ mod tests {
 
     #[test]
     fn automatic_persisted_queries_are_verified_and_remembered() {
-        let cache = DocumentCache::new(10);
+        let cache = DocumentCache::new(10, DocumentLimits::DEFAULTS);
         let query = "{ me { id } }";
         let hash = document_hash(query);
         let not_found = cache.prepare(&mut persisted("", &hash));
@@ -453,7 +461,7 @@ mod tests {
         let known = "{ me { id } }";
         let hash = document_hash(known);
         let cache =
-            DocumentCache::new(10).with_trusted(HashMap::from([(hash.clone(), Arc::from(known))]));
+            DocumentCache::new(10, DocumentLimits::DEFAULTS).with_trusted(HashMap::from([(hash.clone(), Arc::from(known))]));
         let mut by_hash = persisted("", &hash);
         assert_eq!(
             cache.prepare(&mut by_hash).ok().map(|p| p.trusted),

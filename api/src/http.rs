@@ -300,8 +300,15 @@ async fn execute(
         Some(Refusal::Unauthenticated) => StatusCode::UNAUTHORIZED,
         Some(Refusal::BadRequest) => StatusCode::BAD_REQUEST,
         Some(Refusal::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(Refusal::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
     };
-    json_response(status, &response, wants)
+    let mut answer = json_response(status, &response, wants);
+    if let Some(Refusal::RateLimited { retry_after }) = refusal {
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after.into());
+    }
+    answer
 }
 
 /// The client's address, from the peer and, behind trusted proxies, `X-Forwarded-For`.

@@ -1,8 +1,11 @@
 //! The request pipeline every GraphQL operation goes through, over HTTP and WebSocket
-//! alike: find the operation, refuse what the transport may not run, open the
-//! operation's transaction as the caller while checking the token against revocations
-//! (one statement), execute, then commit on success or roll back on error. Built once,
-//! so every resolver gets RLS and the token's checks without doing anything.
+//! alike: count it against the caller's rate limit, find the operation (its document
+//! within the limits of [`crate::limits`]), refuse what the transport may not run,
+//! validate it, and only then open the operation's transaction as the caller while
+//! checking the token against revocations (one statement), execute, then commit on
+//! success or roll back on error. Built once, so every resolver gets RLS and the
+//! token's checks without doing anything, and no refused operation reaches the
+//! database.
 //!
 //! Production mode (`FLASHFUSION_ENV=production`) is decided here, per request: only an
 //! admin's session runs introspection and gets field suggestions; everyone else runs on
@@ -25,12 +28,12 @@ use tokio::sync::broadcast;
 
 use crate::{
     auth::{INVALID_TOKEN, Identity, Session},
-    db::RequestTx,
+    db::{Opening, PendingTx, RequestTx},
     domains,
     error::{ApiError, ApiResult},
     fanout::{Delivery, Key},
     kit::{RequestContext, feed::SubscriptionTx},
-    metrics,
+    limits, metrics,
     schema::{AppSchema, build_restricted_schema},
     state::AppState,
 };
@@ -58,6 +61,11 @@ pub enum Refusal {
     BadRequest,
     /// The database could not be reached.
     Unavailable,
+    /// Over the caller's rate limit; it may try again after this many seconds.
+    RateLimited {
+        /// Seconds until the next operation is allowed (`Retry-After`).
+        retry_after: u64,
+    },
 }
 
 impl Transport {
@@ -134,6 +142,9 @@ impl Gateway {
         transport: Transport,
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
+        if let Some(refused) = self.rate_limit(caller.as_ref(), client) {
+            return refused;
+        }
         let found = self
             .admit(&mut request, &caller)
             .and_then(|()| operation(&mut request));
@@ -225,19 +236,29 @@ impl Gateway {
             }
             _ => {}
         }
-        let tx = match self.open(&caller, transport, operation_type).await {
-            Ok(tx) => tx,
-            Err((err, refusal)) => return refuse(err, refusal),
-        };
+        // Opened by `schema::OpenWhenValid` once the operation passed validation.
+        let pending = PendingTx::new(
+            self.opening(caller.clone(), transport, operation_type),
+            self.state.db.unbound_handle(),
+        );
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
         let schema = self.schema_for(identity.is_admin());
-        let handle = tx.handle();
+        let handle = pending.handle();
         let request = domains::register_loaders(
-            request.data(RequestContext::new(caller, handle.clone(), client)),
+            request
+                .data(RequestContext::new(caller, handle.clone(), client))
+                .data(pending.clone()),
             handle,
             identity,
         );
         let mut response = schema.execute(request).await;
+        let tx = match pending.take() {
+            Some(Ok(tx)) => tx,
+            // The error is in the response already.
+            Some(Err(err)) => return (self.with_codes(response), Some(open_refusal(&err))),
+            // Refused by validation: nothing was opened.
+            None => return (self.with_codes(response), None),
+        };
         let success = response.is_ok();
         if !success && operation_type == OperationType::Mutation {
             // Rolled back as a whole: no field may claim a write that did not happen.
@@ -295,6 +316,47 @@ impl Gateway {
         with_codes(response, self.state.config.is_production())
     }
 
+    /// Counts an operation of `caller` at `client` against its rate limit; the refusal
+    /// when it is over.
+    fn rate_limit(
+        &self,
+        caller: Option<&Session>,
+        client: IpAddr,
+    ) -> Option<(Response, Option<Refusal>)> {
+        self.state
+            .rate_limits
+            .check(caller, client)
+            .err()
+            .map(|wait| {
+                let (err, retry_after) = limits::rate_limited(wait);
+                let mut error: ServerError = err.into();
+                error
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .set("retryAfter", retry_after);
+                (
+                    Response::from_errors(vec![error]),
+                    Some(Refusal::RateLimited { retry_after }),
+                )
+            })
+    }
+
+    /// [`Gateway::open`] for later, when the operation has passed validation.
+    fn opening(
+        &self,
+        caller: Caller,
+        transport: Transport,
+        operation_type: OperationType,
+    ) -> Opening {
+        let gateway = self.clone();
+        Box::pin(async move {
+            gateway
+                .open(&caller, transport, operation_type)
+                .await
+                .map_err(|(err, _)| err)
+        })
+    }
+
     /// Opens the operation's transaction as `caller` once the token may still act:
     /// not expired (a WebSocket's token was verified at `connection_init` and may have
     /// expired since) and not revoked, its account still there with its role; the
@@ -337,7 +399,7 @@ impl Gateway {
     /// are executed and serialized once for all of them.
     async fn subscribe(
         &self,
-        mut request: Request,
+        request: Request,
         caller: Caller,
         client: IpAddr,
     ) -> BoxStream<'static, Arc<Delivery>> {
@@ -345,9 +407,6 @@ impl Gateway {
         let refused = |response: Response| {
             stream::iter([Delivery::of(&with_codes(response, opaque))]).boxed()
         };
-        if let Err(err) = self.admit(&mut request, &caller) {
-            return refused(refuse(err, Refusal::BadRequest).0);
-        }
         let tx = match self
             .open(&caller, Transport::WebSocket, OperationType::Subscription)
             .await
@@ -469,6 +528,15 @@ fn operation(request: &mut Request) -> Result<(OperationType, Option<Name>), Api
     operation.ok_or_else(|| ApiError::bad_input("operationName: no such operation in the document"))
 }
 
+/// The refusal [`Gateway::open`] pairs with `err`: an unusable session is
+/// `UNAUTHENTICATED`; anything else failed to reach the database.
+fn open_refusal(err: &ApiError) -> Refusal {
+    match err {
+        ApiError::Unauthenticated(_) => Refusal::Unauthenticated,
+        _ => Refusal::Unavailable,
+    }
+}
+
 fn refuse(err: ApiError, refusal: Refusal) -> (Response, Option<Refusal>) {
     let error: ServerError = err.into();
     (Response::from_errors(vec![error]), Some(refusal))
@@ -536,13 +604,26 @@ impl Gateway {
         client: IpAddr,
     ) -> BoxStream<'static, Arc<Delivery>> {
         let gateway = self.clone();
-        if matches!(
-            operation_type(&mut request),
-            Ok(OperationType::Subscription)
-        ) {
-            return stream::once(async move { gateway.subscribe(request, caller, client).await })
+        let refused =
+            |(response, _): (Response, _)| stream::iter([Delivery::of(&response)]).boxed();
+        // Queries and mutations are checked by `run`; a subscription here.
+        let subscription = self
+            .admit(&mut request, &caller)
+            .and_then(|()| operation_type(&mut request))
+            .map_err(|err| refuse(err, Refusal::BadRequest));
+        match subscription {
+            Err(refusal) => return refused(refusal),
+            Ok(OperationType::Subscription) => {
+                if let Some(refusal) = self.rate_limit(caller.as_ref(), client) {
+                    return refused(refusal);
+                }
+                return stream::once(
+                    async move { gateway.subscribe(request, caller, client).await },
+                )
                 .flatten()
                 .boxed();
+            }
+            Ok(_) => {}
         }
         let limit = gateway.state.config.request_timeout;
         stream::once(async move {

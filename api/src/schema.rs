@@ -5,11 +5,16 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    MergedObject, MergedSubscription, Schema, ServerError, ServerResult, Value,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo},
+    MergedObject, MergedSubscription, Response, Schema, ServerError, ServerResult,
+    ValidationResult, Value,
+    extensions::{
+        Extension, ExtensionContext, ExtensionFactory, NextExecute, NextResolve, NextValidation,
+        ResolveInfo,
+    },
 };
 
 use crate::{
+    db::PendingTx,
     domains::{
         accounts::{AccountMutation, AccountQuery},
         agent_tasks::{AgentTaskMutation, AgentTaskQuery, AgentTaskSubscription},
@@ -70,13 +75,11 @@ pub struct Subscription(
 /// The gateway's schema type.
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
-/// Deepest selection accepted.
-const MAX_DEPTH: usize = 16;
-/// Largest complexity accepted (each field 1, connections multiply by `first`).
-const MAX_COMPLEXITY: usize = 5_000;
-
 /// Builds the schema. It holds no state of its own: per-request data comes from the
-/// pipeline, shared services from [`AppState`] in the schema data.
+/// pipeline, shared services from [`AppState`] in the schema data. Its cost limit is
+/// `FLASHFUSION_MAX_COST` (each field 1, a connection's children once per item its
+/// `first`/`last` may return); the other limits on a document are checked before it is
+/// parsed or as it is ([`crate::limits`]).
 pub fn build_schema(state: Option<Arc<AppState>>) -> AppSchema {
     build(state, false)
 }
@@ -92,19 +95,19 @@ pub fn build_restricted_schema(state: Arc<AppState>) -> AppSchema {
 }
 
 fn build(state: Option<Arc<AppState>>, restricted: bool) -> AppSchema {
-    let builder = Schema::build(
+    let mut builder = Schema::build(
         Query::default(),
         Mutation::default(),
         Subscription::default(),
     )
-    .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY)
+    .extension(OpenWhenValid)
     .extension(MutationGuard);
-    let builder = if restricted {
-        builder.disable_suggestions().disable_introspection()
-    } else {
-        builder
-    };
+    if restricted {
+        builder = builder.disable_suggestions().disable_introspection();
+    }
+    if let Some(state) = &state {
+        builder = builder.extension(CostLimit(state.config.max_cost));
+    }
     match state {
         Some(state) => builder.data(state).finish(),
         None => builder.finish(),
@@ -114,6 +117,64 @@ fn build(state: Option<Arc<AppState>>, restricted: bool) -> AppSchema {
 /// The SDL of the live schema, as checked in at `schema.graphql`.
 pub fn sdl() -> String {
     build_schema(None).sdl()
+}
+
+/// Opens an operation's transaction ([`PendingTx`], in the request's data) when
+/// async-graphql is about to execute it, that is once parsing and validation (the cost
+/// limit included) have passed: a refused operation does no database work.
+pub(crate) struct OpenWhenValid;
+
+impl ExtensionFactory for OpenWhenValid {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(OpenWhenValid)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for OpenWhenValid {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        if let Some(pending) = ctx.data_opt::<Arc<PendingTx>>()
+            && let Err(err) = pending.open().await
+        {
+            return Response::from_errors(vec![err.into()]);
+        }
+        next.run(ctx, operation_name).await
+    }
+}
+
+/// Refuses an operation whose cost, as async-graphql's validation computes it, is over
+/// `FLASHFUSION_MAX_COST` (what `SchemaBuilder::limit_complexity` does, with a message
+/// that names the setting).
+pub(crate) struct CostLimit(usize);
+
+impl ExtensionFactory for CostLimit {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(CostLimit(self.0))
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for CostLimit {
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await?;
+        if result.complexity > self.0 {
+            let err = ApiError::bad_input(format!(
+                "query too costly: {} is over {} (FLASHFUSION_MAX_COST; a connection costs its children once per item `first` or `last` asks for)",
+                result.complexity, self.0
+            ));
+            return Err(vec![err.into()]);
+        }
+        Ok(result)
+    }
 }
 
 /// Stops a mutation at its first failing root field. GraphQL runs the remaining root

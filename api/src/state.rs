@@ -9,6 +9,7 @@ use crate::{
     db::Database,
     documents::DocumentCache,
     fanout::Cohorts,
+    limits::RateLimits,
     metrics::Metrics,
     realtime::Hub,
     secrets::Sealer,
@@ -35,6 +36,8 @@ pub struct AppState {
     /// Failed sign-ins per address, per address and email and per email, and sign-ups
     /// per address.
     pub account_throttles: AccountThrottles,
+    /// Operations per token and per client address (`crate::limits`).
+    pub rate_limits: RateLimits,
     /// The configuration the process started with.
     pub config: Config,
     /// Tells this replica's WebSockets that it is shutting down, and tells the server
@@ -85,7 +88,9 @@ impl AppState {
             config.secrets_key.as_ref().map(|k| k.expose()),
             &config.secrets_key_file,
         )?;
-        let db = Database::connect(config.database_url.expose(), config.db_max_connections).await?;
+        let db = Database::connect(config.database_url.expose(), config.db_max_connections)
+            .await?
+            .with_statement_timeout(config.request_timeout);
         let account_throttles = AccountThrottles::new(
             quota(
                 "FLASHFUSION_SIGNIN_ADDRESS",
@@ -117,6 +122,7 @@ impl AppState {
             metrics: Metrics::new(),
             sealer,
             account_throttles,
+            rate_limits: RateLimits::new(&config)?,
             config,
             shutdown: Shutdown(tokio::sync::watch::Sender::new(false)),
         }))

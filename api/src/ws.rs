@@ -220,15 +220,17 @@ impl Connection {
                 format!("Subscriber for {id} already exists"),
             );
         }
-        // A document that does not parse runs as an operation, which the pipeline
-        // refuses with the parse error.
-        if let Some(documents) = &self.documents {
-            let _ = documents.prepare(&mut request);
-        }
-        let subscription = matches!(
-            operation_type(&mut request),
-            Ok(OperationType::Subscription)
-        );
+        // A document that does not parse or is over a limit runs as an operation,
+        // which the pipeline refuses with the reason (and is not parsed again here).
+        let prepared = self
+            .documents
+            .as_ref()
+            .is_none_or(|documents| documents.prepare(&mut request).is_ok());
+        let subscription = prepared
+            && matches!(
+                operation_type(&mut request),
+                Ok(OperationType::Subscription)
+            );
         let active = self
             .operations
             .values()
@@ -921,7 +923,10 @@ mod tests {
     /// query sent again is not parsed again.
     #[test]
     fn operations_take_their_documents_from_the_cache() {
-        let documents = Arc::new(DocumentCache::new(8));
+        let documents = Arc::new(DocumentCache::new(
+            8,
+            crate::limits::DocumentLimits::DEFAULTS,
+        ));
         let mut connection = ready(Protocol::TransportWs, 4, 4).with_documents(documents.clone());
         for id in ["a", "b"] {
             assert!(matches!(

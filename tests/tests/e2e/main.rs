@@ -35,6 +35,7 @@ mod faults;
 mod fixtures;
 mod http;
 mod integrations;
+mod limits;
 mod matrix;
 mod metrics;
 mod migrations;
