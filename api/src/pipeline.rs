@@ -87,6 +87,7 @@ impl Refusal {
             Self::Unauthenticated => "unauthenticated",
             Self::BadRequest => "bad_request",
             Self::Unavailable => "unavailable",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 }

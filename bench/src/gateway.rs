@@ -91,6 +91,9 @@ impl Gateway {
                 "FLASHFUSION_SECRETS_KEY",
                 format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
             )
+            // The load generator is one client at one address: the per-token and
+            // per-address rate limit would measure itself, not the gateway.
+            .env("FLASHFUSION_RATE_LIMIT_BURST", "0")
             // Not tower_http's line per failed response: `/readyz` answers 503 until the
             // gateway is ready, and it is polled every few milliseconds.
             .env(
