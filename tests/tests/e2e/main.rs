@@ -29,6 +29,7 @@ mod browser;
 mod caches;
 mod catalog;
 mod code_generations;
+mod conformance;
 mod deployments;
 mod fixtures;
 mod http;
