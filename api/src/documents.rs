@@ -31,6 +31,57 @@ use crate::error::ApiError;
 /// few hundred.
 pub const MAX_CACHED_QUERY_BYTES: usize = 8 * 1024;
 
+/// Deepest nesting of `{`, `[` and `(` a query may have before it is parsed. The parser
+/// and the validation recurse once per level, so a query nested thousands deep (a few
+/// KiB of `{a{a{a...`) would overflow a worker thread's stack and abort the process;
+/// real operations are nested a dozen levels (the depth limit) plus a few list levels.
+const MAX_NESTING: usize = 64;
+
+/// Refuses a query nested deeper than [`MAX_NESTING`], counting brackets outside
+/// strings, block strings and comments, in one pass without parsing.
+fn check_nesting(query: &str) -> Result<(), ApiError> {
+    let bytes = query.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ApiError::bad_input(format!(
+                        "query: nested more than {MAX_NESTING} levels deep"
+                    )));
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            b'#' => {
+                while bytes.get(i).is_some_and(|&b| b != b'\n' && b != b'\r') {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while bytes.get(i).is_some_and(|&b| b != b'"' && b != b'\n') {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// A bounded, least-recently-used map from query text to its parsed document.
 pub struct DocumentCache {
     /// `None` when caching is off.
@@ -59,6 +110,7 @@ impl DocumentCache {
             Some(document) => ExecutableDocument::clone(&document),
             None => {
                 self.parses.fetch_add(1, Ordering::Relaxed);
+                check_nesting(&request.query)?;
                 let document =
                     parse_query(&request.query).map_err(|e| ApiError::bad_input(e.to_string()))?;
                 if request.query.len() <= MAX_CACHED_QUERY_BYTES
@@ -137,6 +189,25 @@ mod tests {
                 .expect("parses");
         }
         assert_eq!(cache.parses(), 4);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let cache = DocumentCache::new(10);
+        let nested = |n: usize| format!("{}{}", "{a".repeat(n), "}".repeat(n));
+        assert!(
+            cache
+                .prepare(&mut Request::new(nested(MAX_NESTING)))
+                .is_ok()
+        );
+        let deep = cache.prepare(&mut Request::new(nested(100_000)));
+        assert!(deep.is_err_and(|e| e.message().contains("nested")));
+        // Brackets in strings, block strings and comments do not count.
+        let quoted = format!(
+            "{{ a(s: \"{0}\\\"{0}\", t: \"\"\"{0}\\\"\"\"{0}\"\"\") # {0}\n }}",
+            "{[(".repeat(100)
+        );
+        assert!(cache.prepare(&mut Request::new(quoted)).is_ok());
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod code_generations;
 mod conformance;
 mod deployments;
 mod fixtures;
+mod hostile;
 mod http;
 mod integrations;
 mod matrix;
