@@ -12,6 +12,7 @@
 //! stays bounded by its entries. Nothing here knows the schema.
 
 use std::{
+    collections::HashMap,
     num::NonZeroUsize,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
@@ -21,7 +22,10 @@ use std::{
 
 use async_graphql::{
     Request,
-    parser::{parse_query, types::ExecutableDocument},
+    parser::{
+        parse_query,
+        types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet},
+    },
 };
 use lru::LruCache;
 
@@ -82,6 +86,84 @@ fn check_nesting(query: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Most fields an operation may select once its fragment spreads are expanded. A
+/// document of a few hundred bytes whose fragments each spread the next one twice
+/// selects 2^n fields, and validation expands them all without yielding: at n = 24 one
+/// request held a worker thread for over a minute, beyond the request timeout's reach.
+const MAX_EXPANDED_FIELDS: usize = 10_000;
+/// Most levels of fields and fragment spreads followed while counting.
+const MAX_EXPANSION_DEPTH: usize = 256;
+
+/// Refuses a document whose operations select more than [`MAX_EXPANDED_FIELDS`] fields
+/// once fragments are expanded, counting each fragment once (memoized), so the count
+/// itself stays linear in the document. Cycles and unknown fragments count nothing here:
+/// validation refuses them.
+fn check_expansion(document: &ExecutableDocument) -> Result<(), ApiError> {
+    let operations: Vec<&SelectionSet> = match &document.operations {
+        DocumentOperations::Single(op) => vec![&op.node.selection_set.node],
+        DocumentOperations::Multiple(ops) => {
+            ops.values().map(|op| &op.node.selection_set.node).collect()
+        }
+    };
+    let mut sizes = HashMap::new();
+    for set in operations {
+        if expanded_size(set, document, &mut sizes, 0) > MAX_EXPANDED_FIELDS {
+            return Err(ApiError::bad_input(format!(
+                "query: selects more than {MAX_EXPANDED_FIELDS} fields once its fragments are \
+                 expanded (or nests fragments more than {MAX_EXPANSION_DEPTH} deep)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The number of fields `set` selects with its fragments expanded; `sizes` holds each
+/// fragment's, `None` while it is being counted (a cycle).
+fn expanded_size<'a>(
+    set: &'a SelectionSet,
+    document: &'a ExecutableDocument,
+    sizes: &mut HashMap<&'a str, Option<usize>>,
+    depth: usize,
+) -> usize {
+    if depth > MAX_EXPANSION_DEPTH {
+        return usize::MAX;
+    }
+    let mut total = 0usize;
+    for item in &set.items {
+        let size = match &item.node {
+            Selection::Field(field) => 1usize.saturating_add(expanded_size(
+                &field.node.selection_set.node,
+                document,
+                sizes,
+                depth + 1,
+            )),
+            Selection::InlineFragment(inline) => {
+                expanded_size(&inline.node.selection_set.node, document, sizes, depth + 1)
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = spread.node.fragment_name.node.as_str();
+                match (sizes.get(name), document.fragments.get(name)) {
+                    (Some(known), _) => known.unwrap_or(0),
+                    (None, None) => 0,
+                    (None, Some(fragment)) => {
+                        sizes.insert(name, None);
+                        let size = expanded_size(
+                            &fragment.node.selection_set.node,
+                            document,
+                            sizes,
+                            depth + 1,
+                        );
+                        sizes.insert(name, Some(size));
+                        size
+                    }
+                }
+            }
+        };
+        total = total.saturating_add(size);
+    }
+    total
+}
+
 /// A bounded, least-recently-used map from query text to its parsed document.
 pub struct DocumentCache {
     /// `None` when caching is off.
@@ -113,6 +195,7 @@ impl DocumentCache {
                 check_nesting(&request.query)?;
                 let document =
                     parse_query(&request.query).map_err(|e| ApiError::bad_input(e.to_string()))?;
+                check_expansion(&document)?;
                 if request.query.len() <= MAX_CACHED_QUERY_BYTES
                     && let Some(mut entries) = self.lock()
                 {
@@ -208,6 +291,33 @@ mod tests {
             "{[(".repeat(100)
         );
         assert!(cache.prepare(&mut Request::new(quoted)).is_ok());
+    }
+
+    #[test]
+    fn an_exponential_fragment_fan_out_is_refused_before_validation() {
+        let cache = DocumentCache::new(10);
+        let fan_out = |n: usize| {
+            let fragments: String = (0..n)
+                .map(|i| format!("fragment F{i} on Query {{ ...F{j} ...F{j} }} ", j = i + 1))
+                .collect();
+            format!("{{ ...F0 }} {fragments} fragment F{n} on Query {{ __typename }}")
+        };
+        assert!(
+            cache.prepare(&mut Request::new(fan_out(13))).is_ok(),
+            "2^13 fields"
+        );
+        let bomb = cache.prepare(&mut Request::new(fan_out(40)));
+        assert!(bomb.is_err_and(|e| e.message().contains("fragments")));
+        let cycle = "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }";
+        assert!(
+            cache.prepare(&mut Request::new(cycle)).is_ok(),
+            "left to validation"
+        );
+        let chain: String = (0..300)
+            .map(|i| format!("fragment F{i} on Query {{ ...F{} }} ", i + 1))
+            .collect();
+        let chain = format!("{{ ...F0 }} {chain}");
+        assert!(cache.prepare(&mut Request::new(chain)).is_err(), "too deep");
     }
 
     #[test]

@@ -76,10 +76,9 @@ fn hostile_body() -> impl Strategy<Value = Vec<u8>> {
         // Directive bombs, known and unknown.
         (1usize..5_000).prop_map(|n| request(&format!("{{ __typename {} }}", "@include(if: true) ".repeat(n)))),
         (1usize..5_000).prop_map(|n| request(&format!("{{ __typename {} }}", "@x ".repeat(n)))),
-        // Fragment cycles and fan-out. The fan-out stays at 2^10 spreads: each level
-        // doubles what validation expands, and no limit bounds it yet.
+        // Fragment cycles and exponential fan-out (3^n fields once expanded).
         (1usize..500).prop_map(|n| request(&format!("{{ ...F0 }} {}", (0..n).map(|i| format!("fragment F{i} on Query {{ __typename ...F{} }}", (i + 1) % n)).collect::<Vec<_>>().join(" ")))),
-        (1usize..10).prop_map(|n| request(&format!("{{ ...F0 }} {} fragment F{n} on Query {{ __typename }}", (0..n).map(|i| format!("fragment F{i} on Query {{ ...F{j} ...F{j} }}", j = i + 1)).collect::<Vec<_>>().join(" ")))),
+        (1usize..40).prop_map(|n| request(&format!("{{ ...F0 }} {} fragment F{n} on Query {{ __typename }}", (0..n).map(|i| format!("fragment F{i} on Query {{ ...F{j} ...F{j} ...F{j} }}", j = i + 1)).collect::<Vec<_>>().join(" ")))),
         // Wrong types: of the request's members and of variables.
         prop_oneof![
             Just(json!({ "query": 5 })),
