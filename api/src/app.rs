@@ -12,8 +12,14 @@ use crate::{db::Database, http, pipeline::Gateway, schema::build_schema, session
 
 /// The gateway's router over `state`.
 pub fn router(state: Arc<AppState>) -> axum::Router {
+    router_with(state, axum::Router::new())
+}
+
+/// [`router`] with `extra` routes under the same middleware stack, for tests that need
+/// a route the binary must not have (one that panics).
+pub fn router_with(state: Arc<AppState>, extra: axum::Router) -> axum::Router {
     let schema = build_schema(Some(state.clone()));
-    http::router(Gateway::new(schema, state))
+    http::router_with(Gateway::new(schema, state), extra)
 }
 
 /// Prepares the schema ([`prepare_schema`]), binds and serves until SIGINT or SIGTERM

@@ -55,6 +55,57 @@ use crate::{config::Config, error::ApiError, limits::DocumentLimits};
 /// few hundred.
 pub const MAX_CACHED_QUERY_BYTES: usize = 8 * 1024;
 
+/// Deepest nesting of `{`, `[` and `(` a query may have before it is parsed. The parser
+/// and the validation recurse once per level, so a query nested thousands deep (a few
+/// KiB of `{a{a{a...`) would overflow a worker thread's stack and abort the process;
+/// real operations are nested a dozen levels (the depth limit) plus a few list levels.
+const MAX_NESTING: usize = 64;
+
+/// Refuses a query nested deeper than [`MAX_NESTING`], counting brackets outside
+/// strings, block strings and comments, in one pass without parsing.
+fn check_nesting(query: &str) -> Result<(), ApiError> {
+    let bytes = query.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ApiError::bad_input(format!(
+                        "query: nested more than {MAX_NESTING} levels deep"
+                    )));
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            b'#' => {
+                while bytes.get(i).is_some_and(|&b| b != b'\n' && b != b'\r') {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while bytes.get(i).is_some_and(|&b| b != b'"' && b != b'\n') {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// The refusal of a hash that is not on the allow-list.
 const NOT_TRUSTED: ApiError =
     ApiError::Forbidden("not a trusted document: this gateway runs only its allow-list");
@@ -140,6 +191,7 @@ impl DocumentCache {
         let (document, prepared) = match cached {
             Some(entry) => (entry.document.clone(), entry.prepared),
             None => {
+                check_nesting(&request.query)?;
                 self.limits.check_tokens(&request.query)?;
                 self.parses.fetch_add(1, Ordering::Relaxed);
                 let document =
@@ -377,6 +429,25 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let cache = DocumentCache::new(10, DocumentLimits::DEFAULTS);
+        let nested = |n: usize| format!("{}{}", "{a".repeat(n), "}".repeat(n));
+        assert!(
+            cache
+                .prepare(&mut Request::new(nested(MAX_NESTING)))
+                .is_ok()
+        );
+        let deep = cache.prepare(&mut Request::new(nested(100_000)));
+        assert!(deep.is_err_and(|e| e.message().contains("nested")));
+        // Brackets in strings, block strings and comments do not count.
+        let quoted = format!(
+            "{{ a(s: \"{0}\\\"{0}\", t: \"\"\"{0}\\\"\"\"{0}\"\"\") # {0}\n }}",
+            "{[(".repeat(100)
+        );
+        assert!(cache.prepare(&mut Request::new(quoted)).is_ok());
+    }
+
+    #[test]
     fn the_cache_is_bounded_and_can_be_off() {
         let cache = DocumentCache::new(2, DocumentLimits::DEFAULTS);
         for query in ["{ a }", "{ b }", "{ c }", "{ a }"] {
@@ -460,8 +531,8 @@ mod tests {
     fn an_allow_list_names_the_only_trusted_documents() {
         let known = "{ me { id } }";
         let hash = document_hash(known);
-        let cache =
-            DocumentCache::new(10, DocumentLimits::DEFAULTS).with_trusted(HashMap::from([(hash.clone(), Arc::from(known))]));
+        let cache = DocumentCache::new(10, DocumentLimits::DEFAULTS)
+            .with_trusted(HashMap::from([(hash.clone(), Arc::from(known))]));
         let mut by_hash = persisted("", &hash);
         assert_eq!(
             cache.prepare(&mut by_hash).ok().map(|p| p.trusted),

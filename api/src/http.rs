@@ -3,22 +3,45 @@
 //!
 //! The handlers read the body and query string themselves instead of using
 //! async-graphql-axum's ready-made service, which would accept batches, mutations over
-//! GET, any content type, and subscriptions over multipart HTTP without auth. Every operation then goes through [`Gateway::run`]; an upgraded
-//! WebSocket is served by [`crate::ws`].
+//! GET, any content type, and subscriptions over multipart HTTP without auth. Every
+//! operation then goes through [`Gateway::run`]; an upgraded WebSocket is served by
+//! [`crate::ws`].
+//!
+//! What follows the GraphQL-over-HTTP specification
+//! (<https://graphql.github.io/graphql-over-http/draft/>) is decided here, and only here:
+//! - `Accept` picks the response's media type ([`negotiate`]):
+//!   `application/graphql-response+json` when the client names it, `application/json`
+//!   for legacy clients (no `Accept`, `*/*`, or `application/json` preferred), 406 when
+//!   neither is acceptable.
+//! - The status: with `application/graphql-response+json`, a request error (the response
+//!   has no `data`: unparseable, invalid, no such operation) is 400 and a response with
+//!   `data` is 200; with `application/json`, every well-formed request is answered 200,
+//!   and only a body that is not a GraphQL request (bad JSON, a batch) is 400. A mutation
+//!   over GET is 405 with `Allow: POST`, any other method 405 with `Allow: GET, POST`, a
+//!   POST without `Content-Type: application/json` 415, a bad token 401, a database that
+//!   cannot be reached 503. A request error is sent without a `data` entry.
+//! - In production a GET query must carry a header a cross-site form cannot send
+//!   ([`is_preflighted`]), so a page elsewhere cannot make a browser run it with its
+//!   cookies or network position.
+//!
+//! The middleware stack also turns a panic into a 500 GraphQL error (logged) so the
+//! process and the client's connection live on, and lets the body limit
+//! (`FLASHFUSION_MAX_BODY_BYTES`) replace axum's own 2 MiB default.
 
-use std::net::IpAddr;
+use std::{any::Any, net::IpAddr};
 
 use async_graphql::{Request, Response};
 use axum::{
     Router,
     body::Bytes,
-    extract::{FromRequestParts, MatchedPath, State, WebSocketUpgrade},
+    extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header, request::Parts},
     middleware,
     response::IntoResponse,
     routing::get,
 };
 use tower_http::{
+    catch_panic::CatchPanicLayer,
     cors::CorsLayer,
     limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -44,13 +67,32 @@ const SOCKET_BUFFER: usize = 4 * 1024;
 pub const METRICS_PATH: &str = "/metrics";
 /// The media type of GraphQL-over-HTTP responses.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
-/// The router with every route and the middleware stack. Layers, outermost first: a
-/// client's `x-request-id` dropped unless sane, a request id set (the client's or a new
-/// UUID) and copied onto the response, tracing (one span per HTTP request, carrying the
-/// id), CORS, the request timeout, the body size limit.
+/// The legacy media type of GraphQL responses.
+const JSON: &str = "application/json";
+/// The methods `/graphql` answers (WebSocket upgrades are GETs).
+const GRAPHQL_METHODS: &str = "GET, POST";
+/// The body of an answer that must not say more than "internal error".
+const INTERNAL_BODY: &[u8] =
+    br#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#;
+
+/// The router with every route and the middleware stack.
 pub fn router(gateway: Gateway) -> Router {
+    router_with(gateway, Router::new())
+}
+
+/// [`router`] with `extra` routes merged in, under the same middleware stack (tests use
+/// it for routes the binary must not have, such as one that panics). Layers, outermost
+/// first: a client's `x-request-id` dropped unless sane, a request id set (the client's
+/// or a new UUID) and copied onto the response, tracing (one span per HTTP request,
+/// carrying the id), CORS, catching panics, the request timeout, the body size limit.
+pub fn router_with(gateway: Gateway, extra: Router) -> Router {
     let max_body = gateway.state().config.max_body_bytes;
     let timeout = gateway.state().config.request_timeout;
+    let graphql = get(graphql_get)
+        .post(graphql_post)
+        // HEAD would run the query and throw the answer away.
+        .head(method_not_allowed)
+        .fallback(method_not_allowed);
     // Off (so `/` and `/graphiql/*` are 404) in production unless FLASHFUSION_GRAPHIQL.
     let graphiql = if gateway.state().config.graphiql_enabled() {
         graphiql::routes(GRAPHQL_PATH)
@@ -59,7 +101,7 @@ pub fn router(gateway: Gateway) -> Router {
     };
     let mut router = Router::new()
         .merge(graphiql)
-        .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
+        .route(GRAPHQL_PATH, graphql)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));
     if gateway.state().config.metrics {
@@ -67,16 +109,26 @@ pub fn router(gateway: Gateway) -> Router {
     }
     router
         .with_state(gateway)
+        .merge(extra)
+        // The limit below is the one that holds, above or below axum's 2 MiB default.
+        .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)
                 .allow_methods([Method::GET, Method::POST])
-                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT]),
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    header::AUTHORIZATION,
+                    header::ACCEPT,
+                    HeaderName::from_static(PREFLIGHT_HEADERS[0]),
+                    HeaderName::from_static(PREFLIGHT_HEADERS[1]),
+                ]),
         )
         .layer(
             TraceLayer::new_for_http()
@@ -187,6 +239,36 @@ async fn metrics(State(gateway): State<Gateway>) -> axum::response::Response {
     }
 }
 
+/// A handler panicked: log it, answer 500 `INTERNAL`; the connection stays usable.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a request handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))],
+        INTERNAL_BODY,
+    )
+        .into_response()
+}
+
+/// Any method `/graphql` does not serve.
+async fn method_not_allowed(headers: HeaderMap) -> axum::response::Response {
+    let media = negotiate(&headers).unwrap_or(Media::Json);
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ApiError::bad_input("/graphql answers GET (queries) and POST"),
+        media,
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(GRAPHQL_METHODS));
+    response
+}
+
 /// Ready when the database answers and the event listener holds its connection.
 async fn readyz(State(gateway): State<Gateway>) -> impl IntoResponse {
     if gateway.state().db.ping().await.is_err() {
@@ -209,22 +291,19 @@ async fn graphql_post(
 ) -> axum::response::Response {
     let client = client_address(&gateway, &parts);
     let headers = parts.headers;
-    let wants = accepts_graphql_response(&headers);
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    if !content_type_is(&headers, JSON) {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::bad_input("Content-Type must be application/json"),
-            wants,
+            media,
         );
     }
     let request = match parse_post_body(&body) {
         Ok(request) => request,
-        Err(err) => return error_response(StatusCode::BAD_REQUEST, err, wants),
+        Err(err) => return error_response(StatusCode::BAD_REQUEST, err, media),
     };
     execute(
         &gateway,
@@ -232,7 +311,7 @@ async fn graphql_post(
         request,
         client,
         Transport::HttpPost,
-        wants,
+        media,
     )
     .await
 }
@@ -247,16 +326,23 @@ async fn graphql_get(
     if is_websocket_upgrade(&parts.headers) {
         return websocket(gateway, &mut parts, client).await;
     }
-    let wants = accepts_graphql_response(&parts.headers);
-    let request = match async_graphql::http::parse_query_string(parts.uri.query().unwrap_or("")) {
+    let Some(media) = negotiate(&parts.headers) else {
+        return not_acceptable();
+    };
+    if gateway.state().config.is_production() && !is_preflighted(&parts.headers) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ApiError::bad_input(
+                "a GET request must carry an x-graphql-preflight header (any value), an \
+                 apollo-require-preflight header, or a Content-Type other than a form's: \
+                 this keeps other sites from running queries in a visitor's browser",
+            ),
+            media,
+        );
+    }
+    let request = match parse_query_string(&parts.uri) {
         Ok(request) => request,
-        Err(err) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                ApiError::bad_input(format!("query string: {err}")),
-                wants,
-            );
-        }
+        Err(err) => return error_response(StatusCode::BAD_REQUEST, err, media),
     };
     execute(
         &gateway,
@@ -264,7 +350,7 @@ async fn graphql_get(
         request,
         client,
         Transport::HttpGet,
-        wants,
+        media,
     )
     .await
 }
@@ -277,8 +363,53 @@ fn parse_post_body(body: &[u8]) -> Result<Request, ApiError> {
             "batched requests are not supported: send one operation per request",
         ));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_input(format!("body: not a GraphQL request ({e})")))
+    graphql_request(value).map_err(|e| ApiError::bad_input(format!("body: {e}")))
+}
+
+/// The parameters of a GET request, named as the specification names them
+/// (async-graphql's own parser expects `operation_name`).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetParameters {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+fn parse_query_string(uri: &axum::http::Uri) -> Result<Request, ApiError> {
+    let bad = |e: String| ApiError::bad_input(format!("query string: {e}"));
+    let params = axum::extract::Query::<GetParameters>::try_from_uri(uri)
+        .map_err(|e| bad(e.body_text()))?
+        .0;
+    let json = |name: &str, text: Option<String>| {
+        text.map(|text| {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| bad(format!("{name} is not JSON ({e})")))
+        })
+        .transpose()
+    };
+    let value = serde_json::json!({
+        "query": params.query,
+        "operationName": params.operation_name,
+        "variables": json("variables", params.variables)?,
+        "extensions": json("extensions", params.extensions)?,
+    });
+    graphql_request(value).map_err(bad)
+}
+
+/// A GraphQL request from its JSON form: an object with a `query` string (or, for a
+/// persisted query, only `extensions`), optional `operationName`, `variables` and
+/// `extensions`; a `null` counts as absent.
+fn graphql_request(mut value: serde_json::Value) -> Result<Request, String> {
+    let Some(object) = value.as_object_mut() else {
+        return Err("not a GraphQL request (expected an object)".to_owned());
+    };
+    object.retain(|_, v| !v.is_null());
+    if !object.contains_key("query") && !object.contains_key("extensions") {
+        return Err("not a GraphQL request (no query)".to_owned());
+    }
+    serde_json::from_value(value).map_err(|e| format!("not a GraphQL request ({e})"))
 }
 
 async fn execute(
@@ -287,28 +418,73 @@ async fn execute(
     request: Request,
     client: IpAddr,
     transport: Transport,
-    wants: bool,
+    media: Media,
 ) -> axum::response::Response {
     let caller = match caller_from_header(gateway, headers) {
         Ok(caller) => caller,
-        Err(err) => return error_response(StatusCode::UNAUTHORIZED, err, wants),
+        Err(err) => return error_response(caller_refusal_status(&err), err, media),
     };
     let (response, refusal) = gateway.run(request, caller, client, transport).await;
+    let request_error = refusal.is_some() || is_request_error(&response);
     let status = match refusal {
-        None => StatusCode::OK,
-        Some(Refusal::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
+        Some(Refusal::MethodNotAllowed) => {
+            let mut refused = json_response(StatusCode::METHOD_NOT_ALLOWED, &response, media);
+            refused
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return refused;
+        }
         Some(Refusal::Unauthenticated) => StatusCode::UNAUTHORIZED,
-        Some(Refusal::BadRequest) => StatusCode::BAD_REQUEST,
         Some(Refusal::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
         Some(Refusal::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+        Some(Refusal::BadRequest) | None if request_error && media == Media::GraphqlResponse => {
+            if has_code(&response, "INTERNAL") {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::BAD_REQUEST
+            }
+        }
+        Some(Refusal::BadRequest) | None => StatusCode::OK,
     };
-    let mut answer = json_response(status, &response, wants);
+    let mut answer = if request_error {
+        request_error_response(status, &response, media)
+    } else {
+        json_response(status, &response, media)
+    };
     if let Some(Refusal::RateLimited { retry_after }) = refusal {
         answer
             .headers_mut()
             .insert(header::RETRY_AFTER, retry_after.into());
     }
     answer
+}
+
+/// Whether `response` answers a request that did not execute: `data` is null and no
+/// error belongs to a field (the engine's syntax and validation errors have no path).
+fn is_request_error(response: &Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty())
+}
+
+fn has_code(response: &Response, code: &str) -> bool {
+    response.errors.iter().any(|error| {
+        error
+            .extensions
+            .as_ref()
+            .and_then(|ext| ext.get("code"))
+            .is_some_and(|value| *value == async_graphql::Value::from(code))
+    })
+}
+
+/// The status of a token refused before the operation: 401 when the token is not
+/// valid, 503 when it could not be judged (biscuit's limits hit on a busy machine,
+/// `INTERNAL`: a verdict on the server, not on the token; try again).
+fn caller_refusal_status(err: &ApiError) -> StatusCode {
+    match err {
+        ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 /// The client's address, from the peer and, behind trusted proxies, `X-Forwarded-For`.
@@ -329,29 +505,174 @@ fn caller_from_header(gateway: &Gateway, headers: &HeaderMap) -> Result<Caller, 
     verify_bearer(gateway, value).map(Some)
 }
 
-fn accepts_graphql_response(headers: &HeaderMap) -> bool {
+/// The media type of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `application/graphql-response+json`: request errors are 4xx.
+    GraphqlResponse,
+    /// `application/json`: every well-formed request is 200.
+    Json,
+}
+
+impl Media {
+    fn name(self) -> &'static str {
+        match self {
+            Self::GraphqlResponse => GRAPHQL_RESPONSE,
+            Self::Json => JSON,
+        }
+    }
+}
+
+/// The response's media type by the request's `Accept` headers, `None` when neither is
+/// acceptable (answered with [`not_acceptable`]). Each media type takes the quality of the most specific range
+/// that matches it (`q=0` refuses it); the better quality wins, and on a tie the one the
+/// client named, `application/graphql-response+json` first. So no `Accept`, `*/*` and
+/// `application/*` get `application/json`, as the specification asks for legacy
+/// clients, and a client naming both gets the GraphQL media type.
+fn negotiate(headers: &HeaderMap) -> Option<Media> {
+    let mut ranges = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter(|range| !range.trim().is_empty())
+        .peekable();
+    if ranges.peek().is_none() {
+        return Some(Media::Json);
+    }
+    // Per media type: (specificity of the best-matching range, its quality).
+    let mut best = [(0u8, 0u16); 2];
+    for range in ranges {
+        let mut params = range.split(';');
+        let name = params
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let quality = params
+            .filter_map(|param| param.split_once('='))
+            .find(|(key, _)| key.trim().eq_ignore_ascii_case("q"))
+            .map_or(1000, |(_, q)| parse_quality(q.trim()));
+        for (slot, media) in [Media::GraphqlResponse, Media::Json]
+            .into_iter()
+            .enumerate()
+        {
+            let specificity = match name.as_str() {
+                "*/*" => 1,
+                "application/*" => 2,
+                exact if exact == media.name() => NAMED,
+                _ => continue,
+            };
+            if specificity > best[slot].0 {
+                best[slot] = (specificity, quality);
+            }
+        }
+    }
+    let [(graphql_specificity, graphql), (_, json)] = best;
+    match (graphql, json) {
+        (0, 0) => None,
+        (g, j) if g > j || g == j && graphql_specificity == NAMED => Some(Media::GraphqlResponse),
+        _ => Some(Media::Json),
+    }
+}
+
+/// 406: the client accepts neither media type (so it gets the legacy one).
+fn not_acceptable() -> axum::response::Response {
+    error_response(
+        StatusCode::NOT_ACCEPTABLE,
+        ApiError::bad_input("Accept: offer application/graphql-response+json or application/json"),
+        Media::Json,
+    )
+}
+
+/// The specificity of a media range that names the media type exactly.
+const NAMED: u8 = 3;
+
+/// A quality value (`0` to `1` with up to three decimals) in thousandths; a malformed
+/// one counts as `0`.
+fn parse_quality(value: &str) -> u16 {
+    value
+        .parse::<f32>()
+        .ok()
+        .filter(|q| (0.0..=1.0).contains(q))
+        .map_or(0, |q| (q * 1000.0).round() as u16)
+}
+
+/// Headers whose presence proves a request was preflighted (Apollo's CSRF prevention).
+const PREFLIGHT_HEADERS: [&str; 2] = ["x-graphql-preflight", "apollo-require-preflight"];
+
+/// Whether a browser would have preflighted this request before sending it
+/// cross-site: it carries one of [`PREFLIGHT_HEADERS`], or a `Content-Type` that is not
+/// one a form may send (`application/x-www-form-urlencoded`, `multipart/form-data`,
+/// `text/plain`). A request a cross-site page can send without a preflight could ride
+/// on the visitor's cookies or network position.
+fn is_preflighted(headers: &HeaderMap) -> bool {
+    if PREFLIGHT_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(*name))
+    {
+        return true;
+    }
     headers
-        .get(header::ACCEPT)
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains(GRAPHQL_RESPONSE))
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| {
+            !v.is_empty()
+                && !matches!(
+                    v.as_str(),
+                    "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+                )
+        })
 }
 
-fn error_response(status: StatusCode, err: ApiError, wants: bool) -> axum::response::Response {
-    json_response(status, &Response::from_errors(vec![err.into()]), wants)
+/// Whether the request's `Content-Type` is `media` (parameters such as `charset` aside).
+fn content_type_is(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media))
 }
 
-fn json_response(status: StatusCode, response: &Response, wants: bool) -> axum::response::Response {
-    let body = serde_json::to_vec(response).unwrap_or_else(|_| {
-        br#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#.to_vec()
+fn error_response(status: StatusCode, err: ApiError, media: Media) -> axum::response::Response {
+    request_error_response(status, &Response::from_errors(vec![err.into()]), media)
+}
+
+/// A request error: its errors without a `data` entry (nothing executed).
+fn request_error_response(
+    status: StatusCode,
+    response: &Response,
+    media: Media,
+) -> axum::response::Response {
+    #[derive(serde::Serialize)]
+    struct Errors<'a> {
+        errors: &'a [async_graphql::ServerError],
+    }
+    let body = serde_json::to_vec(&Errors {
+        errors: &response.errors,
     });
-    let content_type = if wants {
-        GRAPHQL_RESPONSE
-    } else {
-        "application/json"
-    };
+    body_response(status, body, media)
+}
+
+fn json_response(
+    status: StatusCode,
+    response: &Response,
+    media: Media,
+) -> axum::response::Response {
+    body_response(status, serde_json::to_vec(response), media)
+}
+
+fn body_response(
+    status: StatusCode,
+    body: serde_json::Result<Vec<u8>>,
+    media: Media,
+) -> axum::response::Response {
+    let body = body.unwrap_or_else(|_| INTERNAL_BODY.to_vec());
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(media.name()))],
         body,
     )
         .into_response()

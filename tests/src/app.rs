@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use biscuit_auth::KeyPair;
 use flashfusion_api::{
-    app::{AppState, router},
+    app::{AppState, router_with},
     auth::TokenService,
     config::Config,
 };
@@ -76,6 +76,14 @@ impl TestApp {
         Self::start_keyed(database_url, db, Arc::new(KeyPair::new()), configure).await
     }
 
+    /// A gateway over a fresh Postgres database with `extra` routes under its middleware
+    /// stack (routes the binary does not have, such as one that panics).
+    pub async fn postgres_with_routes(extra: axum::Router) -> Self {
+        let db = TestDb::new().await;
+        let url = db.url().to_owned();
+        Self::start_routed(url, Some(db), Arc::new(KeyPair::new()), |_| {}, extra).await
+    }
+
     /// A second gateway (a replica) over this one's database, trusting the same root
     /// key, so the same tokens work on both.
     pub async fn replica(&self) -> Self {
@@ -93,6 +101,16 @@ impl TestApp {
         db: Option<TestDb>,
         root: Arc<KeyPair>,
         configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::start_routed(database_url, db, root, configure, axum::Router::new()).await
+    }
+
+    async fn start_routed(
+        database_url: String,
+        db: Option<TestDb>,
+        root: Arc<KeyPair>,
+        configure: impl FnOnce(&mut Config),
+        extra: axum::Router,
     ) -> Self {
         let mut config = Config::defaults();
         config.database_url = database_url.into();
@@ -116,7 +134,8 @@ impl TestApp {
             .await
             .expect("bind a free port");
         let address = listener.local_addr().expect("local address");
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app =
+            router_with(state.clone(), extra).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
