@@ -1,6 +1,6 @@
 //! The limits on hostile input (`api::limits`): for each, one request just under (it
 //! runs) and one just over (refused with `BAD_USER_INPUT` naming the limit's setting,
-//! at no database cost); the rate limits per client address and per token, over HTTP
+//! 400 under `application/graphql-response+json`, at no database cost); the rate limits per client address and per token, over HTTP
 //! (429 with `Retry-After`) and WebSocket; and the `statement_timeout` every request
 //! transaction carries on Postgres.
 
@@ -13,12 +13,19 @@ use serde_json::{Value, json};
 
 use crate::code;
 
-/// Sends `query` anonymously; the status, the body and the round trips it cost.
+/// Sends `query` anonymously, accepting `application/graphql-response+json` (under which
+/// a refused request is a 400, where `application/json` would answer 200); the status,
+/// the body and the round trips it cost.
 async fn measured(app: &TestApp, query: &str, variables: Value) -> (u16, Value, u64) {
     let before = app.state.db.round_trips();
-    let (status, body) = app
-        .anonymous()
-        .post_json(json!({ "query": query, "variables": variables }))
+    let client = app.anonymous();
+    let (status, body) = client
+        .send(
+            client
+                .request(reqwest::Method::POST, "/graphql")
+                .header("accept", "application/graphql-response+json")
+                .json(&json!({ "query": query, "variables": variables })),
+        )
         .await;
     (status, body, app.state.db.round_trips() - before)
 }
@@ -183,13 +190,13 @@ async fn cost_multiplies_by_page_size() {
     // 100 × 49 + 1 = 4,901.
     runs(&app, COSTLY, json!({ "tasks": 46 })).await;
     // 100 × 50 + 1 = 5,001: found by validation, before the transaction opens (a
-    // validation error answers 200, as every other).
+    // request error, as every other validation error).
     refused(
         &app,
         COSTLY,
         json!({ "tasks": 47 }),
         "FLASHFUSION_MAX_COST",
-        200,
+        400,
     )
     .await;
 }

@@ -95,8 +95,15 @@ async fn introspection_and_suggestions_are_for_admins_only_in_production() {
         let response = client.graphql("{ __typename }", json!({})).await;
         assert_eq!(response["data"]["__typename"], "Query", "{who}: {response}");
     }
-    // Over GET the same.
-    let (_, response) = anonymous.get_query(SCHEMA).await;
+    // Over GET the same (with the preflight header production asks of a GET).
+    let (_, response) = anonymous
+        .send(
+            anonymous
+                .request(reqwest::Method::GET, "/graphql")
+                .header("x-graphql-preflight", "1")
+                .query(&[("query", SCHEMA)]),
+        )
+        .await;
     assert_eq!(code(&response), "FORBIDDEN", "{response}");
 }
 
@@ -194,6 +201,7 @@ async fn automatic_persisted_queries(app: TestApp) {
     let extensions = persisted(&hash, None)["extensions"].to_string();
     let request = client
         .request(reqwest::Method::GET, "/graphql")
+        .header("x-graphql-preflight", "1")
         .query(&[("extensions", extensions.as_str())]);
     let (_, response) = client.send(request).await;
     assert!(
