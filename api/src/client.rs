@@ -49,6 +49,20 @@ pub fn address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     client
 }
 
+/// The key a client address is limited by (the rate limit, the sign-in and sign-up
+/// throttles): IPv6 clients are counted per /64, the block one
+/// subscriber is usually given (so rotating through it gains nothing), and an
+/// IPv4-mapped IPv6 address as the IPv4 address it is.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 /// The peer address axum recorded for the connection (`serve` and the test harness
 /// serve with connect info); unspecified for a router served without it.
 pub fn peer(extensions: &Extensions) -> IpAddr {
@@ -71,6 +85,20 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("address")
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_block() {
+        assert_eq!(
+            limit_key(ip("2001:db8:1:2:aaaa::1")),
+            limit_key(ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            limit_key(ip("2001:db8:1:2::1")),
+            limit_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(limit_key(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
+        assert_eq!(limit_key(ip("198.51.100.7")), ip("198.51.100.7"));
     }
 
     #[test]

@@ -261,9 +261,12 @@ impl Database {
         session: &Session,
         read_only: bool,
     ) -> ApiResult<Option<RequestTx>> {
-        let ids = session.revocation_ids();
         let (tx, current) = self
-            .open(&session.identity(), read_only, Some(&ids))
+            .open(
+                &session.identity(),
+                read_only,
+                Some(session.revocation_ids()),
+            )
             .await?;
         if current {
             return Ok(Some(tx));

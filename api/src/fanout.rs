@@ -92,7 +92,7 @@ impl Key {
     /// reliably (variables that do not serialize), so it is not shared.
     pub fn of(request: &Request, session: Option<&Session>) -> Option<Self> {
         Some(Self {
-            token: session.map(Session::revocation_ids),
+            token: session.map(|s| s.revocation_ids().to_vec()),
             query: request.query.clone(),
             operation: request.operation_name.clone(),
             variables: serde_json::to_string(&request.variables).ok()?,

@@ -22,7 +22,7 @@ use async_graphql::{
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 
-use crate::{auth::Session, config::Config, error::ApiError};
+use crate::{auth::Session, client, config::Config, error::ApiError};
 
 /// The limits on one document, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -355,14 +355,14 @@ impl RateLimits {
         let Some(limiters) = &self.limiters else {
             return Ok(());
         };
-        match session.and_then(|s| s.own_revocation_id().pop()) {
+        match session.and_then(Session::own_revocation_id) {
             Some(token) => limiters
                 .tokens
-                .check_key(&token)
+                .check_key(&token.to_owned())
                 .map_err(|not_until| not_until.wait_time_from(limiters.tokens.clock().now())),
             None => limiters
                 .addresses
-                .check_key(&client)
+                .check_key(&client::limit_key(client))
                 .map_err(|not_until| not_until.wait_time_from(limiters.addresses.clock().now())),
         }
     }

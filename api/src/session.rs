@@ -27,7 +27,7 @@ pub async fn revoke(db: &impl ConnectionTrait, session: &Session) -> ApiResult<(
         .own_revocation_id()
         .into_iter()
         .map(|id| revoked_tokens::ActiveModel {
-            revocation_id: Set(id),
+            revocation_id: Set(id.to_owned()),
             user_id: Set(user_id),
             revoked_at: Set(now),
             expires_at: Set(Some(session.authority_expires_at())),

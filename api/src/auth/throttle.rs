@@ -13,7 +13,10 @@ use std::{
 };
 
 use super::Email;
-use crate::error::{ApiError, ApiResult};
+use crate::{
+    client,
+    error::{ApiError, ApiResult},
+};
 
 /// How long an address where an account signed in successfully stays known to let that
 /// account in through its lock (see [`AccountThrottles::begin_sign_in`]).
@@ -100,19 +103,6 @@ impl<K: Hash + Eq> Buckets<K> {
     }
 }
 
-/// The key of a client address: IPv6 clients are counted per /64, the block one
-/// subscriber is usually given (so rotating through it gains nothing), and an
-/// IPv4-mapped IPv6 address as the IPv4 address it is.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
-    }
-}
-
 /// The refusal of every throttle: it says nothing about which one, or about the account.
 fn limited() -> ApiError {
     ApiError::RateLimited("too many attempts; try again later".to_owned())
@@ -160,7 +150,7 @@ impl AccountThrottles {
     /// successfully within [`KNOWN_FOR`]: there the owner still gets in with the right
     /// password (and is still limited per address+email like anyone else).
     pub fn begin_sign_in(&self, client: IpAddr, email: &Email) -> ApiResult<SignInAttempt<'_>> {
-        let address = address_key(client);
+        let address = client::limit_key(client);
         let email = email.as_str().to_owned();
         let pair = (address, email);
         if !self.is_known(&pair) && self.sign_in_account.is_empty(&pair.1) {
@@ -182,7 +172,7 @@ impl AccountThrottles {
     /// Admits a sign-up from `client`, or refuses it `RATE_LIMITED`. Every admitted
     /// sign-up counts, taken email or not: that is what bounds probing for accounts.
     pub fn sign_up(&self, client: IpAddr) -> ApiResult<()> {
-        if self.sign_up_address.take(address_key(client)) {
+        if self.sign_up_address.take(client::limit_key(client)) {
             Ok(())
         } else {
             Err(limited())
@@ -267,20 +257,6 @@ mod tests {
         buckets.charge("k");
         buckets.give_back(&"k");
         assert!(buckets.take("k"), "charging saturates at empty");
-    }
-
-    #[test]
-    fn ipv6_clients_are_counted_per_64_block() {
-        assert_eq!(
-            address_key(ip("2001:db8:1:2:aaaa::1")),
-            address_key(ip("2001:db8:1:2:bbbb::2"))
-        );
-        assert_ne!(
-            address_key(ip("2001:db8:1:2::1")),
-            address_key(ip("2001:db8:1:3::1"))
-        );
-        assert_eq!(address_key(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
-        assert_eq!(address_key(ip("198.51.100.7")), ip("198.51.100.7"));
     }
 
     #[test]

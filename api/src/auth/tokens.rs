@@ -65,6 +65,9 @@ pub struct Session(Arc<Verified>);
 /// What verifying a token established; never changes afterwards.
 struct Verified {
     token: Biscuit,
+    /// The token's revocation ids (hex), one per block, computed once: every operation's
+    /// transaction checks them and the rate limit keys on the last.
+    revocation_ids: Vec<String>,
     identity: Identity,
     /// The earliest expiry any block states (what clients are told).
     expires_at: DateTime<Utc>,
@@ -285,6 +288,11 @@ impl TokenService {
             project_hints: hints
                 .into_iter()
                 .filter_map(|(id,)| Uuid::parse_str(&id).ok())
+                .collect(),
+            revocation_ids: token
+                .revocation_identifiers()
+                .iter()
+                .map(hex::encode)
                 .collect(),
             token,
         })))
@@ -522,21 +530,16 @@ impl Session {
 
     /// Hex revocation ids of every block. A token is dead when any of them has been
     /// revoked: its own, or one of a token it was derived from.
-    pub fn revocation_ids(&self) -> Vec<String> {
-        self.0
-            .token
-            .revocation_identifiers()
-            .iter()
-            .map(hex::encode)
-            .collect()
+    pub fn revocation_ids(&self) -> &[String] {
+        &self.0.revocation_ids
     }
 
     /// The revocation id of this token's last block. Revoking it kills this token and
     /// every token derived from it, and nothing it was derived from: a dashboard holding
     /// a derived token cannot sign its owner out. For a token that was not derived, it
     /// is its only id.
-    pub fn own_revocation_id(&self) -> Vec<String> {
-        self.revocation_ids().pop().into_iter().collect()
+    pub fn own_revocation_id(&self) -> Option<&str> {
+        self.0.revocation_ids.last().map(String::as_str)
     }
 
     /// Whether the token may still be used at all; the pipeline asks before every

@@ -128,7 +128,11 @@ async fn a_token_revoked_between_two_requests_is_refused_on_the_second(app: Test
         app.state
             .db
             .connection()
-            .execute_raw(Statement::from_sql_and_values(backend, sql, [id.into()]))
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [id.clone().into()],
+            ))
             .await
             .expect("revoke");
     }
