@@ -25,10 +25,12 @@
 //!   cookies or network position.
 //!
 //! The middleware stack also turns a panic into a 500 GraphQL error (logged) so the
-//! process and the client's connection live on, and lets the body limit
-//! (`FLASHFUSION_MAX_BODY_BYTES`) replace axum's own 2 MiB default.
+//! process and the client's connection live on, lets the body limit
+//! (`FLASHFUSION_MAX_BODY_BYTES`) replace axum's own 2 MiB default, and counts every
+//! request refused before it reaches the pipeline ([`count_refusals`]; the pipeline
+//! counts the operations it sees).
 
-use std::{any::Any, net::IpAddr};
+use std::{any::Any, net::IpAddr, sync::Arc};
 
 use async_graphql::{Request, Response};
 use axum::{
@@ -36,7 +38,7 @@ use axum::{
     body::Bytes,
     extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header, request::Parts},
-    middleware,
+    middleware::{self, Next},
     response::IntoResponse,
     routing::get,
 };
@@ -54,8 +56,10 @@ use crate::{
     auth::INVALID_TOKEN,
     client,
     error::ApiError,
-    graphiql, metrics,
+    graphiql,
+    metrics::{self, NO_CODE},
     pipeline::{Caller, Gateway, Refusal, Transport},
+    state::AppState,
     ws::{self, verify_bearer},
 };
 
@@ -84,10 +88,12 @@ pub fn router(gateway: Gateway) -> Router {
 /// it for routes the binary must not have, such as one that panics). Layers, outermost
 /// first: a client's `x-request-id` dropped unless sane, a request id set (the client's
 /// or a new UUID) and copied onto the response, tracing (one span per HTTP request,
-/// carrying the id), CORS, catching panics, the request timeout, the body size limit.
+/// carrying the id), CORS, counting refusals, catching panics, the request timeout, the
+/// body size limit.
 pub fn router_with(gateway: Gateway, extra: Router) -> Router {
-    let max_body = gateway.state().config.max_body_bytes;
-    let timeout = gateway.state().config.request_timeout;
+    let state = gateway.state().clone();
+    let max_body = state.config.max_body_bytes;
+    let timeout = state.config.request_timeout;
     let graphql = get(graphql_get)
         .post(graphql_post)
         // HEAD would run the query and throw the answer away.
@@ -118,6 +124,7 @@ pub fn router_with(gateway: Gateway, extra: Router) -> Router {
             timeout,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(state, count_refusals))
         .layer(
             CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)
@@ -138,6 +145,105 @@ pub fn router_with(gateway: Gateway, extra: Router) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(middleware::map_request(drop_insane_request_id))
+}
+
+/// Which check refused a request before the pipeline: the `reason` label of
+/// `flashfusion_http_refusals_total` (ARCHITECTURE.md, "Metrics").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// 406: `Accept` offers neither media type.
+    NotAcceptable,
+    /// 415: a POST without `Content-Type: application/json`.
+    ContentType,
+    /// 405: a method `/graphql` does not answer.
+    Method,
+    /// 400: a body or query string that is not a GraphQL request.
+    Malformed,
+    /// 400: a batch (a JSON array).
+    Batch,
+    /// 400: a production GET without a header a cross-site form cannot send.
+    Preflight,
+    /// 401 or 503: the `Authorization` header's token refused or not judged.
+    Token,
+    /// A WebSocket upgrade refused (no subprotocol this gateway speaks, a bad handshake).
+    WebSocket,
+    /// 413: a body over `FLASHFUSION_MAX_BODY_BYTES`.
+    BodyLimit,
+    /// 408: over `FLASHFUSION_REQUEST_TIMEOUT`.
+    Timeout,
+    /// 500: a handler panicked.
+    Panic,
+}
+
+impl Reason {
+    fn name(self) -> &'static str {
+        match self {
+            Self::NotAcceptable => "not_acceptable",
+            Self::ContentType => "content_type",
+            Self::Method => "method",
+            Self::Malformed => "malformed",
+            Self::Batch => "batch",
+            Self::Preflight => "preflight",
+            Self::Token => "token",
+            Self::WebSocket => "websocket_upgrade",
+            Self::BodyLimit => "body_limit",
+            Self::Timeout => "timeout",
+            Self::Panic => "panic",
+        }
+    }
+}
+
+/// The mark a refusal built here carries on its response, for [`count_refusals`]:
+/// its error's `extensions.code` and the check that refused it.
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    code: &'static str,
+    reason: Reason,
+}
+
+/// Marks `response` as refused before the pipeline.
+fn refused(
+    mut response: axum::response::Response,
+    code: &'static str,
+    reason: Reason,
+) -> axum::response::Response {
+    response.extensions_mut().insert(Refused { code, reason });
+    response
+}
+
+/// Counts each response refused before the pipeline once, in
+/// `flashfusion_http_refusals_total`: the refusals built here carry their [`Refused`]
+/// mark; a 413 or 408 comes only from the body limit (its layer, or axum reading a body
+/// through it) or the timeout layer, which know nothing of marks. An operation that
+/// reached [`Gateway::run`] is counted there and its answer carries no mark; one cut
+/// short by the timeout or a panic was not counted there, since `run` counts an
+/// operation when it finishes.
+async fn count_refusals(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let mark = response
+        .extensions()
+        .get::<Refused>()
+        .copied()
+        .or(match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Some(Refused {
+                code: NO_CODE,
+                reason: Reason::BodyLimit,
+            }),
+            StatusCode::REQUEST_TIMEOUT => Some(Refused {
+                code: NO_CODE,
+                reason: Reason::Timeout,
+            }),
+            _ => None,
+        });
+    if let Some(Refused { code, reason }) = mark {
+        state.metrics.refused(status.as_u16(), code, reason.name());
+    }
+    response
 }
 
 /// The header that carries a request's id, both ways.
@@ -247,12 +353,16 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> axum::response::Respo
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     tracing::error!(panic = %message, "a request handler panicked");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))],
-        INTERNAL_BODY,
+    refused(
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))],
+            INTERNAL_BODY,
+        )
+            .into_response(),
+        "INTERNAL",
+        Reason::Panic,
     )
-        .into_response()
 }
 
 /// Any method `/graphql` does not serve.
@@ -261,6 +371,7 @@ async fn method_not_allowed(headers: HeaderMap) -> axum::response::Response {
     let mut response = error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         ApiError::bad_input("/graphql answers GET (queries) and POST"),
+        Reason::Method,
         media,
     );
     response
@@ -298,12 +409,13 @@ async fn graphql_post(
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::bad_input("Content-Type must be application/json"),
+            Reason::ContentType,
             media,
         );
     }
     let request = match parse_post_body(&body) {
         Ok(request) => request,
-        Err(err) => return error_response(StatusCode::BAD_REQUEST, err, media),
+        Err((err, reason)) => return error_response(StatusCode::BAD_REQUEST, err, reason, media),
     };
     execute(
         &gateway,
@@ -337,12 +449,15 @@ async fn graphql_get(
                  apollo-require-preflight header, or a Content-Type other than a form's: \
                  this keeps other sites from running queries in a visitor's browser",
             ),
+            Reason::Preflight,
             media,
         );
     }
     let request = match parse_query_string(&parts.uri) {
         Ok(request) => request,
-        Err(err) => return error_response(StatusCode::BAD_REQUEST, err, media),
+        Err(err) => {
+            return error_response(StatusCode::BAD_REQUEST, err, Reason::Malformed, media);
+        }
     };
     execute(
         &gateway,
@@ -355,15 +470,20 @@ async fn graphql_get(
     .await
 }
 
-fn parse_post_body(body: &[u8]) -> Result<Request, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_input(format!("body: not valid JSON ({e})")))?;
+/// The GraphQL request in a POST body; a refusal says why not.
+fn parse_post_body(body: &[u8]) -> Result<Request, (ApiError, Reason)> {
+    let malformed = |e: String| (ApiError::bad_input(format!("body: {e}")), Reason::Malformed);
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| malformed(format!("not valid JSON ({e})")))?;
     if value.is_array() {
-        return Err(ApiError::bad_input(
-            "batched requests are not supported: send one operation per request",
+        return Err((
+            ApiError::bad_input(
+                "batched requests are not supported: send one operation per request",
+            ),
+            Reason::Batch,
         ));
     }
-    graphql_request(value).map_err(|e| ApiError::bad_input(format!("body: {e}")))
+    graphql_request(value).map_err(malformed)
 }
 
 /// The parameters of a GET request, named as the specification names them
@@ -422,7 +542,9 @@ async fn execute(
 ) -> axum::response::Response {
     let caller = match caller_from_header(gateway, headers) {
         Ok(caller) => caller,
-        Err(err) => return error_response(caller_refusal_status(&err), err, media),
+        Err(err) => {
+            return error_response(caller_refusal_status(&err), err, Reason::Token, media);
+        }
     };
     let (response, refusal) = gateway.run(request, caller, client, transport).await;
     let request_error = refusal.is_some() || is_request_error(&response);
@@ -581,6 +703,7 @@ fn not_acceptable() -> axum::response::Response {
     error_response(
         StatusCode::NOT_ACCEPTABLE,
         ApiError::bad_input("Accept: offer application/graphql-response+json or application/json"),
+        Reason::NotAcceptable,
         Media::Json,
     )
 }
@@ -636,8 +759,17 @@ fn content_type_is(headers: &HeaderMap, media: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(media))
 }
 
-fn error_response(status: StatusCode, err: ApiError, media: Media) -> axum::response::Response {
-    request_error_response(status, &Response::from_errors(vec![err.into()]), media)
+/// A refusal before the pipeline: `err` as a request error, marked for
+/// [`count_refusals`] with its code and `reason`.
+fn error_response(
+    status: StatusCode,
+    err: ApiError,
+    reason: Reason,
+    media: Media,
+) -> axum::response::Response {
+    let code = err.code();
+    let response = request_error_response(status, &Response::from_errors(vec![err.into()]), media);
+    refused(response, code, reason)
 }
 
 /// A request error: its errors without a `data` entry (nothing executed).
@@ -695,18 +827,24 @@ async fn websocket(
 ) -> axum::response::Response {
     let upgrade = match WebSocketUpgrade::from_request_parts(parts, &()).await {
         Ok(upgrade) => upgrade.protocols(ws::SUBPROTOCOLS),
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            return refused(rejection.into_response(), NO_CODE, Reason::WebSocket);
+        }
     };
     let Some(protocol) = upgrade
         .selected_protocol()
         .and_then(|name| name.to_str().ok())
         .and_then(ws::Protocol::from_name)
     else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "Sec-WebSocket-Protocol: offer graphql-transport-ws or graphql-ws",
-        )
-            .into_response();
+        return refused(
+            (
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Protocol: offer graphql-transport-ws or graphql-ws",
+            )
+                .into_response(),
+            NO_CODE,
+            Reason::WebSocket,
+        );
     };
     let max_message = gateway.state().config.max_body_bytes;
     upgrade

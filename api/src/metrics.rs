@@ -1,7 +1,8 @@
 //! The Prometheus metrics this replica exposes at `GET /metrics` (ARCHITECTURE.md lists
 //! each one): what the request path counts as it goes (operations by name, type,
-//! transport and outcome; errors by `extensions.code`; latency; open sockets;
-//! subscription deliveries), and what is read only when scraped (the database pool, live
+//! transport and outcome; errors by `extensions.code`; latency; HTTP requests refused
+//! before they reach the pipeline; open sockets; subscription deliveries), and what is
+//! read only when scraped (the database pool, live
 //! subscriptions and running shared executions, events broadcast, listener reconnects,
 //! SQL statements).
 //!
@@ -46,6 +47,9 @@ const MAX_NAME_LEN: usize = 64;
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// The `code` label of an error without an `extensions.code`, or of a refused request
+/// whose answer is not a GraphQL response.
+pub const NO_CODE: &str = "none";
 /// The media type of [`Metrics::render`]'s output: prometheus-client writes the
 /// OpenMetrics text format, which Prometheus scrapes natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -68,6 +72,14 @@ struct LatencyLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ErrorLabels {
     code: Label,
+}
+
+/// An HTTP refusal's series: a fixed set, since `http` names every reason.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    status: u16,
+    code: &'static str,
+    reason: &'static str,
 }
 
 /// A bounded label value: shared, so a lookup clones a pointer, not the text.
@@ -95,6 +107,7 @@ pub struct Metrics {
     operations: Family<OperationLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
     errors: Family<ErrorLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     sockets: Gauge,
     deliveries: Counter,
     names: Bounded,
@@ -132,6 +145,13 @@ impl Metrics {
             "GraphQL errors in responses to queries and mutations, by extensions.code",
             errors.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "http_refusals",
+            "HTTP requests answered before any operation reached the pipeline, by status, \
+             extensions.code (none when the answer is not a GraphQL response) and reason",
+            refusals.clone(),
+        );
         let sockets = Gauge::default();
         registry.register(
             "websocket_connections",
@@ -149,10 +169,11 @@ impl Metrics {
             operations,
             latency,
             errors,
+            refusals,
             sockets,
             deliveries,
             names: Bounded::new("anonymous"),
-            codes: Bounded::new("none"),
+            codes: Bounded::new(NO_CODE),
         }
     }
 
@@ -198,6 +219,39 @@ impl Metrics {
             let code = self.codes.label(code);
             self.errors.get_or_create(&ErrorLabels { code }).inc();
         }
+    }
+
+    /// Counts an operation refused before its document was read (its type `unknown`),
+    /// named by the request's `operationName` if it has one.
+    pub fn record_unread(
+        &self,
+        operation_name: Option<&str>,
+        transport: &'static str,
+        outcome: &'static str,
+        errors: &[ServerError],
+        elapsed: Duration,
+    ) {
+        self.record(Operation {
+            name: self.operation_name(operation_name),
+            operation_type: "unknown",
+            transport,
+            outcome,
+            errors,
+            elapsed,
+        });
+    }
+
+    /// Counts one HTTP request answered with `status` before it reached the pipeline:
+    /// `code` is its error's `extensions.code` ([`NO_CODE`] when the answer is not a
+    /// GraphQL response), `reason` names the check that refused it.
+    pub fn refused(&self, status: u16, code: &'static str, reason: &'static str) {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                status,
+                code,
+                reason,
+            })
+            .inc();
     }
 
     /// Counts an open WebSocket until the returned guard is dropped.

@@ -144,6 +144,13 @@ impl Gateway {
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
         if let Some(refused) = self.rate_limit(caller.as_ref(), client) {
+            self.state.metrics.record_unread(
+                request.operation_name.as_deref(),
+                transport.name(),
+                refused.1.map(Refusal::name).unwrap_or_default(),
+                &refused.0.errors,
+                started.elapsed(),
+            );
             return refused;
         }
         let found = self

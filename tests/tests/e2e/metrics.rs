@@ -1,10 +1,13 @@
 //! Observability: `GET /metrics` counts what happened (operations by name and outcome,
-//! error codes, latency, sockets, subscriptions and their deliveries, the pool), keeps
-//! client-chosen names bounded, and can be turned off; every response carries an
-//! `x-request-id`, the client's when it is sane.
+//! error codes, latency, sockets, subscriptions and their deliveries, the pool, HTTP
+//! requests refused before the pipeline, each once), keeps client-chosen names bounded,
+//! and can be turned off; every response carries an `x-request-id`, the client's when it
+//! is sane.
 
 use std::time::Duration;
 
+use axum::{Router, routing::get};
+use flashfusion_api::config::Environment;
 use flashfusion_tests::{Client, TIMEOUT, TestApp, TestDb};
 use reqwest::Method;
 use serde_json::json;
@@ -35,7 +38,22 @@ impl Scrape {
             content_type.starts_with("application/openmetrics-text"),
             "{content_type}"
         );
-        let text = response.text().await.expect("body");
+        Self::parse(&response.text().await.expect("body"))
+    }
+
+    /// The metrics of `app` rendered without a request, for an app whose request
+    /// timeout would cut a scrape short.
+    fn of_state(app: &TestApp) -> Self {
+        let state = &app.state;
+        Self::parse(
+            &state
+                .metrics
+                .render(&state.db, &state.hub, &state.fanout)
+                .expect("render"),
+        )
+    }
+
+    fn parse(text: &str) -> Self {
         assert!(
             text.ends_with("# EOF\n"),
             "an incomplete exposition: {text}"
@@ -86,6 +104,7 @@ fn parse_sample(line: &str) -> Sample {
 const OPERATIONS: &str = "flashfusion_graphql_operations_total";
 const ERRORS: &str = "flashfusion_graphql_errors_total";
 const LATENCY_COUNT: &str = "flashfusion_graphql_operation_duration_seconds_count";
+const REFUSALS: &str = "flashfusion_http_refusals_total";
 
 on_both_backends!(operations_errors_and_subscriptions_are_counted);
 
@@ -325,4 +344,283 @@ async fn every_response_carries_a_sane_request_id() {
     )
     .await;
     assert!(uuid::Uuid::parse_str(&refused).is_ok(), "{refused}");
+}
+
+/// Two scrapes, before and after something happened.
+struct Growth {
+    before: Scrape,
+    after: Scrape,
+}
+
+impl Growth {
+    /// How much the samples [`Scrape::sum`] picks grew.
+    fn of(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.after.sum(name, labels) - self.before.sum(name, labels)
+    }
+}
+
+/// Sends `request` to `client`'s gateway: its status, and what it did to the metrics.
+async fn counted(client: &Client, request: reqwest::RequestBuilder) -> (u16, Growth) {
+    let before = Scrape::of(client).await;
+    let status = request.send().await.expect("request").status().as_u16();
+    let after = Scrape::of(client).await;
+    (status, Growth { before, after })
+}
+
+#[tokio::test]
+async fn each_refusal_before_the_pipeline_is_counted_once_and_operations_are_not() {
+    let extra = Router::new().route(
+        "/test-panic",
+        get(|| async {
+            if true {
+                panic!("a handler bug");
+            }
+            "unreachable"
+        }),
+    );
+    let app = TestApp::postgres_with_routes(extra).await;
+    let client = app.anonymous();
+    // reqwest adds a header rather than replacing it: each request names its type once.
+    let post_as = |content_type: &str| {
+        client
+            .request(Method::POST, "/graphql")
+            .header("content-type", content_type)
+    };
+    let post = || post_as("application/json");
+    let query = r#"{"query":"{ __typename }"}"#;
+    let too_large = vec![b' '; app.state.config.max_body_bytes + 1];
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str, &str)> = vec![
+        (
+            post().header("accept", "text/html").body(query),
+            406,
+            "BAD_USER_INPUT",
+            "not_acceptable",
+        ),
+        (
+            post_as("text/plain").body(query),
+            415,
+            "BAD_USER_INPUT",
+            "content_type",
+        ),
+        (post().body(too_large), 413, "none", "body_limit"),
+        (
+            client.request(Method::PUT, "/graphql").body(query),
+            405,
+            "BAD_USER_INPUT",
+            "method",
+        ),
+        (
+            post().body(r#"{"query":"#),
+            400,
+            "BAD_USER_INPUT",
+            "malformed",
+        ),
+        (
+            client
+                .request(Method::GET, "/graphql")
+                .query(&[("query", "{ __typename }"), ("variables", "{not json")]),
+            400,
+            "BAD_USER_INPUT",
+            "malformed",
+        ),
+        (
+            post().body(format!("[{query}]")),
+            400,
+            "BAD_USER_INPUT",
+            "batch",
+        ),
+        (
+            post().bearer_auth("not-a-token").body(query),
+            401,
+            "UNAUTHENTICATED",
+            "token",
+        ),
+        (
+            client
+                .request(Method::GET, "/graphql")
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("sec-websocket-protocol", "not-graphql"),
+            400,
+            "none",
+            "websocket_upgrade",
+        ),
+        (
+            client.request(Method::GET, "/test-panic"),
+            500,
+            "INTERNAL",
+            "panic",
+        ),
+    ];
+    for (request, status, code, reason) in cases {
+        let (answered, growth) = counted(&client, request).await;
+        assert_eq!(answered, status, "{reason}");
+        let status = status.to_string();
+        assert_eq!(
+            growth.of(
+                REFUSALS,
+                &[
+                    ("status", status.as_str()),
+                    ("code", code),
+                    ("reason", reason)
+                ]
+            ),
+            1.0,
+            "{reason}"
+        );
+        assert_eq!(growth.of(REFUSALS, &[]), 1.0, "{reason}: counted once");
+        assert_eq!(
+            growth.of(OPERATIONS, &[]),
+            0.0,
+            "{reason}: not an operation"
+        );
+        assert_eq!(
+            growth.of(ERRORS, &[]),
+            0.0,
+            "{reason}: not an operation's error"
+        );
+    }
+
+    // What reaches the pipeline is counted there, refused or not, and only there.
+    for (request, outcome) in [
+        (post().body(query), "ok"),
+        (post().body(r#"{"query":"{ nope "}"#), "bad_request"),
+        (
+            client.request(Method::GET, "/graphql").query(&[(
+                "query",
+                "mutation { createProject(input: {name: \"x\"}) { project { id } } }",
+            )]),
+            "method_not_allowed",
+        ),
+    ] {
+        let (_, growth) = counted(&client, request).await;
+        assert_eq!(
+            growth.of(OPERATIONS, &[("outcome", outcome)]),
+            1.0,
+            "{outcome}"
+        );
+        assert_eq!(growth.of(OPERATIONS, &[]), 1.0, "{outcome}");
+        assert_eq!(growth.of(REFUSALS, &[]), 0.0, "{outcome}: not a refusal");
+    }
+}
+
+#[tokio::test]
+async fn a_timeout_is_a_refusal_not_an_operation() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.request_timeout = Duration::from_millis(1);
+    })
+    .await;
+    let before = Scrape::of_state(&app);
+    // An argon2 hash outlasts a millisecond.
+    let (status, _) = app
+        .anonymous()
+        .post_json(json!({
+            "query": "mutation { signUp(input: {email: \"ada@example.com\", password: \"correct horse\", displayName: \"Ada\"}) { token } }"
+        }))
+        .await;
+    assert_eq!(status, 408);
+    let growth = Growth {
+        before,
+        after: Scrape::of_state(&app),
+    };
+    assert_eq!(
+        growth.of(
+            REFUSALS,
+            &[("status", "408"), ("code", "none"), ("reason", "timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(growth.of(REFUSALS, &[]), 1.0);
+    // The operation was cut short before the pipeline counted it.
+    assert_eq!(growth.of(OPERATIONS, &[]), 0.0);
+}
+
+#[tokio::test]
+async fn an_operation_over_the_rate_limit_is_counted_as_one() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.rate_limit_burst = 1;
+        config.rate_limit_refill = Duration::from_secs(3600);
+    })
+    .await;
+    let client = app.anonymous();
+    let first = client.graphql("{ __typename }", json!({})).await;
+    assert_eq!(first["data"]["__typename"], "Query", "{first}");
+
+    let before = Scrape::of(&client).await;
+    let (status, body) = client
+        .post_json(json!({ "query": "query Again { __typename }", "operationName": "Again" }))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    let mut ws = app.websocket("graphql-transport-ws", json!({})).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ __typename }" } }))
+        .await;
+    let refused = ws.next().await.expect("an answer");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    let growth = Growth {
+        before,
+        after: Scrape::of(&client).await,
+    };
+    let limited = ("outcome", "rate_limited");
+    assert_eq!(
+        growth.of(
+            OPERATIONS,
+            &[
+                ("operation", "Again"),
+                ("operation_type", "unknown"),
+                ("transport", "http_post"),
+                limited
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        growth.of(OPERATIONS, &[("transport", "websocket"), limited]),
+        1.0
+    );
+    assert_eq!(growth.of(OPERATIONS, &[]), 2.0);
+    assert_eq!(growth.of(ERRORS, &[("code", "RATE_LIMITED")]), 2.0);
+    assert_eq!(
+        growth.of(REFUSALS, &[]),
+        0.0,
+        "counted as operations, not twice"
+    );
+}
+
+#[tokio::test]
+async fn a_production_get_without_a_preflight_header_is_counted() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.environment = Environment::Production;
+    })
+    .await;
+    let client = app.anonymous();
+    let get = client
+        .request(Method::GET, "/graphql")
+        .query(&[("query", "{ __typename }")]);
+    let (status, growth) = counted(&client, get).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        growth.of(
+            REFUSALS,
+            &[
+                ("status", "400"),
+                ("code", "BAD_USER_INPUT"),
+                ("reason", "preflight")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(growth.of(REFUSALS, &[]), 1.0);
+    assert_eq!(growth.of(OPERATIONS, &[]), 0.0);
 }
