@@ -11,6 +11,7 @@ use flashfusion_api::config::Environment;
 use flashfusion_tests::{Client, TIMEOUT, TestApp, TestDb};
 use reqwest::Method;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NOTIFICATIONS: &str = "subscription { notificationAdded { kind notification { title } } }";
 const NOTIFY: &str =
@@ -623,4 +624,65 @@ async fn a_production_get_without_a_preflight_header_is_counted() {
     );
     assert_eq!(growth.of(REFUSALS, &[]), 1.0);
     assert_eq!(growth.of(OPERATIONS, &[]), 0.0);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_without_a_length_is_counted_once() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| config.max_body_bytes = 256).await;
+    let client = app.anonymous();
+    let before = Scrape::of(&client).await;
+    // Chunked, so the limit is met while the handler reads the body, not by its layer.
+    let status = post_chunked(&app, &[b' '; 1024]).await;
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    let growth = Growth {
+        before,
+        after: Scrape::of(&client).await,
+    };
+    assert_eq!(
+        growth.of(
+            REFUSALS,
+            &[
+                ("status", "413"),
+                ("code", "none"),
+                ("reason", "body_limit")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(growth.of(REFUSALS, &[]), 1.0);
+    assert_eq!(growth.of(OPERATIONS, &[]), 0.0);
+}
+
+/// POSTs `body` to `/graphql` as one chunk of `Transfer-Encoding: chunked` (no length
+/// known before it is read), which reqwest cannot send: the answer's status line.
+async fn post_chunked(app: &TestApp, body: &[u8]) -> String {
+    let address = app.base.trim_start_matches("http://");
+    let mut stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(address))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let mut request = format!(
+        "POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\n{:x}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request.extend_from_slice(b"\r\n0\r\n\r\n");
+    stream.write_all(&request).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let read = stream.read(&mut chunk).await.expect("read");
+            assert!(read > 0, "closed before answering");
+            answer.extend_from_slice(&chunk[..read]);
+        }
+    })
+    .await
+    .expect("no answer within the timeout");
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_owned()
 }
