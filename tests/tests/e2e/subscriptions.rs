@@ -575,7 +575,8 @@ async fn scraped(app: &TestApp, series: &str) -> f64 {
 
 /// A subscription's set-up counts in `/metrics` as an operation of its name, type
 /// `subscription` and transport `websocket`: `ok` once its feed started, `errors` when
-/// its field refused it (an anonymous caller) or validation did, its errors by code.
+/// its field refused it (an anonymous caller) or validation did, its errors by code; a
+/// document that does not parse is counted as over HTTP (type `unknown`).
 #[tokio::test]
 async fn subscription_set_ups_are_counted_in_the_metrics() {
     const FEED: &str = "subscription Feed { notificationAdded { cursor } }";
@@ -588,12 +589,14 @@ async fn subscription_set_ups_are_counted_in_the_metrics() {
     };
     let errors = |code: &str| format!("flashfusion_graphql_errors_total{{code=\"{code}\"}}");
     let set_ups = "flashfusion_graphql_operation_duration_seconds_count{operation_type=\"subscription\",transport=\"websocket\"}";
+    let unparsed = "flashfusion_graphql_operations_total{operation=\"anonymous\",operation_type=\"unknown\",transport=\"websocket\",outcome=\"bad_request\"}";
     let series = [
         operations("ok"),
         operations("errors"),
         errors("UNAUTHENTICATED"),
         errors("BAD_USER_INPUT"),
         set_ups.to_owned(),
+        unparsed.to_owned(),
     ];
     let mut before = Vec::new();
     for series in &series {
@@ -611,10 +614,13 @@ async fn subscription_set_ups_are_counted_in_the_metrics() {
     )
     .await;
     assert_eq!(refusal(&mut invalid).await, "BAD_USER_INPUT");
+    // Refused before its operation is known, as over HTTP.
+    let mut unparsable = ask(&app, ada.token(), "subscription Feed {", json!({})).await;
+    assert_eq!(refusal(&mut unparsable).await, "BAD_USER_INPUT");
 
     let mut counted = Vec::new();
     for (series, before) in series.iter().zip(before) {
         counted.push(scraped(&app, series).await - before);
     }
-    assert_eq!(counted, [1.0, 2.0, 1.0, 1.0, 3.0], "{series:?}");
+    assert_eq!(counted, [1.0, 2.0, 1.0, 2.0, 3.0, 1.0], "{series:?}");
 }
