@@ -135,14 +135,14 @@ impl Metrics {
         );
         registry.register_with_unit(
             "graphql_operation_duration",
-            "Time from receiving a GraphQL operation to its response, subscriptions excluded",
+            "Time from receiving a GraphQL operation to its response (a subscription's: to the end of its set-up)",
             Unit::Seconds,
             latency.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "graphql_errors",
-            "GraphQL errors in responses to queries and mutations, by extensions.code",
+            "GraphQL errors in responses to operations (a subscription's set-up included), by extensions.code",
             errors.clone(),
         );
         let refusals = Family::<RefusalLabels, Counter>::default();
@@ -183,7 +183,7 @@ impl Metrics {
         self.names.label(name)
     }
 
-    /// Counts one finished query or mutation (or a refused operation).
+    /// Counts one finished query, mutation or subscription set-up (or a refused operation).
     pub fn record(&self, operation: Operation<'_>) {
         let Operation {
             name,

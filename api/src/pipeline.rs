@@ -24,7 +24,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use tracing::Instrument as _;
 
 use sea_orm::DatabaseBackend;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use crate::{
     auth::{INVALID_TOKEN, Identity, Session},
@@ -101,6 +101,93 @@ fn type_name(operation_type: OperationType) -> &'static str {
     }
 }
 
+/// How an operation ended, in logs and metrics: `ok`, `errors`, or the refusal's name.
+fn outcome_of(response: &Response, refusal: Option<Refusal>) -> &'static str {
+    match refusal {
+        Some(refusal) => refusal.name(),
+        None if response.is_ok() => "ok",
+        None => "errors",
+    }
+}
+
+/// An operation whose type is known, observed: its span, and what counting it in the
+/// metrics takes once it ends (a subscription ends its set-up, and is counted, when its
+/// feed starts).
+struct Observed {
+    span: tracing::Span,
+    started: Instant,
+    name: metrics::Label,
+    operation_type: &'static str,
+    transport: Transport,
+}
+
+impl Observed {
+    /// The span of an operation of `operation_type` named `operation_name` (none when
+    /// anonymous) that arrived at `started` over `transport`, for `caller`. Named as
+    /// OpenTelemetry's GraphQL semantic conventions name it (`otel.name` is
+    /// `{type} {name}`) with their attributes. Fields are recorded, not formatted here:
+    /// a disabled span costs nothing and an enabled one formats each value once, into
+    /// the subscriber's own buffer.
+    fn new(
+        metrics: &metrics::Metrics,
+        started: Instant,
+        operation_type: OperationType,
+        operation_name: Option<&str>,
+        caller: Option<&Session>,
+        transport: Transport,
+    ) -> Self {
+        let operation_name = operation_name.unwrap_or("");
+        let type_name = type_name(operation_type);
+        let span = tracing::info_span!(
+            "graphql",
+            otel.name = %format_args!(
+                "{type_name}{}{operation_name}",
+                if operation_name.is_empty() { "" } else { " " }
+            ),
+            graphql.operation.type = type_name,
+            graphql.operation.name = operation_name,
+            user.id = tracing::field::Empty,
+            transport = transport.name(),
+        );
+        if let Some(id) = caller.and_then(|s| s.identity().user_id()) {
+            span.record("user.id", tracing::field::display(id));
+        }
+        Self {
+            span,
+            started,
+            name: metrics.operation_name(Some(operation_name)),
+            operation_type: type_name,
+            transport,
+        }
+    }
+
+    /// Logs that the operation ended with `outcome` (from within its span) and counts
+    /// it, with `errors`, its response's.
+    fn finish(self, metrics: &metrics::Metrics, outcome: &'static str, errors: &[ServerError]) {
+        let elapsed = self.started.elapsed();
+        let elapsed_ms = elapsed.as_millis() as u64;
+        tracing::info!(elapsed_ms, outcome, "operation finished");
+        metrics.record(metrics::Operation {
+            name: self.name,
+            operation_type: self.operation_type,
+            transport: self.transport.name(),
+            outcome,
+            errors,
+            elapsed,
+        });
+    }
+}
+
+/// How a subscription's set-up ended.
+enum SetUp {
+    /// The field started its feed: the response that came with it (a replayed event),
+    /// if any, then the rest.
+    Started(Option<Response>, BoxStream<'static, Response>),
+    /// It ended before any feed started: the response saying why, with codes (none when
+    /// the stream ended silently, e.g. its only field skipped), and the refusal, if any.
+    Ended(Option<Response>, Option<Refusal>),
+}
+
 /// The gateway: schema plus shared state, executing operations through the pipeline.
 #[derive(Clone)]
 pub struct Gateway {
@@ -143,14 +230,9 @@ impl Gateway {
         transport: Transport,
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
-        if let Some(refused) = self.rate_limit(caller.as_ref(), client) {
-            self.state.metrics.record_unread(
-                request.operation_name.as_deref(),
-                transport.name(),
-                refused.1.map(Refusal::name).unwrap_or_default(),
-                &refused.0.errors,
-                started.elapsed(),
-            );
+        if let Some(refused) =
+            self.rate_limit(&request, caller.as_ref(), client, transport, started)
+        {
             return refused;
         }
         let found = self
@@ -158,63 +240,26 @@ impl Gateway {
             .and_then(|()| operation(&mut request));
         let (operation_type, operation_name) = match found {
             Ok(found) => found,
-            Err(err) => {
-                let refused = refuse(err, Refusal::BadRequest);
-                self.state.metrics.record(metrics::Operation {
-                    name: self
-                        .state
-                        .metrics
-                        .operation_name(request.operation_name.as_deref()),
-                    operation_type: "unknown",
-                    transport: transport.name(),
-                    outcome: Refusal::BadRequest.name(),
-                    errors: &refused.0.errors,
-                    elapsed: started.elapsed(),
-                });
-                return refused;
-            }
+            Err(err) => return self.refuse_unfound(&request, transport, started, err),
         };
-        let operation_name = operation_name.as_deref().unwrap_or("");
-        let name = self.state.metrics.operation_name(Some(operation_name));
-        // Named as OpenTelemetry's GraphQL semantic conventions name the span
-        // (`otel.name` is `{type} {name}`) and its attributes. Fields are recorded, not
-        // formatted here: a disabled span costs nothing and an enabled one formats each
-        // value once, into the subscriber's own buffer.
-        let type_name = type_name(operation_type);
-        let span = tracing::info_span!(
-            "graphql",
-            otel.name = %format_args!(
-                "{type_name}{}{operation_name}",
-                if operation_name.is_empty() { "" } else { " " }
-            ),
-            graphql.operation.type = type_name,
-            graphql.operation.name = operation_name,
-            user.id = tracing::field::Empty,
-            transport = transport.name(),
+        let observed = Observed::new(
+            &self.state.metrics,
+            started,
+            operation_type,
+            operation_name.as_deref(),
+            caller.as_ref(),
+            transport,
         );
-        if let Some(id) = caller.as_ref().and_then(|s| s.identity().user_id()) {
-            span.record("user.id", tracing::field::display(id));
-        }
+        let span = observed.span.clone();
         async move {
             let result = self
                 .run_checked(request, caller, client, transport, operation_type)
                 .await;
-            let elapsed = started.elapsed();
-            let elapsed_ms = elapsed.as_millis() as u64;
-            let outcome = match &result.1 {
-                Some(refusal) => refusal.name(),
-                None if result.0.is_ok() => "ok",
-                None => "errors",
-            };
-            tracing::info!(elapsed_ms, outcome, "operation finished");
-            self.state.metrics.record(metrics::Operation {
-                name,
-                operation_type: type_name,
-                transport: transport.name(),
-                outcome,
-                errors: &result.0.errors,
-                elapsed,
-            });
+            observed.finish(
+                &self.state.metrics,
+                outcome_of(&result.0, result.1),
+                &result.0.errors,
+            );
             result
         }
         .instrument(span)
@@ -324,29 +369,55 @@ impl Gateway {
         with_codes(response, self.state.config.is_production())
     }
 
-    /// Counts an operation of `caller` at `client` against its rate limit; the refusal
-    /// when it is over.
+    /// Refuses, with `err`, an operation that arrived at `started` over `transport` and
+    /// whose document `admit` refused or whose operation was not found, and counts it
+    /// (its type `unknown`).
+    fn refuse_unfound(
+        &self,
+        request: &Request,
+        transport: Transport,
+        started: Instant,
+        err: ApiError,
+    ) -> (Response, Option<Refusal>) {
+        let refused = refuse(err, Refusal::BadRequest);
+        self.state.metrics.record_unread(
+            request.operation_name.as_deref(),
+            transport.name(),
+            Refusal::BadRequest.name(),
+            &refused.0.errors,
+            started.elapsed(),
+        );
+        refused
+    }
+
+    /// Counts an operation of `caller` at `client` against its rate limit; when it is
+    /// over, the refusal, counted in the metrics as an operation of unknown type (its
+    /// document is not read) that arrived at `started` over `transport`.
     fn rate_limit(
         &self,
+        request: &Request,
         caller: Option<&Session>,
         client: IpAddr,
+        transport: Transport,
+        started: Instant,
     ) -> Option<(Response, Option<Refusal>)> {
-        self.state
-            .rate_limits
-            .check(caller, client)
-            .err()
-            .map(|wait| {
-                let (err, retry_after) = limits::rate_limited(wait);
-                let mut error: ServerError = err.into();
-                error
-                    .extensions
-                    .get_or_insert_with(Default::default)
-                    .set("retryAfter", retry_after);
-                (
-                    Response::from_errors(vec![error]),
-                    Some(Refusal::RateLimited { retry_after }),
-                )
-            })
+        let wait = self.state.rate_limits.check(caller, client).err()?;
+        let (err, retry_after) = limits::rate_limited(wait);
+        let mut error: ServerError = err.into();
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("retryAfter", retry_after);
+        let refusal = Refusal::RateLimited { retry_after };
+        let response = Response::from_errors(vec![error]);
+        self.state.metrics.record_unread(
+            request.operation_name.as_deref(),
+            transport.name(),
+            refusal.name(),
+            &response.errors,
+            started.elapsed(),
+        );
+        Some((response, Some(refusal)))
     }
 
     /// [`Gateway::open`] for later, when the operation has passed validation.
@@ -399,82 +470,136 @@ impl Gateway {
         }
     }
 
-    /// Runs a subscription: its set-up (the field's checks) in a short read-only
-    /// transaction that ends as soon as the field starts its feed (or fails), then one
-    /// response per event, each delivery's own transaction (if it opened one) ended as
-    /// soon as its response is built. Nothing is held while it waits. Once set up, it
-    /// joins the cohort of identical subscriptions ([`crate::fanout`]), whose responses
-    /// are executed and serialized once for all of them.
-    async fn subscribe(
+    /// Sets a subscription up: async-graphql validates it, then `schema::OpenWhenValid`
+    /// opens its set-up transaction as `caller` (read-only; a refused subscription does
+    /// no database work), in which the field runs its checks (the token, the project or
+    /// row it names) until it starts its feed (`done` resolves) or fails. The
+    /// transaction ends then, committed or rolled back; all of it within the request
+    /// timeout.
+    async fn set_up(
         &self,
         request: Request,
         caller: Caller,
         client: IpAddr,
-    ) -> BoxStream<'static, Arc<Delivery>> {
-        let opaque = self.state.config.is_production();
-        let refused = |response: Response| {
-            stream::iter([Delivery::of(&with_codes(response, opaque))]).boxed()
-        };
-        let tx = match self
-            .open(&caller, Transport::WebSocket, OperationType::Subscription)
-            .await
-        {
-            Ok(tx) => tx,
-            Err((err, _)) => return refused(refuse(err, Refusal::BadRequest).0),
-        };
-        let key = Key::of(&request, caller.as_ref());
+        subscription: &Arc<SubscriptionTx>,
+        mut done: oneshot::Receiver<()>,
+    ) -> SetUp {
+        let pending = PendingTx::new(
+            self.opening(
+                caller.clone(),
+                Transport::WebSocket,
+                OperationType::Subscription,
+            ),
+            self.state.db.unbound_handle(),
+        );
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
         let schema = self.schema_for(identity.is_admin());
-        let name = request.operation_name.clone().unwrap_or_default();
-        let (subscription, set_up) = SubscriptionTx::new();
-        let handle = tx.handle();
+        let handle = pending.handle();
         let request = domains::register_loaders(
             request
                 .data(RequestContext::new(caller, handle.clone(), client))
-                .data(subscription.clone()),
+                .data(subscription.clone())
+                .data(pending.clone()),
             handle,
             identity,
         );
         let mut responses = schema.execute_stream(request);
-        let mut set_up = set_up;
         let limit = self.state.config.request_timeout;
         let setup = async {
             tokio::select! {
                 first = responses.next() => Some(first),
-                _ = &mut set_up => None,
+                _ = &mut done => None,
             }
         };
         let first = match tokio::time::timeout(limit, setup).await {
-            Ok(None) => None,
+            Ok(None) => Ok(None),
             // A first response may come with the set-up (a replayed event) or instead
-            // of it (the field failed): the signal tells which.
-            Ok(Some(first)) if set_up.try_recv().is_ok() => first,
-            Ok(Some(failed)) => {
-                drop(responses);
-                let _ = tx.finish(false).await;
-                return match failed {
-                    Some(failed) => refused(failed),
-                    None => stream::empty().boxed(),
+            // of it (the field failed, or validation or opening refused it): the signal
+            // tells which.
+            Ok(Some(first)) if done.try_recv().is_ok() => Ok(first),
+            Ok(Some(failed)) => Err(failed),
+            Err(_) => Err(Some(timed_out(limit))),
+        };
+        let opened = pending.take();
+        let (failed, refusal) = match first {
+            Ok(first) => {
+                let finished = match opened {
+                    Some(Ok(tx)) => tx.finish(true).await,
+                    _ => Err(ApiError::bug(
+                        "a subscription's feed started without its set-up transaction",
+                    )),
                 };
+                match finished {
+                    Ok(()) => return SetUp::Started(first, responses),
+                    Err(err) => (Some(Response::from_errors(vec![err.into()])), None),
+                }
             }
-            Err(_) => {
+            Err(failed) => {
                 // Dropped first, so no resolver still holds the transaction.
                 drop(responses);
-                let _ = tx.finish(false).await;
-                return refused(timed_out(limit));
+                let refusal = match opened {
+                    Some(Ok(tx)) => {
+                        let _ = tx.finish(false).await;
+                        None
+                    }
+                    // Opening refused it; the response carries the error.
+                    Some(Err(err)) => Some(open_refusal(&err)),
+                    // Refused by validation, or timed out before opening: nothing opened.
+                    None => None,
+                };
+                (failed, refusal)
             }
         };
-        if let Err(err) = tx.finish(true).await {
-            return refused(Response::from_errors(vec![err.into()]));
-        }
-        tracing::info!(
-            graphql.operation.name = name,
-            user.id = identity
-                .user_id()
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
-            "subscription started"
+        SetUp::Ended(failed.map(|failed| self.with_codes(failed)), refusal)
+    }
+
+    /// Runs a subscription named `operation_name` that arrived at `started`: its set-up
+    /// ([`Gateway::set_up`], observed and counted like any operation), then one response
+    /// per event, each delivery's own transaction (if it opened one) ended as soon as its
+    /// response is built. Nothing is held while it waits. Once set up, it joins the
+    /// cohort of identical subscriptions ([`crate::fanout`]), whose responses are
+    /// executed and serialized once for all of them.
+    async fn subscribe(
+        &self,
+        request: Request,
+        operation_name: Option<Name>,
+        caller: Caller,
+        client: IpAddr,
+        started: Instant,
+    ) -> BoxStream<'static, Arc<Delivery>> {
+        let opaque = self.state.config.is_production();
+        let observed = Observed::new(
+            &self.state.metrics,
+            started,
+            OperationType::Subscription,
+            operation_name.as_deref(),
+            caller.as_ref(),
+            Transport::WebSocket,
         );
+        let span = observed.span.clone();
+        let key = Key::of(&request, caller.as_ref());
+        let (subscription, done) = SubscriptionTx::new();
+        let set_up = async {
+            let set_up = self
+                .set_up(request, caller, client, &subscription, done)
+                .await;
+            let (outcome, errors) = match &set_up {
+                SetUp::Ended(Some(response), refusal) => {
+                    (outcome_of(response, *refusal), &response.errors[..])
+                }
+                SetUp::Started(..) | SetUp::Ended(None, _) => ("ok", &[][..]),
+            };
+            observed.finish(&self.state.metrics, outcome, errors);
+            set_up
+        }
+        .instrument(span)
+        .await;
+        let (first, responses) = match set_up {
+            SetUp::Started(first, responses) => (first, responses),
+            SetUp::Ended(response, _) => {
+                return stream::iter(response.map(|response| Delivery::of(&response))).boxed();
+            }
+        };
         // Only a feed that starts from now, with nothing delivered yet, may be shared.
         let key = key.filter(|_| first.is_none() && subscription.starts_now());
         let live = subscription.live();
@@ -611,23 +736,33 @@ impl Gateway {
         caller: Caller,
         client: IpAddr,
     ) -> BoxStream<'static, Arc<Delivery>> {
+        let started = Instant::now();
         let gateway = self.clone();
         let refused =
             |(response, _): (Response, _)| stream::iter([Delivery::of(&response)]).boxed();
         // Queries and mutations are checked by `run`; a subscription here.
-        let subscription = self
+        let found = self
             .admit(&mut request, &caller)
-            .and_then(|()| operation_type(&mut request))
-            .map_err(|err| refuse(err, Refusal::BadRequest));
-        match subscription {
-            Err(refusal) => return refused(refusal),
-            Ok(OperationType::Subscription) => {
-                if let Some(refusal) = self.rate_limit(caller.as_ref(), client) {
+            .and_then(|()| operation(&mut request));
+        match found {
+            Err(err) => {
+                return refused(self.refuse_unfound(&request, Transport::WebSocket, started, err));
+            }
+            Ok((OperationType::Subscription, name)) => {
+                if let Some(refusal) = self.rate_limit(
+                    &request,
+                    caller.as_ref(),
+                    client,
+                    Transport::WebSocket,
+                    started,
+                ) {
                     return refused(refusal);
                 }
-                return stream::once(
-                    async move { gateway.subscribe(request, caller, client).await },
-                )
+                return stream::once(async move {
+                    gateway
+                        .subscribe(request, name, caller, client, started)
+                        .await
+                })
                 .flatten()
                 .boxed();
             }

@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    MergedObject, MergedSubscription, Response, Schema, ServerError, ServerResult,
-    ValidationResult, Value,
+    MergedObject, MergedSubscription, Schema, ServerError, ServerResult, ValidationResult, Value,
     extensions::{
-        Extension, ExtensionContext, ExtensionFactory, NextExecute, NextResolve, NextValidation,
-        ResolveInfo,
+        Extension, ExtensionContext, ExtensionFactory, NextResolve, NextValidation, ResolveInfo,
     },
 };
 
@@ -100,6 +98,7 @@ fn build(state: Option<Arc<AppState>>, restricted: bool) -> AppSchema {
         Mutation::default(),
         Subscription::default(),
     )
+    // First: it opens the transaction once every extension's validation has passed.
     .extension(OpenWhenValid)
     .extension(MutationGuard);
     if restricted {
@@ -119,9 +118,13 @@ pub fn sdl() -> String {
     build_schema(None).sdl()
 }
 
-/// Opens an operation's transaction ([`PendingTx`], in the request's data) when
-/// async-graphql is about to execute it, that is once parsing and validation (the cost
-/// limit included) have passed: a refused operation does no database work.
+/// Opens an operation's transaction ([`PendingTx`], in the request's data) as soon as
+/// async-graphql's validation (the cost limit included) has passed: a refused operation
+/// does no database work. It sits in the validation hook, the last step both
+/// `Schema::execute` and `Schema::execute_stream` take before running anything (a
+/// subscription never reaches the `execute` hook); after it async-graphql only picks
+/// the operation, which the pipeline has found already. Registered before every other
+/// extension, so it wraps their validation too.
 pub(crate) struct OpenWhenValid;
 
 impl ExtensionFactory for OpenWhenValid {
@@ -132,18 +135,16 @@ impl ExtensionFactory for OpenWhenValid {
 
 #[async_trait::async_trait]
 impl Extension for OpenWhenValid {
-    async fn execute(
+    async fn validation(
         &self,
         ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        if let Some(pending) = ctx.data_opt::<Arc<PendingTx>>()
-            && let Err(err) = pending.open().await
-        {
-            return Response::from_errors(vec![err.into()]);
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await?;
+        if let Some(pending) = ctx.data_opt::<Arc<PendingTx>>() {
+            pending.open().await.map_err(|err| vec![err.into()])?;
         }
-        next.run(ctx, operation_name).await
+        Ok(result)
     }
 }
 

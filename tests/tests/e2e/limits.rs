@@ -1,6 +1,7 @@
 //! The limits on hostile input (`api::limits`): for each, one request just under (it
 //! runs) and one just over (refused with `BAD_USER_INPUT` naming the limit's setting,
-//! 400 under `application/graphql-response+json`, at no database cost); the rate limits per client address and per token, over HTTP
+//! 400 under `application/graphql-response+json`, at no database cost); a subscription
+//! refused by validation, at no database cost either; the rate limits per client address and per token, over HTTP
 //! (429 with `Retry-After`) and WebSocket; and the `statement_timeout` every request
 //! transaction carries on Postgres.
 
@@ -199,6 +200,90 @@ async fn cost_multiplies_by_page_size() {
         400,
     )
     .await;
+}
+
+/// A subscription within every limit but its cost: each of a task's project's 100
+/// tasks' project's 100 tasks.
+const COSTLY_SUBSCRIPTION: &str = "subscription { agentTaskUpdated { task { project { tasks(first: 100) { edges { node { project { tasks(first: 100) { totalCount } } } } } } } } }";
+
+/// A subscription refused by validation (over the cost limit, or naming an unknown
+/// field) gets its error over the WebSocket and costs no database work: its set-up
+/// transaction opens only once it passed validation, as an operation's does. A valid
+/// one still reaches its set-up, and one with a token starts and delivers.
+#[tokio::test]
+async fn a_subscription_refused_by_validation_does_no_database_work() {
+    let app = TestApp::postgres().await;
+    // Anonymous: the socket itself does no database work (no session to watch).
+    let mut ws = app.websocket("graphql-transport-ws", json!({})).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let mut ask = async |id: &str, query: &str| {
+        let before = app.state.db.round_trips();
+        ws.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query } }))
+            .await;
+        let answer = ws.next().await.expect("an answer");
+        assert_eq!(answer["id"], id, "{answer}");
+        (answer, app.state.db.round_trips() - before)
+    };
+    for (id, query, says) in [
+        ("1", COSTLY_SUBSCRIPTION, "FLASHFUSION_MAX_COST"),
+        (
+            "2",
+            "subscription { notificationAdded { nope } }",
+            "Unknown field \"nope\"",
+        ),
+    ] {
+        let (answer, round_trips) = ask(id, query).await;
+        // Refused before it ran: an `error` message, whose payload is the errors.
+        assert_eq!(answer["type"], "error", "{answer}");
+        let error = &answer["payload"][0];
+        assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{answer}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{message}");
+        assert_eq!(
+            round_trips, 0,
+            "a refused subscription reached the database"
+        );
+    }
+    // Valid, it is set up in a transaction, where its field refuses an anonymous caller.
+    let (answer, round_trips) = ask("3", "subscription { notificationAdded { cursor } }").await;
+    assert_eq!(
+        answer["payload"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{answer}"
+    );
+    assert!(round_trips > 0, "a valid subscription was never set up");
+    // With a token, it starts and delivers.
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let (admin, _) = app.admin("root@example.com").await;
+    let mut ws = app
+        .websocket(
+            "graphql-transport-ws",
+            json!({ "Authorization": format!("Bearer {}", ada.token()) }),
+        )
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let live = app.state.fanout.live();
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": {
+        "query": "subscription { notificationAdded { notification { title } } }" } }))
+        .await;
+    tokio::time::timeout(TIMEOUT, async {
+        while app.state.fanout.live() == live {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the subscription never started");
+    let created = admin
+        .graphql(
+            "mutation($i: CreateNotificationInput!) { createNotification(input: $i) { notificationId } }",
+            json!({ "i": { "userId": ada_id, "kind": "test", "title": "hello" } }),
+        )
+        .await;
+    assert!(created["errors"].is_null(), "{created}");
+    let event = ws.next().await.expect("an event");
+    assert_eq!(
+        event["payload"]["data"]["notificationAdded"]["notification"]["title"], "hello",
+        "{event}"
+    );
 }
 
 /// An app on Postgres whose callers may run `burst` operations, then none for an

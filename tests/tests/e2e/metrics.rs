@@ -567,6 +567,16 @@ async fn an_operation_over_the_rate_limit_is_counted_as_one() {
         refused["payload"][0]["extensions"]["code"], "RATE_LIMITED",
         "{refused}"
     );
+    ws.send(json!({ "id": "2", "type": "subscribe", "payload": {
+        "query": "subscription Watch { notificationAdded { cursor } }",
+        "operationName": "Watch",
+    } }))
+    .await;
+    let refused = ws.next().await.expect("an answer");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
     let growth = Growth {
         before,
         after: Scrape::of(&client).await,
@@ -586,10 +596,18 @@ async fn an_operation_over_the_rate_limit_is_counted_as_one() {
     );
     assert_eq!(
         growth.of(OPERATIONS, &[("transport", "websocket"), limited]),
-        1.0
+        2.0
     );
-    assert_eq!(growth.of(OPERATIONS, &[]), 2.0);
-    assert_eq!(growth.of(ERRORS, &[("code", "RATE_LIMITED")]), 2.0);
+    assert_eq!(
+        growth.of(
+            OPERATIONS,
+            &[("operation", "Watch"), ("transport", "websocket"), limited]
+        ),
+        1.0,
+        "a subscription over the limit is counted too"
+    );
+    assert_eq!(growth.of(OPERATIONS, &[]), 3.0);
+    assert_eq!(growth.of(ERRORS, &[("code", "RATE_LIMITED")]), 3.0);
     assert_eq!(
         growth.of(REFUSALS, &[]),
         0.0,

@@ -1,8 +1,8 @@
 //! Subscriptions end to end, over real WebSockets speaking graphql-transport-ws: events
 //! arrive in order, only to those who may read the row, resume with `after` with no
 //! gap and no duplicate (also across transactions committing in reverse order and a
-//! dropped LISTEN connection), cross replicas, and a subscriber that never reads does
-//! not hold the others back.
+//! dropped LISTEN connection), cross replicas, a subscriber that never reads does not
+//! hold the others back, and each set-up is counted in `/metrics` as an operation.
 
 use std::time::Duration;
 
@@ -555,4 +555,72 @@ async fn identical_subscriptions_share_one_execution(app: TestApp) {
     let after = event(&mut second, "notificationAdded").await;
     assert_eq!(after["notification"]["title"], "after");
     assert_eq!(app.state.fanout.running(), 2);
+}
+
+/// The value of `series` (a metric's name and labels as `/metrics` prints them) in one
+/// scrape; 0 when it has no sample yet.
+async fn scraped(app: &TestApp, series: &str) -> f64 {
+    let response = app
+        .anonymous()
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a value"))
+}
+
+/// A subscription's set-up counts in `/metrics` as an operation of its name, type
+/// `subscription` and transport `websocket`: `ok` once its feed started, `errors` when
+/// its field refused it (an anonymous caller) or validation did, its errors by code; a
+/// document that does not parse is counted as over HTTP (type `unknown`).
+#[tokio::test]
+async fn subscription_set_ups_are_counted_in_the_metrics() {
+    const FEED: &str = "subscription Feed { notificationAdded { cursor } }";
+    let app = TestApp::postgres().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let operations = |outcome: &str| {
+        format!(
+            "flashfusion_graphql_operations_total{{operation=\"Feed\",operation_type=\"subscription\",transport=\"websocket\",outcome=\"{outcome}\"}}"
+        )
+    };
+    let errors = |code: &str| format!("flashfusion_graphql_errors_total{{code=\"{code}\"}}");
+    let set_ups = "flashfusion_graphql_operation_duration_seconds_count{operation_type=\"subscription\",transport=\"websocket\"}";
+    let unparsed = "flashfusion_graphql_operations_total{operation=\"anonymous\",operation_type=\"unknown\",transport=\"websocket\",outcome=\"bad_request\"}";
+    let series = [
+        operations("ok"),
+        operations("errors"),
+        errors("UNAUTHENTICATED"),
+        errors("BAD_USER_INPUT"),
+        set_ups.to_owned(),
+        unparsed.to_owned(),
+    ];
+    let mut before = Vec::new();
+    for series in &series {
+        before.push(scraped(&app, series).await);
+    }
+
+    let _started = subscribe(&app, ada.token(), FEED, json!({})).await;
+    let mut anonymous = ask(&app, "", FEED, json!({})).await;
+    assert_eq!(refusal(&mut anonymous).await, "UNAUTHENTICATED");
+    let mut invalid = ask(
+        &app,
+        ada.token(),
+        "subscription Feed { notificationAdded { nope } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(refusal(&mut invalid).await, "BAD_USER_INPUT");
+    // Refused before its operation is known, as over HTTP.
+    let mut unparsable = ask(&app, ada.token(), "subscription Feed {", json!({})).await;
+    assert_eq!(refusal(&mut unparsable).await, "BAD_USER_INPUT");
+
+    let mut counted = Vec::new();
+    for (series, before) in series.iter().zip(before) {
+        counted.push(scraped(&app, series).await - before);
+    }
+    assert_eq!(counted, [1.0, 2.0, 1.0, 2.0, 3.0, 1.0], "{series:?}");
 }
