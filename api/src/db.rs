@@ -476,7 +476,9 @@ async fn session_is_current(
 /// switches to the caller), on SQLite sea-orm's own. Statements run on it through
 /// [`ConnectionTrait`], like on any sea-orm connection.
 pub enum Tx {
+    /// Opened by `BEGIN; SELECT flashfusion_act_as_or_refuse(..)` in one query.
     Postgres(PgTx),
+    /// sea-orm's, opened by its own `BEGIN` (`BEGIN IMMEDIATE` for writers).
     Sqlite(DatabaseTransaction),
 }
 
