@@ -8,9 +8,14 @@
 //! statement (revocations, the account and its role). This module must never hand out
 //! the bare pool to request code.
 //!
-//! An operation's round trips: `BEGIN` (sea-orm sends it alone; it has no way to send a
-//! custom one), the statement above, the work, `COMMIT`. The pool does not ping a
-//! connection it hands out unless the connection sat idle for [`PING_AFTER_IDLE`].
+//! An operation's round trips on Postgres: `BEGIN; SELECT flashfusion_act_as_or_refuse(..)`
+//! as one simple query (a [`PgTx`]: sea-orm cannot send a custom `BEGIN`; a session that
+//! may no longer act fails it with SQLSTATE `ZF001`), the work, `COMMIT`. On SQLite
+//! sea-orm's transaction: `BEGIN`, the session check when there is a token, the work,
+//! `COMMIT`. The pool does not ping a connection it hands out unless the connection sat
+//! idle for [`PING_AFTER_IDLE`].
+
+mod pg_tx;
 
 use std::{
     sync::{
@@ -26,11 +31,14 @@ use futures_util::future::BoxFuture;
 use migration::{Migrator, MigratorTrait, roles};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect, QueryTrait, RuntimeErr,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, ExecResult, QueryFilter, QueryResult, QuerySelect,
+    QueryTrait, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
     sea_query::{Expr, ExprTrait, Query},
+    sqlx::error::DatabaseError,
 };
 use uuid::Uuid;
+
+use self::pg_tx::{PgTx, literal};
 
 use crate::{
     auth::{Identity, Role, Session},
@@ -75,11 +83,12 @@ impl SchemaStatus {
 #[derive(Debug, Clone)]
 pub struct Database {
     conn: DatabaseConnection,
-    /// SQL statements run so far (BEGIN/COMMIT excluded), for metrics and for tests
-    /// that prove nested fields are batched.
+    /// SQL statements run so far (BEGIN/COMMIT excluded; the query that opens a
+    /// Postgres request transaction counts as one), for metrics and for tests that
+    /// prove nested fields are batched.
     statements: Arc<AtomicU64>,
-    /// `BEGIN`s, `COMMIT`s and `ROLLBACK`s of request transactions so far, which
-    /// sea-orm does not report as statements.
+    /// `BEGIN`s sent alone (SQLite), `COMMIT`s and `ROLLBACK`s of request transactions
+    /// so far, which are not counted as statements.
     transaction_ends: Arc<AtomicU64>,
     /// Postgres' `statement_timeout` in every transaction [`Database::begin`] and
     /// [`Database::begin_session`] open; `None` leaves the server's.
@@ -142,9 +151,10 @@ impl Database {
         self.statements.load(Ordering::Relaxed)
     }
 
-    /// How many round trips request transactions have made: their statements plus
-    /// each one's `BEGIN` and its `COMMIT` or `ROLLBACK` through [`RequestTx::finish`]
-    /// (one dropped unfinished, a cancelled operation's, rolls back uncounted).
+    /// How many round trips request transactions have made: their statements (on
+    /// Postgres the opening query, `BEGIN` included, is one) plus a `BEGIN` sent alone
+    /// (SQLite) and each `COMMIT` or `ROLLBACK` (one dropped unfinished, a cancelled
+    /// operation's, rolls back uncounted).
     pub fn round_trips(&self) -> u64 {
         self.statements_executed() + self.transaction_ends.load(Ordering::Relaxed)
     }
@@ -248,8 +258,9 @@ impl Database {
     /// Opens a transaction acting as `identity`, with no session to check (anonymous
     /// callers, the gateway's own service work). See [`Database::begin_session`].
     pub async fn begin(&self, identity: &Identity, read_only: bool) -> ApiResult<RequestTx> {
-        let (tx, _) = self.open(identity, read_only, None).await?;
-        Ok(tx)
+        self.open(identity, read_only, None)
+            .await?
+            .ok_or_else(|| ApiError::bug("a transaction with no session to check was refused"))
     }
 
     /// Opens the transaction of an operation presenting `session`, acting as its
@@ -261,80 +272,97 @@ impl Database {
         session: &Session,
         read_only: bool,
     ) -> ApiResult<Option<RequestTx>> {
-        let (tx, current) = self
-            .open(
-                &session.identity(),
-                read_only,
-                Some(session.revocation_ids()),
-            )
-            .await?;
-        if current {
-            return Ok(Some(tx));
-        }
-        // Nothing was written; a failed rollback only means the connection is gone.
-        let _ = tx.finish(false).await;
-        Ok(None)
+        self.open(
+            &session.identity(),
+            read_only,
+            Some(session.revocation_ids()),
+        )
+        .await
     }
 
-    /// `BEGIN`, then one statement: on Postgres the role and settings are switched,
-    /// the transaction made read-only when `read_only` is set, and the session checked
-    /// when `revocation_ids` are given; on SQLite (no roles) only the check runs, and a
-    /// writing transaction takes the write lock at `BEGIN IMMEDIATE`, so concurrent
-    /// writers queue on the busy timeout instead of failing when a deferred
-    /// transaction tries to upgrade its read lock. Returns whether the session is
-    /// current (`true` when none was given).
+    /// Opens a transaction as `identity`, checking the session when `revocation_ids`
+    /// are given; `None` (rolled back) when the session may no longer act.
+    ///
+    /// On Postgres one simple query ([`opening`]): `BEGIN`, then the role and settings
+    /// switched, the transaction made read-only when `read_only` is set, the session
+    /// checked, failing with `ZF001` if it may not act. On SQLite (no roles) sea-orm's
+    /// `BEGIN`, then only the check; a writing transaction takes the write lock at
+    /// `BEGIN IMMEDIATE`, so concurrent writers queue on the busy timeout instead of
+    /// failing when a deferred transaction tries to upgrade its read lock.
     async fn open(
         &self,
         identity: &Identity,
         read_only: bool,
         revocation_ids: Option<&[String]>,
-    ) -> ApiResult<(RequestTx, bool)> {
-        let is_postgres = self.backend() == DatabaseBackend::Postgres;
-        let options = TransactionOptions {
-            sqlite_transaction_mode: (!is_postgres && !read_only)
-                .then_some(SqliteTransactionMode::Immediate),
-            ..TransactionOptions::default()
-        };
-        let tx = RequestTx::new(
-            self.conn.begin_with_options(options).await?,
-            is_postgres,
-            self.transaction_ends.clone(),
-        );
-        let current = if is_postgres {
+    ) -> ApiResult<Option<RequestTx>> {
+        let ends = self.transaction_ends.clone();
+        if self.backend() == DatabaseBackend::Postgres {
             let settings = Settings {
                 read_only,
                 revocation_ids,
                 statement_timeout: self.statement_timeout,
             };
-            act_as(tx.conn(), identity, settings).await?
-        } else {
-            match revocation_ids {
-                Some(ids) => session_is_current(tx.conn(), identity, ids).await?,
-                None => true,
-            }
+            let sql = opening(identity, &settings)?;
+            let pool = self.conn.get_postgres_connection_pool();
+            return match PgTx::begin(pool, sql, self.statements.clone()).await {
+                Ok(tx) => Ok(Some(RequestTx::new(Tx::Postgres(tx), ends))),
+                Err(err) if has_code(&err, SESSION_REFUSED) => {
+                    // PgTx rolled it back, one round trip.
+                    ends.fetch_add(1, Ordering::Relaxed);
+                    Ok(None)
+                }
+                Err(err) => Err(err.into()),
+            };
+        }
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (!read_only).then_some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
         };
-        Ok((tx, current))
+        let tx = self.conn.begin_with_options(options).await?;
+        ends.fetch_add(1, Ordering::Relaxed);
+        let tx = RequestTx::new(Tx::Sqlite(tx), ends);
+        if let Some(ids) = revocation_ids
+            && !session_is_current(tx.conn(), identity, ids).await?
+        {
+            // Nothing was written; a failed rollback only means the connection is gone.
+            let _ = tx.finish(false).await;
+            return Ok(None);
+        }
+        Ok(Some(tx))
     }
+}
+
+/// The SQLSTATE with which `flashfusion_act_as_or_refuse` (migration
+/// m20261126_000012) refuses a session that may no longer act.
+const SESSION_REFUSED: &str = "ZF001";
+
+/// The database's own error in `err`, if it is one.
+fn database_error(err: &DbErr) -> Option<&dyn DatabaseError> {
+    let (DbErr::Exec(RuntimeErr::SqlxError(err))
+    | DbErr::Query(RuntimeErr::SqlxError(err))
+    | DbErr::Conn(RuntimeErr::SqlxError(err))) = err
+    else {
+        return None;
+    };
+    err.as_database_error()
+}
+
+/// Whether `err` is the database's error with SQLSTATE `code`.
+fn has_code(err: &DbErr, code: &str) -> bool {
+    database_error(err).and_then(DatabaseError::code).as_deref() == Some(code)
 }
 
 /// Whether `err` says the function or table does not exist (Postgres `42883`
 /// undefined_function, `42P01` undefined_table; SQLite "no such table").
 fn is_undefined(err: &DbErr) -> bool {
-    let (DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err))) = err
-    else {
-        return false;
-    };
-    err.as_database_error().is_some_and(|db| {
-        db.code()
-            .is_some_and(|code| code == "42883" || code == "42P01")
-            || db.message().starts_with("no such table")
-    })
+    has_code(err, "42883")
+        || has_code(err, "42P01")
+        || database_error(err).is_some_and(|db| db.message().starts_with("no such table"))
 }
 
-/// What [`act_as`] sets besides the identity.
-#[derive(Default)]
+/// What the opening query sets besides the identity.
 struct Settings<'a> {
-    /// Make the transaction read-only (allowed at any point).
+    /// Make the transaction read-only.
     read_only: bool,
     /// Check that the session holding these is current.
     revocation_ids: Option<&'a [String]>,
@@ -342,21 +370,8 @@ struct Settings<'a> {
     statement_timeout: Option<Duration>,
 }
 
-/// Switches the role and `app.*` settings of `tx` to `identity`, for this transaction
-/// only, in one statement (`flashfusion_act_as`, migration m20261126_000010, and
-/// `set_config('statement_timeout', .., true)` beside it when one is given). Given
-/// revocation ids, also returns whether the session is current, checked as the caller
-/// after the switch; `true` otherwise.
-async fn act_as(
-    tx: &DatabaseTransaction,
-    identity: &Identity,
-    settings: Settings<'_>,
-) -> ApiResult<bool> {
-    let Settings {
-        read_only,
-        revocation_ids,
-        statement_timeout,
-    } = settings;
+/// The Postgres role, `app.user_id` and `app.role` of `identity`.
+fn database_identity(identity: &Identity) -> (&'static str, String, &'static str) {
     let (pg_role, app_role) = match identity.role() {
         None => (roles::ANON, "anon"),
         Some(Role::User) => (roles::AUTHENTICATED, "user"),
@@ -367,33 +382,55 @@ async fn act_as(
         .user_id()
         .map(|id| id.to_string())
         .unwrap_or_default();
-    let ids = revocation_ids.map(|ids| serde_json::Value::from(ids.to_vec()));
-    // `set_config` with `is_local` lasts until the transaction ends, like the role; a
-    // timeout of 0 would mean none, so it is at least 1 ms.
-    let timeout_ms =
-        statement_timeout.map(|t| t.as_millis().clamp(1, i32::MAX as u128).to_string());
-    let sql = if timeout_ms.is_some() {
-        "select flashfusion_act_as($1, $2, $3, $4, $5), set_config('statement_timeout', $6, true)"
-    } else {
-        "select flashfusion_act_as($1, $2, $3, $4, $5)"
+    (pg_role, user_id, app_role)
+}
+
+/// The simple query that opens a Postgres transaction as `identity`: `BEGIN`, then
+/// `flashfusion_act_as_or_refuse` (migration m20261126_000012; the switch for this
+/// transaction only, and the session check, as the caller, when there are revocation
+/// ids) and `set_config('statement_timeout', .., true)` beside it when one is given.
+/// A simple query binds no parameters: every value is inlined by [`literal`].
+fn opening(identity: &Identity, settings: &Settings<'_>) -> ApiResult<String> {
+    let (pg_role, user_id, app_role) = database_identity(identity);
+    let quote =
+        |text: &str| literal(text).ok_or_else(|| ApiError::bug("a NUL in the opening query"));
+    let ids = match settings.revocation_ids {
+        Some(ids) => format!(
+            "{}::jsonb",
+            quote(&serde_json::Value::from(ids).to_string())?
+        ),
+        None => "null".to_owned(),
     };
-    let mut values = vec![
-        pg_role.into(),
-        user_id.into(),
-        app_role.into(),
-        read_only.into(),
-        ids.into(),
-    ];
-    values.extend(timeout_ms.map(Into::into));
-    let row = tx
-        .query_one_raw(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?
-        .ok_or_else(|| ApiError::bug("flashfusion_act_as returned no row"))?;
-    Ok(row.try_get_by_index(0)?)
+    let mut sql = format!(
+        "BEGIN; SELECT flashfusion_act_as_or_refuse({}, {}, {}, {}, {ids})",
+        quote(pg_role)?,
+        quote(&user_id)?,
+        quote(app_role)?,
+        settings.read_only,
+    );
+    if let Some(limit) = settings.statement_timeout {
+        // `set_config` with `is_local` lasts until the transaction ends, like the
+        // role; a timeout of 0 would mean none, so it is at least 1 ms.
+        let ms = limit.as_millis().clamp(1, i32::MAX as u128).to_string();
+        sql.push_str(&format!(
+            ", set_config('statement_timeout', {}, true)",
+            quote(&ms)?
+        ));
+    }
+    Ok(sql)
+}
+
+/// Switches the role and `app.*` settings of the open transaction `tx` to `identity`
+/// for the rest of the transaction (`flashfusion_act_as`, migration m20261126_000010).
+async fn act_as(tx: &Tx, identity: &Identity) -> ApiResult<()> {
+    let (pg_role, user_id, app_role) = database_identity(identity);
+    tx.execute_raw(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        "select flashfusion_act_as($1, $2, $3, false, null)",
+        [pg_role.into(), user_id.into(), app_role.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Whether the session of `identity` holding `revocation_ids` may still act, in one
@@ -435,23 +472,76 @@ async fn session_is_current(
     Ok(row.try_get_by_index(0)?)
 }
 
+/// An open request transaction: on Postgres a [`PgTx`] (opened by the query that
+/// switches to the caller), on SQLite sea-orm's own. Statements run on it through
+/// [`ConnectionTrait`], like on any sea-orm connection.
+pub enum Tx {
+    /// Opened by `BEGIN; SELECT flashfusion_act_as_or_refuse(..)` in one query.
+    Postgres(PgTx),
+    /// sea-orm's, opened by its own `BEGIN` (`BEGIN IMMEDIATE` for writers).
+    Sqlite(DatabaseTransaction),
+}
+
+impl Tx {
+    /// Commits when `success`, rolls back otherwise.
+    async fn end(self, success: bool) -> Result<(), DbErr> {
+        match (self, success) {
+            (Self::Postgres(tx), true) => tx.commit().await,
+            (Self::Postgres(tx), false) => tx.rollback().await,
+            (Self::Sqlite(tx), true) => tx.commit().await,
+            (Self::Sqlite(tx), false) => tx.rollback().await,
+        }
+    }
+}
+
+/// `$call` on whichever transaction `$tx` holds (`ConnectionTrait` has generic methods,
+/// so it cannot be a trait object).
+macro_rules! on_either {
+    ($tx:expr, $inner:ident => $call:expr) => {
+        match $tx {
+            Tx::Postgres($inner) => $call,
+            Tx::Sqlite($inner) => $call,
+        }
+    };
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Tx {
+    fn get_database_backend(&self) -> DatabaseBackend {
+        on_either!(self, tx => tx.get_database_backend())
+    }
+
+    async fn execute_raw(&self, statement: Statement) -> Result<ExecResult, DbErr> {
+        on_either!(self, tx => tx.execute_raw(statement).await)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        on_either!(self, tx => tx.execute_unprepared(sql).await)
+    }
+
+    async fn query_one_raw(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+        on_either!(self, tx => tx.query_one_raw(statement).await)
+    }
+
+    async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        on_either!(self, tx => tx.query_all_raw(statement).await)
+    }
+}
+
 /// The transaction of one GraphQL operation. The pipeline owns the only strong
 /// reference; resolvers and DataLoaders get a [`TxRef`], so nothing can keep the
 /// transaction alive past the response and `finish` can always commit.
 pub struct RequestTx {
-    tx: Arc<DatabaseTransaction>,
-    is_postgres: bool,
-    /// [`Database::round_trips`]' count of `BEGIN`s and transaction ends.
+    tx: Arc<Tx>,
+    /// [`Database::round_trips`]' count of transaction ends.
     transaction_ends: Arc<AtomicU64>,
 }
 
 impl RequestTx {
-    /// Wraps a transaction that has just sent its `BEGIN`.
-    fn new(tx: DatabaseTransaction, is_postgres: bool, transaction_ends: Arc<AtomicU64>) -> Self {
-        transaction_ends.fetch_add(1, Ordering::Relaxed);
+    /// Wraps a transaction that has just opened.
+    fn new(tx: Tx, transaction_ends: Arc<AtomicU64>) -> Self {
         Self {
             tx: Arc::new(tx),
-            is_postgres,
             transaction_ends,
         }
     }
@@ -460,12 +550,16 @@ impl RequestTx {
     pub fn handle(&self) -> TxRef {
         TxRef {
             slot: Arc::new(Mutex::new(Arc::downgrade(&self.tx))),
-            is_postgres: self.is_postgres,
+            is_postgres: self.is_postgres(),
         }
     }
 
+    fn is_postgres(&self) -> bool {
+        matches!(*self.tx, Tx::Postgres(_))
+    }
+
     /// The transaction, for the pipeline's own statements.
-    pub fn conn(&self) -> &DatabaseTransaction {
+    pub fn conn(&self) -> &Tx {
         &self.tx
     }
 
@@ -474,12 +568,7 @@ impl RequestTx {
         let tx = Arc::try_unwrap(self.tx)
             .map_err(|_| ApiError::bug("the request transaction outlived its operation"))?;
         self.transaction_ends.fetch_add(1, Ordering::Relaxed);
-        if success {
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(())
+        Ok(tx.end(success).await?)
     }
 }
 
@@ -488,13 +577,13 @@ impl RequestTx {
 /// own short transaction ([`TxRef::rebind`]).
 #[derive(Clone)]
 pub struct TxRef {
-    slot: Arc<Mutex<Weak<DatabaseTransaction>>>,
+    slot: Arc<Mutex<Weak<Tx>>>,
     is_postgres: bool,
 }
 
 impl TxRef {
     /// The live transaction; fails only if used after the operation ended.
-    pub fn get(&self) -> ApiResult<Arc<DatabaseTransaction>> {
+    pub fn get(&self) -> ApiResult<Arc<Tx>> {
         self.slot
             .lock()
             .ok()
@@ -514,7 +603,7 @@ impl TxRef {
     /// anyone is signed in.
     pub async fn act_as(&self, identity: &Identity) -> ApiResult<()> {
         if self.is_postgres {
-            act_as(&*self.get()?, identity, Settings::default()).await?;
+            act_as(&*self.get()?, identity).await?;
         }
         Ok(())
     }

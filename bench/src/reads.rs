@@ -11,7 +11,9 @@
 //!    the read query, rotating over the tokens; requests per second, p50, p99, and the
 //!    gateway's CPU time per request from `/proc`.
 //! 3. **pgbench** ([`pgbench`]), when installed, at the same client counts: (a) the
-//!    statements captured in 1, parameters inlined, one per line; (b) the one-round-trip
+//!    statements captured in 1, parameters inlined, one per line, those the gateway sent
+//!    in one simple query joined by `\;` into one round trip as it sent them; (b) the
+//!    one-round-trip
 //!    floor, `BEGIN; set_config(...); <the page with count(*) over ()>; COMMIT` as one
 //!    compound statement. Their transactions per second and the gateway's ratio to each.
 //! 4. **Start to ready on SQLite**: a gateway on a fresh SQLite file, timed until
@@ -42,6 +44,7 @@ use self::{
     figures::{Figures, Replay, StartUp},
     load::Load,
     proxy::{Capture, Proxy},
+    sql::Statement,
 };
 use crate::{
     database::BenchDb,
@@ -292,12 +295,7 @@ async fn replay(
     let Some(pgbench) = pgbench::find() else {
         return Ok(Replay::Skipped("pgbench is not installed".to_owned()));
     };
-    let replay_script = match read
-        .statements
-        .iter()
-        .map(|statement| statement.inlined().map(|line| format!("{line};\n")))
-        .collect::<anyhow::Result<String>>()
-    {
+    let replay_script = match replay_script(&read.statements) {
         Ok(script) => script,
         Err(err) => {
             return Ok(Replay::Skipped(format!(
@@ -323,6 +321,23 @@ async fn replay(
         floor_tps: floors,
         floor_script,
     })
+}
+
+/// `statements` as a pgbench script: one per line, except that those the gateway sent
+/// in one simple query are joined by `\;` (which pgbench sends in one query, as the
+/// gateway did).
+fn replay_script(statements: &[Statement]) -> anyhow::Result<String> {
+    let mut script = String::new();
+    for statement in statements {
+        if statement.same_query_as_previous {
+            script.push_str(" \\; ");
+        } else if !script.is_empty() {
+            script.push_str(";\n");
+        }
+        script.push_str(&statement.inlined()?);
+    }
+    script.push_str(";\n");
+    Ok(script)
 }
 
 /// The one-round-trip floor of the read for `user`: one compound statement (`\;` keeps
@@ -356,4 +371,26 @@ async fn sqlite_start_up(root: &RootKey, runs: usize) -> anyhow::Result<StartUp>
         gateway.stop().await?;
     }
     Ok(StartUp { times })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_sent_in_one_query_are_replayed_in_one() {
+        let statement = |sql: &str, same_query_as_previous| Statement {
+            sql: sql.to_owned(),
+            same_query_as_previous,
+            ..Statement::default()
+        };
+        let script = replay_script(&[
+            statement("BEGIN", false),
+            statement("select 1", true),
+            statement("select 2", false),
+            statement("COMMIT", false),
+        ])
+        .expect("a script");
+        assert_eq!(script, "BEGIN \\; select 1;\nselect 2;\nCOMMIT;\n");
+    }
 }

@@ -15,12 +15,11 @@ use std::{
 };
 
 use async_graphql::Context;
-use sea_orm::DatabaseTransaction;
 use uuid::Uuid;
 
 use crate::{
     auth::{Identity, Operation, Resource, Session},
-    db::TxRef,
+    db::{Tx, TxRef},
     error::{ApiError, ApiResult},
     state::AppState,
 };
@@ -154,7 +153,7 @@ impl RequestContext {
     }
 
     /// The operation's transaction.
-    pub fn tx(&self) -> ApiResult<Arc<DatabaseTransaction>> {
+    pub fn tx(&self) -> ApiResult<Arc<Tx>> {
         self.tx.get()
     }
 

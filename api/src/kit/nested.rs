@@ -12,8 +12,8 @@ use std::{collections::HashMap, future::Future, hash::Hash, marker::PhantomData,
 
 use async_graphql::{Context, OutputType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult, IdenStatic,
-    PartialModelTrait, QueryFilter, Select,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic, PartialModelTrait,
+    QueryFilter, Select,
 };
 use tokio::sync::{Mutex, OnceCell};
 use uuid::Uuid;
@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     auth::Identity,
-    db::TxRef,
+    db::{Tx, TxRef},
     error::{ApiError, ApiResult},
 };
 
@@ -59,7 +59,7 @@ pub trait ChildList: Send + Sync + 'static {
     /// The nodes of rows loaded for many parents at once, in order: the place to batch
     /// what every node shows (a task's agent). By default each row converts alone.
     fn nodes(
-        _db: &DatabaseTransaction,
+        _db: &Tx,
         _identity: Identity,
         rows: Vec<<Self::Entity as EntityTrait>::Model>,
     ) -> impl Future<Output = ApiResult<Vec<Self::Node>>> + Send {

@@ -252,7 +252,12 @@ fn statements_block(capture: &Capture) -> String {
         let line = statement
             .inlined()
             .unwrap_or_else(|err| format!("{} -- parameters not shown: {err:#}", statement.sql));
-        out.push_str(&format!("-- {}\n{line};\n", n + 1));
+        let joined = if statement.same_query_as_previous {
+            format!(" (in the same query as {n})")
+        } else {
+            String::new()
+        };
+        out.push_str(&format!("-- {}{joined}\n{line};\n", n + 1));
     }
     out.push_str(&empty(capture.statements.len()));
     out.push_str("```\n");

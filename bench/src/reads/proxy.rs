@@ -199,42 +199,47 @@ impl Session {
     /// (the server will say what is wrong with it).
     fn observe(&mut self, tag: u8, body: &[u8], capture: &mut Capture) {
         let mut reader = Reader(body);
-        let _ = match tag {
-            b'Q' => reader.cstr().map(|sql| {
-                capture.round_trips += 1;
-                capture
-                    .statements
-                    .extend(split_simple_query(&sql).into_iter().map(|sql| Statement {
-                        sql,
-                        params: Vec::new(),
-                    }));
-            }),
-            b'P' => self.parse(&mut reader).map(|()| capture.parses += 1),
-            b'B' => self.bind(&mut reader),
-            b'E' => reader.cstr().map(|portal| {
-                let statement = self.portals.get(&portal).cloned().unwrap_or(Statement {
-                    sql: format!("<execute of unknown portal {portal:?}>"),
-                    params: Vec::new(),
-                });
-                capture.statements.push(statement);
-                self.executed = true;
-            }),
-            b'S' => {
-                capture.round_trips += 1;
-                if !std::mem::take(&mut self.executed) {
-                    capture.empty_round_trips.push(capture.statements.len());
+        let _ =
+            match tag {
+                b'Q' => reader.cstr().map(|sql| {
+                    capture.round_trips += 1;
+                    capture.statements.extend(
+                        split_simple_query(&sql)
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, sql)| Statement {
+                                sql,
+                                same_query_as_previous: i > 0,
+                                ..Statement::default()
+                            }),
+                    );
+                }),
+                b'P' => self.parse(&mut reader).map(|()| capture.parses += 1),
+                b'B' => self.bind(&mut reader),
+                b'E' => reader.cstr().map(|portal| {
+                    let statement = self.portals.get(&portal).cloned().unwrap_or(Statement {
+                        sql: format!("<execute of unknown portal {portal:?}>"),
+                        ..Statement::default()
+                    });
+                    capture.statements.push(statement);
+                    self.executed = true;
+                }),
+                b'S' => {
+                    capture.round_trips += 1;
+                    if !std::mem::take(&mut self.executed) {
+                        capture.empty_round_trips.push(capture.statements.len());
+                    }
+                    Some(())
                 }
-                Some(())
-            }
-            b'C' => reader.u8().zip(reader.cstr()).map(|(kind, name)| {
-                if kind == b'S' {
-                    self.prepared.remove(&name);
-                } else {
-                    self.portals.remove(&name);
-                }
-            }),
-            _ => Some(()),
-        };
+                b'C' => reader.u8().zip(reader.cstr()).map(|(kind, name)| {
+                    if kind == b'S' {
+                        self.prepared.remove(&name);
+                    } else {
+                        self.portals.remove(&name);
+                    }
+                }),
+                _ => Some(()),
+            };
     }
 
     fn parse(&mut self, reader: &mut Reader<'_>) -> Option<()> {
@@ -277,7 +282,14 @@ impl Session {
             || format!("<bind of unknown statement {name:?}>"),
             |p| p.sql.clone(),
         );
-        self.portals.insert(portal, Statement { sql, params });
+        self.portals.insert(
+            portal,
+            Statement {
+                sql,
+                params,
+                ..Statement::default()
+            },
+        );
         Some(())
     }
 }
@@ -331,5 +343,11 @@ mod tests {
             .map(|s| s.inlined().expect("inlines"))
             .collect();
         assert_eq!(sql, ["select '7'::int8", "BEGIN", "COMMIT"]);
+        let joined: Vec<bool> = capture
+            .statements
+            .iter()
+            .map(|s| s.same_query_as_previous)
+            .collect();
+        assert_eq!(joined, [false, false, true]);
     }
 }

@@ -7,12 +7,15 @@ use anyhow::{Context as _, bail};
 use chrono::NaiveDate;
 
 /// One statement the server received.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Statement {
     /// Its SQL text, with `$n` placeholders when it has parameters.
     pub sql: String,
     /// The values bound to `$1`, `$2`, ...
     pub params: Vec<Param>,
+    /// Whether it came in the same simple `Query` as the statement before it (one round
+    /// trip for both).
+    pub same_query_as_previous: bool,
 }
 
 /// One bound parameter.
@@ -335,6 +338,7 @@ mod tests {
                     value: None,
                 },
             ],
+            ..Statement::default()
         };
         assert_eq!(
             statement.inlined().expect("inlines"),

@@ -1,26 +1,42 @@
 //! What an operation costs the database, counted in round trips (`Database::round_trips`:
-//! every statement plus each transaction's `BEGIN` and `COMMIT`), and what the one
-//! statement that opens a transaction must keep: the caller's role and settings end with
-//! the transaction, and a token is checked against the database on every operation.
+//! every statement plus a `BEGIN` sent alone and each `COMMIT`), and what the query that
+//! opens a transaction must keep: the caller's role and settings end with the
+//! transaction, a transaction that does not finish leaves nothing behind, and a token is
+//! checked against the database on every operation.
 
-use flashfusion_api::auth::Role;
-use flashfusion_tests::{Client, TestApp, create_visible_project};
-use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+use std::{future::Future, time::Duration};
+
+use flashfusion_api::auth::{Identity, Role};
+use flashfusion_tests::{Client, TestApp, TestDb, create_visible_project};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
 use crate::code;
 
 on_both_backends!(
-    an_authenticated_read_costs_four_round_trips,
-    an_anonymous_read_costs_no_more,
+    an_authenticated_read_costs_three_round_trips_on_postgres,
+    an_anonymous_read_costs_three,
     a_token_revoked_between_two_requests_is_refused_on_the_second,
     a_demoted_admin_token_is_refused_on_its_next_operation,
 );
 
-/// `BEGIN`, the statement that switches to the caller and checks the session, the page
-/// with its count, `COMMIT`. (sea-orm sends `BEGIN` on its own: it cannot send a custom
-/// one that would carry the switch.)
-const READ_BUDGET: u64 = 4;
+/// The round trips of an authenticated read. Postgres: `BEGIN` with the statement that
+/// switches to the caller and checks the session (one simple query), the page with its
+/// count, `COMMIT`. SQLite: sea-orm's `BEGIN` alone, the session check, the page,
+/// `COMMIT`.
+fn read_budget(app: &TestApp) -> u64 {
+    match app.state.db.backend() {
+        DatabaseBackend::Postgres => 3,
+        _ => 4,
+    }
+}
+
+/// An anonymous read on either backend: the opening (no session to check), the page,
+/// `COMMIT`.
+const ANONYMOUS_READ_BUDGET: u64 = 3;
+
+/// How long a test waits for what it polls.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 const MINE: &str =
     "{ myProjects(first: 20) { totalCount edges { cursor node { id name status visibility } } } }";
@@ -46,7 +62,7 @@ fn total_count(response: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no totalCount: {response}"))
 }
 
-async fn an_authenticated_read_costs_four_round_trips(app: TestApp) {
+async fn an_authenticated_read_costs_three_round_trips_on_postgres(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     for i in 0..3 {
         create_visible_project(&ada, &format!("p{i}"), "PRIVATE").await;
@@ -54,7 +70,7 @@ async fn an_authenticated_read_costs_four_round_trips(app: TestApp) {
     let (page, round_trips) = measured(&app, &ada, MINE).await;
     assert_eq!(total_count(&page, "myProjects"), 3, "{page}");
     assert!(
-        round_trips <= READ_BUDGET,
+        round_trips <= read_budget(&app),
         "an authenticated read took {round_trips} round trips: {page}"
     );
     let oldest = ada
@@ -75,13 +91,13 @@ async fn an_authenticated_read_costs_four_round_trips(app: TestApp) {
     assert_eq!(after["data"]["myProjects"]["edges"], json!([]), "{after}");
 }
 
-async fn an_anonymous_read_costs_no_more(app: TestApp) {
+async fn an_anonymous_read_costs_three(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     create_visible_project(&ada, "open", "PUBLIC").await;
     let (page, round_trips) = measured(&app, &app.anonymous(), PUBLIC).await;
     assert_eq!(total_count(&page, "publicProjects"), 1, "{page}");
     assert!(
-        round_trips <= READ_BUDGET,
+        round_trips <= ANONYMOUS_READ_BUDGET,
         "an anonymous read took {round_trips} round trips: {page}"
     );
     // Counted by the page's statement: a page of no rows still counts the list, and an
@@ -105,10 +121,10 @@ async fn a_mutation_stays_within_its_budget() {
         create_visible_project(&ada, &format!("site{i}"), "PRIVATE").await;
         round_trips = round_trips.min(app.state.db.round_trips() - before);
     }
-    // BEGIN, switch and check, the insert (returning the row), COMMIT; the fewest of
-    // three, as in `measured`.
+    // BEGIN with the switch and check, the insert (returning the row), COMMIT; the
+    // fewest of three, as in `measured`.
     assert!(
-        round_trips <= 4,
+        round_trips <= 3,
         "createProject took {round_trips} round trips"
     );
 }
@@ -165,20 +181,18 @@ async fn a_demoted_admin_token_is_refused_on_its_next_operation(app: TestApp) {
     assert_eq!(me["data"]["me"]["id"], admin_id, "{me}");
 }
 
-/// One pooled connection serves an authenticated request, then an anonymous one: the
-/// second sees nothing private, and between them the connection is back to its login
-/// role with no `app.*` setting and in read-write mode.
-#[tokio::test]
-async fn nothing_of_a_request_leaks_into_the_next_on_the_same_connection() {
-    let db = flashfusion_tests::TestDb::new().await;
+/// A gateway whose pool holds one connection, so each request reuses the previous
+/// one's.
+async fn one_connection_app() -> TestApp {
+    let db = TestDb::new().await;
     let url = db.url().to_owned();
-    let app = TestApp::start_with(url, Some(db), |config| config.db_max_connections = 1).await;
-    let (ada, ada_id) = app.user("ada@example.com").await;
-    create_visible_project(&ada, "secret", "PRIVATE").await;
-    let mine = ada.graphql(MINE, json!({})).await;
-    assert_eq!(total_count(&mine, "myProjects"), 1, "{mine}");
-    let public = app.anonymous().graphql(PUBLIC, json!({})).await;
-    assert_eq!(total_count(&public, "publicProjects"), 0, "{public}");
+    TestApp::start_with(url, Some(db), |config| config.db_max_connections = 1).await
+}
+
+/// Asserts that the pool's connection, outside any request, is back to its login role
+/// with no `app.*` setting, read-write and with the server's statement timeout (all of
+/// which a request's transaction changes).
+async fn assert_connection_is_clean(app: &TestApp) {
     let row = app
         .state
         .db
@@ -188,23 +202,157 @@ async fn nothing_of_a_request_leaks_into_the_next_on_the_same_connection() {
             "select current_user::text, session_user::text, \
              coalesce(current_setting('app.user_id', true), ''), \
              coalesce(current_setting('app.role', true), ''), \
-             current_setting('transaction_read_only')",
+             current_setting('transaction_read_only'), \
+             current_setting('statement_timeout')",
         ))
         .await
         .expect("query")
         .expect("row");
-    let got: (String, String, String, String, String) = (
+    let got: (String, String, String, String, String, String) = (
         row.try_get_by_index(0).expect("current_user"),
         row.try_get_by_index(1).expect("session_user"),
         row.try_get_by_index(2).expect("app.user_id"),
         row.try_get_by_index(3).expect("app.role"),
         row.try_get_by_index(4).expect("transaction_read_only"),
+        row.try_get_by_index(5).expect("statement_timeout"),
     );
     assert_eq!(got.0, got.1, "the role outlived its transaction");
-    assert_eq!(got.2, "", "app.user_id outlived its transaction ({ada_id})");
+    assert_eq!(got.2, "", "app.user_id outlived its transaction");
     assert_eq!(got.3, "", "app.role outlived its transaction");
     assert_eq!(got.4, "off", "read-only outlived its transaction");
+    assert_eq!(got.5, "0", "statement_timeout outlived its transaction");
+}
+
+/// One pooled connection serves an authenticated request, then an anonymous one: the
+/// second sees nothing private, and between them the connection is back to its login
+/// role with no `app.*` setting and in read-write mode.
+#[tokio::test]
+async fn nothing_of_a_request_leaks_into_the_next_on_the_same_connection() {
+    let app = one_connection_app().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    create_visible_project(&ada, "secret", "PRIVATE").await;
+    let mine = ada.graphql(MINE, json!({})).await;
+    assert_eq!(total_count(&mine, "myProjects"), 1, "{mine}");
+    let public = app.anonymous().graphql(PUBLIC, json!({})).await;
+    assert_eq!(total_count(&public, "publicProjects"), 0, "{public}");
+    assert_connection_is_clean(&app).await;
     // And the anonymous request really ran on that same connection after ada's.
     let again = app.anonymous().graphql(PUBLIC, json!({})).await;
     assert_eq!(total_count(&again, "publicProjects"), 0, "{again}");
+}
+
+/// A transaction dropped unfinished (a cancelled operation's) is rolled back before its
+/// connection serves anyone else: its write is gone and nothing of its caller remains.
+#[tokio::test]
+async fn a_transaction_dropped_unfinished_is_rolled_back_before_the_next_request() {
+    let app = one_connection_app().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let identity = Identity::user(ada_id.parse().expect("uuid"), Role::User);
+    let tx = app.state.db.begin(&identity, false).await.expect("begin");
+    tx.conn()
+        .execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "insert into projects (id, owner_id, name) values (gen_random_uuid(), $1, 'dropped')",
+            [identity.user_id().expect("an account").into()],
+        ))
+        .await
+        .expect("insert as ada");
+    drop(tx);
+    assert_connection_is_clean(&app).await;
+    let rows = app
+        .state
+        .db
+        .connection()
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "select count(*) from projects where name = 'dropped'",
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    assert_eq!(rows.try_get_by_index::<i64>(0).expect("count"), 0);
+    let mine = ada.graphql(MINE, json!({})).await;
+    assert_eq!(total_count(&mine, "myProjects"), 0, "{mine}");
+}
+
+/// An opening cancelled while the server runs it (here held by a lock on `users`, which
+/// the session check reads) does not hand its connection, maybe inside the transaction
+/// it began, to the next request.
+#[tokio::test]
+async fn an_opening_cancelled_in_flight_leaves_nothing_behind() {
+    let app = one_connection_app().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let session = app.state.tokens.verify(ada.token()).expect("a valid token");
+    let test_db = app.db.as_ref().expect("postgres");
+    let blocker = test_db.connect().await;
+    let lock = blocker.begin().await.expect("begin");
+    lock.execute_unprepared("lock table users in access exclusive mode")
+        .await
+        .expect("lock users");
+    let watcher = test_db.connect().await;
+    let opening = app.state.db.begin_session(&session, true);
+    tokio::select! {
+        opened = opening => panic!("opened through the lock: {}", opened.is_ok()),
+        () = eventually("the opening waits on the lock", || waiting_on_locks(&watcher)) => {}
+    }
+    lock.commit().await.expect("release the lock");
+    assert_connection_is_clean(&app).await;
+    let mine = ada.graphql(MINE, json!({})).await;
+    assert_eq!(total_count(&mine, "myProjects"), 0, "{mine}");
+}
+
+/// A session refused by the opening query (which fails) costs that query and a
+/// `ROLLBACK`, and leaves the connection clean for the next request.
+#[tokio::test]
+async fn a_refused_session_leaves_the_connection_clean() {
+    let app = one_connection_app().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let session = app.state.tokens.verify(ada.token()).expect("a valid token");
+    for id in session.revocation_ids() {
+        app.state
+            .db
+            .connection()
+            .execute_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "insert into revoked_tokens (revocation_id) values ($1)",
+                [id.clone().into()],
+            ))
+            .await
+            .expect("revoke");
+    }
+    let before = app.state.db.round_trips();
+    let refused = ada.graphql(MINE, json!({})).await;
+    let round_trips = app.state.db.round_trips() - before;
+    assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
+    assert!(round_trips <= 2, "a refusal took {round_trips} round trips");
+    assert_connection_is_clean(&app).await;
+    let public = app.anonymous().graphql(PUBLIC, json!({})).await;
+    assert_eq!(total_count(&public, "publicProjects"), 0, "{public}");
+}
+
+/// Whether a backend of this database waits on a lock.
+async fn waiting_on_locks(watcher: &impl ConnectionTrait) -> bool {
+    watcher
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "select count(*) from pg_stat_activity \
+             where datname = current_database() and wait_event_type = 'Lock'",
+        ))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+        .is_some_and(|waiting| waiting > 0)
+}
+
+/// Polls `check` (bounded by [`TIMEOUT`]) until it holds: a server-side state has no
+/// event to await.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let polled = tokio::time::timeout(TIMEOUT, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(polled.is_ok(), "{what}: not within {TIMEOUT:?}");
 }

@@ -10,12 +10,13 @@ use std::{
 
 use async_graphql::Context;
 use entity::agent_tasks::{self, AgentTaskStatus as DbStatus};
-use sea_orm::{DatabaseTransaction, Select};
+use sea_orm::Select;
 use uuid::Uuid;
 
 use super::{AgentTask, AgentTaskStatus, repo};
 use crate::{
     auth::Identity,
+    db::Tx,
     domains::catalog::Agent,
     error::ApiResult,
     kit::{
@@ -45,7 +46,7 @@ impl ChildList for ProjectTasks {
     }
 
     async fn nodes(
-        db: &DatabaseTransaction,
+        db: &Tx,
         identity: Identity,
         rows: Vec<agent_tasks::Model>,
     ) -> ApiResult<Vec<AgentTask>> {
