@@ -178,6 +178,9 @@ impl Observed {
     }
 }
 
+/// The type of the operation a request runs and its name (none for an anonymous one).
+type Found = (OperationType, Option<Name>);
+
 /// How a subscription's set-up ended.
 enum SetUp {
     /// The field started its feed: the response that came with it (a replayed event),
@@ -230,18 +233,53 @@ impl Gateway {
         transport: Transport,
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
-        if let Some(refused) =
-            self.rate_limit(&request, caller.as_ref(), client, transport, started)
-        {
-            return refused;
+        match self.check(&mut request, &caller, client, transport, started) {
+            Ok((operation_type, operation_name)) => {
+                self.run_found(
+                    request,
+                    (operation_type, operation_name),
+                    caller,
+                    client,
+                    transport,
+                    started,
+                )
+                .await
+            }
+            Err(refused) => *refused,
         }
-        let found = self
-            .admit(&mut request, &caller)
-            .and_then(|()| operation(&mut request));
-        let (operation_type, operation_name) = match found {
-            Ok(found) => found,
-            Err(err) => return self.refuse_unfound(&request, transport, started, err),
-        };
+    }
+
+    /// What every operation passes before its type is acted on, counted when refused:
+    /// the rate limit of `caller` at `client`, then [`Gateway::admit`], then finding
+    /// the operation the request names; its type and name.
+    fn check(
+        &self,
+        request: &mut Request,
+        caller: &Caller,
+        client: IpAddr,
+        transport: Transport,
+        started: Instant,
+    ) -> Result<Found, Box<(Response, Option<Refusal>)>> {
+        if let Some(refused) = self.rate_limit(request, caller.as_ref(), client, transport, started)
+        {
+            return Err(Box::new(refused));
+        }
+        self.admit(request, caller)
+            .and_then(|()| operation(request))
+            .map_err(|err| Box::new(self.refuse_unfound(request, transport, started, err)))
+    }
+
+    /// Runs a query or mutation that passed [`Gateway::check`], in its span, and counts
+    /// it once it ends.
+    async fn run_found(
+        &self,
+        request: Request,
+        (operation_type, operation_name): Found,
+        caller: Caller,
+        client: IpAddr,
+        transport: Transport,
+        started: Instant,
+    ) -> (Response, Option<Refusal>) {
         let observed = Observed::new(
             &self.state.metrics,
             started,
@@ -638,7 +676,7 @@ pub(crate) fn operation_type(request: &mut Request) -> Result<OperationType, Api
 
 /// The type and the name (none for an anonymous one) of the operation the request
 /// will run: its document names it even when the request has no `operationName`.
-fn operation(request: &mut Request) -> Result<(OperationType, Option<Name>), ApiError> {
+fn operation(request: &mut Request) -> Result<Found, ApiError> {
     let name = request.operation_name.clone();
     let document = request
         .parsed_query()
@@ -738,35 +776,19 @@ impl Gateway {
     ) -> BoxStream<'static, Arc<Delivery>> {
         let started = Instant::now();
         let gateway = self.clone();
-        let refused =
-            |(response, _): (Response, _)| stream::iter([Delivery::of(&response)]).boxed();
-        // Queries and mutations are checked by `run`; a subscription here.
-        let found = self
-            .admit(&mut request, &caller)
-            .and_then(|()| operation(&mut request));
-        match found {
-            Err(err) => {
-                return refused(self.refuse_unfound(&request, Transport::WebSocket, started, err));
-            }
-            Ok((OperationType::Subscription, name)) => {
-                if let Some(refusal) = self.rate_limit(
-                    &request,
-                    caller.as_ref(),
-                    client,
-                    Transport::WebSocket,
-                    started,
-                ) {
-                    return refused(refusal);
-                }
-                return stream::once(async move {
-                    gateway
-                        .subscribe(request, name, caller, client, started)
-                        .await
-                })
-                .flatten()
-                .boxed();
-            }
-            Ok(_) => {}
+        let transport = Transport::WebSocket;
+        let found = match self.check(&mut request, &caller, client, transport, started) {
+            Ok(found) => found,
+            Err(refused) => return stream::iter([Delivery::of(&refused.0)]).boxed(),
+        };
+        if let (OperationType::Subscription, name) = found {
+            return stream::once(async move {
+                gateway
+                    .subscribe(request, name, caller, client, started)
+                    .await
+            })
+            .flatten()
+            .boxed();
         }
         let limit = gateway.state.config.request_timeout;
         stream::once(async move {
@@ -774,7 +796,7 @@ impl Gateway {
             // applies here, and dropping the operation rolls its transaction back.
             let response = tokio::time::timeout(
                 limit,
-                gateway.run(request, caller, client, Transport::WebSocket),
+                gateway.run_found(request, found, caller, client, transport, started),
             )
             .await
             .map_or_else(|_| timed_out(limit), |(response, _)| response);
