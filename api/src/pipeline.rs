@@ -290,9 +290,18 @@ impl Gateway {
         );
         let span = observed.span.clone();
         async move {
-            let result = self
-                .run_checked(request, caller, client, transport, operation_type)
-                .await;
+            let checked = self.run_checked(request, caller, client, transport, operation_type);
+            let result = if transport == Transport::WebSocket {
+                // The HTTP timeout layer does not reach WebSocket operations; the same
+                // bound applies here, and dropping the operation rolls its transaction
+                // back.
+                let limit = self.state.config.request_timeout;
+                tokio::time::timeout(limit, checked)
+                    .await
+                    .unwrap_or_else(|_| (timed_out(limit), None))
+            } else {
+                checked.await
+            };
             observed.finish(
                 &self.state.metrics,
                 outcome_of(&result.0, result.1),
@@ -790,16 +799,10 @@ impl Gateway {
             .flatten()
             .boxed();
         }
-        let limit = gateway.state.config.request_timeout;
         stream::once(async move {
-            // The HTTP timeout layer does not reach WebSocket operations; the same bound
-            // applies here, and dropping the operation rolls its transaction back.
-            let response = tokio::time::timeout(
-                limit,
-                gateway.run_found(request, found, caller, client, transport, started),
-            )
-            .await
-            .map_or_else(|_| timed_out(limit), |(response, _)| response);
+            let (response, _) = gateway
+                .run_found(request, found, caller, client, transport, started)
+                .await;
             Delivery::of(&response)
         })
         .boxed()

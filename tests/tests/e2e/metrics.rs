@@ -541,6 +541,46 @@ async fn a_timeout_is_a_refusal_not_an_operation() {
 }
 
 #[tokio::test]
+async fn a_websocket_operation_cut_short_by_the_timeout_is_counted() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    let app = TestApp::start_with(url, Some(db), |config| {
+        config.request_timeout = Duration::from_millis(1);
+    })
+    .await;
+    let mut ws = app.websocket("graphql-transport-ws", json!({})).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let before = Scrape::of_state(&app);
+    // An argon2 hash outlasts a millisecond.
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": {
+        "query": "mutation Join { signUp(input: {email: \"ada@example.com\", password: \"correct horse\", displayName: \"Ada\"}) { token } }"
+    } }))
+    .await;
+    let answer = ws.next().await.expect("an answer");
+    assert_eq!(
+        answer["payload"][0]["extensions"]["code"], "INTERNAL",
+        "{answer}"
+    );
+    let growth = Growth {
+        before,
+        after: Scrape::of_state(&app),
+    };
+    assert_eq!(
+        growth.of(
+            OPERATIONS,
+            &[
+                ("operation", "Join"),
+                ("operation_type", "mutation"),
+                ("transport", "websocket"),
+                ("outcome", "errors")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(growth.of(ERRORS, &[("code", "INTERNAL")]), 1.0);
+}
+
+#[tokio::test]
 async fn an_operation_over_the_rate_limit_is_counted_as_one() {
     let db = TestDb::new().await;
     let url = db.url().to_owned();
