@@ -495,6 +495,7 @@ struct GetParameters {
     operation_name: Option<String>,
     variables: Option<String>,
     extensions: Option<String>,
+    document_id: Option<String>,
 }
 
 fn parse_query_string(uri: &axum::http::Uri) -> Result<Request, ApiError> {
@@ -514,22 +515,55 @@ fn parse_query_string(uri: &axum::http::Uri) -> Result<Request, ApiError> {
         "operationName": params.operation_name,
         "variables": json("variables", params.variables)?,
         "extensions": json("extensions", params.extensions)?,
+        "documentId": params.document_id,
     });
     graphql_request(value).map_err(bad)
 }
 
 /// A GraphQL request from its JSON form: an object with a `query` string (or, for a
-/// persisted query, only `extensions`), optional `operationName`, `variables` and
-/// `extensions`; a `null` counts as absent.
+/// persisted query, only `extensions` or `documentId`), optional `operationName`,
+/// `variables` and `extensions`; a `null` counts as absent.
 fn graphql_request(mut value: serde_json::Value) -> Result<Request, String> {
     let Some(object) = value.as_object_mut() else {
         return Err("not a GraphQL request (expected an object)".to_owned());
     };
     object.retain(|_, v| !v.is_null());
+    document_id_as_persisted(object)?;
     if !object.contains_key("query") && !object.contains_key("extensions") {
         return Err("not a GraphQL request (no query)".to_owned());
     }
     serde_json::from_value(value).map_err(|e| format!("not a GraphQL request ({e})"))
+}
+
+/// Turns a `documentId` of the form `sha256:<hex>` (the persisted documents of the
+/// GraphQL-over-HTTP specification's proposal) into the
+/// `extensions.persistedQuery.sha256Hash` that [`crate::documents`] resolves, so both
+/// spellings name a document the same way (the allow-list, or automatic persisted
+/// queries without one). Any other form of id is refused.
+fn document_id_as_persisted(
+    object: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    let Some(id) = object.remove("documentId") else {
+        return Ok(());
+    };
+    let hash = id
+        .as_str()
+        .and_then(|id| id.strip_prefix("sha256:"))
+        .ok_or("documentId: must be \"sha256:\" followed by the document's SHA-256 in hex")?;
+    let extensions = object
+        .entry("extensions")
+        .or_insert_with(|| serde_json::json!({}));
+    let Some(extensions) = extensions.as_object_mut() else {
+        return Err("extensions: must be an object".to_owned());
+    };
+    if extensions.contains_key("persistedQuery") {
+        return Err("send documentId or extensions.persistedQuery, not both".to_owned());
+    }
+    extensions.insert(
+        "persistedQuery".to_owned(),
+        serde_json::json!({ "version": 1, "sha256Hash": hash }),
+    );
+    Ok(())
 }
 
 async fn execute(

@@ -218,6 +218,37 @@ async fn automatic_persisted_queries(app: TestApp) {
     assert_eq!(code(&response), "BAD_USER_INPUT", "{response}");
     let (_, response) = client.post_json(persisted(&wrong, None)).await;
     assert_eq!(code(&response), "PERSISTED_QUERY_NOT_FOUND", "{response}");
+
+    // The GraphQL-over-HTTP spelling, `documentId`, names the same documents.
+    let document_id = format!("sha256:{hash}");
+    let (_, response) = client.post_json(json!({ "documentId": document_id })).await;
+    assert!(
+        response["data"]["agents"].is_array(),
+        "documentId: {response}"
+    );
+    let request = client
+        .request(reqwest::Method::GET, "/graphql")
+        .header("x-graphql-preflight", "1")
+        .query(&[("documentId", document_id.as_str())]);
+    let (_, response) = client.send(request).await;
+    assert!(
+        response["data"]["agents"].is_array(),
+        "documentId over GET: {response}"
+    );
+    let (_, response) = client
+        .post_json(json!({ "documentId": format!("sha256:{wrong}") }))
+        .await;
+    assert_eq!(code(&response), "PERSISTED_QUERY_NOT_FOUND", "{response}");
+    for malformed in [
+        json!({ "documentId": hash }),
+        json!({ "documentId": "md5:0123" }),
+        json!({ "documentId": 7 }),
+        json!({ "documentId": document_id, "extensions": persisted(&hash, None)["extensions"] }),
+    ] {
+        let (status, response) = client.post_json(malformed.clone()).await;
+        assert_eq!(status, 400, "{malformed}: {response}");
+        assert_eq!(code(&response), "BAD_USER_INPUT", "{malformed}: {response}");
+    }
 }
 
 #[tokio::test]
