@@ -618,9 +618,11 @@ impl Gateway {
                 if let Some(refusal) = self.rate_limit(caller.as_ref(), client) {
                     return refused(refusal);
                 }
-                return stream::once(
-                    async move { gateway.subscribe(request, caller, client).await },
-                )
+                // Boxed: the set-up's future is freed once it has run; inline, its
+                // size would stay in the subscription's stream for as long as it lives.
+                return stream::once(Box::pin(async move {
+                    gateway.subscribe(request, caller, client).await
+                }))
                 .flatten()
                 .boxed();
             }
