@@ -791,11 +791,13 @@ impl Gateway {
             Err(refused) => return stream::iter([Delivery::of(&refused.0)]).boxed(),
         };
         if let (OperationType::Subscription, name) = found {
-            return stream::once(async move {
+            // Boxed: the set-up's future is freed once it has run; inline, its size
+            // would stay in the subscription's stream for as long as it lives.
+            return stream::once(Box::pin(async move {
                 gateway
                     .subscribe(request, name, caller, client, started)
                     .await
-            })
+            }))
             .flatten()
             .boxed();
         }

@@ -7,6 +7,8 @@
 //! other domain. Fields from a parent to its children (`Project.tasks`, ...) would point
 //! upward, so they are attached in `edges`, above every domain.
 
+use std::sync::LazyLock;
+
 use async_graphql::Request;
 
 use crate::{
@@ -28,15 +30,20 @@ pub mod notifications;
 pub mod projects;
 pub mod usage;
 
-/// Attaches every domain's per-request DataLoaders to `request`.
-pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Request {
-    let loaders = Loaders::new(request, tx, identity);
+/// How every domain's per-request loaders are built, registered once.
+static LOADERS: LazyLock<Loaders> = LazyLock::new(|| {
+    let loaders = Loaders::new();
     let loaders = profiles::register(loaders);
     let loaders = projects::register(loaders);
     let loaders = agent_tasks::register(loaders);
     let loaders = deployments::register(loaders);
     let loaders = code_generations::register(loaders);
     let loaders = catalog::register(loaders);
-    let loaders = billing::register(loaders);
-    loaders.finish()
+    billing::register(loaders)
+});
+
+/// Attaches every domain's per-request DataLoaders to `request`, each built when a field
+/// of the operation first asks for it.
+pub fn register_loaders(request: Request, tx: TxRef, identity: Identity) -> Request {
+    LOADERS.attach(request, tx, identity)
 }

@@ -11,6 +11,11 @@
 //! whose selection reaches other rows (`task { project { name } }`) opens a short
 //! read-only transaction of its own as the subscriber, which the pipeline ends as soon
 //! as the response is built.
+//!
+//! The database futures a subscription awaits (the retention check, the replay, a
+//! delivery's transaction) are awaited boxed: awaited inline, a future sizes the
+//! subscription's stream, which keeps that room while it waits for events, however
+//! rarely the future runs.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -110,7 +115,7 @@ impl SubscriptionTx {
     pub(crate) async fn end_delivery(&self) -> ApiResult<()> {
         let tx = self.delivery.lock().ok().and_then(|mut tx| tx.take());
         match tx {
-            Some(tx) => tx.finish(true).await,
+            Some(tx) => Box::pin(tx.finish(true)).await,
             None => Ok(()),
         }
     }
@@ -200,7 +205,7 @@ where
     let (live, position) = state.hub.subscribe().await;
     subscription.went_live();
     if let Some(after) = after
-        && !state.hub.retains(after).await?
+        && !Box::pin(state.hub.retains(after)).await?
     {
         return Err(ApiError::bad_input(
             "cursor expired: refetch, then subscribe without `after`",
@@ -224,7 +229,7 @@ where
         async move {
             let item = feed.next().await?;
             if let Some(db) = db.filter(|_| item.is_ok()) {
-                match db.begin(&identity, true).await {
+                match Box::pin(db.begin(&identity, true)).await {
                     Ok(delivery) => {
                         tx.rebind(&delivery);
                         subscription.hold(delivery);
@@ -267,11 +272,7 @@ impl Replay {
     /// The next missed event; `None` once caught up.
     async fn next(&mut self) -> ApiResult<Option<Arc<Event>>> {
         if self.batch.is_empty() {
-            let batch = self
-                .state
-                .hub
-                .replay(self.from, self.upto, self.owner)
-                .await?;
+            let batch = Box::pin(self.state.hub.replay(self.from, self.upto, self.owner)).await?;
             self.from = batch.last().map_or(self.upto, |event| event.cursor);
             self.batch = batch.into();
         }
@@ -338,7 +339,7 @@ impl<T, F: FnMut(&Event) -> Option<T>> Feed<F> {
                     // The buffer overflowed while this feed was still replaying: catch
                     // up from the table again, then go live from the hub's new position.
                     tracing::debug!(missed, "replay outran by live events; replaying on");
-                    let (live, position) = self.state.hub.subscribe().await;
+                    let (live, position) = Box::pin(self.state.hub.subscribe()).await;
                     self.live = live;
                     self.replay = Some(Replay::new(
                         self.state.clone(),

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     RequestContext,
-    loaders::Loaders,
+    loaders::{self, Loaders},
     pagination::{
         Page, PageArgs, TOTAL_IN_PARENT, empty_page, first_page, newest_per_parent, paginate,
     },
@@ -28,7 +28,7 @@ use super::{
 use crate::{
     auth::Identity,
     db::{Tx, TxRef},
-    error::{ApiError, ApiResult},
+    error::ApiResult,
 };
 
 /// A list of child rows hanging off a parent row.
@@ -169,9 +169,7 @@ pub async fn child_page<L: ChildList>(
         return Ok(empty_page());
     }
     if let Some(limit) = args.first_without_cursor()? {
-        let (rows, total) = ctx
-            .data::<FirstPages<L>>()
-            .map_err(|_| ApiError::bug("a child list was not registered"))?
+        let (rows, total) = loaders::data::<FirstPages<L>>(ctx)?
             .page_among(parent, siblings, filter, limit)
             .await?;
         return Ok(first_page(
