@@ -260,9 +260,10 @@ async fn fan_out(mut responses: BoxStream<'static, Arc<Delivery>>, mut ended: En
 }
 
 /// A cohort's members, released however its task ends: its stream finished, or it
-/// stopped early (a resolver panicked; then each member still there is told `INTERNAL`
-/// first). Later subscribers start a cohort of their own, and dropping the senders
-/// ends every member's stream.
+/// stopped early: aborted when its last member left (nobody is left to tell), or a
+/// resolver panicked (then each member still listening is told `INTERNAL` first).
+/// Later subscribers start a cohort of their own, and dropping the senders ends every
+/// member's stream.
 struct Ended {
     members: Arc<Mutex<Option<Vec<Member>>>>,
     finished: bool,
@@ -275,14 +276,24 @@ impl Drop for Ended {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if !self.finished {
-            let error = Delivery::error(ApiError::internal(
-                "subscription failed",
-                anyhow::anyhow!("its execution panicked"),
-            ));
-            for member in members.into_iter().flatten() {
-                let _ = member.sender.try_send(error.clone());
-            }
+        if self.finished {
+            return;
+        }
+        let listening: Vec<Member> = members
+            .into_iter()
+            .flatten()
+            .filter(|member| !member.sender.is_closed())
+            .collect();
+        if listening.is_empty() {
+            // Aborted after its last member left: nothing failed (and nothing is logged).
+            return;
+        }
+        let error = Delivery::error(ApiError::internal(
+            "subscription failed",
+            anyhow::anyhow!("its execution panicked"),
+        ));
+        for member in listening {
+            let _ = member.sender.try_send(error.clone());
         }
     }
 }
@@ -528,9 +539,33 @@ mod tests {
         assert!(next(&mut fast).await.is_some());
     }
 
-    /// The execution stops when its last member goes, and the key starts afresh.
+    /// Counts the `ERROR` events logged on this thread (the test's runtime's) while the
+    /// guard lives.
+    fn count_logged_errors() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        struct Errors(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if *event.metadata().level() == tracing::Level::ERROR {
+                    self.0.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let errors = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(Errors(errors.clone()));
+        (errors, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The execution stops when its last member goes, and the key starts afresh. That is
+    /// no failure: nothing is logged as one.
     #[tokio::test]
     async fn the_last_member_leaving_ends_the_execution() {
+        let (errors, _guard) = count_logged_errors();
         let cohorts = Cohorts::new(8);
         let (first, responses, live) = execution();
         let a = cohorts.join(key("t"), responses, live);
@@ -554,6 +589,7 @@ mod tests {
             "joined a dead cohort"
         );
         assert_eq!(cohorts.running(), 1);
+        assert_eq!(errors.load(Ordering::Relaxed), 0, "an error was logged");
     }
 
     /// An execution that panics ends its members with `INTERNAL`, and the key starts
