@@ -8,7 +8,13 @@
 //! DataLoader's time window: resolving a page of 100 parents takes longer than the
 //! window in debug builds, which then split it into several statements.
 
-use std::{collections::HashMap, future::Future, hash::Hash, marker::PhantomData, sync::Arc};
+use std::{
+    collections::HashMap,
+    future::Future,
+    hash::Hash,
+    marker::PhantomData,
+    sync::{Arc, Weak},
+};
 
 use async_graphql::{Context, OutputType};
 use sea_orm::{
@@ -73,9 +79,31 @@ pub struct FirstPages<L: ChildList> {
     tx: TxRef,
     identity: Identity,
     /// The pages of each list of sibling parents, loaded once per (siblings, filter,
-    /// limit): the first field to ask loads them all, the others wait for it.
-    memo: Mutex<HashMap<MemoKey<L>, Loaded<L>>>,
+    /// limit) and transaction: the first field to ask loads them all, the others wait
+    /// for it.
+    memo: Mutex<Memo<L>>,
     list: PhantomData<L>,
+}
+
+/// What [`FirstPages`] loaded, and in which transaction. A subscription's operation
+/// lives on and runs each delivery in a transaction of its own: what an earlier one
+/// loaded is stale by then, so a new transaction starts from nothing. (The `Weak` keeps
+/// the old transaction's allocation, so a new one cannot reuse its address.)
+struct Memo<L: ChildList> {
+    tx: Weak<Tx>,
+    pages: HashMap<MemoKey<L>, Loaded<L>>,
+}
+
+impl<L: ChildList> Memo<L> {
+    /// The pages loaded in `tx`, forgetting any loaded in another transaction.
+    fn of(&mut self, tx: &Arc<Tx>) -> &mut HashMap<MemoKey<L>, Loaded<L>> {
+        let current = Arc::downgrade(tx);
+        if !self.tx.ptr_eq(&current) {
+            self.tx = current;
+            self.pages.clear();
+        }
+        &mut self.pages
+    }
 }
 
 /// The sibling parents, the filter and the page size a set of first pages was loaded for.
@@ -92,7 +120,10 @@ pub fn register<L: ChildList>(loaders: Loaders) -> Loaders {
     loaders.data(|tx, identity| FirstPages::<L> {
         tx,
         identity,
-        memo: Mutex::default(),
+        memo: Mutex::new(Memo {
+            tx: Weak::new(),
+            pages: HashMap::new(),
+        }),
         list: PhantomData,
     })
 }
@@ -111,22 +142,29 @@ impl<L: ChildList> FirstPages<L> {
         } else {
             Arc::from([parent])
         };
+        let tx = self.tx.get()?;
         let cell = self
             .memo
             .lock()
             .await
+            .of(&tx)
             .entry((siblings.clone(), filter, limit))
             .or_default()
             .clone();
         let pages = cell
-            .get_or_try_init(|| self.load(&siblings, filter, limit))
+            .get_or_try_init(|| self.load(&tx, &siblings, filter, limit))
             .await?;
         Ok(pages.get(&parent).cloned().unwrap_or_default())
     }
 
     /// One statement for the first pages of `parents`, then their nodes at once.
-    async fn load(&self, parents: &[Uuid], filter: L::Filter, limit: usize) -> ApiResult<Pages<L>> {
-        let tx = self.tx.get()?;
+    async fn load(
+        &self,
+        tx: &Tx,
+        parents: &[Uuid],
+        filter: L::Filter,
+        limit: usize,
+    ) -> ApiResult<Pages<L>> {
         let query =
             L::readable(self.identity, filter).filter(L::PARENT.is_in(parents.iter().copied()));
         let backend = tx.get_database_backend();
@@ -143,7 +181,7 @@ impl<L: ChildList> FirstPages<L> {
             rows.push(model);
         }
         let keys: Vec<(Uuid, Uuid)> = rows.iter().map(L::parent_and_key).collect();
-        let nodes = L::nodes(&tx, self.identity, rows).await?;
+        let nodes = L::nodes(tx, self.identity, rows).await?;
         let mut pages: Pages<L> = HashMap::new();
         for ((parent, key), node) in keys.into_iter().zip(nodes) {
             pages.entry(parent).or_default().0.push((key, node));

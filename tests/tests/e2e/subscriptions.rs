@@ -2,7 +2,8 @@
 //! arrive in order, only to those who may read the row, resume with `after` with no
 //! gap and no duplicate (also across transactions committing in reverse order and a
 //! dropped LISTEN connection), cross replicas, a subscriber that never reads does not
-//! hold the others back, and each set-up is counted in `/metrics` as an operation.
+//! hold the others back, each delivery reads nested lists afresh, and each set-up is
+//! counted in `/metrics` as an operation.
 
 use std::time::Duration;
 
@@ -92,6 +93,7 @@ on_both_backends!(
     an_expired_or_malformed_cursor_is_refused,
     only_readers_of_a_row_receive_its_changes,
     identical_subscriptions_share_one_execution,
+    each_delivery_reads_nested_lists_afresh,
 );
 
 async fn a_task_s_progress_arrives_in_order(app: TestApp) {
@@ -141,6 +143,41 @@ async fn a_task_s_progress_arrives_in_order(app: TestApp) {
     assert!(
         order.windows(2).all(|pair| pair[0] < pair[1]),
         "cursors out of order: {cursors:?}"
+    );
+}
+
+/// A subscription's operation outlives its deliveries, each in a transaction of its
+/// own: a nested list (a task's project's tasks, loaded as first pages) is read again
+/// for every delivery, never served from what an earlier one loaded.
+async fn each_delivery_reads_nested_lists_afresh(app: TestApp) {
+    const COUNTS: &str = "subscription($project: ID) { agentTaskUpdated(projectId: $project) { kind task { id project { tasks(first: 10) { totalCount } } } } }";
+    let world = World::new(&app).await;
+    let mut ws = subscribe(
+        &app,
+        world.owner().token(),
+        COUNTS,
+        json!({ "project": world.project }),
+    )
+    .await;
+    let mut counted = Vec::new();
+    for _ in 0..2 {
+        let task = create_task(&world, &world.project, "code-reviewer", 0).await;
+        let created = loop {
+            let event = event(&mut ws, "agentTaskUpdated").await;
+            if event["task"]["id"] == task.as_str() && event["kind"] == "CREATED" {
+                break event;
+            }
+        };
+        counted.push(
+            created["task"]["project"]["tasks"]["totalCount"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("a count: {created}")),
+        );
+    }
+    assert_eq!(
+        counted[1],
+        counted[0] + 1,
+        "the second delivery saw the first's list: {counted:?}"
     );
 }
 
