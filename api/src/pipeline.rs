@@ -237,7 +237,7 @@ impl Gateway {
             }
             _ => {}
         }
-        // Opened by `schema::OpenWhenValid` once the operation passed validation.
+        // Opened by `schema::Hooks` once the operation passed validation.
         let pending = PendingTx::new(
             self.opening(caller.clone(), transport, operation_type),
             self.state.db.unbound_handle(),
