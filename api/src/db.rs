@@ -613,7 +613,7 @@ impl TxRef {
 pub type Opening = BoxFuture<'static, ApiResult<RequestTx>>;
 
 /// An operation's transaction before its document has passed validation: the handle
-/// its resolvers and loaders hold, bound only once `schema::OpenWhenValid` opens it,
+/// its resolvers and loaders hold, bound only once `schema::Hooks` opens it,
 /// so an operation refused by validation (its cost, say) does no database work.
 pub struct PendingTx {
     opening: Mutex<Option<Opening>>,

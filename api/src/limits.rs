@@ -11,7 +11,7 @@
 //! by the pipeline before anything else. The cost is known only once async-graphql
 //! validates the operation, inside `Schema::execute`: the pipeline therefore opens the
 //! operation's transaction only when validation has passed (`db::PendingTx`,
-//! `schema::OpenWhenValid`), so a refused operation never reaches the database. This
+//! `schema::Hooks`), so a refused operation never reaches the database. This
 //! module never reads the database itself.
 
 use std::{collections::HashMap, net::IpAddr, num::NonZeroU32, time::Duration};

@@ -336,7 +336,7 @@ impl Gateway {
             }
             _ => {}
         }
-        // Opened by `schema::OpenWhenValid` once the operation passed validation.
+        // Opened by `schema::Hooks` once the operation passed validation.
         let pending = PendingTx::new(
             self.opening(caller.clone(), transport, operation_type),
             self.state.db.unbound_handle(),
@@ -517,7 +517,7 @@ impl Gateway {
         }
     }
 
-    /// Sets a subscription up: async-graphql validates it, then `schema::OpenWhenValid`
+    /// Sets a subscription up: async-graphql validates it, then `schema::Hooks`
     /// opens its set-up transaction as `caller` (read-only; a refused subscription does
     /// no database work), in which the field runs its checks (the token, the project or
     /// row it names) until it starts its feed (`done` resolves) or fails. The

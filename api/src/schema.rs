@@ -93,19 +93,15 @@ pub fn build_restricted_schema(state: Arc<AppState>) -> AppSchema {
 }
 
 fn build(state: Option<Arc<AppState>>, restricted: bool) -> AppSchema {
+    let max_cost = state.as_ref().map(|state| state.config.max_cost);
     let mut builder = Schema::build(
         Query::default(),
         Mutation::default(),
         Subscription::default(),
     )
-    // First: it opens the transaction once every extension's validation has passed.
-    .extension(OpenWhenValid)
-    .extension(MutationGuard);
+    .extension(Hooks { max_cost });
     if restricted {
         builder = builder.disable_suggestions().disable_introspection();
-    }
-    if let Some(state) = &state {
-        builder = builder.extension(CostLimit(state.config.max_cost));
     }
     match state {
         Some(state) => builder.data(state).finish(),
@@ -118,93 +114,76 @@ pub fn sdl() -> String {
     build_schema(None).sdl()
 }
 
-/// Opens an operation's transaction ([`PendingTx`], in the request's data) as soon as
-/// async-graphql's validation (the cost limit included) has passed: a refused operation
-/// does no database work. It sits in the validation hook, the last step both
-/// `Schema::execute` and `Schema::execute_stream` take before running anything (a
-/// subscription never reaches the `execute` hook); after it async-graphql only picks
-/// the operation, which the pipeline has found already. Registered before every other
-/// extension, so it wraps their validation too.
-pub(crate) struct OpenWhenValid;
+/// The schema's one extension, with two hooks:
+/// - **validation**: refuses an operation whose cost, as async-graphql's validation
+///   computes it, is over `FLASHFUSION_MAX_COST` (what `SchemaBuilder::limit_complexity`
+///   does, with a message that names the setting); then, validation passed, opens the
+///   operation's transaction ([`PendingTx`], in the request's data), so a refused
+///   operation does no database work. The validation hook is the last step both
+///   `Schema::execute` and `Schema::execute_stream` take before running anything (a
+///   subscription never reaches the `execute` hook); after it async-graphql only picks
+///   the operation, which the pipeline has found already;
+/// - **mutation guard** (`resolve`): stops a mutation at its first failing root field.
+///   GraphQL runs the remaining root fields anyway, but the operation will be rolled
+///   back, and on Postgres every statement after a failed one is refused ("transaction
+///   aborted"), which would surface as `INTERNAL`. Later fields get an error naming the
+///   cause instead, with the first failure's code, and run nothing.
+///
+/// One extension rather than one per hook: once a schema has any extension,
+/// async-graphql runs every field of every operation through every extension's `resolve`
+/// (`resolver_utils::container::Fields::add_set`), a boxed future each, so each
+/// extension costs per field, not per operation (BENCHMARKS.md, "Instructions per
+/// read").
+pub(crate) struct Hooks {
+    /// `FLASHFUSION_MAX_COST`; `None` for the schema built without state (its SDL).
+    max_cost: Option<usize>,
+}
 
-impl ExtensionFactory for OpenWhenValid {
+impl ExtensionFactory for Hooks {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OpenWhenValid)
+        Arc::new(Hooks {
+            max_cost: self.max_cost,
+        })
     }
 }
 
 #[async_trait::async_trait]
-impl Extension for OpenWhenValid {
+impl Extension for Hooks {
     async fn validation(
         &self,
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
         let result = next.run(ctx).await?;
+        if let Some(max_cost) = self.max_cost
+            && result.complexity > max_cost
+        {
+            let err = ApiError::bad_input(format!(
+                "query too costly: {} is over {max_cost} (FLASHFUSION_MAX_COST; a connection costs its children once per item `first` or `last` asks for)",
+                result.complexity
+            ));
+            return Err(vec![err.into()]);
+        }
         if let Some(pending) = ctx.data_opt::<Arc<PendingTx>>() {
             pending.open().await.map_err(|err| vec![err.into()])?;
         }
         Ok(result)
     }
-}
 
-/// Refuses an operation whose cost, as async-graphql's validation computes it, is over
-/// `FLASHFUSION_MAX_COST` (what `SchemaBuilder::limit_complexity` does, with a message
-/// that names the setting).
-pub(crate) struct CostLimit(usize);
-
-impl ExtensionFactory for CostLimit {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(CostLimit(self.0))
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for CostLimit {
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
-        if result.complexity > self.0 {
-            let err = ApiError::bad_input(format!(
-                "query too costly: {} is over {} (FLASHFUSION_MAX_COST; a connection costs its children once per item `first` or `last` asks for)",
-                result.complexity, self.0
-            ));
-            return Err(vec![err.into()]);
-        }
-        Ok(result)
-    }
-}
-
-/// Stops a mutation at its first failing root field. GraphQL runs the remaining root
-/// fields anyway, but the operation will be rolled back, and on Postgres every statement
-/// after a failed one is refused ("transaction aborted"), which would surface as
-/// `INTERNAL`. Later fields get an error naming the cause instead, with the first
-/// failure's code, and run nothing.
-pub(crate) struct MutationGuard;
-
-impl ExtensionFactory for MutationGuard {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(MutationGuard)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for MutationGuard {
     async fn resolve(
         &self,
         ctx: &ExtensionContext<'_>,
         info: ResolveInfo<'_>,
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
-        let Some(rc) = ctx.data_opt::<RequestContext>() else {
-            return next.run(ctx, info).await;
-        };
+        // Every field passes here: the type's name first, the data lookup (a hash) only
+        // for a mutation's root fields.
         if info.parent_type != "Mutation" {
             return next.run(ctx, info).await;
         }
+        let Some(rc) = ctx.data_opt::<RequestContext>() else {
+            return next.run(ctx, info).await;
+        };
         if let Some(code) = rc.failed.get() {
             let mut error = ServerError::new(
                 "not run: an earlier field of this mutation failed, so the operation was rolled back",

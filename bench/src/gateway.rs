@@ -3,6 +3,11 @@
 //! `flashfusion` environment variables, and observed from `/proc` (resident memory, CPU
 //! time). Also the throwaway root key it trusts ([`RootKey`]), and raising the
 //! open-files limit, which the child inherits.
+//!
+//! With `BENCH_GATEWAY_WRAPPER` set (a command line, split on whitespace), the gateway
+//! runs under that command, e.g. `valgrind --tool=callgrind --callgrind-out-file=cg.%p`
+//! to count its instructions; the wrapper must exec the gateway in its own process (as
+//! valgrind does), since the process is stopped and observed by its id.
 
 use std::{net::TcpListener, path::Path, process::Stdio, time::Duration};
 
@@ -22,6 +27,11 @@ use uuid::Uuid;
 
 /// How long the gateway may take to answer `/readyz` after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The same under `BENCH_GATEWAY_WRAPPER`: an instrumenting wrapper runs it 50-100×
+/// slower.
+const WRAPPED_START_TIMEOUT: Duration = Duration::from_secs(600);
+/// The environment variable naming a command to run the gateway under.
+const WRAPPER: &str = "BENCH_GATEWAY_WRAPPER";
 /// How long it may take to drain and exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `/readyz` is asked while the gateway starts: the start-up time on SQLite is
@@ -74,7 +84,21 @@ impl Gateway {
     pub async fn start(database_url: &str, root: &RootKey) -> anyhow::Result<Self> {
         let port = free_port()?;
         let bind = format!("127.0.0.1:{port}");
-        let mut command = Command::new(std::env::current_exe()?);
+        let wrapper = std::env::var(WRAPPER).unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(std::env::current_exe()?);
+                command
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
+        let start_timeout = if wrapper.trim().is_empty() {
+            START_TIMEOUT
+        } else {
+            WRAPPED_START_TIMEOUT
+        };
         // Nothing of the caller's gateway configuration leaks in: only what is set here.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("FLASHFUSION_") {
@@ -123,7 +147,7 @@ impl Gateway {
                 tokio::time::sleep(READY_POLL).await;
             }
         };
-        tokio::time::timeout(START_TIMEOUT, ready)
+        tokio::time::timeout(start_timeout, ready)
             .await
             .context("the gateway did not become ready in time")??;
         Ok(Self { child, pid, base })
@@ -142,7 +166,12 @@ impl Gateway {
 
     /// The CPU time (user + system) the gateway has used so far.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        cpu_time(format!("/proc/{}/stat", self.pid))
+        self.cpu_times().map(|(user, system)| user + system)
+    }
+
+    /// The gateway's user and system CPU time so far, apart.
+    pub fn cpu_times(&self) -> anyhow::Result<(Duration, Duration)> {
+        cpu_times(format!("/proc/{}/stat", self.pid))
     }
 
     /// SIGTERM, then waits for the drain; kills it if that takes too long.
@@ -162,7 +191,7 @@ impl Gateway {
 
 /// The CPU time this process (the load generator) has used so far.
 pub fn own_cpu_time() -> anyhow::Result<Duration> {
-    cpu_time("/proc/self/stat")
+    cpu_times("/proc/self/stat").map(|(user, system)| user + system)
 }
 
 /// The CPU time every process of the machine has used so far (all of `/proc/stat`'s
@@ -196,8 +225,8 @@ fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
-/// User + system time from a `/proc/<pid>/stat` file (fields 14 and 15, in clock ticks).
-fn cpu_time(path: impl AsRef<Path>) -> anyhow::Result<Duration> {
+/// User and system time from a `/proc/<pid>/stat` file (fields 14 and 15, in clock ticks).
+fn cpu_times(path: impl AsRef<Path>) -> anyhow::Result<(Duration, Duration)> {
     let stat = std::fs::read_to_string(path)?;
     // The command name (field 2) may hold spaces; the fields after it are plain.
     let after_name = stat
@@ -209,8 +238,8 @@ fn cpu_time(path: impl AsRef<Path>) -> anyhow::Result<Duration> {
         Ok(fields.get(i).context("short stat")?.parse::<u64>()?)
     };
     // After the name, field 3 (state) is index 0: utime (14) is 11, stime (15) is 12.
-    let total = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_secs_f64(total as f64 / clock_ticks() as f64))
+    let seconds = |ticks: u64| Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
+    Ok((seconds(ticks(11)?), seconds(ticks(12)?)))
 }
 
 /// A port nobody listens on right now (the OS picks it; the gateway binds it next).

@@ -19,6 +19,13 @@
 //! 4. **Start to ready on SQLite**: a gateway on a fresh SQLite file, timed until
 //!    `/readyz` answers.
 //!
+//! With `--requests N` the run does only this instead: N reads one after the other on
+//! one connection, after a warm-up that has every token verified and the statements
+//! prepared, and the gateway's user and system CPU time per request. A fixed amount of
+//! work, for instruction counts: under `BENCH_GATEWAY_WRAPPER` (see [`gateway`]) two runs
+//! with different N, subtracted, count the instructions of N requests without the
+//! start-up and shutdown.
+//!
 //! Figures only; the run fails when it cannot run (including a request answered with an
 //! error).
 
@@ -70,6 +77,10 @@ pub struct Args {
     /// connection count, 20 pgbench transactions per client, one SQLite start.
     #[arg(long)]
     quick: bool,
+    /// Only send this many reads one after the other on one connection (after a
+    /// warm-up) and report the gateway's user and system CPU per request: for profiling.
+    #[arg(long, conflicts_with_all = ["connections", "quick"])]
+    requests: Option<usize>,
     /// Where to write the figures; `target/bench/reads-<UTC time>.md` when omitted.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -102,6 +113,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !args.quick && args.seconds == 0 {
         bail!("--seconds must be positive");
     }
+    if let Some(requests) = args.requests {
+        let text = BenchDb::scoped(async |db| cost(db, requests).await).await?;
+        return report::publish(&text, args.out.as_deref(), "reads-cost");
+    }
     let largest = args.connections.iter().copied().max().unwrap_or(0);
     gateway::allow_open_files(largest as u64 * 4 + 1024)?;
     let figures = BenchDb::scoped(async |db| measure(&args, db).await).await?;
@@ -126,14 +141,62 @@ fn args_line(args: &Args) -> String {
     )
 }
 
-async fn measure(args: &Args, db: &BenchDb) -> anyhow::Result<Figures> {
-    let machine = report::Machine::describe(db.server_version().await?);
+/// The seeded accounts and a token for each, minted with a fresh root key.
+async fn seed_with_tokens(db: &BenchDb) -> anyhow::Result<(Vec<Uuid>, RootKey, Vec<String>)> {
     let users = seed(db).await?;
     let root = RootKey::new();
     let tokens = users
         .iter()
         .map(|&user| root.mint(user, Role::User))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((users, root, tokens))
+}
+
+/// The read's load on `gateway`: the read query with every token in turn.
+fn read_load(gateway: &Gateway, tokens: &[String], warm_up: Duration, duration: Duration) -> Load {
+    Load {
+        url: format!("{}/graphql", gateway.base),
+        body: json!({ "query": READ }).to_string(),
+        authorizations: tokens.iter().map(|t| format!("Bearer {t}")).collect(),
+        warm_up,
+        duration,
+    }
+}
+
+/// `--requests`: `requests` reads back to back on one connection, after two per token
+/// (every token verified and cached, every statement prepared); the report.
+async fn cost(db: &BenchDb, requests: usize) -> anyhow::Result<String> {
+    let machine = report::Machine::describe(db.server_version().await?);
+    let (_, root, tokens) = seed_with_tokens(db).await?;
+    let gateway = Gateway::start(&db.url, &root).await?;
+    let load = read_load(&gateway, &tokens, Duration::ZERO, Duration::ZERO);
+    let warm_up = 2 * tokens.len();
+    let cost = load::sequence(&gateway, &load, warm_up, requests).await;
+    let stopped = gateway.stop().await;
+    let cost = cost?;
+    stopped?;
+    let per_request = |d: Duration| {
+        u32::try_from(cost.requests)
+            .ok()
+            .and_then(|n| d.checked_div(n))
+            .map_or_else(|| "n/a".to_owned(), report::us)
+    };
+    Ok(format!(
+        "## Reads: gateway CPU per request\n\n{}Command: `bench reads --requests {requests}`{}\n\n\
+         {warm_up} warm-up reads, then {requests} reads one after the other on one connection \
+         (`{READ}`, the {} users' tokens in turn). Gateway CPU per request: user {}, \
+         system {}.\n",
+        machine.paragraph(),
+        report::build_kind(),
+        tokens.len(),
+        per_request(cost.user),
+        per_request(cost.system),
+    ))
+}
+
+async fn measure(args: &Args, db: &BenchDb) -> anyhow::Result<Figures> {
+    let machine = report::Machine::describe(db.server_version().await?);
+    let (users, root, tokens) = seed_with_tokens(db).await?;
     let (first_user, first_token) = users
         .first()
         .zip(tokens.first())
@@ -151,13 +214,7 @@ async fn measure(args: &Args, db: &BenchDb) -> anyhow::Result<Figures> {
         )
     };
     let gateway = Gateway::start(&db.url, &root).await?;
-    let load = Arc::new(Load {
-        url: format!("{}/graphql", gateway.base),
-        body: json!({ "query": READ }).to_string(),
-        authorizations: tokens.iter().map(|t| format!("Bearer {t}")).collect(),
-        warm_up,
-        duration,
-    });
+    let load = Arc::new(read_load(&gateway, &tokens, warm_up, duration));
     let mut observed = Vec::new();
     let loading = async {
         for &connections in &args.connections {

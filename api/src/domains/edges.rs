@@ -20,6 +20,10 @@ use crate::{
     },
 };
 
+// Each field that reaches the database awaits a boxed future: async-graphql resolves
+// every field of a `Project`, `id` and `name` included, through one future as large as
+// its largest field's, and moves it into a box of its own per field (BENCHMARKS.md,
+// "Instructions per read").
 #[ComplexObject]
 impl Project {
     /// The owner's public profile, batched across a page of projects.
@@ -27,7 +31,7 @@ impl Project {
         if let Some(profile) = &self.owner_profile {
             return Ok(profile.clone());
         }
-        load_one::<ProfileLoader, _>(ctx, self.owner_id)
+        Box::pin(load_one::<ProfileLoader, _>(ctx, self.owner_id))
             .await?
             .ok_or(ApiError::NotFound("owner"))
     }
@@ -45,7 +49,14 @@ impl Project {
         before: Option<String>,
     ) -> ApiResult<Page<AgentTask>> {
         let args = PageArgs::new(ctx, first, after, last, before);
-        agent_tasks::project_page(ctx, self.key, &self.siblings, status, args).await
+        Box::pin(agent_tasks::project_page(
+            ctx,
+            self.key,
+            &self.siblings,
+            status,
+            args,
+        ))
+        .await
     }
 
     /// The project's deployments the caller may read, newest first; first pages are
@@ -61,7 +72,14 @@ impl Project {
         before: Option<String>,
     ) -> ApiResult<Page<Deployment>> {
         let args = PageArgs::new(ctx, first, after, last, before);
-        deployments::project_page(ctx, self.key, &self.siblings, status, args).await
+        Box::pin(deployments::project_page(
+            ctx,
+            self.key,
+            &self.siblings,
+            status,
+            args,
+        ))
+        .await
     }
 
     /// The project's code generations the caller may see (the owner's; all for
@@ -78,6 +96,13 @@ impl Project {
         before: Option<String>,
     ) -> ApiResult<Page<CodeGeneration>> {
         let args = PageArgs::new(ctx, first, after, last, before);
-        code_generations::project_page(ctx, self.key, &self.siblings, status, args).await
+        Box::pin(code_generations::project_page(
+            ctx,
+            self.key,
+            &self.siblings,
+            status,
+            args,
+        ))
+        .await
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP load generator: N keep-alive connections, each sending one request after the
-//! other for a warm-up and then a measured period, rotating over the users' tokens.
+//! other for a warm-up and then a measured period, rotating over the users' tokens; or
+//! ([`sequence`]) a fixed number of requests on one connection, for profiling.
 //! Latency is from sending a request to having read its whole answer; a request counts
 //! when it was sent after the warm-up and answered before the end. The gateway's, our own
 //! and the whole machine's CPU time are read at the start and the end of the measured
@@ -104,40 +105,83 @@ async fn connection(
     measured_from: Instant,
     end: Instant,
 ) -> anyhow::Result<Vec<Duration>> {
-    // Its own client with one idle connection: one connection per task, reused.
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .tcp_nodelay(true)
-        .timeout(REQUEST_TIMEOUT)
-        .build()?;
+    let http = client()?;
     let mut latencies = Vec::new();
     loop {
         let sent = Instant::now();
         if sent >= end {
             return Ok(latencies);
         }
-        let user = next.fetch_add(1, Ordering::Relaxed) % load.authorizations.len().max(1);
-        let authorization = load.authorizations.get(user).context("no tokens to send")?;
-        let answer = http
-            .post(&load.url)
-            .header("content-type", "application/json")
-            .header("authorization", authorization)
-            .body(load.body.clone())
-            .send()
-            .await?;
-        let status = answer.status();
-        let body = answer.bytes().await?;
+        send(&http, load, next.fetch_add(1, Ordering::Relaxed)).await?;
         let answered = Instant::now();
-        if !status.is_success() || contains(&body, b"\"errors\"") {
-            bail!(
-                "the gateway answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
         if sent >= measured_from && answered <= end {
             latencies.push(answered - sent);
         }
     }
+}
+
+/// What [`sequence`] observed: the gateway's CPU time over the counted requests.
+pub struct Cost {
+    pub requests: usize,
+    pub user: Duration,
+    pub system: Duration,
+}
+
+/// Sends `warm_up` requests, then `requests` more, one after the other on one keep-alive
+/// connection, rotating over the tokens; the gateway's user and system CPU time over the
+/// latter (a fixed amount of work, for instruction counts under `BENCH_GATEWAY_WRAPPER`).
+pub async fn sequence(
+    gateway: &Gateway,
+    load: &Load,
+    warm_up: usize,
+    requests: usize,
+) -> anyhow::Result<Cost> {
+    let http = client()?;
+    for n in 0..warm_up {
+        send(&http, load, n).await?;
+    }
+    let before = gateway.cpu_times()?;
+    for n in warm_up..warm_up + requests {
+        send(&http, load, n).await?;
+    }
+    let after = gateway.cpu_times()?;
+    Ok(Cost {
+        requests,
+        user: after.0.saturating_sub(before.0),
+        system: after.1.saturating_sub(before.1),
+    })
+}
+
+/// A client with one idle connection: one connection per task, reused.
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .timeout(REQUEST_TIMEOUT)
+        .build()?)
+}
+
+/// Sends the `n`th request and reads its whole answer; fails unless it is a 200
+/// without errors.
+async fn send(http: &reqwest::Client, load: &Load, n: usize) -> anyhow::Result<()> {
+    let user = n % load.authorizations.len().max(1);
+    let authorization = load.authorizations.get(user).context("no tokens to send")?;
+    let answer = http
+        .post(&load.url)
+        .header("content-type", "application/json")
+        .header("authorization", authorization)
+        .body(load.body.clone())
+        .send()
+        .await?;
+    let status = answer.status();
+    let body = answer.bytes().await?;
+    if !status.is_success() || contains(&body, b"\"errors\"") {
+        bail!(
+            "the gateway answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
