@@ -18,6 +18,7 @@ on_both_backends!(
     an_anonymous_read_costs_three,
     a_token_revoked_between_two_requests_is_refused_on_the_second,
     a_demoted_admin_token_is_refused_on_its_next_operation,
+    nested_lists_with_nothing_in_them_cost_no_more,
 );
 
 /// The round trips of an authenticated read. Postgres: `BEGIN` with the statement that
@@ -89,6 +90,30 @@ async fn an_authenticated_read_costs_three_round_trips_on_postgres(app: TestApp)
         .await;
     assert_eq!(total_count(&after, "myProjects"), 3, "{after}");
     assert_eq!(after["data"]["myProjects"]["edges"], json!([]), "{after}");
+}
+
+/// A page of projects with their first pages of tasks, when no project has a task: the
+/// read's round trips plus the one statement of the tasks' first pages; nothing is
+/// loaded for the tasks' agents, of which there are none.
+async fn nested_lists_with_nothing_in_them_cost_no_more(app: TestApp) {
+    let (ada, _) = app.user("ada@example.com").await;
+    for i in 0..3 {
+        create_visible_project(&ada, &format!("p{i}"), "PRIVATE").await;
+    }
+    let nested = "{ myProjects(first: 20) { edges { node { id tasks(first: 5) { totalCount edges { node { id agent { name } } } } } } } }";
+    let (page, round_trips) = measured(&app, &ada, nested).await;
+    let edges = page["data"]["myProjects"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("edges: {page}"));
+    assert_eq!(edges.len(), 3, "{page}");
+    assert!(
+        edges.iter().all(|e| e["node"]["tasks"]["totalCount"] == 0),
+        "{page}"
+    );
+    assert!(
+        round_trips <= read_budget(&app) + 1,
+        "the nested read took {round_trips} round trips: {page}"
+    );
 }
 
 async fn an_anonymous_read_costs_three(app: TestApp) {

@@ -69,6 +69,11 @@ pub async fn agents_by_id(
     identity: Identity,
     ids: impl IntoIterator<Item = Uuid>,
 ) -> ApiResult<Vec<agents::Model>> {
+    let mut ids = ids.into_iter().peekable();
+    if ids.peek().is_none() {
+        // An empty `IN` would still cost a round trip (sea-query writes `1 = 2`).
+        return Ok(Vec::new());
+    }
     Ok(agents::Entity::find()
         .filter(agents::Column::Id.is_in(ids))
         .filter(crate::domains::catalog::policy::agent_readable(identity))
