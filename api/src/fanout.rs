@@ -78,10 +78,10 @@ fn internal_errors() -> String {
 }
 
 /// What makes two subscriptions the same: the token (all its blocks' revocation ids,
-/// which are its signatures) and the request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// which are its signatures, shared with its session) and the request.
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Key {
-    token: Option<Vec<String>>,
+    token: Option<Arc<[String]>>,
     query: String,
     operation: Option<String>,
     variables: String,
@@ -92,7 +92,7 @@ impl Key {
     /// reliably (variables that do not serialize), so it is not shared.
     pub fn of(request: &Request, session: Option<&Session>) -> Option<Self> {
         Some(Self {
-            token: session.map(|s| s.revocation_ids().to_vec()),
+            token: session.map(Session::shared_revocation_ids),
             query: request.query.clone(),
             operation: request.operation_name.clone(),
             variables: serde_json::to_string(&request.variables).ok()?,
@@ -102,7 +102,8 @@ impl Key {
 
 /// This replica's open cohorts, and how many subscriptions are live.
 pub struct Cohorts {
-    open: Mutex<HashMap<Key, Weak<Cohort>>>,
+    /// Keyed by the same `Key` its cohort holds (one copy of the query per cohort).
+    open: Mutex<HashMap<Arc<Key>, Weak<Cohort>>>,
     /// How many deliveries a member may fall behind before it is dropped.
     buffer: usize,
     live: Arc<AtomicUsize>,
@@ -154,6 +155,7 @@ impl Cohorts {
             drop(responses);
             return member;
         }
+        let key = key.map(Arc::new);
         let (cohort, member) = Cohort::start(key.clone(), responses, live, self);
         if let Some(key) = key {
             // Two first members of one key may race here; the later cohort is the one
@@ -169,7 +171,7 @@ impl Cohorts {
 
 /// The subscriptions sharing one execution.
 struct Cohort {
-    key: Option<Key>,
+    key: Option<Arc<Key>>,
     /// The members' channels; `None` once the execution has ended.
     members: Arc<Mutex<Option<Vec<Member>>>>,
     live: watch::Receiver<bool>,
@@ -189,7 +191,7 @@ struct Member {
 impl Cohort {
     /// Runs `responses` for a new cohort and returns it with its first member.
     fn start(
-        key: Option<Key>,
+        key: Option<Arc<Key>>,
         responses: BoxStream<'static, Arc<Delivery>>,
         live: watch::Receiver<bool>,
         cohorts: &Arc<Cohorts>,
@@ -434,7 +436,7 @@ mod tests {
 
     fn key(token: &str) -> Option<Key> {
         Some(Key {
-            token: Some(vec![token.to_owned()]),
+            token: Some(Arc::from([token.to_owned()])),
             query: "subscription { n }".to_owned(),
             operation: None,
             variables: "{}".to_owned(),

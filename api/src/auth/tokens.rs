@@ -66,8 +66,9 @@ pub struct Session(Arc<Verified>);
 struct Verified {
     token: Biscuit,
     /// The token's revocation ids (hex), one per block, computed once: every operation's
-    /// transaction checks them and the rate limit keys on the last.
-    revocation_ids: Vec<String>,
+    /// transaction checks them, the rate limit keys on the last, and the subscription
+    /// cohorts' keys share them.
+    revocation_ids: Arc<[String]>,
     identity: Identity,
     /// The earliest expiry any block states (what clients are told).
     expires_at: DateTime<Utc>,
@@ -532,6 +533,11 @@ impl Session {
     /// revoked: its own, or one of a token it was derived from.
     pub fn revocation_ids(&self) -> &[String] {
         &self.0.revocation_ids
+    }
+
+    /// [`Session::revocation_ids`], shared rather than copied (one reference count).
+    pub fn shared_revocation_ids(&self) -> Arc<[String]> {
+        self.0.revocation_ids.clone()
     }
 
     /// The revocation id of this token's last block. Revoking it kills this token and

@@ -175,6 +175,10 @@ pub fn selects_any(ctx: &Context<'_>, field: &str, nested: &[&str]) -> bool {
 /// reads only rows it may admit. Call it last in a subscription field: it ends the
 /// set-up transaction.
 ///
+/// Await it boxed (`Box::pin`), and the set-up checks before it too: the field stream
+/// async-graphql generates holds the resolver's future for the subscription's whole
+/// life, so whatever the resolver awaits inline keeps its room there while it idles.
+///
 /// Errors: `BAD_USER_INPUT` for a cursor that is malformed or older than the retention
 /// window; the stream ends with `RATE_LIMITED` when the subscriber fell so far behind
 /// that the replica's buffer dropped events it had not read (resume with `after`).
@@ -391,7 +395,9 @@ pub async fn project_feed<M: ProjectRow, T: Send + 'static>(
         (wanted && readers.admits(row.owner_id()) && scope.reads(row.project_id()))
             .then(|| make(event, row.clone()))
     };
-    Ok(feed(ctx, after, readers, needs_db, admit).await?.boxed())
+    Ok(Box::pin(feed(ctx, after, readers, needs_db, admit))
+        .await?
+        .boxed())
 }
 
 /// Declares a subscription's event type: the cursor, what happened, and the row under

@@ -332,9 +332,9 @@ impl AgentTaskSubscription {
     ) -> Result<BoxStream<'static, ApiResult<AgentTaskEvent>>, ApiError> {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
-        let project = named_visible(rc, project_id.as_ref()).await?;
+        let project = Box::pin(named_visible(rc, project_id.as_ref())).await?;
         let task = match &task_id {
-            Some(id) => Some(require_readable(rc, id).await?.id),
+            Some(id) => Some(Box::pin(require_readable(rc, id)).await?.id),
             None => None,
         };
         project_feed(

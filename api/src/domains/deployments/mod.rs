@@ -238,9 +238,9 @@ impl DeploymentSubscription {
     ) -> Result<BoxStream<'static, ApiResult<DeploymentEvent>>, ApiError> {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
-        let project = named_visible(rc, project_id.as_ref()).await?;
+        let project = Box::pin(named_visible(rc, project_id.as_ref())).await?;
         let deployment = match &deployment_id {
-            Some(id) => Some(require_readable(rc, id).await?.id),
+            Some(id) => Some(Box::pin(require_readable(rc, id)).await?.id),
             None => None,
         };
         project_feed(

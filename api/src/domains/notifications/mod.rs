@@ -172,7 +172,9 @@ impl NotificationSubscription {
             }
             _ => None,
         };
-        Ok(feed(ctx, after, readers, false, admit).await?.boxed())
+        Ok(Box::pin(feed(ctx, after, readers, false, admit))
+            .await?
+            .boxed())
     }
 }
 
