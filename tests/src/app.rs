@@ -21,6 +21,9 @@ use crate::TestDb;
 /// Every wait in the tests is bounded by this.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The route of [`TestApp::postgres_with_panic_route`] whose handler panics.
+pub const PANIC_ROUTE: &str = "/test-panic";
+
 /// A running gateway.
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
@@ -76,12 +79,20 @@ impl TestApp {
         Self::start_keyed(database_url, db, Arc::new(KeyPair::new()), configure).await
     }
 
-    /// A gateway over a fresh Postgres database with `extra` routes under its middleware
-    /// stack (routes the binary does not have, such as one that panics).
-    pub async fn postgres_with_routes(extra: axum::Router) -> Self {
+    /// A gateway over a fresh Postgres database with one route the binary does not have,
+    /// under its middleware stack: [`PANIC_ROUTE`], whose handler panics.
+    pub async fn postgres_with_panic_route() -> Self {
         let db = TestDb::new().await;
         let url = db.url().to_owned();
-        Self::start_routed(url, Some(db), Arc::new(KeyPair::new()), |_| {}, extra).await
+        let panics = axum::Router::new().route(
+            PANIC_ROUTE,
+            axum::routing::get(|| async {
+                panic!("a handler bug");
+                #[allow(unreachable_code)]
+                ""
+            }),
+        );
+        Self::start_routed(url, Some(db), Arc::new(KeyPair::new()), |_| {}, panics).await
     }
 
     /// A second gateway (a replica) over this one's database, trusting the same root

@@ -15,6 +15,6 @@ mod database;
 pub use actors::{
     Actor, Actors, Case, create_project, create_visible_project, outcome, run_matrix, scoped,
 };
-pub use app::{Client, TIMEOUT, TestApp, WsClient, WsEnd};
+pub use app::{Client, PANIC_ROUTE, TIMEOUT, TestApp, WsClient, WsEnd};
 pub use cluster::Cluster;
 pub use database::{TestDb, test_database_url};

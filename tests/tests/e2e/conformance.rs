@@ -3,10 +3,9 @@
 //! types, GET rules (CSRF prevention in production), `operationName`, batches; and the
 //! edges: a panic, the body limit above axum's default, a token too costly to verify.
 
-use axum::{Router, routing::get};
 use biscuit_auth::{Biscuit, builder::BlockBuilder};
 use flashfusion_api::config::Environment;
-use flashfusion_tests::{TIMEOUT, TestApp, TestDb};
+use flashfusion_tests::{PANIC_ROUTE, TIMEOUT, TestApp, TestDb};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -379,19 +378,10 @@ async fn in_production_a_get_query_needs_a_header_a_form_cannot_send() {
 
 #[tokio::test]
 async fn a_panic_is_a_500_internal_and_the_connection_and_process_live_on() {
-    let extra = Router::new().route(
-        "/test-panic",
-        get(|| async {
-            if true {
-                panic!("a handler bug");
-            }
-            "unreachable"
-        }),
-    );
-    let app = TestApp::postgres_with_routes(extra).await;
+    let app = TestApp::postgres_with_panic_route().await;
     let request = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
     // Both requests on one connection: the second is answered after the panic.
-    let answers = raw(&app, &[request("/test-panic"), request("/healthz")]).await;
+    let answers = raw(&app, &[request(PANIC_ROUTE), request("/healthz")]).await;
     let (head, body) = &answers[0];
     assert!(head.starts_with("HTTP/1.1 500"), "{head}");
     let body: Value = serde_json::from_str(body).expect("a JSON body");

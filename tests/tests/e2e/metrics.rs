@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use axum::{Router, routing::get};
 use flashfusion_api::config::Environment;
-use flashfusion_tests::{Client, TIMEOUT, TestApp, TestDb};
+use flashfusion_tests::{Client, PANIC_ROUTE, TIMEOUT, TestApp, TestDb};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -370,16 +369,7 @@ async fn counted(client: &Client, request: reqwest::RequestBuilder) -> (u16, Gro
 
 #[tokio::test]
 async fn each_refusal_before_the_pipeline_is_counted_once_and_operations_are_not() {
-    let extra = Router::new().route(
-        "/test-panic",
-        get(|| async {
-            if true {
-                panic!("a handler bug");
-            }
-            "unreachable"
-        }),
-    );
-    let app = TestApp::postgres_with_routes(extra).await;
+    let app = TestApp::postgres_with_panic_route().await;
     let client = app.anonymous();
     // reqwest adds a header rather than replacing it: each request names its type once.
     let post_as = |content_type: &str| {
@@ -449,7 +439,7 @@ async fn each_refusal_before_the_pipeline_is_counted_once_and_operations_are_not
             "websocket_upgrade",
         ),
         (
-            client.request(Method::GET, "/test-panic"),
+            client.request(Method::GET, PANIC_ROUTE),
             500,
             "INTERNAL",
             "panic",
