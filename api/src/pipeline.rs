@@ -475,28 +475,24 @@ impl Gateway {
         operation_type: OperationType,
     ) -> Opening {
         let gateway = self.clone();
-        Box::pin(async move {
-            gateway
-                .open(&caller, transport, operation_type)
-                .await
-                .map_err(|(err, _)| err)
-        })
+        Box::pin(async move { gateway.open(&caller, transport, operation_type).await })
     }
 
     /// Opens the operation's transaction as `caller` once the token may still act:
     /// not expired (a WebSocket's token was verified at `connection_init` and may have
     /// expired since) and not revoked, its account still there with its role; the
-    /// database checks that in the statement that opens the transaction.
+    /// database checks that in the statement that opens the transaction. How a failure
+    /// is answered is [`open_refusal`]'s to say.
     async fn open(
         &self,
         caller: &Caller,
         transport: Transport,
         operation_type: OperationType,
-    ) -> Result<RequestTx, (ApiError, Refusal)> {
+    ) -> ApiResult<RequestTx> {
         if transport == Transport::WebSocket
             && let Some(Err(err)) = caller.as_ref().map(Session::ensure_live)
         {
-            return Err((err, Refusal::Unauthenticated));
+            return Err(err);
         }
         let read_only = operation_type != OperationType::Mutation;
         let db = &self.state.db;
@@ -511,9 +507,9 @@ impl Gateway {
                 if let Some(session) = caller {
                     self.state.tokens.forget(session);
                 }
-                Err((INVALID_TOKEN, Refusal::Unauthenticated))
+                Err(INVALID_TOKEN)
             }
-            Err(err) => Err((err, Refusal::Unavailable)),
+            Err(err) => Err(err),
         }
     }
 
@@ -708,7 +704,7 @@ fn operation(request: &mut Request) -> Result<Found, ApiError> {
     operation.ok_or_else(|| ApiError::bad_input("operationName: no such operation in the document"))
 }
 
-/// The refusal [`Gateway::open`] pairs with `err`: an unusable session is
+/// How a failure of [`Gateway::open`] is answered: an unusable session is
 /// `UNAUTHENTICATED`; anything else failed to reach the database.
 fn open_refusal(err: &ApiError) -> Refusal {
     match err {
