@@ -169,7 +169,11 @@ async fn root_fields_per_operation() {
     .await;
     // A mutation's too: ten sign-ins would be ten password hashes.
     let sign_ins: String = (0..11)
-        .map(|i| format!("s{i}: signIn(email: \"a@example.com\", password: \"x\") {{ token }} "))
+        .map(|i| {
+            format!(
+                "s{i}: signIn(input: {{email: \"a@example.com\", password: \"x\"}}) {{ token }} "
+            )
+        })
         .collect();
     refused(
         &app,

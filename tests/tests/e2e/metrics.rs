@@ -226,7 +226,10 @@ async fn operations_errors_and_subscriptions_are_counted(app: TestApp) {
         after.sum("flashfusion_db_statements_total", &[])
             > before.sum("flashfusion_db_statements_total", &[])
     );
-    assert_eq!(after.sum("flashfusion_listener_reconnects_total", &[]), 0.0);
+    if app.state.db.backend() == sea_orm::DatabaseBackend::Postgres {
+        // Only the Postgres listener reconnects; it has had no reason to.
+        assert_eq!(after.sum("flashfusion_listener_reconnects_total", &[]), 0.0);
+    }
     // The pool: what is open is idle or in use, and never more than the maximum
     // (the harness configures 5).
     let open = after.sum("flashfusion_db_pool_connections", &[]);
@@ -336,14 +339,16 @@ async fn every_response_carries_a_sane_request_id() {
     )
     .await;
     assert_eq!(unrouted, sane);
-    let refused = id_of(
-        client
-            .request(Method::POST, "/graphql")
-            .header("content-type", "application/json")
-            .body(vec![b' '; app.state.config.max_body_bytes + 1]),
-    )
-    .await;
-    assert!(uuid::Uuid::parse_str(&refused).is_ok(), "{refused}");
+    let refused = client
+        .request(Method::POST, "/graphql")
+        .header("content-type", "application/json")
+        .header("x-request-id", sane)
+        .body(vec![b' '; app.state.config.max_body_bytes + 1])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 413);
+    assert_eq!(refused.headers()["x-request-id"], sane);
 }
 
 /// Two scrapes, before and after something happened.
