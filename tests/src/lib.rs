@@ -11,6 +11,7 @@ mod actors;
 mod app;
 mod cluster;
 mod database;
+mod metrics;
 
 pub use actors::{
     Actor, Actors, Case, create_project, create_visible_project, outcome, run_matrix, scoped,
@@ -18,3 +19,4 @@ pub use actors::{
 pub use app::{Client, PANIC_ROUTE, TIMEOUT, TestApp, WsClient, WsEnd};
 pub use cluster::Cluster;
 pub use database::{TestDb, test_database_url};
+pub use metrics::Scrape;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use flashfusion_api::config::Environment;
-use flashfusion_tests::{Client, PANIC_ROUTE, TIMEOUT, TestApp, TestDb};
+use flashfusion_tests::{Client, PANIC_ROUTE, Scrape, TIMEOUT, TestApp, TestDb};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,91 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const NOTIFICATIONS: &str = "subscription { notificationAdded { kind notification { title } } }";
 const NOTIFY: &str =
     "mutation($i: CreateNotificationInput!) { createNotification(input: $i) { notificationId } }";
-
-/// One scrape: every sample.
-struct Scrape(Vec<Sample>);
-
-/// A sample's name, labels and value.
-type Sample = (String, Vec<(String, String)>, f64);
-
-impl Scrape {
-    async fn of(client: &Client) -> Self {
-        let response = client
-            .request(Method::GET, "/metrics")
-            .send()
-            .await
-            .expect("scrape");
-        assert_eq!(response.status(), 200);
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .expect("content type")
-            .to_owned();
-        assert!(
-            content_type.starts_with("application/openmetrics-text"),
-            "{content_type}"
-        );
-        Self::parse(&response.text().await.expect("body"))
-    }
-
-    /// The metrics of `app` rendered without a request, for an app whose request
-    /// timeout would cut a scrape short.
-    fn of_state(app: &TestApp) -> Self {
-        let state = &app.state;
-        Self::parse(
-            &state
-                .metrics
-                .render(&state.db, &state.hub, &state.fanout)
-                .expect("render"),
-        )
-    }
-
-    fn parse(text: &str) -> Self {
-        assert!(
-            text.ends_with("# EOF\n"),
-            "an incomplete exposition: {text}"
-        );
-        Self(
-            text.lines()
-                .filter(|line| !line.starts_with('#'))
-                .map(parse_sample)
-                .collect(),
-        )
-    }
-
-    /// The sum of the samples named `name` whose labels include all of `labels` (0
-    /// when there is none).
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
-            .iter()
-            .filter(|(sample, have, _)| {
-                sample == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
-            })
-            .map(|(_, _, value)| value)
-            .sum()
-    }
-}
-
-/// `name{k="v",...} value` (labels optional; values here never hold quotes or commas).
-fn parse_sample(line: &str) -> Sample {
-    let (series, value) = line.rsplit_once(' ').expect("a sample line");
-    let value = value.parse().unwrap_or_else(|_| panic!("a value: {line}"));
-    let (name, labels) = match series.split_once('{') {
-        Some((name, labels)) => (name, labels.trim_end_matches('}')),
-        None => (series, ""),
-    };
-    let labels = labels
-        .split(',')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').expect("label=value");
-            (k.to_owned(), v.trim_matches('"').to_owned())
-        })
-        .collect();
-    (name.to_owned(), labels, value)
-}
 
 const OPERATIONS: &str = "flashfusion_graphql_operations_total";
 const ERRORS: &str = "flashfusion_graphql_errors_total";

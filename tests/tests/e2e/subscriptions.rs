@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use flashfusion_tests::{TIMEOUT, TestApp, WsClient};
+use flashfusion_tests::{Scrape, TIMEOUT, TestApp, WsClient};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
@@ -594,22 +594,6 @@ async fn identical_subscriptions_share_one_execution(app: TestApp) {
     assert_eq!(app.state.fanout.running(), 2);
 }
 
-/// The value of `series` (a metric's name and labels as `/metrics` prints them) in one
-/// scrape; 0 when it has no sample yet.
-async fn scraped(app: &TestApp, series: &str) -> f64 {
-    let response = app
-        .anonymous()
-        .request(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.expect("body");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.parse().expect("a value"))
-}
-
 /// A subscription's set-up counts in `/metrics` as an operation of its name, type
 /// `subscription` and transport `websocket`: `ok` once its feed started, `errors` when
 /// its field refused it (an anonymous caller) or validation did, its errors by code; a
@@ -619,26 +603,41 @@ async fn subscription_set_ups_are_counted_in_the_metrics() {
     const FEED: &str = "subscription Feed { notificationAdded { cursor } }";
     let app = TestApp::postgres().await;
     let (ada, _) = app.user("ada@example.com").await;
-    let operations = |outcome: &str| {
-        format!(
-            "flashfusion_graphql_operations_total{{operation=\"Feed\",operation_type=\"subscription\",transport=\"websocket\",outcome=\"{outcome}\"}}"
+    let operations = |outcome| {
+        (
+            "flashfusion_graphql_operations_total",
+            vec![
+                ("operation", "Feed"),
+                ("operation_type", "subscription"),
+                ("transport", "websocket"),
+                ("outcome", outcome),
+            ],
         )
     };
-    let errors = |code: &str| format!("flashfusion_graphql_errors_total{{code=\"{code}\"}}");
-    let set_ups = "flashfusion_graphql_operation_duration_seconds_count{operation_type=\"subscription\",transport=\"websocket\"}";
-    let unparsed = "flashfusion_graphql_operations_total{operation=\"anonymous\",operation_type=\"unknown\",transport=\"websocket\",outcome=\"bad_request\"}";
+    let errors = |code| ("flashfusion_graphql_errors_total", vec![("code", code)]);
     let series = [
         operations("ok"),
         operations("errors"),
         errors("UNAUTHENTICATED"),
         errors("BAD_USER_INPUT"),
-        set_ups.to_owned(),
-        unparsed.to_owned(),
+        (
+            "flashfusion_graphql_operation_duration_seconds_count",
+            vec![
+                ("operation_type", "subscription"),
+                ("transport", "websocket"),
+            ],
+        ),
+        (
+            "flashfusion_graphql_operations_total",
+            vec![
+                ("operation", "anonymous"),
+                ("operation_type", "unknown"),
+                ("transport", "websocket"),
+                ("outcome", "bad_request"),
+            ],
+        ),
     ];
-    let mut before = Vec::new();
-    for series in &series {
-        before.push(scraped(&app, series).await);
-    }
+    let before = Scrape::of(&app.anonymous()).await;
 
     let _started = subscribe(&app, ada.token(), FEED, json!({})).await;
     let mut anonymous = ask(&app, "", FEED, json!({})).await;
@@ -655,9 +654,10 @@ async fn subscription_set_ups_are_counted_in_the_metrics() {
     let mut unparsable = ask(&app, ada.token(), "subscription Feed {", json!({})).await;
     assert_eq!(refusal(&mut unparsable).await, "BAD_USER_INPUT");
 
-    let mut counted = Vec::new();
-    for (series, before) in series.iter().zip(before) {
-        counted.push(scraped(&app, series).await - before);
-    }
+    let after = Scrape::of(&app.anonymous()).await;
+    let counted: Vec<f64> = series
+        .iter()
+        .map(|(name, labels)| after.sum(name, labels) - before.sum(name, labels))
+        .collect();
     assert_eq!(counted, [1.0, 2.0, 1.0, 2.0, 3.0, 1.0], "{series:?}");
 }
