@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::{
     auth::{INVALID_TOKEN, Identity, Session},
     db::{Opening, PendingTx, RequestTx},
+    documents::Prepared,
     domains,
     error::{ApiError, ApiResult},
     fanout::{Delivery, Key},
@@ -233,7 +234,7 @@ impl Gateway {
         transport: Transport,
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
-        match self.check(&mut request, &caller, client, transport, started) {
+        match self.check(&mut request, None, &caller, client, transport, started) {
             Ok((operation_type, operation_name)) => {
                 self.run_found(
                     request,
@@ -250,11 +251,13 @@ impl Gateway {
     }
 
     /// What every operation passes before its type is acted on, counted when refused:
-    /// the rate limit of `caller` at `client`, then [`Gateway::admit`], then finding
-    /// the operation the request names; its type and name.
+    /// the rate limit of `caller` at `client`, then [`Gateway::admit`] (given what
+    /// preparing the document gave, when the transport prepared it), then finding the
+    /// operation the request names; its type and name.
     fn check(
         &self,
         request: &mut Request,
+        prepared: Option<ApiResult<Prepared>>,
         caller: &Caller,
         client: IpAddr,
         transport: Transport,
@@ -264,7 +267,7 @@ impl Gateway {
         {
             return Err(Box::new(refused));
         }
-        self.admit(request, caller)
+        self.admit(request, prepared, caller)
             .and_then(|()| operation(request))
             .map_err(|err| Box::new(self.refuse_unfound(request, transport, started, err)))
     }
@@ -391,8 +394,16 @@ impl Gateway {
     /// trusted-documents allow-list, or introspection in production, unless the caller is
     /// an admin (whose session the transaction then checks as usual). Judged per request
     /// from what the cache says of the text, never remembered per caller.
-    fn admit(&self, request: &mut Request, caller: &Caller) -> ApiResult<()> {
-        let prepared = self.state.documents.prepare(request)?;
+    fn admit(
+        &self,
+        request: &mut Request,
+        prepared: Option<ApiResult<Prepared>>,
+        caller: &Caller,
+    ) -> ApiResult<()> {
+        let prepared = match prepared {
+            Some(prepared) => prepared?,
+            None => self.state.documents.prepare(request)?,
+        };
         if caller.as_ref().is_some_and(|s| s.identity().is_admin()) {
             return Ok(());
         }
@@ -772,17 +783,19 @@ fn is_input_coercion(message: &str) -> bool {
 
 impl Gateway {
     /// Runs one WebSocket operation for `caller` at `client`: a query or mutation
-    /// yields one response, a subscription one per event until it ends.
+    /// yields one response, a subscription one per event until it ends. `prepared` is
+    /// what the socket got preparing the document (`None`: not prepared yet).
     pub fn execute_ws(
         &self,
         mut request: Request,
+        prepared: Option<ApiResult<Prepared>>,
         caller: Caller,
         client: IpAddr,
     ) -> BoxStream<'static, Arc<Delivery>> {
         let started = Instant::now();
         let gateway = self.clone();
         let transport = Transport::WebSocket;
-        let found = match self.check(&mut request, &caller, client, transport, started) {
+        let found = match self.check(&mut request, prepared, &caller, client, transport, started) {
             Ok(found) => found,
             Err(refused) => return stream::iter([Delivery::of(&refused.0)]).boxed(),
         };

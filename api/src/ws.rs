@@ -29,8 +29,8 @@ use tokio_stream::{StreamMap, wrappers::ReceiverStream};
 use crate::{
     auth::{INVALID_TOKEN, Session},
     config::Config,
-    documents::DocumentCache,
-    error::ApiError,
+    documents::{DocumentCache, Prepared},
+    error::{ApiError, ApiResult},
     fanout::Delivery,
     pipeline::{Caller, Gateway, operation_type},
 };
@@ -107,10 +107,12 @@ enum Action {
     Close(u16, String),
     /// Verify this `connection_init` payload, then acknowledge or close.
     Init(Value),
-    /// Execute `request` as operation `id` (boxed: a `Request` is large).
+    /// Execute `request` as operation `id` (boxed: a `Request` is large), its document
+    /// prepared already when the socket has the gateway's cache (`prepared`).
     Start {
         id: String,
         request: Box<Request>,
+        prepared: Option<ApiResult<Prepared>>,
         subscription: bool,
     },
     /// Drop operation `id`'s stream: the client does not want it any more.
@@ -221,12 +223,13 @@ impl Connection {
             );
         }
         // A document that does not parse or is over a limit runs as an operation,
-        // which the pipeline refuses with the reason (and is not parsed again here).
+        // which the pipeline refuses with the reason; what preparing it gave goes along,
+        // so the pipeline does not prepare it again.
         let prepared = self
             .documents
             .as_ref()
-            .is_none_or(|documents| documents.prepare(&mut request).is_ok());
-        let subscription = prepared
+            .map(|documents| documents.prepare(&mut request));
+        let subscription = prepared.as_ref().is_none_or(Result::is_ok)
             && matches!(
                 operation_type(&mut request),
                 Ok(OperationType::Subscription)
@@ -266,6 +269,7 @@ impl Connection {
         Action::Start {
             id,
             request: Box::new(request),
+            prepared,
             subscription,
         }
     }
@@ -547,14 +551,19 @@ impl Served {
                 Action::Start {
                     id,
                     request,
+                    prepared,
                     subscription,
                 } => {
                     // Its logs carry its id, inside the socket's (the upgrade
                     // request's) span.
                     let span = tracing::info_span!("graphql.ws.operation", operation.id = %id);
                     let responses = in_span(
-                        self.gateway
-                            .execute_ws(*request, self.caller.clone(), self.client),
+                        self.gateway.execute_ws(
+                            *request,
+                            prepared,
+                            self.caller.clone(),
+                            self.client,
+                        ),
                         span,
                     );
                     let responses = if subscription {
