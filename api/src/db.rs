@@ -137,15 +137,6 @@ impl Database {
         self
     }
 
-    /// A handle bound to no transaction yet, for an operation whose transaction is
-    /// opened later ([`TxRef::rebind`]).
-    pub fn unbound_handle(&self) -> TxRef {
-        TxRef {
-            slot: Arc::new(Mutex::new(Weak::new())),
-            is_postgres: self.backend() == DatabaseBackend::Postgres,
-        }
-    }
-
     /// How many SQL statements this pool has run.
     pub fn statements_executed(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
@@ -550,6 +541,7 @@ impl RequestTx {
     pub fn handle(&self) -> TxRef {
         TxRef {
             slot: Arc::new(Mutex::new(Arc::downgrade(&self.tx))),
+            pending: None,
             is_postgres: self.is_postgres(),
         }
     }
@@ -574,28 +566,41 @@ impl RequestTx {
 
 /// What resolvers hold: a weak reference to the operation's transaction. Clones share
 /// one slot, so a subscription can point its resolvers and loaders at each delivery's
-/// own short transaction ([`TxRef::rebind`]).
+/// own short transaction ([`TxRef::rebind`]). A handle from [`PendingTx::handle`]
+/// opens the operation's transaction the first time any of them needs it.
 #[derive(Clone)]
 pub struct TxRef {
-    slot: Arc<Mutex<Weak<Tx>>>,
+    slot: Slot,
+    pending: Option<Arc<PendingTx>>,
     is_postgres: bool,
 }
 
+/// Where a [`TxRef`] and its clones find the transaction.
+type Slot = Arc<Mutex<Weak<Tx>>>;
+
 impl TxRef {
-    /// The live transaction; fails only if used after the operation ended.
-    pub fn get(&self) -> ApiResult<Arc<Tx>> {
-        self.slot
-            .lock()
-            .ok()
-            .and_then(|tx| tx.upgrade())
-            .ok_or_else(|| ApiError::bug("transaction used after its operation"))
+    /// The live transaction, opened now if it is the operation's first use of it; fails
+    /// if opening does (a refused session, say) or if used after the operation ended.
+    pub async fn get(&self) -> ApiResult<Arc<Tx>> {
+        if let Some(tx) = self.current() {
+            return Ok(tx);
+        }
+        if let Some(pending) = &self.pending {
+            pending.open().await?;
+            if let Some(tx) = self.current() {
+                return Ok(tx);
+            }
+        }
+        Err(ApiError::bug("transaction used after its operation"))
+    }
+
+    fn current(&self) -> Option<Arc<Tx>> {
+        self.slot.lock().ok().and_then(|tx| tx.upgrade())
     }
 
     /// Points this handle and all its clones at `tx` from now on.
     pub fn rebind(&self, tx: &RequestTx) {
-        if let Ok(mut slot) = self.slot.lock() {
-            *slot = Arc::downgrade(&tx.tx);
-        }
+        bind(&self.slot, tx);
     }
 
     /// Runs the rest of this transaction as `identity` (Postgres), e.g. the gateway's
@@ -603,63 +608,90 @@ impl TxRef {
     /// anyone is signed in.
     pub async fn act_as(&self, identity: &Identity) -> ApiResult<()> {
         if self.is_postgres {
-            act_as(&*self.get()?, identity).await?;
+            act_as(&*self.get().await?, identity).await?;
         }
         Ok(())
+    }
+}
+
+fn bind(slot: &Slot, tx: &RequestTx) {
+    if let Ok(mut slot) = slot.lock() {
+        *slot = Arc::downgrade(&tx.tx);
     }
 }
 
 /// How an operation's transaction is opened (as its caller, checking its session).
 pub type Opening = BoxFuture<'static, ApiResult<RequestTx>>;
 
-/// An operation's transaction before its document has passed validation: the handle
-/// its resolvers and loaders hold, bound only once `schema::Hooks` opens it,
-/// so an operation refused by validation (its cost, say) does no database work.
+/// An operation's transaction before anything has used it. It opens when a resolver
+/// or loader first asks its handle for it, which async-graphql lets happen only once the
+/// document has passed validation, so an operation refused by validation (its cost,
+/// say) does no database work, and needs no schema extension to know when validation
+/// has passed (an extension costs every field of every operation: BENCHMARKS.md,
+/// "Instructions per read"). Resolvers running side by side wait for one opening.
 pub struct PendingTx {
     opening: Mutex<Option<Opening>>,
+    /// Whether opening succeeded, once it has run: what concurrent first users share.
+    outcome: tokio::sync::OnceCell<ApiResult<()>>,
     opened: Mutex<Option<ApiResult<RequestTx>>>,
-    handle: TxRef,
+    slot: Slot,
+    is_postgres: bool,
 }
 
 impl PendingTx {
-    /// A transaction `opening` will open, for resolvers holding `handle` (from
-    /// [`Database::unbound_handle`]).
-    pub fn new(opening: Opening, handle: TxRef) -> Arc<Self> {
+    /// A transaction `opening` will open on first use by a handle of
+    /// [`PendingTx::handle`]; `db` says which backend.
+    pub fn new(opening: Opening, db: &Database) -> Arc<Self> {
         Arc::new(Self {
             opening: Mutex::new(Some(opening)),
+            outcome: tokio::sync::OnceCell::new(),
             opened: Mutex::new(None),
-            handle,
+            slot: Slot::default(),
+            is_postgres: db.backend() == DatabaseBackend::Postgres,
         })
     }
 
-    /// Opens the transaction (once) and binds the handle to it; what opening gave is
-    /// kept for [`PendingTx::take`].
+    /// Opens the transaction unless it has been (once, whoever asks first) and binds
+    /// the handles to it; what opening gave is kept for [`PendingTx::take`].
     pub async fn open(&self) -> ApiResult<()> {
-        let opening = self
-            .opening
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or_else(|| ApiError::bug("an operation's transaction was opened twice"))?;
-        let opened = opening.await;
-        let result = match &opened {
-            Ok(tx) => {
-                self.handle.rebind(tx);
-                Ok(())
-            }
-            Err(err) => Err(err.clone()),
-        };
-        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(opened);
-        result
+        self.outcome
+            .get_or_init(|| async {
+                let opening = self
+                    .opening
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                let Some(opening) = opening else {
+                    return Err(ApiError::bug(
+                        "an operation's transaction was opened after it was taken",
+                    ));
+                };
+                let opened = opening.await;
+                let outcome = match &opened {
+                    Ok(tx) => {
+                        bind(&self.slot, tx);
+                        Ok(())
+                    }
+                    Err(err) => Err(err.clone()),
+                };
+                *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(opened);
+                outcome
+            })
+            .await
+            .clone()
     }
 
     /// The handle for the operation's resolvers and loaders.
-    pub fn handle(&self) -> TxRef {
-        self.handle.clone()
+    pub fn handle(self: &Arc<Self>) -> TxRef {
+        TxRef {
+            slot: self.slot.clone(),
+            pending: Some(self.clone()),
+            is_postgres: self.is_postgres,
+        }
     }
 
-    /// What opening gave, taken: `None` when the operation never got past validation
-    /// (nothing was opened).
+    /// What opening gave, taken: `None` when nothing asked for the transaction (the
+    /// operation was refused by validation, or needed no database).
     pub fn take(&self) -> Option<ApiResult<RequestTx>> {
         self.opened
             .lock()

@@ -9,15 +9,15 @@
 //! ([`crate::documents::DocumentCache::prepare`]), so a cached document is not checked
 //! again, and HTTP and WebSocket alike pass through them; the rate limits are counted
 //! by the pipeline before anything else. The cost is known only once async-graphql
-//! validates the operation, inside `Schema::execute`: the pipeline therefore opens the
-//! operation's transaction only when validation has passed (`db::PendingTx`,
-//! `schema::Hooks`), so a refused operation never reaches the database. This
-//! module never reads the database itself.
+//! validates the operation, inside `Schema::execute` (`SchemaBuilder::limit_complexity`,
+//! its refusal worded by [`too_costly`]): the operation's transaction opens only when a
+//! resolver first needs it, after validation (`db::PendingTx`), so a refused operation
+//! never reaches the database. This module never reads the database itself.
 
 use std::{collections::HashMap, net::IpAddr, num::NonZeroU32, time::Duration};
 
 use async_graphql::{
-    Positioned,
+    Positioned, ServerError,
     parser::types::{Directive, ExecutableDocument, Selection, SelectionSet, VariableDefinition},
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
@@ -135,6 +135,21 @@ fn over(what: &str, limit: usize, setting: &str) -> ApiError {
     ApiError::bad_input(format!(
         "query too large: more than {limit} {what} per operation ({setting})"
     ))
+}
+
+/// How async-graphql words its refusal of an operation over
+/// `SchemaBuilder::limit_complexity` (`validation::check_rules`).
+const TOO_COMPLEX: &str = "Query is too complex.";
+
+/// `error` as the client reads it: async-graphql's cost refusal named after its
+/// setting, `FLASHFUSION_MAX_COST` being `max_cost`; any other error unchanged.
+pub fn too_costly(error: &mut ServerError, max_cost: usize) {
+    if error.message == TOO_COMPLEX && error.path.is_empty() {
+        *error = ApiError::bad_input(format!(
+            "query too costly: over {max_cost} (FLASHFUSION_MAX_COST; a connection costs its children once per item `first` or `last` asks for)"
+        ))
+        .into();
+    }
 }
 
 fn variable_directives(definitions: &[Positioned<VariableDefinition>]) -> usize {

@@ -339,27 +339,31 @@ impl Gateway {
             }
             _ => {}
         }
-        // Opened by `schema::Hooks` once the operation passed validation.
+        // Opened by the operation's first use of it, which comes after validation.
         let pending = PendingTx::new(
             self.opening(caller.clone(), transport, operation_type),
-            self.state.db.unbound_handle(),
+            &self.state.db,
         );
+        let authenticated = caller.is_some();
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
         let schema = self.schema_for(identity.is_admin());
         let handle = pending.handle();
         let request = domains::register_loaders(
-            request
-                .data(RequestContext::new(caller, handle.clone(), client))
-                .data(pending.clone()),
+            request.data(RequestContext::new(caller, handle.clone(), client)),
             handle,
             identity,
         );
         let mut response = schema.execute(request).await;
+        if authenticated && ran(&response) {
+            // Opened already, or, for an operation that needed no database, now: a
+            // session proves it may still act on every operation it runs.
+            let _ = pending.open().await;
+        }
         let tx = match pending.take() {
             Some(Ok(tx)) => tx,
-            // The error is in the response already.
-            Some(Err(err)) => return (self.with_codes(response), Some(open_refusal(&err))),
-            // Refused by validation: nothing was opened.
+            Some(Err(err)) => return refuse_opening(&err),
+            // Refused by validation, or anonymous and needing no database: nothing
+            // was opened.
             None => return (self.with_codes(response), None),
         };
         let success = response.is_ok();
@@ -423,7 +427,10 @@ impl Gateway {
 
     /// Gives every error a stable code ([`with_codes`]); in production, also makes the
     /// texts of errors that are not the client's input opaque.
-    fn with_codes(&self, response: Response) -> Response {
+    fn with_codes(&self, mut response: Response) -> Response {
+        for error in &mut response.errors {
+            limits::too_costly(error, self.state.config.max_cost);
+        }
         with_codes(response, self.state.config.is_production())
     }
 
@@ -493,7 +500,7 @@ impl Gateway {
     /// not expired (a WebSocket's token was verified at `connection_init` and may have
     /// expired since) and not revoked, its account still there with its role; the
     /// database checks that in the statement that opens the transaction. How a failure
-    /// is answered is [`open_refusal`]'s to say.
+    /// is answered is [`refuse_opening`]'s to say.
     async fn open(
         &self,
         caller: &Caller,
@@ -524,12 +531,13 @@ impl Gateway {
         }
     }
 
-    /// Sets a subscription up: async-graphql validates it, then `schema::Hooks`
-    /// opens its set-up transaction as `caller` (read-only; a refused subscription does
-    /// no database work), in which the field runs its checks (the token, the project or
-    /// row it names) until it starts its feed (`done` resolves) or fails. The
-    /// transaction ends then, committed or rolled back; all of it within the request
-    /// timeout.
+    /// Sets a subscription up: async-graphql validates it, then the field runs its
+    /// checks (the token, the project or row it names) in a set-up transaction opened
+    /// as `caller` when it first needs one (read-only; a subscription refused by
+    /// validation does no database work), until it starts its feed (`done` resolves)
+    /// or fails. The transaction ends then, committed or rolled back; a session's
+    /// subscription whose set-up needed no database opens one then, to prove the
+    /// session may still act. All of it within the request timeout.
     async fn set_up(
         &self,
         request: Request,
@@ -544,16 +552,16 @@ impl Gateway {
                 Transport::WebSocket,
                 OperationType::Subscription,
             ),
-            self.state.db.unbound_handle(),
+            &self.state.db,
         );
+        let authenticated = caller.is_some();
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
         let schema = self.schema_for(identity.is_admin());
         let handle = pending.handle();
         let request = domains::register_loaders(
             request
                 .data(RequestContext::new(caller, handle.clone(), client))
-                .data(subscription.clone())
-                .data(pending.clone()),
+                .data(subscription.clone()),
             handle,
             identity,
         );
@@ -574,37 +582,36 @@ impl Gateway {
             Ok(Some(failed)) => Err(failed),
             Err(_) => Err(Some(timed_out(limit))),
         };
-        let opened = pending.take();
-        let (failed, refusal) = match first {
-            Ok(first) => {
+        if authenticated && first.is_ok() {
+            // Opened by the set-up already, or, when it needed no database, now: a
+            // session proves it may still act before its feed starts.
+            let _ = pending.open().await;
+        }
+        let (failed, refusal) = match (first, pending.take()) {
+            (_, Some(Err(err))) => {
+                let (refused, refusal) = refuse_opening(&err);
+                (Some(refused), refusal)
+            }
+            (Ok(first), opened) => {
                 let finished = match opened {
                     Some(Ok(tx)) => tx.finish(true).await,
-                    _ => Err(ApiError::bug(
-                        "a subscription's feed started without its set-up transaction",
-                    )),
+                    _ => Ok(()),
                 };
                 match finished {
                     Ok(()) => return SetUp::Started(first, responses),
                     Err(err) => (Some(Response::from_errors(vec![err.into()])), None),
                 }
             }
-            Err(failed) => {
+            (Err(failed), opened) => {
                 // Dropped first, so no resolver still holds the transaction.
                 drop(responses);
-                let refusal = match opened {
-                    Some(Ok(tx)) => {
-                        let _ = tx.finish(false).await;
-                        None
-                    }
-                    // Opening refused it; the response carries the error.
-                    Some(Err(err)) => Some(open_refusal(&err)),
-                    // Refused by validation, or timed out before opening: nothing opened.
-                    None => None,
-                };
-                (failed, refusal)
+                if let Some(Ok(tx)) = opened {
+                    let _ = tx.finish(false).await;
+                }
+                (failed.map(|failed| self.with_codes(failed)), None)
             }
         };
-        SetUp::Ended(failed.map(|failed| self.with_codes(failed)), refusal)
+        SetUp::Ended(failed, refusal)
     }
 
     /// Runs a subscription named `operation_name` that arrived at `started`: its set-up
@@ -715,13 +722,22 @@ fn operation(request: &mut Request) -> Result<Found, ApiError> {
     operation.ok_or_else(|| ApiError::bad_input("operationName: no such operation in the document"))
 }
 
-/// How a failure of [`Gateway::open`] is answered: an unusable session is
-/// `UNAUTHENTICATED`; anything else failed to reach the database.
-fn open_refusal(err: &ApiError) -> Refusal {
-    match err {
+/// Whether async-graphql ran `response`'s operation, i.e. it passed validation: it has
+/// data, or an error raised while resolving a field (which has a path); a refusal by
+/// validation has neither.
+fn ran(response: &Response) -> bool {
+    !matches!(response.data, Value::Null) || response.errors.iter().any(|e| !e.path.is_empty())
+}
+
+/// How a failure of [`Gateway::open`] is answered: with its error alone, whatever the
+/// fields that were waiting for the transaction made of it; an unusable session is
+/// `UNAUTHENTICATED`, anything else failed to reach the database.
+fn refuse_opening(err: &ApiError) -> (Response, Option<Refusal>) {
+    let refusal = match err {
         ApiError::Unauthenticated(_) => Refusal::Unauthenticated,
         _ => Refusal::Unavailable,
-    }
+    };
+    refuse(err.clone(), refusal)
 }
 
 fn refuse(err: ApiError, refusal: Refusal) -> (Response, Option<Refusal>) {

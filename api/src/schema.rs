@@ -1,18 +1,16 @@
-//! The GraphQL schema: the root types merged from the domains, its limits and its
-//! extensions. Above every domain and below the pipeline; adding a domain means adding
+//! The GraphQL schema: the root types merged from the domains, its cost limit and the
+//! mutation guard. Above every domain and below the pipeline; adding a domain means adding
 //! its query, mutation and subscription roots here and its loaders in `domains::register_loaders`.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use async_graphql::{
-    MergedObject, MergedSubscription, Schema, ServerError, ServerResult, ValidationResult, Value,
-    extensions::{
-        Extension, ExtensionContext, ExtensionFactory, NextResolve, NextValidation, ResolveInfo,
-    },
+    ContainerType, Context, ContextSelectionSet, MergedObject, MergedSubscription, ObjectType,
+    OutputType, Positioned, Schema, ServerError, ServerResult, Value, parser::types::Field,
+    registry::Registry, resolver_utils::resolve_container_serial,
 };
 
 use crate::{
-    db::PendingTx,
     domains::{
         accounts::{AccountMutation, AccountQuery},
         agent_tasks::{AgentTaskMutation, AgentTaskQuery, AgentTaskSubscription},
@@ -71,13 +69,14 @@ pub struct Subscription(
 );
 
 /// The gateway's schema type.
-pub type AppSchema = Schema<Query, Mutation, Subscription>;
+pub type AppSchema = Schema<Query, GuardedMutation, Subscription>;
 
 /// Builds the schema. It holds no state of its own: per-request data comes from the
 /// pipeline, shared services from [`AppState`] in the schema data. Its cost limit is
 /// `FLASHFUSION_MAX_COST` (each field 1, a connection's children once per item its
-/// `first`/`last` may return); the other limits on a document are checked before it is
-/// parsed or as it is ([`crate::limits`]).
+/// `first`/`last` may return), checked by async-graphql's validation; the other limits
+/// on a document are checked before it is parsed or as it is ([`crate::limits`]). It
+/// has no extension (see [`GuardedMutation`]).
 pub fn build_schema(state: Option<Arc<AppState>>) -> AppSchema {
     build(state, false)
 }
@@ -93,13 +92,16 @@ pub fn build_restricted_schema(state: Arc<AppState>) -> AppSchema {
 }
 
 fn build(state: Option<Arc<AppState>>, restricted: bool) -> AppSchema {
-    let max_cost = state.as_ref().map(|state| state.config.max_cost);
     let mut builder = Schema::build(
         Query::default(),
-        Mutation::default(),
+        GuardedMutation::default(),
         Subscription::default(),
-    )
-    .extension(Hooks { max_cost });
+    );
+    if let Some(state) = &state {
+        // Its refusal ("Query is too complex.") is worded by the pipeline
+        // (`limits::too_costly`).
+        builder = builder.limit_complexity(state.config.max_cost);
+    }
     if restricted {
         builder = builder.disable_suggestions().disable_introspection();
     }
@@ -114,88 +116,56 @@ pub fn sdl() -> String {
     build_schema(None).sdl()
 }
 
-/// The schema's one extension, with two hooks:
-/// - **validation**: refuses an operation whose cost, as async-graphql's validation
-///   computes it, is over `FLASHFUSION_MAX_COST` (what `SchemaBuilder::limit_complexity`
-///   does, with a message that names the setting); then, validation passed, opens the
-///   operation's transaction ([`PendingTx`], in the request's data), so a refused
-///   operation does no database work. The validation hook is the last step both
-///   `Schema::execute` and `Schema::execute_stream` take before running anything (a
-///   subscription never reaches the `execute` hook); after it async-graphql only picks
-///   the operation, which the pipeline has found already;
-/// - **mutation guard** (`resolve`): stops a mutation at its first failing root field.
-///   GraphQL runs the remaining root fields anyway, but the operation will be rolled
-///   back, and on Postgres every statement after a failed one is refused ("transaction
-///   aborted"), which would surface as `INTERNAL`. Later fields get an error naming the
-///   cause instead, with the first failure's code, and run nothing.
+/// The mutation root as async-graphql runs it: [`Mutation`]'s fields, with a guard that
+/// stops a mutation at its first failing root field. GraphQL runs the remaining root
+/// fields anyway, but the operation will be rolled back, and on Postgres every statement
+/// after a failed one is refused ("transaction aborted"), which would surface as
+/// `INTERNAL`. Later fields get an error naming the cause instead, with the first
+/// failure's code, and run nothing.
 ///
-/// One extension rather than one per hook: once a schema has any extension,
-/// async-graphql runs every field of every operation through every extension's `resolve`
-/// (`resolver_utils::container::Fields::add_set`), a boxed future each, so each
-/// extension costs per field, not per operation (BENCHMARKS.md, "Instructions per
-/// read").
-pub(crate) struct Hooks {
-    /// `FLASHFUSION_MAX_COST`; `None` for the schema built without state (its SDL).
-    max_cost: Option<usize>,
-}
+/// A wrapper of the root, not a schema extension: once a schema has any extension,
+/// async-graphql runs every field of every operation through it
+/// (`resolver_utils::container::Fields::add_set`), a boxed future, a registry lookup
+/// and its type's name each, which cost reads a fifth of their CPU (BENCHMARKS.md,
+/// "Instructions per read"). The schema has none.
+#[derive(Default)]
+pub struct GuardedMutation(Mutation);
 
-impl ExtensionFactory for Hooks {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Hooks {
-            max_cost: self.max_cost,
-        })
+impl OutputType for GuardedMutation {
+    fn type_name() -> Cow<'static, str> {
+        Mutation::type_name()
     }
-}
 
-#[async_trait::async_trait]
-impl Extension for Hooks {
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
-        if let Some(max_cost) = self.max_cost
-            && result.complexity > max_cost
-        {
-            let err = ApiError::bad_input(format!(
-                "query too costly: {} is over {max_cost} (FLASHFUSION_MAX_COST; a connection costs its children once per item `first` or `last` asks for)",
-                result.complexity
-            ));
-            return Err(vec![err.into()]);
-        }
-        if let Some(pending) = ctx.data_opt::<Arc<PendingTx>>() {
-            pending.open().await.map_err(|err| vec![err.into()])?;
-        }
-        Ok(result)
+    fn create_type_info(registry: &mut Registry) -> String {
+        Mutation::create_type_info(registry)
     }
 
     async fn resolve(
         &self,
-        ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        // Every field passes here: the type's name first, the data lookup (a hash) only
-        // for a mutation's root fields.
-        if info.parent_type != "Mutation" {
-            return next.run(ctx, info).await;
-        }
+        ctx: &ContextSelectionSet<'_>,
+        _field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        resolve_container_serial(ctx, self).await
+    }
+}
+
+impl ContainerType for GuardedMutation {
+    async fn resolve_field(&self, ctx: &Context<'_>) -> ServerResult<Option<Value>> {
         let Some(rc) = ctx.data_opt::<RequestContext>() else {
-            return next.run(ctx, info).await;
+            return self.0.resolve_field(ctx).await;
         };
         if let Some(code) = rc.failed.get() {
             let mut error = ServerError::new(
                 "not run: an earlier field of this mutation failed, so the operation was rolled back",
-                Some(info.field.name.pos),
+                Some(ctx.item.pos),
             );
             error
                 .extensions
                 .get_or_insert_with(Default::default)
                 .set("code", code.as_str());
-            return Err(error);
+            return Err(ctx.set_error_path(error));
         }
-        let result = next.run(ctx, info).await;
+        let result = self.0.resolve_field(ctx).await;
         if let Err(error) = &result {
             let code = error
                 .extensions
@@ -211,3 +181,5 @@ impl Extension for Hooks {
         result
     }
 }
+
+impl ObjectType for GuardedMutation {}

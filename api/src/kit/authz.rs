@@ -181,7 +181,7 @@ where
         .distinct()
         .limit(AUTHORIZATION_BUDGET as u64 + 1)
         .into_tuple()
-        .all(&*rc.tx()?)
+        .all(&*rc.tx().await?)
         .await?;
     let allowed = readable_projects(rc, ids).await?;
     Ok(query.filter(project.is_in(allowed)))

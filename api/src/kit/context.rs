@@ -152,9 +152,9 @@ impl RequestContext {
         Ok(())
     }
 
-    /// The operation's transaction.
-    pub fn tx(&self) -> ApiResult<Arc<Tx>> {
-        self.tx.get()
+    /// The operation's transaction, opened by its first use ([`crate::db::PendingTx`]).
+    pub async fn tx(&self) -> ApiResult<Arc<Tx>> {
+        self.tx.get().await
     }
 
     /// The weak handle, for DataLoaders and identity switches.

@@ -165,7 +165,7 @@ where
     type Error = Arc<ApiError>;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, N>, Self::Error> {
-        let tx = self.tx.get().map_err(Arc::new)?;
+        let tx = self.tx.get().await.map_err(Arc::new)?;
         let rows = E::find()
             .filter(self.column.is_in(keys.iter().copied()))
             .filter(self.readable.clone())
@@ -183,7 +183,10 @@ mod tests {
     use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
 
     use super::*;
-    use crate::db::Database;
+    use crate::{
+        db::{Database, PendingTx},
+        error::ApiError,
+    };
 
     /// Doubles its keys, recording the keys of each batch it is asked for.
     struct Doubler(Arc<Mutex<Vec<Vec<u32>>>>);
@@ -233,7 +236,9 @@ mod tests {
         let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
         let run = async |query: &str| {
             let request = Request::new(query);
-            let request = loaders.attach(request, db.unbound_handle(), Identity::ANONYMOUS);
+            // Never opened: the loader reads no database.
+            let unused = PendingTx::new(Box::pin(async { Err(ApiError::bug("opened")) }), &db);
+            let request = loaders.attach(request, unused.handle(), Identity::ANONYMOUS);
             let response = schema.execute(request).await;
             assert!(response.is_ok(), "{:?}", response.errors);
             response.data.to_string()

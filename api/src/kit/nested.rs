@@ -142,7 +142,7 @@ impl<L: ChildList> FirstPages<L> {
         } else {
             Arc::from([parent])
         };
-        let tx = self.tx.get()?;
+        let tx = self.tx.get().await?;
         let cell = self
             .memo
             .lock()

@@ -298,7 +298,7 @@ where
     // Counted over the key alone: the caller may not be allowed to read every column.
     let count_query = query.clone().select_only().column(id);
     let count_tx = tx.clone();
-    let db = tx.get()?;
+    let db = tx.get().await?;
     let mut query = query;
     if let Some(after) = window.after {
         query = query.filter(id.lt(after));
@@ -348,7 +348,7 @@ where
         None => Box::new(move |_| {
             let query = count_query.clone();
             let tx = count_tx.clone();
-            Box::pin(async move { Ok(query.count(&*tx.get()?).await?) })
+            Box::pin(async move { Ok(query.count(&*tx.get().await?).await?) })
         }),
     };
     let mut connection =

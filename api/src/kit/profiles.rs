@@ -33,7 +33,7 @@ impl Loader<Uuid> for ProfileLoader {
     type Error = Arc<ApiError>;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Profile>, Self::Error> {
-        let tx = self.tx.get().map_err(Arc::new)?;
+        let tx = self.tx.get().await.map_err(Arc::new)?;
         find_many(&*tx, keys.iter().copied())
             .await
             .map_err(Arc::new)

@@ -177,9 +177,23 @@ async fn a_token_revoked_between_two_requests_is_refused_on_the_second(app: Test
             .await
             .expect("revoke");
     }
-    let refused = ada.graphql("{ me { id } }", json!({})).await;
-    assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
-    assert_eq!(refused["data"], Value::Null, "{refused}");
+    // Whatever the operation needs: the database, none (the transaction opens on
+    // first use, so such an operation opens one at its end to check the session), or
+    // none because its field fails first.
+    for query in [
+        "{ me { id } }",
+        "{ __typename }",
+        r#"{ project(id: "not-an-id") { id } }"#,
+    ] {
+        let refused = ada.graphql(query, json!({})).await;
+        assert_eq!(code(&refused), "UNAUTHENTICATED", "{query}: {refused}");
+        assert_eq!(refused["data"], Value::Null, "{query}: {refused}");
+        assert_eq!(
+            refused["errors"].as_array().map(Vec::len),
+            Some(1),
+            "{refused}"
+        );
+    }
 }
 
 async fn a_demoted_admin_token_is_refused_on_its_next_operation(app: TestApp) {

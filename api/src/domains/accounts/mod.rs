@@ -194,7 +194,7 @@ impl AccountQuery {
             return Ok(None);
         };
         rc.authorize(Operation::Read, Resource::Account)?;
-        let user = repo::find(&*rc.tx()?, rc.identity(), user_id).await?;
+        let user = repo::find(&*rc.tx().await?, rc.identity(), user_id).await?;
         Ok(user.map(|user| {
             let mut user = User::from(user);
             // The role the caller acts with: the token's (a user token of an admin acts
@@ -257,7 +257,7 @@ impl AccountMutation {
                 MaybeUndefined::Value(url) => Some(avatar_url(url)?),
             },
         };
-        let db = rc.tx()?;
+        let db = rc.tx().await?;
         repo::update_profile(&*db, user_id, changes).await?;
         let user = repo::find(&*db, rc.identity(), user_id)
             .await?
@@ -284,7 +284,7 @@ impl AccountMutation {
                 ));
             }
         };
-        let db = rc.tx()?;
+        let db = rc.tx().await?;
         repo::set_role(&*db, user_id, role).await?;
         let user = repo::find(&*db, rc.identity(), user_id)
             .await?
@@ -306,7 +306,7 @@ impl AccountMutation {
         app_state(ctx)?.account_throttles.sign_up(rc.client())?;
         let password_hash = auth::hash_password(password).await?;
         let user = as_service(rc, async {
-            let db = rc.tx()?;
+            let db = rc.tx().await?;
             if find_by_email(&*db, &email).await?.is_some() {
                 return Err(unusable_email());
             }
@@ -339,7 +339,7 @@ impl AccountMutation {
         let attempt = app_state(ctx)?
             .account_throttles
             .begin_sign_in(rc.client(), &email)?;
-        let user = as_service(rc, async { find_by_email(&*rc.tx()?, &email).await }).await?;
+        let user = as_service(rc, async { find_by_email(&*rc.tx().await?, &email).await }).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         // Verified whether the account exists or not, so timing does not tell.
         let verified = auth::verify_password(Password::presented(input.password), stored).await?;
@@ -361,7 +361,7 @@ impl AccountMutation {
     async fn sign_out(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let rc = RequestContext::of(ctx)?;
         let session = rc.session()?;
-        session::revoke(&*rc.tx()?, session).await?;
+        session::revoke(&*rc.tx().await?, session).await?;
         app_state(ctx)?.tokens.forget(session);
         Ok(true)
     }

@@ -260,7 +260,7 @@ impl AgentTaskQuery {
             // Anonymous callers read no tasks (and Postgres grants them no SELECT).
             return Ok(None);
         }
-        let Some(task) = repo::find_readable(&*rc.tx()?, rc.identity(), id).await? else {
+        let Some(task) = repo::find_readable(&*rc.tx().await?, rc.identity(), id).await? else {
             return Ok(None);
         };
         if rc
@@ -388,7 +388,7 @@ impl AgentTaskMutation {
         if !payload.is_object() {
             return Err(ApiError::bad_input("input: must be a JSON object"));
         }
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         let agent = repo::find_active_agent(&*tx, input.agent_slug.trim())
             .await?
             .ok_or_else(|| ApiError::bad_input("agentSlug: no active agent has this slug"))?;
@@ -438,7 +438,7 @@ impl AgentTaskMutation {
             ));
         }
         let task = repo::apply(
-            &*rc.tx()?,
+            &*rc.tx().await?,
             &task,
             Some(DbStatus::Cancelled),
             repo::Step {
@@ -461,7 +461,7 @@ impl AgentTaskMutation {
     ) -> ApiResult<ClaimAgentTaskPayload> {
         let rc = RequestContext::of(ctx)?;
         require_service(rc)?;
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         let agents = repo::active_agent_ids(&*tx, &input.agent_slugs).await?;
         if agents.is_empty() {
             return Ok(ClaimAgentTaskPayload { task: None });
@@ -520,7 +520,7 @@ impl AgentTaskMutation {
             )));
         }
         let task = repo::apply(
-            &*rc.tx()?,
+            &*rc.tx().await?,
             &task,
             None,
             repo::Step {
@@ -542,7 +542,7 @@ impl AgentTaskMutation {
         let rc = RequestContext::of(ctx)?;
         let task = require_worked_task(rc, &input.id).await?;
         let task = repo::apply(
-            &*rc.tx()?,
+            &*rc.tx().await?,
             &task,
             Some(DbStatus::Succeeded),
             repo::Step {
@@ -575,7 +575,7 @@ impl AgentTaskMutation {
             DbStatus::Failed
         };
         let task = repo::apply(
-            &*rc.tx()?,
+            &*rc.tx().await?,
             &task,
             Some(to),
             repo::Step {
@@ -598,7 +598,7 @@ impl AgentTaskMutation {
 async fn require_readable(rc: &RequestContext, id: &ID) -> ApiResult<agent_tasks::Model> {
     const MISSING: ApiError = ApiError::NotFound("agent task");
     let id = parse_id("id", id)?;
-    let task = repo::find_readable(&*rc.tx()?, rc.identity(), id)
+    let task = repo::find_readable(&*rc.tx().await?, rc.identity(), id)
         .await?
         .ok_or(MISSING)?;
     rc.authorize(Operation::Read, Resource::Project(task.project_id))
@@ -638,9 +638,9 @@ async fn record_usage(
     };
     let identity = rc.identity();
     if identity.user_id() == Some(task.user_id) || identity.role() == Some(Role::Service) {
-        usage::record(&*rc.tx()?, event).await
+        usage::record(&*rc.tx().await?, event).await
     } else {
-        as_service(rc, async { usage::record(&*rc.tx()?, event).await }).await
+        as_service(rc, async { usage::record(&*rc.tx().await?, event).await }).await
     }
 }
 
@@ -660,7 +660,7 @@ async fn notify_end(rc: &RequestContext, task: &agent_tasks::Model) -> ApiResult
         body: Some(task.title.clone()),
         data: json!({ "taskId": task.id, "projectId": task.project_id }),
     };
-    as_service(rc, async { notify(&*rc.tx()?, new).await }).await
+    as_service(rc, async { notify(&*rc.tx().await?, new).await }).await
 }
 
 /// Longest task title, in characters.

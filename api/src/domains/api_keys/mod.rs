@@ -118,7 +118,7 @@ impl ApiKeyQuery {
     async fn my_api_keys(&self, ctx: &Context<'_>) -> ApiResult<Vec<ApiKey>> {
         let rc = RequestContext::of(ctx)?;
         require_account_data(rc, Operation::Read, Resource::ApiKeys, NO_KEYS)?;
-        let keys = repo::list(&*rc.tx()?, policy::manageable(rc.identity())).await?;
+        let keys = repo::list(&*rc.tx().await?, policy::manageable(rc.identity())).await?;
         Ok(keys.into_iter().map(ApiKey::from).collect())
     }
 }
@@ -145,7 +145,7 @@ impl ApiKeyMutation {
                 "secret: at least {SECRET_MIN} characters"
             )));
         }
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         let ai_service_id = match &input.ai_service_id {
             Some(id) => {
                 let id = parse_id("aiServiceId", id)?;
@@ -187,7 +187,7 @@ impl ApiKeyMutation {
         let rc = RequestContext::of(ctx)?;
         require_account_data(rc, Operation::Write, Resource::ApiKeys, NO_KEYS)?;
         let id = parse_id("id", &id)?;
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         let visible = policy::manageable(rc.identity());
         repo::find(&*tx, visible.clone(), id)
             .await?
@@ -215,7 +215,7 @@ impl ApiKeyMutation {
         require_service(rc)?;
         let task_id = parse_id("taskId", &input.task_id)?;
         let provider = validate::provider("provider", &input.provider)?;
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         let task = repo::find_task(&*tx, task_id)
             .await?
             .ok_or(ApiError::NotFound("task"))?;

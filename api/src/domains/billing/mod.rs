@@ -159,7 +159,7 @@ impl BillingQuery {
         let rc = RequestContext::of(ctx)?;
         let user_id = rc.user_id()?;
         rc.authorize(Operation::Read, Resource::Billing)?;
-        Ok(repo::find(&*rc.tx()?, user_id)
+        Ok(repo::find(&*rc.tx().await?, user_id)
             .await?
             .map_or_else(Billing::free, Billing::from))
     }
@@ -180,7 +180,7 @@ impl BillingMutation {
         require_service_or_admin(rc)?;
         rc.authorize(Operation::Write, Resource::Billing)?;
         let user_id = parse_id("userId", &input.user_id)?;
-        let db = rc.tx()?;
+        let db = rc.tx().await?;
         if !profiles::account_exists(&*db, user_id).await? {
             return Err(ApiError::NotFound("user"));
         }

@@ -133,7 +133,7 @@ impl CatalogQuery {
     ) -> ApiResult<Vec<AiService>> {
         let rc = RequestContext::of(ctx)?;
         let rows = repo::list::<ai_services::Entity>(
-            &*rc.tx()?,
+            &*rc.tx().await?,
             rc.identity(),
             (ai_services::Column::IsActive, ai_services::Column::Slug),
             inactive_allowed(rc, include_inactive)?,
@@ -150,7 +150,7 @@ impl CatalogQuery {
     ) -> ApiResult<Vec<Agent>> {
         let rc = RequestContext::of(ctx)?;
         let rows = repo::list::<agents::Entity>(
-            &*rc.tx()?,
+            &*rc.tx().await?,
             rc.identity(),
             (agents::Column::IsActive, agents::Column::Slug),
             inactive_allowed(rc, include_inactive)?,
@@ -277,7 +277,7 @@ impl CatalogMutation {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        let ai_service = repo::insert(&*rc.tx()?, row).await?.into();
+        let ai_service = repo::insert(&*rc.tx().await?, row).await?.into();
         Ok(CreateAiServicePayload { ai_service })
     }
 
@@ -321,7 +321,7 @@ impl CatalogMutation {
             updated_at: Set(Utc::now()),
             ..Default::default()
         };
-        let ai_service = repo::update(&*rc.tx()?, row).await?.into();
+        let ai_service = repo::update(&*rc.tx().await?, row).await?.into();
         Ok(UpdateAiServicePayload { ai_service })
     }
 
@@ -345,7 +345,7 @@ impl CatalogMutation {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        let agent = repo::insert(&*rc.tx()?, row).await?.into();
+        let agent = repo::insert(&*rc.tx().await?, row).await?.into();
         Ok(CreateAgentPayload { agent })
     }
 
@@ -374,7 +374,7 @@ impl CatalogMutation {
             updated_at: Set(Utc::now()),
             ..Default::default()
         };
-        let agent = repo::update(&*rc.tx()?, row).await?.into();
+        let agent = repo::update(&*rc.tx().await?, row).await?.into();
         Ok(UpdateAgentPayload { agent })
     }
 }
@@ -387,7 +387,7 @@ async fn existing<E: sea_orm::EntityTrait>(
     what: &'static str,
 ) -> ApiResult<Uuid> {
     let id = parse_id("id", id)?;
-    repo::find::<E>(&*rc.tx()?, rc.identity(), columns, id)
+    repo::find::<E>(&*rc.tx().await?, rc.identity(), columns, id)
         .await?
         .ok_or(ApiError::NotFound(what))?;
     Ok(id)

@@ -173,7 +173,8 @@ impl CodeGenerationQuery {
         if !policy::reads_any(rc.identity()) {
             return Ok(None);
         }
-        let Some(generation) = repo::find(&*rc.tx()?, policy::readable(rc.identity()), id).await?
+        let Some(generation) =
+            repo::find(&*rc.tx().await?, policy::readable(rc.identity()), id).await?
         else {
             return Ok(None);
         };
@@ -268,7 +269,7 @@ impl CodeGenerationMutation {
             Lines::One,
         )?;
         let service_id = parse_id("aiServiceId", &input.ai_service_id)?;
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         repo::active_service(&*tx, service_id)
             .await?
             .ok_or(ApiError::NotFound("ai service"))?;
@@ -326,7 +327,7 @@ impl CodeGenerationMutation {
                 "the generation's AI service is gone, so it cannot be priced; fail it".to_owned(),
             )
         })?;
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         let service = repo::service(&*tx, service_id).await?.ok_or_else(|| {
             ApiError::InvalidTransition(
                 "the generation's AI service is not available, so it cannot be priced; fail it"
@@ -416,7 +417,7 @@ async fn moved(
     to: DbStatus,
     outcome: repo::Outcome,
 ) -> ApiResult<code_generations::Model> {
-    let tx = rc.tx()?;
+    let tx = rc.tx().await?;
     if !repo::advance(&*tx, current.id, current.status, to, outcome).await? {
         return Err(ApiError::InvalidTransition(
             "the generation changed meanwhile; read it again".to_owned(),
@@ -432,7 +433,7 @@ async fn moved(
 async fn visible_to_service(rc: &RequestContext, id: &ID) -> ApiResult<code_generations::Model> {
     const MISSING: ApiError = ApiError::NotFound("code generation");
     let id = parse_id("id", id)?;
-    let generation = repo::find(&*rc.tx()?, policy::readable(rc.identity()), id)
+    let generation = repo::find(&*rc.tx().await?, policy::readable(rc.identity()), id)
         .await?
         .ok_or(MISSING)?;
     let project = generation.project_id.ok_or(MISSING)?;

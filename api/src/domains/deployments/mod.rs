@@ -169,7 +169,8 @@ impl DeploymentQuery {
             // Anonymous callers read no deployments (and Postgres grants them no SELECT).
             return Ok(None);
         }
-        let Some(deployment) = repo::find_readable(&*rc.tx()?, rc.identity(), id).await? else {
+        let Some(deployment) = repo::find_readable(&*rc.tx().await?, rc.identity(), id).await?
+        else {
             return Ok(None);
         };
         if rc
@@ -296,7 +297,7 @@ impl DeploymentMutation {
             Lines::One,
         )?;
         let deployment = repo::insert(
-            &*rc.tx()?,
+            &*rc.tx().await?,
             repo::NewDeployment {
                 id: crate::db::new_id(),
                 project_id,
@@ -328,7 +329,7 @@ impl DeploymentMutation {
             ));
         }
         let deployment = repo::apply(
-            &*rc.tx()?,
+            &*rc.tx().await?,
             &deployment,
             Some(DbStatus::Cancelled),
             repo::Step::default(),
@@ -361,7 +362,8 @@ impl DeploymentMutation {
             _ => None,
         };
         let to = input.status.map(DbStatus::from);
-        let deployment = repo::apply(&*rc.tx()?, &deployment, to, repo::Step { url, log }).await?;
+        let deployment =
+            repo::apply(&*rc.tx().await?, &deployment, to, repo::Step { url, log }).await?;
         if to.is_some_and(policy::is_final) {
             notify_end(rc, &deployment).await?;
         }
@@ -384,7 +386,7 @@ async fn require_deployment(rc: &RequestContext, id: &ID) -> ApiResult<deploymen
 async fn require_readable(rc: &RequestContext, id: &ID) -> ApiResult<deployments::Model> {
     const MISSING: ApiError = ApiError::NotFound("deployment");
     let id = parse_id("id", id)?;
-    let deployment = repo::find_readable(&*rc.tx()?, rc.identity(), id)
+    let deployment = repo::find_readable(&*rc.tx().await?, rc.identity(), id)
         .await?
         .ok_or(MISSING)?;
     rc.authorize(Operation::Read, Resource::Project(deployment.project_id))
@@ -410,9 +412,9 @@ async fn record_usage(
         metadata: json!({ "deploymentId": deployment.id, "provider": deployment.provider }),
     };
     if rc.identity().user_id() == Some(deployment.user_id) {
-        usage::record(&*rc.tx()?, event).await
+        usage::record(&*rc.tx().await?, event).await
     } else {
-        as_service(rc, async { usage::record(&*rc.tx()?, event).await }).await
+        as_service(rc, async { usage::record(&*rc.tx().await?, event).await }).await
     }
 }
 
@@ -432,7 +434,7 @@ async fn notify_end(rc: &RequestContext, deployment: &deployments::Model) -> Api
         body: deployment.url.clone(),
         data: json!({ "deploymentId": deployment.id, "projectId": deployment.project_id }),
     };
-    as_service(rc, async { notify(&*rc.tx()?, new).await }).await
+    as_service(rc, async { notify(&*rc.tx().await?, new).await }).await
 }
 
 /// Longest provider name, in characters.

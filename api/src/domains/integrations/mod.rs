@@ -103,7 +103,7 @@ impl IntegrationQuery {
     async fn my_integrations(&self, ctx: &Context<'_>) -> ApiResult<Vec<Integration>> {
         let rc = RequestContext::of(ctx)?;
         require_account_data(rc, Operation::Read, Resource::Integrations, NO_INTEGRATIONS)?;
-        let rows = repo::list(&*rc.tx()?, policy::manageable(rc.identity())).await?;
+        let rows = repo::list(&*rc.tx().await?, policy::manageable(rc.identity())).await?;
         Ok(rows.into_iter().map(Integration::from).collect())
     }
 }
@@ -134,7 +134,7 @@ impl IntegrationMutation {
             .map(|raw| seal(ctx, owner, raw))
             .transpose()?;
         let id = crate::db::new_id();
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         repo::insert(
             &*tx,
             repo::NewIntegration {
@@ -169,7 +169,7 @@ impl IntegrationMutation {
             NO_INTEGRATIONS,
         )?;
         let id = parse_id("id", &input.id)?;
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         let visible = policy::manageable(rc.identity());
         repo::find(&*tx, visible.clone(), id)
             .await?
@@ -203,7 +203,7 @@ impl IntegrationMutation {
             NO_INTEGRATIONS,
         )?;
         let id = parse_id("id", &id)?;
-        let tx = rc.tx()?;
+        let tx = rc.tx().await?;
         let visible = policy::manageable(rc.identity());
         repo::find(&*tx, visible.clone(), id)
             .await?

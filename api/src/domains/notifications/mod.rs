@@ -136,7 +136,7 @@ impl NotificationQuery {
             Resource::Notifications,
             NO_NOTIFICATIONS,
         )?;
-        repo::unread_count(&*rc.tx()?, user_id).await
+        repo::unread_count(&*rc.tx().await?, user_id).await
     }
 }
 
@@ -198,7 +198,7 @@ impl NotificationMutation {
             Some(_) => return Err(ApiError::bad_input("data: must be a JSON object")),
         };
         let user_id = parse_id("userId", &input.user_id)?;
-        let db = rc.tx()?;
+        let db = rc.tx().await?;
         if !profiles::account_exists(&*db, user_id).await? {
             return Err(ApiError::NotFound("user"));
         }
@@ -223,7 +223,7 @@ impl NotificationMutation {
     ) -> ApiResult<MarkNotificationReadPayload> {
         let rc = RequestContext::of(ctx)?;
         let (user_id, id) = own(rc, &id)?;
-        let db = rc.tx()?;
+        let db = rc.tx().await?;
         repo::mark_read(&*db, user_id, Some(id)).await?;
         let notification = repo::find_owned(&*db, user_id, id)
             .await?
@@ -242,14 +242,14 @@ impl NotificationMutation {
             Resource::Notifications,
             NO_NOTIFICATIONS,
         )?;
-        repo::mark_read(&*rc.tx()?, user_id, None).await
+        repo::mark_read(&*rc.tx().await?, user_id, None).await
     }
 
     /// Deletes one of the caller's notifications.
     async fn delete_notification(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeletePayload> {
         let rc = RequestContext::of(ctx)?;
         let (user_id, id) = own(rc, &id)?;
-        if !repo::delete(&*rc.tx()?, user_id, id).await? {
+        if !repo::delete(&*rc.tx().await?, user_id, id).await? {
             return Err(ApiError::NotFound("notification"));
         }
         Ok(DeletePayload::new(id))

@@ -133,7 +133,7 @@ impl ProjectQuery {
         {
             return Ok(None);
         }
-        Ok(repo::find_visible(&*rc.tx()?, rc.identity(), id)
+        Ok(repo::find_visible(&*rc.tx().await?, rc.identity(), id)
             .await?
             .map(Project::from))
     }
@@ -203,7 +203,7 @@ async fn list(
     }
     if with_owners && !page.edges.is_empty() {
         let owners: HashSet<Uuid> = page.edges.iter().map(|edge| edge.node.owner_id).collect();
-        let profiles = profiles::find_many(&*rc.tx()?, owners).await?;
+        let profiles = profiles::find_many(&*rc.tx().await?, owners).await?;
         for edge in &mut page.edges {
             edge.node.owner_profile = profiles.get(&edge.node.owner_id).cloned();
         }
@@ -248,7 +248,7 @@ impl ProjectMutation {
                 Lines::One,
             )?,
         };
-        let project = repo::insert(&*rc.tx()?, new).await?;
+        let project = repo::insert(&*rc.tx().await?, new).await?;
         Ok(ProjectPayload {
             project: project.into(),
         })
@@ -284,7 +284,7 @@ impl ProjectMutation {
             visibility: input.visibility.map(Into::into),
             status: input.status.map(Into::into),
         };
-        let project = repo::update(&*rc.tx()?, current, changes).await?;
+        let project = repo::update(&*rc.tx().await?, current, changes).await?;
         Ok(ProjectPayload {
             project: project.into(),
         })
@@ -295,7 +295,7 @@ impl ProjectMutation {
         let rc = RequestContext::of(ctx)?;
         let id = parse_id("id", &id)?;
         let current = require_changeable(rc, id).await?;
-        repo::delete(&*rc.tx()?, current).await?;
+        repo::delete(&*rc.tx().await?, current).await?;
         Ok(DeletePayload::new(id))
     }
 }
@@ -331,7 +331,7 @@ pub(crate) async fn require_visible(rc: &RequestContext, id: Uuid) -> ApiResult<
     const MISSING: ApiError = ApiError::NotFound("project");
     rc.authorize(Operation::Read, Resource::Project(id))
         .map_err(|_| MISSING)?;
-    repo::find_visible(&*rc.tx()?, rc.identity(), id)
+    repo::find_visible(&*rc.tx().await?, rc.identity(), id)
         .await?
         .ok_or(MISSING)
 }

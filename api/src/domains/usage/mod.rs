@@ -89,7 +89,7 @@ impl UsageQuery {
             UsageGroupBy::EventType => repo::Grouping::EventType,
             UsageGroupBy::Project => repo::Grouping::Project,
         };
-        let rows = repo::summarize(&*rc.tx()?, user_id, (from, to), grouping).await?;
+        let rows = repo::summarize(&*rc.tx().await?, user_id, (from, to), grouping).await?;
         Ok(rows
             .into_iter()
             .map(|row| UsageBucket {
