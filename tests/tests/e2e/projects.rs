@@ -17,12 +17,56 @@ on_both_backends!(
     service_tokens_read_but_do_not_change_projects,
     failed_mutations_stop_and_roll_back_whole,
     concurrent_writers_all_succeed,
+    a_list_answers_plain_fields_as_the_single_project_does,
 );
 
 const CREATE: &str = "mutation($i: CreateProjectInput!) { createProject(input: $i) { project { id name visibility status owner { id displayName } } } }";
 const GET: &str = "query($id: ID!) { project(id: $id) { id name owner { displayName } } }";
 const UPDATE: &str = "mutation($i: UpdateProjectInput!) { updateProject(input: $i) { project { id name status visibility } } }";
 const DELETE: &str = "mutation($id: ID!) { deleteProject(id: $id) { deletedId } }";
+
+/// A list's projects answer a selection of plain fields without resolving each
+/// (`kit::plain`): the same values as the resolved single project, and as the list
+/// gives when a resolved field (`owner`) is asked for beside them.
+async fn a_list_answers_plain_fields_as_the_single_project_does(app: TestApp) {
+    let (ada, _) = app.user("ada@example.com").await;
+    ada.graphql(
+        CREATE,
+        json!({ "i": { "name": "Site \"β\"", "description": "a\nsite", "framework": "next", "visibility": "PUBLIC" } }),
+    )
+    .await;
+    create_visible_project(&ada, "bare", "PRIVATE").await;
+    const FIELDS: &str =
+        "__typename id name description visibility framework status createdAt updatedAt";
+    let list = |extra: &str| {
+        format!("{{ myProjects(first: 5) {{ edges {{ node {{ {FIELDS} n: name {extra} }} }} }} }}")
+    };
+    let plain = ada.graphql(&list(""), json!({})).await;
+    let resolved = ada.graphql(&list("owner { id }"), json!({})).await;
+    let nodes = |response: &Value| -> Vec<Value> {
+        response["data"]["myProjects"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no edges: {response}"))
+            .iter()
+            .map(|edge| {
+                let mut node = edge["node"].clone();
+                node.as_object_mut().map(|node| node.remove("owner"));
+                node
+            })
+            .collect()
+    };
+    assert_eq!(nodes(&plain).len(), 2, "{plain}");
+    assert_eq!(nodes(&plain), nodes(&resolved));
+    for node in nodes(&plain) {
+        let single = ada
+            .graphql(
+                &format!("query($id: ID!) {{ project(id: $id) {{ {FIELDS} n: name }} }}"),
+                json!({ "id": node["id"] }),
+            )
+            .await;
+        assert_eq!(single["data"]["project"], node, "{single}");
+    }
+}
 
 async fn owner_creates_updates_and_deletes(app: TestApp) {
     let (ada, ada_id) = app.user("ada@example.com").await;

@@ -27,6 +27,7 @@ use crate::{
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id, parse_optional_id,
         payloads::DeletePayload,
+        plain::{Plain, PlainFields, enumerated, nullable, scalar},
         profiles::{self, Profile},
     },
     validate::{self, Lines},
@@ -95,6 +96,24 @@ impl From<projects::Model> for Project {
     }
 }
 
+/// A list's projects answer a selection of these without resolving each field
+/// (`kit::plain`); the fields of `domains::edges` are resolved.
+impl PlainFields for Project {
+    fn plain(&self, name: &str) -> Option<async_graphql::Value> {
+        Some(match name {
+            "id" => scalar(&self.id),
+            "name" => scalar(&self.name),
+            "description" => nullable(self.description.as_ref()),
+            "visibility" => enumerated(self.visibility),
+            "framework" => nullable(self.framework.as_ref()),
+            "status" => enumerated(self.status),
+            "createdAt" => scalar(&self.created_at),
+            "updatedAt" => scalar(&self.updated_at),
+            _ => return None,
+        })
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct ProjectPayload {
     project: Project,
@@ -147,7 +166,7 @@ impl ProjectQuery {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> ApiResult<Page<Project>> {
+    ) -> ApiResult<Page<Plain<Project>>> {
         let rc = RequestContext::of(ctx)?;
         let owner = rc.user_id()?;
         let args = PageArgs::new(ctx, first, after, last, before);
@@ -163,7 +182,7 @@ impl ProjectQuery {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> ApiResult<Page<Project>> {
+    ) -> ApiResult<Page<Plain<Project>>> {
         let rc = RequestContext::of(ctx)?;
         let args = PageArgs::new(ctx, first, after, last, before);
         list(rc, repo::public(), args, asks_for_owners(ctx)).await
@@ -187,14 +206,14 @@ async fn list(
     query: Select<projects::Entity>,
     args: PageArgs,
     with_owners: bool,
-) -> ApiResult<Page<Project>> {
+) -> ApiResult<Page<Plain<Project>>> {
     let query = scope_to_token(rc, query, projects::Column::Id, Resource::Account).await?;
     let mut page = paginate(
         rc.tx_ref(),
         query,
         (projects::Column::Id, |p: &projects::Model| p.id),
         args,
-        Project::from,
+        |row| Plain(Project::from(row)),
     )
     .await?;
     let siblings: Arc<[Uuid]> = page.edges.iter().map(|edge| edge.node.key).collect();
