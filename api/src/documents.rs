@@ -34,7 +34,7 @@ use std::{
     path::Path,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -106,17 +106,47 @@ fn check_nesting(query: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether any operation of `document` declares a variable.
+fn declares_variables(document: &ExecutableDocument) -> bool {
+    document
+        .operations
+        .iter()
+        .any(|(_, operation)| !operation.node.variable_definitions.is_empty())
+}
+
 /// The refusal of a hash that is not on the allow-list.
 const NOT_TRUSTED: ApiError =
     ApiError::Forbidden("not a trusted document: this gateway runs only its allow-list");
 
 /// What the pipeline decides on, besides the syntax tree, for one request's document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Prepared {
     /// It selects `__schema` or `__type` somewhere (`__typename` is not introspection).
     pub introspection: bool,
     /// Anyone may run it: there is no allow-list, or its text is on it.
     pub trusted: bool,
+    /// Set once the document has passed every one of async-graphql's validation rules,
+    /// shared by every request for the cached text; `None` when that could not be
+    /// relied on the next time (it declares variables, whose values one rule checks, or
+    /// it introspects, or it is not cached). See `schema::Validation::Proven`.
+    proven: Option<Arc<AtomicBool>>,
+}
+
+impl Prepared {
+    /// Whether the document has passed every validation rule before, so that only
+    /// what may change from one request to the next need be validated again.
+    pub fn is_proven(&self) -> bool {
+        self.proven
+            .as_ref()
+            .is_some_and(|proven| proven.load(Ordering::Relaxed))
+    }
+
+    /// Records that the document passed every validation rule (it ran).
+    pub fn prove(&self) {
+        if let Some(proven) = &self.proven {
+            proven.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A parsed document and what was found out about its text.
@@ -189,7 +219,7 @@ impl DocumentCache {
             .lock()
             .and_then(|mut entries| entries.get(request.query.as_str()).cloned());
         let (document, prepared) = match cached {
-            Some(entry) => (entry.document.clone(), entry.prepared),
+            Some(entry) => (entry.document.clone(), entry.prepared.clone()),
             None => {
                 check_nesting(&request.query)?;
                 self.limits.check_tokens(&request.query)?;
@@ -197,16 +227,18 @@ impl DocumentCache {
                 let document =
                     parse_query(&request.query).map_err(|e| ApiError::bad_input(e.to_string()))?;
                 self.limits.check_document(&document)?;
+                let introspection = introspects(&document);
+                let cached = request.query.len() <= MAX_CACHED_QUERY_BYTES;
                 let prepared = Prepared {
-                    introspection: introspects(&document),
+                    introspection,
                     trusted: self.is_trusted(&request.query),
+                    proven: (cached && !introspection && !declares_variables(&document))
+                        .then(Arc::default),
                 };
-                if request.query.len() <= MAX_CACHED_QUERY_BYTES
-                    && let Some(mut entries) = self.lock()
-                {
+                if cached && let Some(mut entries) = self.lock() {
                     let entry = Entry {
                         document: document.clone(),
-                        prepared,
+                        prepared: prepared.clone(),
                     };
                     entries.put(request.query.clone(), Arc::new(entry));
                 }
@@ -410,6 +442,32 @@ mod tests {
         // The request keeps its own operation name; the document is the whole one.
         assert_eq!(second.operation_name.as_deref(), Some("B"));
         assert_eq!(operations(&mut second), ["A", "B"]);
+    }
+
+    /// A cached document without variables is proven for every later request once one
+    /// ran; one with variables (whose values a rule checks), one that introspects and
+    /// one too large to cache never are.
+    #[test]
+    fn only_a_cached_variable_free_document_can_be_proven() {
+        let cache = DocumentCache::new(10, DocumentLimits::DEFAULTS);
+        let prepare = |query: &str| {
+            cache
+                .prepare(&mut Request::new(query))
+                .expect("a valid document")
+        };
+        let plain = "{ me { id } }";
+        assert!(!prepare(plain).is_proven(), "proven before it ran");
+        prepare(plain).prove();
+        assert!(prepare(plain).is_proven(), "the next request is not proven");
+        let large = format!("{{ me {{ id }} }}{}", " ".repeat(MAX_CACHED_QUERY_BYTES));
+        for query in [QUERY, "{ __schema { queryType { name } } }", large.as_str()] {
+            prepare(query).prove();
+            assert!(
+                !prepare(query).is_proven(),
+                "{}",
+                &query[..40.min(query.len())]
+            );
+        }
     }
 
     #[test]

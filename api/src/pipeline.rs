@@ -9,7 +9,7 @@
 //!
 //! Production mode (`FLASHFUSION_ENV=production`) is decided here, per request: only an
 //! admin's session runs introspection and gets field suggestions; everyone else runs on
-//! the restricted schema ([`crate::schema::build_restricted_schema`]). With a
+//! the restricted schema ([`crate::schema::build_schema_with`]). With a
 //! trusted-documents allow-list, only admins may send a document that is not on it (in
 //! either environment). In production, errors that did not come from [`ApiError`] and
 //! are not the client's input reach clients only as `INTERNAL`.
@@ -35,7 +35,7 @@ use crate::{
     fanout::{Delivery, Key},
     kit::{RequestContext, feed::SubscriptionTx},
     limits, metrics,
-    schema::{AppSchema, build_restricted_schema},
+    schema::{AppSchema, Validation, build_schema_with},
     state::AppState,
 };
 
@@ -180,7 +180,14 @@ impl Observed {
 }
 
 /// The type of the operation a request runs and its name (none for an anonymous one).
-type Found = (OperationType, Option<Name>);
+/// What [`Gateway::check`] found out about an operation it let through.
+struct Found {
+    operation_type: OperationType,
+    /// Its name; none for an anonymous operation.
+    name: Option<Name>,
+    /// What the document cache knows of its text.
+    prepared: Prepared,
+}
 
 /// How a subscription's set-up ended.
 enum SetUp {
@@ -192,14 +199,30 @@ enum SetUp {
     Ended(Option<Response>, Option<Refusal>),
 }
 
-/// The gateway: schema plus shared state, executing operations through the pipeline.
+/// The gateway: schemas plus shared state, executing operations through the pipeline.
 #[derive(Clone)]
 pub struct Gateway {
-    schema: AppSchema,
-    /// What everyone but admins runs on: in production, `schema` without suggestions
-    /// and introspection; otherwise `schema` itself.
-    restricted: AppSchema,
+    schemas: Arc<Schemas>,
     state: Arc<AppState>,
+}
+
+/// The schemas an operation may run on, by who runs it and whether its document still
+/// needs all of async-graphql's validation ([`crate::schema::Validation`]).
+struct Schemas {
+    /// Admins' ([`Validation::Strict`], [`Validation::Proven`]).
+    admin: [AppSchema; 2],
+    /// Everyone else's: in production without suggestions and introspection; otherwise
+    /// the same as admins'.
+    restricted: [AppSchema; 2],
+}
+
+impl Schemas {
+    /// The schema an operation of an admin or not runs on, `proven` when its document
+    /// passed every validation rule before ([`Prepared::is_proven`]).
+    fn run_by(&self, admin: bool, proven: bool) -> &AppSchema {
+        let pair = if admin { &self.admin } else { &self.restricted };
+        &pair[usize::from(proven)]
+    }
 }
 
 /// What identity an operation runs with, once its token has been verified.
@@ -208,14 +231,20 @@ pub type Caller = Option<Session>;
 impl Gateway {
     /// A gateway over `schema` (which must carry `state` in its data).
     pub fn new(schema: AppSchema, state: Arc<AppState>) -> Self {
+        let admin = [
+            schema,
+            build_schema_with(state.clone(), false, Validation::Proven),
+        ];
         let restricted = if state.config.is_production() {
-            build_restricted_schema(state.clone())
+            [
+                build_schema_with(state.clone(), true, Validation::Strict),
+                build_schema_with(state.clone(), true, Validation::Proven),
+            ]
         } else {
-            schema.clone()
+            admin.clone()
         };
         Self {
-            schema,
-            restricted,
+            schemas: Arc::new(Schemas { admin, restricted }),
             state,
         }
     }
@@ -235,16 +264,9 @@ impl Gateway {
     ) -> (Response, Option<Refusal>) {
         let started = Instant::now();
         match self.check(&mut request, None, &caller, client, transport, started) {
-            Ok((operation_type, operation_name)) => {
-                self.run_found(
-                    request,
-                    (operation_type, operation_name),
-                    caller,
-                    client,
-                    transport,
-                    started,
-                )
-                .await
+            Ok(found) => {
+                self.run_found(request, found, caller, client, transport, started)
+                    .await
             }
             Err(refused) => *refused,
         }
@@ -268,7 +290,14 @@ impl Gateway {
             return Err(Box::new(refused));
         }
         self.admit(request, prepared, caller)
-            .and_then(|()| operation(request))
+            .and_then(|prepared| {
+                let (operation_type, name) = operation(request)?;
+                Ok(Found {
+                    operation_type,
+                    name,
+                    prepared,
+                })
+            })
             .map_err(|err| Box::new(self.refuse_unfound(request, transport, started, err)))
     }
 
@@ -277,7 +306,11 @@ impl Gateway {
     async fn run_found(
         &self,
         request: Request,
-        (operation_type, operation_name): Found,
+        Found {
+            operation_type,
+            name: operation_name,
+            prepared,
+        }: Found,
         caller: Caller,
         client: IpAddr,
         transport: Transport,
@@ -293,7 +326,14 @@ impl Gateway {
         );
         let span = observed.span.clone();
         async move {
-            let checked = self.run_checked(request, caller, client, transport, operation_type);
+            let checked = self.run_checked(
+                request,
+                &prepared,
+                caller,
+                client,
+                transport,
+                operation_type,
+            );
             let result = if transport == Transport::WebSocket {
                 // The HTTP timeout layer does not reach WebSocket operations; the same
                 // bound applies here, and dropping the operation rolls its transaction
@@ -319,6 +359,7 @@ impl Gateway {
     async fn run_checked(
         &self,
         request: Request,
+        prepared: &Prepared,
         caller: Caller,
         client: IpAddr,
         transport: Transport,
@@ -346,7 +387,9 @@ impl Gateway {
         );
         let authenticated = caller.is_some();
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
-        let schema = self.schema_for(identity.is_admin());
+        let schema = self
+            .schemas
+            .run_by(identity.is_admin(), prepared.is_proven());
         let handle = pending.handle();
         let request = domains::register_loaders(
             request.data(RequestContext::new(caller, handle.clone(), client)),
@@ -354,7 +397,11 @@ impl Gateway {
             identity,
         );
         let mut response = schema.execute(request).await;
-        if authenticated && ran(&response) {
+        let ran = ran(&response);
+        if ran {
+            prepared.prove();
+        }
+        if authenticated && ran {
             // Opened already, or, for an operation that needed no database, now: a
             // session proves it may still act on every operation it runs.
             let _ = pending.open().await;
@@ -367,30 +414,21 @@ impl Gateway {
             None => return (self.with_codes(response), None),
         };
         let success = response.is_ok();
-        if !success && operation_type == OperationType::Mutation {
+        if operation_type == OperationType::Query {
+            tx.finish_read_only(success);
+            return (self.with_codes(response), None);
+        }
+        if !success {
             // Rolled back as a whole: no field may claim a write that did not happen.
             response.data = Value::Null;
         }
         if let Err(err) = tx.finish(success).await {
             response = Response::from_errors(vec![err.into()]);
-        } else if success
-            && operation_type == OperationType::Mutation
-            && self.state.db.backend() != DatabaseBackend::Postgres
-        {
+        } else if success && self.state.db.backend() != DatabaseBackend::Postgres {
             // SQLite has no NOTIFY: the hub learns of this process's writes from here.
             self.state.hub.wake();
         }
         (self.with_codes(response), None)
-    }
-
-    /// The schema `caller`'s operations run on: the full one for admins, the restricted
-    /// one (the same outside production) for everyone else.
-    fn schema_for(&self, admin: bool) -> &AppSchema {
-        if admin {
-            &self.schema
-        } else {
-            &self.restricted
-        }
     }
 
     /// Gives `request` its document ([`crate::documents::DocumentCache::prepare`]) and
@@ -403,13 +441,13 @@ impl Gateway {
         request: &mut Request,
         prepared: Option<ApiResult<Prepared>>,
         caller: &Caller,
-    ) -> ApiResult<()> {
+    ) -> ApiResult<Prepared> {
         let prepared = match prepared {
             Some(prepared) => prepared?,
             None => self.state.documents.prepare(request)?,
         };
         if caller.as_ref().is_some_and(|s| s.identity().is_admin()) {
-            return Ok(());
+            return Ok(prepared);
         }
         if !prepared.trusted {
             return Err(ApiError::Forbidden(
@@ -422,7 +460,7 @@ impl Gateway {
                 "introspection (__schema, __type) is for administrators only in production",
             ));
         }
-        Ok(())
+        Ok(prepared)
     }
 
     /// Gives every error a stable code ([`with_codes`]); in production, also makes the
@@ -556,7 +594,7 @@ impl Gateway {
         );
         let authenticated = caller.is_some();
         let identity = caller.as_ref().map(Session::identity).unwrap_or_default();
-        let schema = self.schema_for(identity.is_admin());
+        let schema = self.schemas.run_by(identity.is_admin(), false);
         let handle = pending.handle();
         let request = domains::register_loaders(
             request
@@ -699,7 +737,7 @@ pub(crate) fn operation_type(request: &mut Request) -> Result<OperationType, Api
 
 /// The type and the name (none for an anonymous one) of the operation the request
 /// will run: its document names it even when the request has no `operationName`.
-fn operation(request: &mut Request) -> Result<Found, ApiError> {
+fn operation(request: &mut Request) -> Result<(OperationType, Option<Name>), ApiError> {
     let name = request.operation_name.clone();
     let document = request
         .parsed_query()
@@ -815,7 +853,12 @@ impl Gateway {
             Ok(found) => found,
             Err(refused) => return stream::iter([Delivery::of(&refused.0)]).boxed(),
         };
-        if let (OperationType::Subscription, name) = found {
+        if let Found {
+            operation_type: OperationType::Subscription,
+            name,
+            ..
+        } = found
+        {
             // Boxed: the set-up's future is freed once it has run; inline, its size
             // would stay in the subscription's stream for as long as it lives.
             return stream::once(Box::pin(async move {

@@ -6,8 +6,8 @@ use std::{borrow::Cow, sync::Arc};
 
 use async_graphql::{
     ContainerType, Context, ContextSelectionSet, MergedObject, MergedSubscription, ObjectType,
-    OutputType, Positioned, Schema, ServerError, ServerResult, Value, parser::types::Field,
-    registry::Registry, resolver_utils::resolve_container_serial,
+    OutputType, Positioned, Schema, ServerError, ServerResult, ValidationMode, Value,
+    parser::types::Field, registry::Registry, resolver_utils::resolve_container_serial,
 };
 
 use crate::{
@@ -78,25 +78,49 @@ pub type AppSchema = Schema<Query, GuardedMutation, Subscription>;
 /// on a document are checked before it is parsed or as it is ([`crate::limits`]). It
 /// has no extension (see [`GuardedMutation`]).
 pub fn build_schema(state: Option<Arc<AppState>>) -> AppSchema {
-    build(state, false)
+    build(state, false, Validation::Strict)
 }
 
-/// The same schema for everyone but administrators in production: no field suggestions
-/// ("Did you mean ...?") in its validation errors and no introspection. async-graphql
-/// decides suggestions per schema (`SchemaBuilder::disable_suggestions`), not per
-/// request, so the pipeline holds both and picks one per caller; that is cleaner than
-/// editing the engine's messages afterwards. The pipeline refuses `__schema`/`__type`
-/// with a clear error first; this schema not knowing them is the second lock.
-pub fn build_restricted_schema(state: Arc<AppState>) -> AppSchema {
-    build(Some(state), true)
+/// How much of async-graphql's validation a schema runs on each operation
+/// (`SchemaBuilder::validation_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// Every rule (`ValidationMode::Strict`).
+    Strict,
+    /// Only what may change from one request to the next (`ValidationMode::Fast`: the
+    /// cost and depth, with the request's variables, and fragment cycles), for a
+    /// document that declares no variables and has passed every rule before
+    /// (`documents::Prepared::is_proven`). The rules it skips read nothing but the
+    /// document and the schema, save one (argument values, which may be variables), so
+    /// they would pass again. Validation is about 8% of a read's instructions
+    /// (BENCHMARKS.md, "Validation once per document").
+    Proven,
 }
 
-fn build(state: Option<Arc<AppState>>, restricted: bool) -> AppSchema {
+/// The schema for the pipeline: `restricted`, for everyone but administrators in
+/// production, has no field suggestions ("Did you mean ...?") in its validation errors
+/// and no introspection. async-graphql decides suggestions per schema
+/// (`SchemaBuilder::disable_suggestions`), not per request, so the pipeline holds both
+/// and picks one per caller; that is cleaner than editing the engine's messages
+/// afterwards. The pipeline refuses `__schema`/`__type` with a clear error first; the
+/// restricted schema not knowing them is the second lock.
+pub fn build_schema_with(
+    state: Arc<AppState>,
+    restricted: bool,
+    validation: Validation,
+) -> AppSchema {
+    build(Some(state), restricted, validation)
+}
+
+fn build(state: Option<Arc<AppState>>, restricted: bool, validation: Validation) -> AppSchema {
     let mut builder = Schema::build(
         Query::default(),
         GuardedMutation::default(),
         Subscription::default(),
     );
+    if validation == Validation::Proven {
+        builder = builder.validation_mode(ValidationMode::Fast);
+    }
     if let Some(state) = &state {
         // Its refusal ("Query is too complex.") is worded by the pipeline
         // (`limits::too_costly`).

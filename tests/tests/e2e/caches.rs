@@ -68,3 +68,30 @@ async fn a_repeated_document_is_parsed_once_whatever_operation_and_variables() {
     assert_eq!(code(&unknown), "BAD_USER_INPUT", "{unknown}");
     assert_eq!(app.state.documents.parses(), parses, "parsed again");
 }
+
+/// A document that ran once is validated again only in what may change from one
+/// request to the next (`schema::Validation::Proven`), and only when it declares no
+/// variables: with variables every rule still runs, so a variable of the wrong type is
+/// refused by validation (no path, no data), however often the document ran before.
+#[tokio::test]
+async fn a_document_with_variables_is_validated_in_full_every_time() {
+    let app = TestApp::postgres().await;
+    let (client, _) = app.user("ada@example.com").await;
+    create_project(&client, "one").await;
+    let paged = "query($first: Int) { myProjects(first: $first) { totalCount } }";
+    for _ in 0..2 {
+        let page = client.graphql(paged, json!({ "first": 1 })).await;
+        assert_eq!(page["data"]["myProjects"]["totalCount"], 1, "{page}");
+    }
+    let refused = client.graphql(paged, json!({ "first": "many" })).await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+    assert!(refused["errors"][0]["path"].is_null(), "{refused}");
+    assert!(refused["data"].is_null(), "{refused}");
+    let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Invalid value for argument"), "{refused}");
+    // A variable-free document keeps answering the same once it is proven.
+    for _ in 0..3 {
+        let me = client.graphql(ME, json!({})).await;
+        assert!(me["data"]["me"]["id"].is_string(), "{me}");
+    }
+}
