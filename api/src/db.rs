@@ -564,13 +564,19 @@ impl RequestTx {
     /// cannot change what it read, so the response need not wait for its `COMMIT`,
     /// which takes one round trip out of a read's latency. Its connection goes back to
     /// the pool once the transaction has ended, so the next request on it starts clean;
-    /// a failure to end is logged (the connection is then closed, not reused).
-    pub fn finish_read_only(self, success: bool) {
+    /// a failure to end is logged (sqlx's check on release closes a broken connection),
+    /// and an end that takes longer than `limit` is dropped, as a cancelled request's
+    /// would be (its `ROLLBACK` queued before the connection's next use).
+    pub fn finish_read_only(self, success: bool, limit: Duration) {
         match self.ending() {
             Ok(tx) => {
                 tokio::spawn(async move {
-                    if let Err(err) = tx.end(success).await {
-                        tracing::warn!(error = %err, "a read-only transaction failed to end");
+                    match tokio::time::timeout(limit, tx.end(success)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => {
+                            tracing::warn!(error = %err, "a read-only transaction failed to end");
+                        }
+                        Err(_) => tracing::warn!("a read-only transaction took too long to end"),
                     }
                 });
             }
@@ -651,7 +657,7 @@ pub type Opening = BoxFuture<'static, ApiResult<RequestTx>>;
 /// document has passed validation, so an operation refused by validation (its cost,
 /// say) does no database work, and needs no schema extension to know when validation
 /// has passed (an extension costs every field of every operation: BENCHMARKS.md,
-/// "Instructions per read"). Resolvers running side by side wait for one opening.
+/// "No schema extension"). Resolvers running side by side wait for one opening.
 pub struct PendingTx {
     opening: Mutex<Option<Opening>>,
     /// Whether opening succeeded, once it has run: what concurrent first users share.

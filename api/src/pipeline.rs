@@ -179,7 +179,6 @@ impl Observed {
     }
 }
 
-/// The type of the operation a request runs and its name (none for an anonymous one).
 /// What [`Gateway::check`] found out about an operation it let through.
 struct Found {
     operation_type: OperationType,
@@ -415,7 +414,7 @@ impl Gateway {
         };
         let success = response.is_ok();
         if operation_type == OperationType::Query {
-            tx.finish_read_only(success);
+            tx.finish_read_only(success, self.state.config.request_timeout);
             return (self.with_codes(response), None);
         }
         if !success {

@@ -151,7 +151,7 @@ pub fn sdl() -> String {
 /// async-graphql runs every field of every operation through it
 /// (`resolver_utils::container::Fields::add_set`), a boxed future, a registry lookup
 /// and its type's name each, which cost reads a fifth of their CPU (BENCHMARKS.md,
-/// "Instructions per read"). The schema has none.
+/// "No schema extension"). The schema has none.
 #[derive(Default)]
 pub struct GuardedMutation(Mutation);
 
