@@ -316,8 +316,12 @@ async fn capture(db: &BenchDb, root: &RootKey, token: &str) -> anyhow::Result<(C
     Ok(captures)
 }
 
+/// How long the capture waits for a request's COMMIT and the connection's release.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+
 /// Sends `query` until the pool's connections have prepared its statements, then
-/// captures the first request that prepares none; its capture and answer.
+/// captures the first request that prepares none, from sending it to the connection's
+/// release after its COMMIT; its capture and answer.
 async fn capture_one(
     api: &Api,
     proxy: &Proxy,
@@ -329,8 +333,11 @@ async fn capture_one(
     }
     let mut last = None;
     for _ in 0..CAPTURE_TRIES {
+        // The previous request's COMMIT and release come after its answer.
+        proxy.settle(SETTLE_LIMIT).await?;
         proxy.take();
         let answer = api.post(Some(token), query, json!({})).await?;
+        proxy.settle(SETTLE_LIMIT).await?;
         let capture = proxy.take();
         if capture.parses == 0 {
             return Ok((capture, answer));

@@ -13,6 +13,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -85,6 +86,32 @@ impl Proxy {
             capture,
             task,
         })
+    }
+
+    /// Waits (at most `limit`) until what the gateway sends after a request's answer
+    /// has arrived: a query's `COMMIT` goes out after its response
+    /// (`RequestTx::finish_read_only`), then sqlx's `Sync` when the connection goes back
+    /// to its pool. Settled means nothing was sent, or the last statement ended a
+    /// transaction and a `Sync` came after it.
+    pub async fn settle(&self, limit: Duration) -> anyhow::Result<()> {
+        let settled = || {
+            self.capture.lock().is_ok_and(|capture| {
+                let Some(last) = capture.statements.last() else {
+                    return true;
+                };
+                let ends = ["COMMIT", "ROLLBACK"]
+                    .iter()
+                    .any(|end| last.sql.trim().eq_ignore_ascii_case(end));
+                ends && capture.empty_round_trips.last() == Some(&capture.statements.len())
+            })
+        };
+        tokio::time::timeout(limit, async {
+            while !settled() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .context("the gateway did not end its transaction after answering")
     }
 
     /// What was seen since the previous call; starts a new capture.
