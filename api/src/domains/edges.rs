@@ -16,6 +16,7 @@ use crate::{
     kit::{
         loaders::load_one,
         pagination::{Page, PageArgs, page_complexity},
+        plain::Plain,
         profiles::{Profile, ProfileLoader},
     },
 };
@@ -47,7 +48,7 @@ impl Project {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> ApiResult<Page<AgentTask>> {
+    ) -> ApiResult<Page<Plain<AgentTask>>> {
         let args = PageArgs::new(ctx, first, after, last, before);
         Box::pin(agent_tasks::project_page(
             ctx,

@@ -14,9 +14,9 @@ use std::{
 };
 
 use async_graphql::{
-    ContextSelectionSet, EnumType, OutputType, Positioned, ScalarType, ServerResult, Value,
+    ContextSelectionSet, EnumType, Json, OutputType, Positioned, ScalarType, ServerResult, Value,
     indexmap::IndexMap, parser::types::Field, parser::types::Selection, registry::Registry,
-    resolver_utils::enum_value,
+    resolver_utils::enum_value, to_value,
 };
 
 /// The plain fields of a type: what [`Plain`] answers without resolving.
@@ -27,6 +27,7 @@ pub trait PlainFields: OutputType {
 }
 
 /// `T` in a list, answered by [`PlainFields`] when its selection allows.
+#[derive(Clone)]
 pub struct Plain<T>(pub T);
 
 impl<T> Deref for Plain<T> {
@@ -106,6 +107,16 @@ pub fn nullable<S: ScalarType>(value: Option<&S>) -> Value {
     value.map_or(Value::Null, ScalarType::to_value)
 }
 
+/// A plain `JSON` field's value, as async-graphql's `Json` resolves it.
+pub fn json<T: serde::Serialize>(value: &Json<T>) -> Value {
+    to_value(&value.0).unwrap_or_default()
+}
+
+/// A plain nullable `JSON` field's value.
+pub fn nullable_json<T: serde::Serialize>(value: Option<&Json<T>>) -> Value {
+    value.map_or(Value::Null, json)
+}
+
 /// A plain enum field's value.
 pub fn enumerated<E: EnumType>(value: E) -> Value {
     enum_value(value)
@@ -113,7 +124,7 @@ pub fn enumerated<E: EnumType>(value: E) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use async_graphql::{Enum, ID, Object, Schema, SimpleObject};
+    use async_graphql::{Enum, ID, Json, Object, Schema, SimpleObject};
     use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
@@ -133,6 +144,8 @@ mod tests {
         missing: Option<String>,
         colour: Colour,
         made_at: DateTime<Utc>,
+        data: Json<serde_json::Value>,
+        no_data: Option<Json<serde_json::Value>>,
     }
 
     #[async_graphql::ComplexObject]
@@ -152,6 +165,8 @@ mod tests {
                 "missing" => nullable(self.missing.as_ref()),
                 "colour" => enumerated(self.colour),
                 "madeAt" => scalar(&self.made_at),
+                "data" => json(&self.data),
+                "noData" => nullable_json(self.no_data.as_ref()),
                 _ => return None,
             })
         }
@@ -168,6 +183,8 @@ mod tests {
                 .with_ymd_and_hms(2026, 11, 26, 9, 30, 0)
                 .single()
                 .expect("a time"),
+            data: Json(serde_json::json!({ "a": [1, "two", null], "b": { "c": true } })),
+            no_data: None,
         }
     }
 
@@ -194,7 +211,7 @@ mod tests {
             async_graphql::EmptySubscription,
         );
         let selections = [
-            "id name note missing colour madeAt",
+            "id name note missing colour madeAt data noData",
             "a: name b: name __typename id",
             "name id name",
             "name shout(times: 2)",

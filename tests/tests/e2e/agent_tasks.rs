@@ -18,6 +18,7 @@ on_both_backends!(
     retries_requeue_until_the_third_attempt,
     claims_take_the_highest_priority_then_the_oldest,
     new_tasks_are_checked,
+    lists_answer_plain_fields_as_the_single_task_does,
 );
 
 /// Agents whose tasks the tests claim at once, and one whose tasks stay queued.
@@ -292,4 +293,92 @@ async fn new_tasks_are_checked(app: flashfusion_tests::TestApp) {
     .await;
     assert_eq!(defaults["input"], json!({}));
     assert_eq!(defaults["parentTask"], Value::Null);
+}
+
+/// Lists' tasks answer a selection of plain fields without resolving each
+/// (`kit::plain`), on `agentTasks` and under `Project.tasks`: the same values as the
+/// resolved single task, and as the lists give when a resolved field (`agent`) is asked
+/// for beside them.
+async fn lists_answer_plain_fields_as_the_single_task_does(app: flashfusion_tests::TestApp) {
+    let world = World::new(&app).await;
+    create_task(&world, &world.project, IDLE, 3).await;
+    let worked = create_task(&world, &world.project, WORKED, 0).await;
+    assert_eq!(
+        claim(&world, WORKED).await.as_deref(),
+        Some(worked.as_str())
+    );
+    ok(
+        world.service(),
+        COMPLETE,
+        json!({ "i": { "id": worked, "output": { "report": "fine", "lines": [1, 2] } } }),
+        "completeAgentTask",
+        "task",
+    )
+    .await;
+    const FIELDS: &str = "__typename id title input output status progress priority error \
+                          attempts startedAt finishedAt createdAt updatedAt t: title";
+    let nodes = |response: &Value, edges: &dyn Fn(&Value) -> Vec<Value>| -> Vec<Value> {
+        let mut nodes: Vec<Value> = edges(response)
+            .into_iter()
+            .map(|mut node| {
+                node.as_object_mut().map(|node| node.remove("agent"));
+                node
+            })
+            .collect();
+        nodes.sort_by_key(|node| node["id"].to_string());
+        nodes
+    };
+    let listed = |response: &Value| -> Vec<Value> {
+        response["data"]["agentTasks"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no edges: {response}"))
+            .iter()
+            .map(|edge| edge["node"].clone())
+            .collect()
+    };
+    let nested = |response: &Value| -> Vec<Value> {
+        response["data"]["myProjects"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no projects: {response}"))
+            .iter()
+            .flat_map(|project| {
+                project["node"]["tasks"]["edges"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|edge| edge["node"].clone())
+            .collect()
+    };
+    let owner = world.owner();
+    let mut answers = Vec::new();
+    for extra in ["", "agent { slug }"] {
+        let top =
+            format!("{{ agentTasks(first: 10) {{ edges {{ node {{ {FIELDS} {extra} }} }} }} }}");
+        answers.push(nodes(&owner.graphql(&top, json!({})).await, &listed));
+        let under = format!(
+            "{{ myProjects {{ edges {{ node {{ tasks(first: 10) {{ edges {{ node {{ {FIELDS} {extra} }} }} }} }} }} }} }}"
+        );
+        answers.push(nodes(&owner.graphql(&under, json!({})).await, &nested));
+    }
+    assert_eq!(answers[0].len(), 2, "{:?}", answers[0]);
+    for answer in &answers[1..] {
+        assert_eq!(answer, &answers[0]);
+    }
+    for node in &answers[0] {
+        let single = owner
+            .graphql(
+                &format!("query($id: ID!) {{ agentTask(id: $id) {{ {FIELDS} }} }}"),
+                json!({ "id": node["id"] }),
+            )
+            .await;
+        assert_eq!(&single["data"]["agentTask"], node, "{single}");
+    }
+    let done = answers[0].iter().find(|node| node["id"] == json!(worked));
+    assert_eq!(
+        done.map(|node| &node["output"]),
+        Some(&json!({ "report": "fine", "lines": [1, 2] })),
+        "{:?}",
+        answers[0]
+    );
 }

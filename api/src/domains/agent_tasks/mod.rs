@@ -41,6 +41,7 @@ use crate::{
         loaders::{ById, Loaders, load_one},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id, parse_optional_id,
+        plain::{Plain, PlainFields, enumerated, json, nullable, nullable_json, scalar},
     },
     realtime::Row,
     validate::{self, Lines},
@@ -112,6 +113,35 @@ impl From<agent_tasks::Model> for AgentTask {
             preloaded_agent: None,
             parent_task_id: t.parent_task_id,
         }
+    }
+}
+
+/// Tasks in lists answer a selection of these without resolving each field
+/// (`kit::plain`); `agent`, `project` and the other resolved fields are not plain.
+impl PlainFields for AgentTask {
+    fn plain(&self, name: &str) -> Option<async_graphql::Value> {
+        Some(match name {
+            "id" => scalar(&self.id),
+            "title" => scalar(&self.title),
+            "input" => json(&self.input),
+            "output" => nullable_json(self.output.as_ref()),
+            "status" => enumerated(self.status),
+            "progress" => scalar(&self.progress),
+            "priority" => scalar(&self.priority),
+            "error" => nullable(self.error.as_ref()),
+            "attempts" => scalar(&self.attempts),
+            "startedAt" => nullable(self.started_at.as_ref()),
+            "finishedAt" => nullable(self.finished_at.as_ref()),
+            "createdAt" => scalar(&self.created_at),
+            "updatedAt" => scalar(&self.updated_at),
+            _ => return None,
+        })
+    }
+}
+
+impl From<agent_tasks::Model> for Plain<AgentTask> {
+    fn from(task: agent_tasks::Model) -> Self {
+        Plain(task.into())
     }
 }
 
@@ -288,7 +318,7 @@ impl AgentTaskQuery {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> ApiResult<Page<AgentTask>> {
+    ) -> ApiResult<Page<Plain<AgentTask>>> {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
         let project = parse_optional_id("projectId", project_id.as_ref())?;
@@ -300,7 +330,7 @@ impl AgentTaskQuery {
             query,
             (agent_tasks::Column::Id, |t: &agent_tasks::Model| t.id),
             PageArgs::new(ctx, first, after, last, before),
-            AgentTask::from,
+            Plain::from,
         )
         .await
     }

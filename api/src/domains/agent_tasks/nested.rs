@@ -23,6 +23,7 @@ use crate::{
         loaders::Loaders,
         nested::{self, ChildList},
         pagination::{Page, PageArgs},
+        plain::Plain,
     },
 };
 
@@ -32,7 +33,7 @@ pub struct ProjectTasks;
 impl ChildList for ProjectTasks {
     type Entity = agent_tasks::Entity;
     type Filter = Option<DbStatus>;
-    type Node = AgentTask;
+    type Node = Plain<AgentTask>;
 
     const PARENT: agent_tasks::Column = agent_tasks::Column::ProjectId;
     const ID: agent_tasks::Column = agent_tasks::Column::Id;
@@ -49,7 +50,7 @@ impl ChildList for ProjectTasks {
         db: &Tx,
         identity: Identity,
         rows: Vec<agent_tasks::Model>,
-    ) -> ApiResult<Vec<AgentTask>> {
+    ) -> ApiResult<Vec<Plain<AgentTask>>> {
         let ids: HashSet<Uuid> = rows.iter().map(|row| row.agent_id).collect();
         let agents: HashMap<Uuid, Agent> = repo::agents_by_id(db, identity, ids)
             .await?
@@ -60,7 +61,7 @@ impl ChildList for ProjectTasks {
             .into_iter()
             .map(|row| {
                 let agent = agents.get(&row.agent_id).cloned();
-                AgentTask::from(row).with_agent(agent)
+                Plain(AgentTask::from(row).with_agent(agent))
             })
             .collect())
     }
@@ -78,7 +79,7 @@ pub(crate) async fn project_page(
     siblings: &Arc<[Uuid]>,
     status: Option<AgentTaskStatus>,
     args: PageArgs,
-) -> ApiResult<Page<AgentTask>> {
+) -> ApiResult<Page<Plain<AgentTask>>> {
     let status = status.map(DbStatus::from);
     nested::child_page::<ProjectTasks>(ctx, project, siblings, status, args).await
 }
