@@ -71,7 +71,7 @@ impl Project {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> ApiResult<Page<Deployment>> {
+    ) -> ApiResult<Page<Plain<Deployment>>> {
         let args = PageArgs::new(ctx, first, after, last, before);
         Box::pin(deployments::project_page(
             ctx,

@@ -11,6 +11,7 @@ on_both_backends!(
     billing_starts_free_and_only_services_and_admins_change_it,
     usage_is_summed_per_bucket_and_admins_read_anyones,
     profiles_and_roles_change_as_the_rules_say,
+    a_list_answers_plain_notifications_as_resolved_ones,
 );
 
 const U: &str = "UNAUTHENTICATED";
@@ -362,4 +363,65 @@ async fn profiles_and_roles_change_as_the_rules_say(app: TestApp) {
         )
         .await;
     assert_eq!(outcome(&missing, "setUserRole"), N, "{missing}");
+}
+
+/// Notifications in a list answer their (all plain) fields without resolving each
+/// (`kit::plain`): the same as the resolver gives when a directive makes the list take
+/// it.
+async fn a_list_answers_plain_notifications_as_resolved_ones(app: TestApp) {
+    let cast = Actors::new(&app).await;
+    let notify = "mutation($i: CreateNotificationInput!) { createNotification(input: $i) { notificationId } }";
+    for input in [
+        json!({ "userId": cast.owner_id, "kind": "deploy", "title": "Live \"now\"", "body": "a\nb",
+                "data": { "url": "https://x.example", "n": [1, null] } }),
+        json!({ "userId": cast.owner_id, "kind": "task", "title": "done" }),
+    ] {
+        let created = cast.admin.graphql(notify, json!({ "i": input })).await;
+        assert!(created["errors"].is_null(), "{created}");
+    }
+    let read = cast
+        .owner
+        .graphql(
+            "{ notifications(first: 1) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    let id = &read["data"]["notifications"]["edges"][0]["node"]["id"];
+    let marked = cast
+        .owner
+        .graphql(
+            "mutation($id: ID!) { markNotificationRead(id: $id) { notification { id } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert!(marked["errors"].is_null(), "{marked}");
+    let list = |directive: &str| {
+        format!(
+            "{{ notifications(first: 10) {{ edges {{ node {{ __typename id {directive} kind title body data readAt createdAt k: kind }} }} }} }}"
+        )
+    };
+    let plain = cast.owner.graphql(&list(""), json!({})).await;
+    let resolved = cast
+        .owner
+        .graphql(&list("@include(if: true)"), json!({}))
+        .await;
+    assert_eq!(plain, resolved);
+    let nodes = plain["data"]["notifications"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no edges: {plain}"));
+    assert_eq!(nodes.len(), 2, "{plain}");
+    let deploy = nodes.iter().find(|edge| edge["node"]["kind"] == "deploy");
+    assert_eq!(
+        deploy.map(|edge| &edge["node"]["data"]),
+        Some(&json!({ "url": "https://x.example", "n": [1, null] })),
+        "{plain}"
+    );
+    assert_eq!(
+        nodes
+            .iter()
+            .filter(|edge| edge["node"]["readAt"].is_string())
+            .count(),
+        1,
+        "{plain}"
+    );
 }

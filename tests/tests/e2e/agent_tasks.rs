@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use crate::{
     code,
     work_support::{
-        CANCEL_TASK, COMPLETE, CREATE_TASK, FAIL, PROGRESS, World, claim, create_task, ok, task,
+        CANCEL_TASK, COMPLETE, CREATE_TASK, FAIL, PROGRESS, World, claim, create_task, ok,
+        plain_lists_agree, task,
     },
 };
 
@@ -317,68 +318,18 @@ async fn lists_answer_plain_fields_as_the_single_task_does(app: flashfusion_test
     .await;
     const FIELDS: &str = "__typename id title input output status progress priority error \
                           attempts startedAt finishedAt createdAt updatedAt t: title";
-    let nodes = |response: &Value, edges: &dyn Fn(&Value) -> Vec<Value>| -> Vec<Value> {
-        let mut nodes: Vec<Value> = edges(response)
-            .into_iter()
-            .map(|mut node| {
-                node.as_object_mut().map(|node| node.remove("agent"));
-                node
-            })
-            .collect();
-        nodes.sort_by_key(|node| node["id"].to_string());
-        nodes
-    };
-    let listed = |response: &Value| -> Vec<Value> {
-        response["data"]["agentTasks"]["edges"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no edges: {response}"))
-            .iter()
-            .map(|edge| edge["node"].clone())
-            .collect()
-    };
-    let nested = |response: &Value| -> Vec<Value> {
-        response["data"]["myProjects"]["edges"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no projects: {response}"))
-            .iter()
-            .flat_map(|project| {
-                project["node"]["tasks"]["edges"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .map(|edge| edge["node"].clone())
-            .collect()
-    };
-    let owner = world.owner();
-    let mut answers = Vec::new();
-    for extra in ["", "agent { slug }"] {
-        let top =
-            format!("{{ agentTasks(first: 10) {{ edges {{ node {{ {FIELDS} {extra} }} }} }} }}");
-        answers.push(nodes(&owner.graphql(&top, json!({})).await, &listed));
-        let under = format!(
-            "{{ myProjects {{ edges {{ node {{ tasks(first: 10) {{ edges {{ node {{ {FIELDS} {extra} }} }} }} }} }} }} }}"
-        );
-        answers.push(nodes(&owner.graphql(&under, json!({})).await, &nested));
-    }
-    assert_eq!(answers[0].len(), 2, "{:?}", answers[0]);
-    for answer in &answers[1..] {
-        assert_eq!(answer, &answers[0]);
-    }
-    for node in &answers[0] {
-        let single = owner
-            .graphql(
-                &format!("query($id: ID!) {{ agentTask(id: $id) {{ {FIELDS} }} }}"),
-                json!({ "id": node["id"] }),
-            )
-            .await;
-        assert_eq!(&single["data"]["agentTask"], node, "{single}");
-    }
-    let done = answers[0].iter().find(|node| node["id"] == json!(worked));
+    let nodes = plain_lists_agree(
+        world.owner(),
+        ("agentTasks", "tasks", "agentTask"),
+        FIELDS,
+        "agent { slug }",
+    )
+    .await;
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    let done = nodes.iter().find(|node| node["id"] == json!(worked));
     assert_eq!(
         done.map(|node| &node["output"]),
         Some(&json!({ "report": "fine", "lines": [1, 2] })),
-        "{:?}",
-        answers[0]
+        "{nodes:?}"
     );
 }

@@ -8,7 +8,7 @@ use crate::{
     code,
     work_support::{
         ACTORS, ADVANCE, Actor, CANCEL_DEPLOYMENT, CREATE_DEPLOYMENT, DEPLOYMENT, World,
-        create_deployment, deployment, ok,
+        create_deployment, deployment, ok, plain_lists_agree,
     },
 };
 
@@ -17,6 +17,7 @@ on_both_backends!(
     each_caller_creates_cancels_and_advances_what_it_may,
     every_step_from_every_status,
     the_deployer_reports_url_and_log,
+    lists_answer_plain_fields_as_the_single_deployment_does,
 );
 
 const STATUSES: [&str; 6] = [
@@ -275,4 +276,47 @@ async fn the_deployer_reports_url_and_log(app: flashfusion_tests::TestApp) {
         )
         .await;
     assert_eq!(code(&blank), "BAD_USER_INPUT", "{blank}");
+}
+
+/// Lists' deployments answer a selection of plain fields without resolving each
+/// (`kit::plain`), on `deployments` and under `Project.deployments`: the same values as
+/// the resolved single deployment, and as the lists give beside `project`.
+async fn lists_answer_plain_fields_as_the_single_deployment_does(app: flashfusion_tests::TestApp) {
+    let world = World::new(&app).await;
+    through(&world, &[]).await;
+    let live = create_deployment(&world, &world.project).await;
+    let steps = [
+        json!({ "id": live, "status": "BUILDING", "logAppend": "installing\n" }),
+        json!({ "id": live, "status": "DEPLOYING", "url": "https://site.example.app" }),
+        json!({ "id": live, "status": "READY" }),
+    ];
+    for step in steps {
+        ok(
+            world.service(),
+            ADVANCE,
+            json!({ "i": step }),
+            "advanceDeployment",
+            "deployment",
+        )
+        .await;
+    }
+    let nodes = plain_lists_agree(
+        world.owner(),
+        ("deployments", "deployments", "deployment"),
+        "__typename id environment provider status url commitSha log finishedAt createdAt \
+         updatedAt p: provider",
+        "project { id }",
+    )
+    .await;
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    let ready = nodes.iter().find(|node| node["id"] == json!(live));
+    assert_eq!(
+        ready.map(|node| (&node["url"], &node["log"], node["finishedAt"].is_string())),
+        Some((
+            &json!("https://site.example.app"),
+            &json!("installing\n"),
+            true
+        )),
+        "{nodes:?}"
+    );
 }

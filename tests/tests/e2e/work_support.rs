@@ -131,3 +131,63 @@ pub async fn create_deployment(world: &World, project: &str) -> String {
 pub async fn deployment(world: &World, id: &str) -> Value {
     world.owner().graphql(DEPLOYMENT, json!({ "id": id })).await["data"]["deployment"].clone()
 }
+
+/// Checks the fast path for lists' plain fields (`kit::plain`) on `list` (a root list
+/// field, e.g. `agentTasks`) and `nested` (its child list under `myProjects`, e.g.
+/// `tasks`): selecting `fields` alone, and beside `resolved` (a field that is not
+/// plain, forcing the type's own resolver), both lists give the same nodes, and each
+/// node is what `single` (the one-row query field, e.g. `agentTask`) gives. Returns
+/// the nodes, sorted by id.
+pub async fn plain_lists_agree(
+    client: &Client,
+    (list, nested, single): (&str, &str, &str),
+    fields: &str,
+    resolved: &str,
+) -> Vec<Value> {
+    let edges = |connection: &Value| -> Vec<Value> {
+        connection["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no edges: {connection}"))
+            .iter()
+            .map(|edge| edge["node"].clone())
+            .collect()
+    };
+    let sorted = |mut nodes: Vec<Value>| {
+        for node in &mut nodes {
+            let plain = node.as_object_mut().expect("a node");
+            plain.remove(resolved.split_whitespace().next().unwrap_or_default());
+        }
+        nodes.sort_by_key(|node| node["id"].to_string());
+        nodes
+    };
+    let mut answers = Vec::new();
+    for extra in ["", resolved] {
+        let top = format!("{{ {list}(first: 10) {{ edges {{ node {{ {fields} {extra} }} }} }} }}");
+        let response = client.graphql(&top, json!({})).await;
+        answers.push(sorted(edges(&response["data"][list])));
+        let under = format!(
+            "{{ myProjects {{ edges {{ node {{ {nested}(first: 10) {{ edges {{ node {{ {fields} {extra} }} }} }} }} }} }} }}"
+        );
+        let response = client.graphql(&under, json!({})).await;
+        let projects = edges(&response["data"]["myProjects"]);
+        answers.push(sorted(
+            projects
+                .iter()
+                .flat_map(|project| edges(&project[nested]))
+                .collect(),
+        ));
+    }
+    for answer in &answers[1..] {
+        assert_eq!(answer, &answers[0]);
+    }
+    for node in &answers[0] {
+        let one = client
+            .graphql(
+                &format!("query($id: ID!) {{ {single}(id: $id) {{ {fields} }} }}"),
+                json!({ "id": node["id"] }),
+            )
+            .await;
+        assert_eq!(&one["data"][single], node, "{one}");
+    }
+    answers.swap_remove(0)
+}

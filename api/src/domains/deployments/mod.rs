@@ -43,6 +43,7 @@ use crate::{
         loaders::Loaders,
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id, parse_optional_id,
+        plain::{Plain, PlainFields, enumerated, nullable, scalar},
     },
     realtime::Row,
     validate::{self, Lines},
@@ -104,6 +105,32 @@ impl From<deployments::Model> for Deployment {
             updated_at: d.updated_at,
             project_id: d.project_id,
         }
+    }
+}
+
+/// Deployments in lists answer a selection of these without resolving each field
+/// (`kit::plain`); `project` is resolved.
+impl PlainFields for Deployment {
+    fn plain(&self, name: &str) -> Option<async_graphql::Value> {
+        Some(match name {
+            "id" => scalar(&self.id),
+            "environment" => enumerated(self.environment),
+            "provider" => scalar(&self.provider),
+            "status" => enumerated(self.status),
+            "url" => nullable(self.url.as_ref()),
+            "commitSha" => nullable(self.commit_sha.as_ref()),
+            "log" => scalar(&self.log),
+            "finishedAt" => nullable(self.finished_at.as_ref()),
+            "createdAt" => scalar(&self.created_at),
+            "updatedAt" => scalar(&self.updated_at),
+            _ => return None,
+        })
+    }
+}
+
+impl From<deployments::Model> for Plain<Deployment> {
+    fn from(deployment: deployments::Model) -> Self {
+        Plain(deployment.into())
     }
 }
 
@@ -198,7 +225,7 @@ impl DeploymentQuery {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> ApiResult<Page<Deployment>> {
+    ) -> ApiResult<Page<Plain<Deployment>>> {
         let rc = RequestContext::of(ctx)?;
         rc.session()?;
         let project = parse_optional_id("projectId", project_id.as_ref())?;
@@ -210,7 +237,7 @@ impl DeploymentQuery {
             query,
             (deployments::Column::Id, |d: &deployments::Model| d.id),
             PageArgs::new(ctx, first, after, last, before),
-            Deployment::from,
+            Plain::from,
         )
         .await
     }

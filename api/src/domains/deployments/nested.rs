@@ -16,6 +16,7 @@ use crate::{
         loaders::Loaders,
         nested::{self, ChildList},
         pagination::{Page, PageArgs},
+        plain::Plain,
     },
 };
 
@@ -25,7 +26,7 @@ pub struct ProjectDeployments;
 impl ChildList for ProjectDeployments {
     type Entity = deployments::Entity;
     type Filter = Option<DbStatus>;
-    type Node = Deployment;
+    type Node = Plain<Deployment>;
 
     const PARENT: deployments::Column = deployments::Column::ProjectId;
     const ID: deployments::Column = deployments::Column::Id;
@@ -51,7 +52,7 @@ pub(crate) async fn project_page(
     siblings: &Arc<[Uuid]>,
     status: Option<DeploymentStatus>,
     args: PageArgs,
-) -> ApiResult<Page<Deployment>> {
+) -> ApiResult<Page<Plain<Deployment>>> {
     let status = status.map(DbStatus::from);
     nested::child_page::<ProjectDeployments>(ctx, project, siblings, status, args).await
 }

@@ -24,6 +24,7 @@ use crate::{
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
+        plain::{Plain, PlainFields, json, nullable, scalar},
         profiles,
     },
     realtime::{Event, Row},
@@ -58,6 +59,23 @@ pub struct Notification {
     data: Json<Value>,
     read_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
+}
+
+/// Notifications in lists answer a selection without resolving each field
+/// (`kit::plain`): every field of theirs is plain.
+impl PlainFields for Notification {
+    fn plain(&self, name: &str) -> Option<async_graphql::Value> {
+        Some(match name {
+            "id" => scalar(&self.id),
+            "kind" => scalar(&self.kind),
+            "title" => scalar(&self.title),
+            "body" => nullable(self.body.as_ref()),
+            "data" => json(&self.data),
+            "readAt" => nullable(self.read_at.as_ref()),
+            "createdAt" => scalar(&self.created_at),
+            _ => return None,
+        })
+    }
 }
 
 impl From<notifications::Model> for Notification {
@@ -109,7 +127,7 @@ impl NotificationQuery {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> ApiResult<Page<Notification>> {
+    ) -> ApiResult<Page<Plain<Notification>>> {
         let rc = RequestContext::of(ctx)?;
         let user_id = require_account_data(
             rc,
@@ -122,7 +140,7 @@ impl NotificationQuery {
             repo::list(user_id, unread_only),
             (notifications::Column::Id, |n: &notifications::Model| n.id),
             PageArgs::new(ctx, first, after, last, before),
-            Notification::from,
+            |row| Plain(Notification::from(row)),
         )
         .await
     }
