@@ -45,6 +45,38 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
 }
 
+/// Every column of `projects` but `settings`: what a project shows (no field exposes
+/// `settings`), so lists do not read and decode a JSON value per row to drop it.
+#[derive(Clone, Debug, PartialEq, DerivePartialModel)]
+#[sea_orm(entity = "Entity")]
+pub struct Shown {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub visibility: ProjectVisibility,
+    pub framework: Option<String>,
+    pub status: ProjectStatus,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+impl From<Model> for Shown {
+    fn from(m: Model) -> Self {
+        Self {
+            id: m.id,
+            owner_id: m.owner_id,
+            name: m.name,
+            description: m.description,
+            visibility: m.visibility,
+            framework: m.framework,
+            status: m.status,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     #[sea_orm(

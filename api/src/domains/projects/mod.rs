@@ -79,6 +79,12 @@ pub struct Project {
 
 impl From<projects::Model> for Project {
     fn from(p: projects::Model) -> Self {
+        projects::Shown::from(p).into()
+    }
+}
+
+impl From<projects::Shown> for Project {
+    fn from(p: projects::Shown) -> Self {
         Self {
             id: p.id.into(),
             key: p.id,
@@ -211,7 +217,7 @@ async fn list(
     let mut page = paginate(
         rc.tx_ref(),
         query,
-        (projects::Column::Id, |p: &projects::Model| p.id),
+        (projects::Column::Id, |p: &projects::Shown| p.id),
         args,
         |row| Plain(Project::from(row)),
     )
