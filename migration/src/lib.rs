@@ -3,12 +3,30 @@
 //! This crate owns every table, index, trigger, role grant and row-level-security policy,
 //! plus the seed catalogs (`ai_services`, `agents`). The SQL is written per backend on
 //! purpose: it is the contract the `entity` crate's models must match column for column.
-//! A migration that has shipped is never edited; a change is a new migration.
+//! A migration's SQL, once shipped, is never edited; a change is a new migration.
 //!
 //! The crate never connects on its own: the `flashfusion migrate` command and the test
 //! harness call [`Migrator`] with a connection they own.
 
 use sea_orm_migration::prelude::*;
+
+/// Implements `MigrationTrait` for a migration that is the Postgres SQL in its `UP`
+/// and `DOWN` constants alone, and does nothing on SQLite: it only changes what SQLite
+/// does not have (roles, grants, policies, functions).
+macro_rules! postgres_only {
+    () => {
+        #[async_trait::async_trait]
+        impl MigrationTrait for Migration {
+            async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                crate::on_postgres(manager, UP).await
+            }
+
+            async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                crate::on_postgres(manager, DOWN).await
+            }
+        }
+    };
+}
 
 mod m20261125_000001_create_tables;
 mod m20261125_000002_enable_row_level_security;
@@ -24,6 +42,14 @@ mod m20261126_000011_migration_state_for_the_login_role;
 mod m20261126_000012_act_as_or_refuse;
 
 pub use sea_orm_migration::MigratorTrait;
+
+/// Runs `sql` on Postgres, and nothing on SQLite (see `postgres_only!`).
+async fn on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
+        manager.get_connection().execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
 
 /// The Postgres roles the gateway switches to per transaction
 /// (`select set_config('role', <role>, true)`), so that RLS applies.

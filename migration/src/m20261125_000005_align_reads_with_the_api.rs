@@ -7,7 +7,6 @@
 //!   without reading them back, so the admins' SELECT policy (which only existed for
 //!   INSERT .. RETURNING) goes.
 
-use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -39,19 +38,4 @@ create policy usage_analytics_service_select on usage_analytics
 drop policy if exists usage_analytics_admin_select on usage_analytics;
 ";
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(UP).await?;
-        }
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(DOWN).await?;
-        }
-        Ok(())
-    }
-}
+postgres_only!();

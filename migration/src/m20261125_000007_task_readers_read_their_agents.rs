@@ -8,7 +8,6 @@
 //!   owner's SELECT policy on `agent_tasks` (as `users_view_owner_select` does for the
 //!   `profiles` view).
 
-use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -38,19 +37,4 @@ drop function if exists flashfusion_agent_of_own_task(uuid);
 drop policy if exists agent_tasks_definer_select on agent_tasks;
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(UP).await?;
-        }
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(DOWN).await?;
-        }
-        Ok(())
-    }
-}
+postgres_only!();

@@ -4,7 +4,6 @@
 //! (`revocation_id`, and the times), by column grants; the service, which records
 //! and purges revocations, keeps the whole row. Postgres only.
 
-use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -22,19 +21,4 @@ revoke select (revocation_id, revoked_at, expires_at) on revoked_tokens
 grant select on revoked_tokens to flashfusion_anon, flashfusion_authenticated;
 ";
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(UP).await?;
-        }
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(DOWN).await?;
-        }
-        Ok(())
-    }
-}
+postgres_only!();

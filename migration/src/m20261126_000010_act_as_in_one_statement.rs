@@ -17,7 +17,6 @@
 //! still refuses a role the login role is not a member of. Executable by anyone for
 //! that reason (a NOINHERIT authenticator has no privilege of its own). Postgres only.
 
-use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -70,19 +69,4 @@ drop function if exists flashfusion_act_as(text, text, text, boolean, jsonb);
 drop function if exists flashfusion_session_is_current(jsonb, uuid, boolean);
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(UP).await?;
-        }
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(DOWN).await?;
-        }
-        Ok(())
-    }
-}
+postgres_only!();

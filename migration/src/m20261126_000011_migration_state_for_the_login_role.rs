@@ -8,7 +8,6 @@
 //! (a NOINHERIT login role has no privilege of its own); the names are no secret.
 //! Postgres only: on SQLite the gateway reads the table itself.
 
-use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -27,19 +26,4 @@ const DOWN: &str = r#"
 drop function if exists flashfusion_applied_migrations();
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(UP).await?;
-        }
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(DOWN).await?;
-        }
-        Ok(())
-    }
-}
+postgres_only!();
