@@ -12,6 +12,7 @@ mod app;
 mod cluster;
 mod database;
 mod metrics;
+mod wait;
 
 pub use actors::{
     Actor, Actors, Case, create_project, create_visible_project, outcome, run_matrix, scoped,
@@ -20,3 +21,4 @@ pub use app::{Client, PANIC_ROUTE, TIMEOUT, TestApp, WsClient, WsEnd};
 pub use cluster::Cluster;
 pub use database::{TestDb, test_database_url};
 pub use metrics::Scrape;
+pub use wait::eventually;

@@ -152,18 +152,27 @@ async fn each_caller_creates_cancels_and_advances_what_it_may(app: flashfusion_t
 /// A deployment of the owner's advanced by the deployer through `path`.
 async fn through(world: &World, path: &[&str]) -> String {
     let id = create_deployment(world, &world.project).await;
-    for status in path {
-        let input = json!({ "i": { "id": id, "status": status } });
+    advance(
+        world,
+        path.iter()
+            .map(|status| json!({ "id": id, "status": status })),
+    )
+    .await;
+    id
+}
+
+/// The deployer reports each of `steps` (`AdvanceDeploymentInput`s) in turn.
+async fn advance(world: &World, steps: impl IntoIterator<Item = Value>) {
+    for step in steps {
         ok(
             world.service(),
             ADVANCE,
-            input,
+            json!({ "i": step }),
             "advanceDeployment",
             "deployment",
         )
         .await;
     }
-    id
 }
 
 /// How to reach each status from QUEUED.
@@ -240,16 +249,7 @@ async fn the_deployer_reports_url_and_log(app: flashfusion_tests::TestApp) {
         json!({ "id": id, "status": "DEPLOYING", "url": "https://site.example.app" }),
         json!({ "id": id, "status": "READY", "logAppend": "live\n" }),
     ];
-    for step in steps {
-        ok(
-            world.service(),
-            ADVANCE,
-            json!({ "i": step }),
-            "advanceDeployment",
-            "deployment",
-        )
-        .await;
-    }
+    advance(&world, steps).await;
     let done = deployment(&world, &id).await;
     assert_eq!(done["status"], "READY");
     assert_eq!(done["log"], "installing\nbuilding\nlive\n");
@@ -290,16 +290,7 @@ async fn lists_answer_plain_fields_as_the_single_deployment_does(app: flashfusio
         json!({ "id": live, "status": "DEPLOYING", "url": "https://site.example.app" }),
         json!({ "id": live, "status": "READY" }),
     ];
-    for step in steps {
-        ok(
-            world.service(),
-            ADVANCE,
-            json!({ "i": step }),
-            "advanceDeployment",
-            "deployment",
-        )
-        .await;
-    }
+    advance(&world, steps).await;
     let nodes = plain_lists_agree(
         world.owner(),
         ("deployments", "deployments", "deployment"),

@@ -14,7 +14,7 @@ use flashfusion_api::{
     auth::TokenService,
     config::Config,
 };
-use flashfusion_tests::{Client, Cluster, TIMEOUT, TestApp, WsClient, create_project};
+use flashfusion_tests::{Client, Cluster, TIMEOUT, TestApp, WsClient, create_project, eventually};
 use futures_util::{SinkExt, StreamExt};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Database};
@@ -43,18 +43,6 @@ async fn next_title(ws: &mut WsClient) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("a task event: {message}"))
         .to_owned()
-}
-
-/// Polls `check` (bounded by [`TIMEOUT`]) until it holds: recovery has no event to
-/// await, only a state to observe.
-async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let polled = tokio::time::timeout(TIMEOUT, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(polled.is_ok(), "{what}: not within {TIMEOUT:?}");
 }
 
 async fn readyz(app: &TestApp) -> u16 {

@@ -275,13 +275,8 @@ async fn a_subscription_refused_by_validation_does_no_database_work() {
     ws.send(json!({ "id": "1", "type": "subscribe", "payload": {
         "query": "subscription { notificationAdded { notification { title } } }" } }))
         .await;
-    tokio::time::timeout(TIMEOUT, async {
-        while app.state.fanout.live() == live {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the subscription never started");
+    app.until_live("the subscription never started", |now| now != live)
+        .await;
     let created = admin
         .graphql(
             "mutation($i: CreateNotificationInput!) { createNotification(input: $i) { notificationId } }",

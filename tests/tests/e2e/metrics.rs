@@ -57,11 +57,8 @@ async fn operations_errors_and_subscriptions_are_counted(app: TestApp) {
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
     ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": NOTIFICATIONS } }))
         .await;
-    wait_until(
-        || app.state.fanout.live() > live,
-        "the subscription never started",
-    )
-    .await;
+    app.until_live("the subscription never started", |now| now > live)
+        .await;
     let created = admin
         .graphql(
             NOTIFY,
@@ -157,11 +154,8 @@ async fn operations_errors_and_subscriptions_are_counted(app: TestApp) {
     );
 
     drop(ws);
-    wait_until(
-        || app.state.fanout.live() == live,
-        "the subscription never ended",
-    )
-    .await;
+    app.until_live("the subscription never ended", |now| now == live)
+        .await;
     let closed = tokio::time::timeout(TIMEOUT, async {
         loop {
             let scrape = Scrape::of(&anonymous).await;
@@ -174,17 +168,6 @@ async fn operations_errors_and_subscriptions_are_counted(app: TestApp) {
     .await
     .expect("the closed socket is never uncounted");
     assert_eq!(closed.sum("flashfusion_subscriptions_active", &[]), 0.0);
-}
-
-/// Waits, bounded by [`TIMEOUT`], until `done`.
-async fn wait_until(done: impl Fn() -> bool, failure: &str) {
-    tokio::time::timeout(TIMEOUT, async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect(failure);
 }
 
 #[tokio::test]

@@ -4,10 +4,8 @@
 //! transaction, a transaction that does not finish leaves nothing behind, and a token is
 //! checked against the database on every operation.
 
-use std::{future::Future, time::Duration};
-
 use flashfusion_api::auth::{Identity, Role};
-use flashfusion_tests::{Client, TestApp, TestDb, create_visible_project};
+use flashfusion_tests::{Client, TestApp, TestDb, create_visible_project, eventually};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
@@ -35,9 +33,6 @@ fn read_budget(app: &TestApp) -> u64 {
 /// An anonymous read on either backend: the opening (no session to check), the page,
 /// `COMMIT`.
 const ANONYMOUS_READ_BUDGET: u64 = 3;
-
-/// How long a test waits for what it polls.
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 const MINE: &str =
     "{ myProjects(first: 20) { totalCount edges { cursor node { id name status visibility } } } }";
@@ -382,16 +377,4 @@ async fn waiting_on_locks(watcher: &impl ConnectionTrait) -> bool {
         .flatten()
         .and_then(|row| row.try_get_by_index::<i64>(0).ok())
         .is_some_and(|waiting| waiting > 0)
-}
-
-/// Polls `check` (bounded by [`TIMEOUT`]) until it holds: a server-side state has no
-/// event to await.
-async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let polled = tokio::time::timeout(TIMEOUT, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(polled.is_ok(), "{what}: not within {TIMEOUT:?}");
 }

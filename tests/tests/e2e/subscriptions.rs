@@ -38,20 +38,9 @@ async fn ask(app: &TestApp, token: &str, query: &str, variables: Value) -> WsCli
 async fn subscribe(app: &TestApp, token: &str, query: &str, variables: Value) -> WsClient {
     let live = app.state.fanout.live();
     let ws = ask(app, token, query, variables).await;
-    live_reach(app, |now| now > live, "the subscription never started").await;
+    app.until_live("the subscription never started", |now| now > live)
+        .await;
     ws
-}
-
-/// Waits, bounded by [`TIMEOUT`], until the number of live subscriptions satisfies
-/// `done`.
-async fn live_reach(app: &TestApp, done: impl Fn(usize) -> bool, failure: &str) {
-    tokio::time::timeout(TIMEOUT, async {
-        while !done(app.state.fanout.live()) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect(failure);
 }
 
 /// The next event's `field`, failing on anything else.
@@ -511,12 +500,8 @@ async fn a_subscriber_that_never_reads_does_not_delay_others() {
         .await
         .expect("an ack");
     assert!(format!("{ack:?}").contains("connection_ack"), "{ack:?}");
-    live_reach(
-        &app,
-        |live| live == 1,
-        "the stalled subscription never started",
-    )
-    .await;
+    app.until_live("the stalled subscription never started", |live| live == 1)
+        .await;
     let mut reader = subscribe(&app, token, NOTIFICATIONS, json!({})).await;
 
     // 20 events of ~400 KiB for the stalled socket: far more than its buffers hold.
@@ -536,11 +521,9 @@ async fn a_subscriber_that_never_reads_does_not_delay_others() {
         let event = event(&mut reader, "notificationAdded").await;
         assert_eq!(event["notification"]["title"], format!("n{n}"));
     }
-    live_reach(
-        &app,
-        |live| live == 1,
-        "the stalled subscription was never let go",
-    )
+    app.until_live("the stalled subscription was never let go", |live| {
+        live == 1
+    })
     .await;
     drop(stalled);
 }
@@ -582,11 +565,9 @@ async fn identical_subscriptions_share_one_execution(app: TestApp) {
     assert_eq!(own["notification"]["title"], "own");
 
     drop(first);
-    live_reach(
-        &app,
-        |live| live == 2,
-        "the closed socket's subscription lived on",
-    )
+    app.until_live("the closed socket's subscription lived on", |live| {
+        live == 2
+    })
     .await;
     notify(&world, &world.owner_id, "after").await;
     let after = event(&mut second, "notificationAdded").await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use biscuit_auth::KeyPair;
 use flashfusion_api::auth::{Role, TokenService};
-use flashfusion_tests::{TIMEOUT, TestApp, TestDb, WsClient, WsEnd};
+use flashfusion_tests::{TestApp, TestDb, WsClient, WsEnd};
 use serde_json::{Value, json};
 
 const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -27,18 +27,6 @@ async fn acknowledged(app: &TestApp, protocol: &str) -> WsClient {
     let mut ws = app.websocket(protocol, json!({})).await;
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
     ws
-}
-
-/// Waits until the gateway counts `n` live subscriptions: a subscription started (or
-/// was dropped) there, which no message on the socket announces.
-async fn until_live(app: &TestApp, n: usize) {
-    tokio::time::timeout(TIMEOUT, async {
-        while app.state.fanout.live() != n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the gateway never counted {n} live subscriptions"));
 }
 
 async fn subscribe(ws: &mut WsClient, id: &str, query: &str) {
@@ -154,7 +142,10 @@ async fn reusing_an_active_id_closes_4409() {
     let live = app.state.fanout.live();
     subscribe(&mut ws, "live", NOTIFICATIONS).await;
     // Once the hub counts its feed, the subscription is active (not refused).
-    until_live(&app, live + 1).await;
+    app.until_live("the live subscriptions never came to live + 1", |now| {
+        now == live + 1
+    })
+    .await;
     subscribe(&mut ws, "live", NOTIFICATIONS).await;
     assert_eq!(close_code(&mut ws).await, 4409);
 }
@@ -286,7 +277,10 @@ async fn completing_a_subscription_drops_it_and_frees_its_place() {
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
     let live = app.state.fanout.live();
     subscribe(&mut ws, "a", NOTIFICATIONS).await;
-    until_live(&app, live + 1).await;
+    app.until_live("the live subscriptions never came to live + 1", |now| {
+        now == live + 1
+    })
+    .await;
     subscribe(&mut ws, "b", NOTIFICATIONS).await;
     let error = ws.next().await.expect("error");
     assert_eq!(error["type"], "error", "{error}");
@@ -294,9 +288,15 @@ async fn completing_a_subscription_drops_it_and_frees_its_place() {
     assert_eq!(error["payload"][0]["extensions"]["code"], "RATE_LIMITED");
 
     ws.send(json!({ "type": "complete", "id": "a" })).await;
-    until_live(&app, live).await;
+    app.until_live("the live subscriptions never came to live", |now| {
+        now == live
+    })
+    .await;
     subscribe(&mut ws, "b", NOTIFICATIONS).await;
-    until_live(&app, live + 1).await;
+    app.until_live("the live subscriptions never came to live + 1", |now| {
+        now == live + 1
+    })
+    .await;
     // Nothing was sent for `a` after the client completed it: the next message is pong.
     ws.send(json!({ "type": "ping" })).await;
     assert_eq!(ws.next().await.expect("pong"), json!({ "type": "pong" }));
