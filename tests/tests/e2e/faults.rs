@@ -87,11 +87,15 @@ async fn a_postgres_restart_fails_fast_then_recovers_listener_included() {
         )
         .await;
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let live = app.state.fanout.live();
     ws.send(json!({ "id": "1", "type": "subscribe", "payload": {
         "query": "subscription($p: ID) { agentTaskUpdated(projectId: $p) { task { title } } }",
         "variables": { "p": project } } }))
         .await;
-    // The protocol does not say when a subscription is live: its first event does.
+    // The protocol does not say when a subscription is live, and one without `after`
+    // receives only what is written once it is: wait for the hub to count it.
+    app.until_live("the subscription never started", |now| now > live)
+        .await;
     let created = create_task(&ada, &project, "before").await;
     assert!(created["errors"].is_null(), "{created}");
     assert_eq!(next_title(&mut ws).await, "before");
