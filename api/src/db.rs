@@ -561,14 +561,18 @@ impl RequestTx {
     }
 
     /// [`RequestTx::finish`] for a read-only transaction, without waiting: how it ends
-    /// cannot change what it read, so the response need not wait for its `COMMIT`,
-    /// which takes one round trip out of a read's latency. Its connection goes back to
-    /// the pool once the transaction has ended, so the next request on it starts clean;
-    /// a failure to end is logged (sqlx's check on release closes a broken connection),
-    /// and an end that takes longer than `limit` is dropped, as a cancelled request's
-    /// would be (its `ROLLBACK` queued before the connection's next use).
+    /// cannot change what it read, so the response need not wait for its end. Its
+    /// connection goes back to the pool once the transaction has ended, so the next
+    /// request on it starts clean.
+    ///
+    /// On Postgres the end costs no round trip of its own ([`PgTx::end_on_release`]):
+    /// `ROLLBACK`, which ends a read-only transaction as `COMMIT` would, rides with the
+    /// check sqlx makes as the connection goes back. On SQLite the end is spawned; a
+    /// failure is logged, and one that takes longer than `limit` is dropped, as a
+    /// cancelled request's would be.
     pub fn finish_read_only(self, success: bool, limit: Duration) {
         match self.ending() {
+            Ok(Tx::Postgres(tx)) => tx.end_on_release(),
             Ok(tx) => {
                 tokio::spawn(async move {
                     match tokio::time::timeout(limit, tx.end(success)).await {

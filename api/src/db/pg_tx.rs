@@ -11,7 +11,8 @@
 //! A simple query binds no parameters, so what goes into the opening statement is
 //! inlined with [`literal`], the one quoting function.
 //!
-//! Ending: [`PgTx::commit`] / [`PgTx::rollback`]; dropped unfinished (a cancelled
+//! Ending: [`PgTx::commit`] / [`PgTx::rollback`], a round trip each; or
+//! [`PgTx::end_on_release`], none of its own; dropped unfinished (a cancelled
 //! operation), sqlx queues a `ROLLBACK` that runs before the connection is reused. An
 //! opening that fails is rolled back before the connection goes back to the pool; one
 //! that is cancelled or cannot be rolled back closes the connection instead.
@@ -88,6 +89,17 @@ impl PgTx {
         PgTransactionManager::rollback(self.conn.get_mut())
             .await
             .map_err(query_err)
+    }
+
+    /// Ends the transaction with `ROLLBACK` in no round trip of its own, for a read-only
+    /// transaction, which `ROLLBACK` ends as `COMMIT` would: sqlx queues it, and the
+    /// connection's trip back to the pool sends it in one write with the `Sync` that
+    /// checks the connection (`PoolConnection`'s drop, sqlx-core 0.9
+    /// `pool/connection.rs`), then waits for both answers; one that fails closes the
+    /// connection instead. The one cost: the server counts a rollback
+    /// (`pg_stat_database.xact_rollback`) where it counted a commit.
+    pub fn end_on_release(self) {
+        drop(self);
     }
 
     /// The connection, once the statement is counted.

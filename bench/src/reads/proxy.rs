@@ -2,9 +2,11 @@
 //! gateway and the server that forwards every byte unchanged and reads the frontend half
 //! of the protocol (PostgreSQL's "Frontend/Backend Protocol", chapter 55 of its manual)
 //! on the way. It counts statements (each `Execute` of the extended protocol, each
-//! statement of a simple `Query`) and round trips (a `Sync` or a simple `Query`: the
-//! client then waits for `ReadyForQuery`), and records each statement's SQL text with
-//! the parameters it was bound with.
+//! statement of a simple `Query`) and round trips, and records each statement's SQL text
+//! with the parameters it was bound with. A `Sync` or a simple `Query` asks for one
+//! `ReadyForQuery`; one sent while an earlier one is still unanswered rides in the same
+//! round trip (sqlx sends a queued `ROLLBACK` and its release `Sync` in one write), so
+//! the proxy also reads the server's half for its `ReadyForQuery` messages.
 //!
 //! It must never change what passes through, and it records a message before forwarding
 //! it: when the gateway has its answer, the message that caused it is in the capture.
@@ -12,7 +14,10 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -34,7 +39,8 @@ const ENCRYPTION_REQUESTS: [u32; 2] = [80_877_103, 80_877_104];
 pub struct Capture {
     /// Every statement, in the order the server received them.
     pub statements: Vec<Statement>,
-    /// Times a client then waited for the server (`Sync`, simple `Query`).
+    /// Times a client waited for the server: a `Sync` or simple `Query` sent while
+    /// nothing it asked for earlier was unanswered.
     pub round_trips: usize,
     /// Of those, `Sync`s that ended no statement (a ping: sqlx pings with a bare
     /// `Sync`; or a statement prepared apart from its execution), each as the number of
@@ -129,8 +135,9 @@ impl Drop for Proxy {
     }
 }
 
-/// Relays one client connection: server to client untouched, client to server message
-/// by message, each one observed first.
+/// Relays one client connection: the untyped start-up exchange as it comes, then both
+/// halves message by message, client messages observed before they are forwarded and
+/// the server's `ReadyForQuery` messages counted off the client's outstanding requests.
 async fn relay(
     client: TcpStream,
     number: usize,
@@ -143,45 +150,51 @@ async fn relay(
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     let (client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
+    let (server_read, mut server_write) = server.into_split();
+    let mut from_client = BufReader::new(client_read);
+    let mut from_server = BufReader::new(server_read);
+    // Untyped start-up messages: length, then a code. The server answers an encryption
+    // request with one untyped byte (`N`: go on in plain text).
+    loop {
+        let length = from_client.read_u32().await?;
+        let body = read_body(&mut from_client, length).await?;
+        server_write.write_all(&length.to_be_bytes()).await?;
+        server_write.write_all(&body).await?;
+        let code = body
+            .get(..4)
+            .and_then(|code| code.try_into().ok())
+            .map(u32::from_be_bytes);
+        if !code.is_some_and(|code| ENCRYPTION_REQUESTS.contains(&code)) {
+            break;
+        }
+        let answer = from_server.read_u8().await?;
+        client_write.write_all(&[answer]).await?;
+    }
+    let outstanding = AtomicUsize::new(0);
     let backward = async {
-        tokio::io::copy(&mut server_read, &mut client_write).await?;
+        while let Some((tag, frame)) = read_frame(&mut from_server).await? {
+            if tag == b'Z' {
+                // Counted before it is forwarded: the client sends its next request
+                // only once it has this answer, so that request sees the count fall.
+                let _ = outstanding
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            }
+            client_write.write_all(&frame).await?;
+        }
         client_write.shutdown().await?;
         anyhow::Ok(())
     };
     let forward = async {
-        let mut reader = BufReader::new(client_read);
-        // Untyped start-up messages: length, then a code.
-        loop {
-            let length = reader.read_u32().await?;
-            let body = read_body(&mut reader, length).await?;
-            server_write.write_all(&length.to_be_bytes()).await?;
-            server_write.write_all(&body).await?;
-            let code = body
-                .get(..4)
-                .and_then(|code| code.try_into().ok())
-                .map(u32::from_be_bytes);
-            if !code.is_some_and(|code| ENCRYPTION_REQUESTS.contains(&code)) {
-                break;
-            }
-        }
         let mut session = Session::default();
-        loop {
-            let tag = match reader.read_u8().await {
-                Ok(tag) => tag,
-                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(err) => return Err(err.into()),
-            };
-            let length = reader.read_u32().await?;
-            let body = read_body(&mut reader, length).await?;
+        while let Some((tag, frame)) = read_frame(&mut from_client).await? {
+            if matches!(tag, b'Q' | b'S') {
+                let waiting = outstanding.fetch_add(1, Ordering::SeqCst) > 0;
+                session.pipelined = waiting;
+            }
             if let Ok(mut capture) = capture.lock() {
                 capture.connections.insert(number);
-                session.observe(tag, &body, &mut capture);
+                session.observe(tag, &frame[5..], &mut capture);
             }
-            let mut frame = Vec::with_capacity(body.len() + 5);
-            frame.push(tag);
-            frame.extend_from_slice(&length.to_be_bytes());
-            frame.extend_from_slice(&body);
             server_write.write_all(&frame).await?;
         }
         server_write.shutdown().await?;
@@ -189,6 +202,25 @@ async fn relay(
     };
     tokio::try_join!(forward, backward)?;
     Ok(())
+}
+
+/// The next typed message, whole (tag, length and body), or `None` at the end of the
+/// stream.
+async fn read_frame(
+    reader: &mut (impl AsyncRead + Unpin),
+) -> anyhow::Result<Option<(u8, Vec<u8>)>> {
+    let tag = match reader.read_u8().await {
+        Ok(tag) => tag,
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let length = reader.read_u32().await?;
+    let body = read_body(reader, length).await?;
+    let mut frame = Vec::with_capacity(body.len() + 5);
+    frame.push(tag);
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(Some((tag, frame)))
 }
 
 fn is_reset(err: &anyhow::Error) -> bool {
@@ -213,6 +245,9 @@ struct Session {
     portals: HashMap<String, Statement>,
     /// Whether an `Execute` was sent since the last `Sync`.
     executed: bool,
+    /// Whether the `Sync` or `Query` being observed was sent while an earlier one was
+    /// unanswered: it shares that one's round trip.
+    pipelined: bool,
 }
 
 /// A `Parse`d statement: its SQL and the parameter types it declared.
@@ -229,7 +264,7 @@ impl Session {
         let _ =
             match tag {
                 b'Q' => reader.cstr().map(|sql| {
-                    capture.round_trips += 1;
+                    capture.round_trips += usize::from(!self.pipelined);
                     capture.statements.extend(
                         split_simple_query(&sql)
                             .into_iter()
@@ -252,7 +287,7 @@ impl Session {
                     self.executed = true;
                 }),
                 b'S' => {
-                    capture.round_trips += 1;
+                    capture.round_trips += usize::from(!self.pipelined);
                     if !std::mem::take(&mut self.executed) {
                         capture.empty_round_trips.push(capture.statements.len());
                     }
@@ -376,5 +411,17 @@ mod tests {
             .map(|s| s.same_query_as_previous)
             .collect();
         assert_eq!(joined, [false, false, true]);
+    }
+
+    #[test]
+    fn a_request_sent_before_the_previous_one_is_answered_shares_its_round_trip() {
+        let mut session = Session::default();
+        let mut capture = Capture::default();
+        // sqlx's queued `ROLLBACK`, then its release `Sync` in the same write.
+        session.observe(b'Q', b"ROLLBACK\0", &mut capture);
+        session.pipelined = true;
+        session.observe(b'S', &[], &mut capture);
+        assert_eq!(capture.round_trips, 1);
+        assert_eq!(capture.empty_round_trips, [1]);
     }
 }
