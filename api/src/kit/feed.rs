@@ -401,7 +401,8 @@ pub async fn project_feed<M: ProjectRow, T: Send + 'static>(
 }
 
 /// Declares a subscription's event type: the cursor, what happened, and the row under
-/// `$field`, built from an [`Event`] with `new`.
+/// `$field` (answered on the plain path, `kit::plain`), built from an [`Event`] with
+/// `new`.
 macro_rules! event_type {
     ($(#[$doc:meta])* $name:ident { $field:ident: $ty:ty }) => {
         $(#[$doc])*
@@ -413,7 +414,7 @@ macro_rules! event_type {
             /// What happened to the row.
             kind: $crate::kit::feed::ChangeKind,
             /// The row as this change left it (as it was, for `DELETED`).
-            $field: $ty,
+            $field: $crate::kit::plain::Plain<$ty>,
         }
 
         impl $name {
@@ -421,7 +422,7 @@ macro_rules! event_type {
                 Self {
                     cursor: event.cursor.to_string(),
                     kind: event.change.into(),
-                    $field,
+                    $field: $crate::kit::plain::Plain($field),
                 }
             }
         }

@@ -1,9 +1,9 @@
-//! The fast read path for list items: an object whose selection asks only for plain
-//! fields (values it holds, with no arguments, no database and no error) is answered
-//! in one pass over its selection, without async-graphql's machinery per field (a boxed
-//! future, its context, a join and a map insertion each; BENCHMARKS.md, "Plain
-//! fields"). Any other selection (a field that is not plain, a fragment, a directive)
-//! goes through the type's own resolver, unchanged.
+//! The fast read path for list items and subscription events' rows: an object whose
+//! selection asks only for plain fields (values it holds, with no arguments, no
+//! database and no error) is answered in one pass over its selection, without
+//! async-graphql's machinery per field (a boxed future, its context, a join and a map
+//! insertion each; BENCHMARKS.md, "Plain fields"). Any other selection (a field that is
+//! not plain, a fragment, a directive) goes through the type's own resolver, unchanged.
 //!
 //! A type opts in by implementing [`PlainFields`] and being listed as [`Plain<T>`]; the
 //! schema does not change (`Plain<T>` is `T` to async-graphql's registry).
