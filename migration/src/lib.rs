@@ -40,6 +40,7 @@ mod m20261126_000009_event_outbox;
 mod m20261126_000010_act_as_in_one_statement;
 mod m20261126_000011_migration_state_for_the_login_role;
 mod m20261126_000012_act_as_or_refuse;
+mod m20261126_000013_unpinned_request_functions;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -85,6 +86,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000010_act_as_in_one_statement::Migration),
             Box::new(m20261126_000011_migration_state_for_the_login_role::Migration),
             Box::new(m20261126_000012_act_as_or_refuse::Migration),
+            Box::new(m20261126_000013_unpinned_request_functions::Migration),
         ]
     }
 }
