@@ -41,7 +41,10 @@ use crate::{
         loaders::{ById, Loaders, load_one},
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id, parse_optional_id,
-        plain::{Plain, PlainFields, enumerated, json, nullable, nullable_json, scalar},
+        plain::{
+            Plain, PlainFields, enumerated, json, nullable, nullable_json, nullable_timestamp,
+            scalar, timestamp,
+        },
     },
     realtime::Row,
     validate::{self, Lines},
@@ -130,10 +133,10 @@ impl PlainFields for AgentTask {
             "priority" => scalar(&self.priority),
             "error" => nullable(self.error.as_ref()),
             "attempts" => scalar(&self.attempts),
-            "startedAt" => nullable(self.started_at.as_ref()),
-            "finishedAt" => nullable(self.finished_at.as_ref()),
-            "createdAt" => scalar(&self.created_at),
-            "updatedAt" => scalar(&self.updated_at),
+            "startedAt" => nullable_timestamp(self.started_at.as_ref()),
+            "finishedAt" => nullable_timestamp(self.finished_at.as_ref()),
+            "createdAt" => timestamp(&self.created_at),
+            "updatedAt" => timestamp(&self.updated_at),
             _ => return None,
         })
     }

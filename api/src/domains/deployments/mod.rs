@@ -43,7 +43,7 @@ use crate::{
         loaders::Loaders,
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id, parse_optional_id,
-        plain::{Plain, PlainFields, enumerated, nullable, scalar},
+        plain::{Plain, PlainFields, enumerated, nullable, nullable_timestamp, scalar, timestamp},
     },
     realtime::Row,
     validate::{self, Lines},
@@ -120,9 +120,9 @@ impl PlainFields for Deployment {
             "url" => nullable(self.url.as_ref()),
             "commitSha" => nullable(self.commit_sha.as_ref()),
             "log" => scalar(&self.log),
-            "finishedAt" => nullable(self.finished_at.as_ref()),
-            "createdAt" => scalar(&self.created_at),
-            "updatedAt" => scalar(&self.updated_at),
+            "finishedAt" => nullable_timestamp(self.finished_at.as_ref()),
+            "createdAt" => timestamp(&self.created_at),
+            "updatedAt" => timestamp(&self.updated_at),
             _ => return None,
         })
     }

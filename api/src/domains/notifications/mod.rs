@@ -24,7 +24,7 @@ use crate::{
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
         payloads::DeletePayload,
-        plain::{Plain, PlainFields, json, nullable, scalar},
+        plain::{Plain, PlainFields, json, nullable, nullable_timestamp, scalar, timestamp},
         profiles,
     },
     realtime::{Event, Row},
@@ -71,8 +71,8 @@ impl PlainFields for Notification {
             "title" => scalar(&self.title),
             "body" => nullable(self.body.as_ref()),
             "data" => json(&self.data),
-            "readAt" => nullable(self.read_at.as_ref()),
-            "createdAt" => scalar(&self.created_at),
+            "readAt" => nullable_timestamp(self.read_at.as_ref()),
+            "createdAt" => timestamp(&self.created_at),
             _ => return None,
         })
     }

@@ -27,7 +27,7 @@ use crate::{
         pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id, parse_optional_id,
         payloads::DeletePayload,
-        plain::{Plain, PlainFields, enumerated, nullable, scalar},
+        plain::{Plain, PlainFields, enumerated, nullable, scalar, timestamp},
         profiles::{self, Profile},
     },
     validate::{self, Lines},
@@ -113,8 +113,8 @@ impl PlainFields for Project {
             "visibility" => enumerated(self.visibility),
             "framework" => nullable(self.framework.as_ref()),
             "status" => enumerated(self.status),
-            "createdAt" => scalar(&self.created_at),
-            "updatedAt" => scalar(&self.updated_at),
+            "createdAt" => timestamp(&self.created_at),
+            "updatedAt" => timestamp(&self.updated_at),
             _ => return None,
         })
     }
