@@ -10,7 +10,8 @@
 //!
 //! An operation's round trips on Postgres: `BEGIN; SELECT flashfusion_act_as_or_refuse(..)`
 //! as one simple query (a [`PgTx`]: sea-orm cannot send a custom `BEGIN`; a session that
-//! may no longer act fails it with SQLSTATE `ZF001`), the work, `COMMIT`. On SQLite
+//! may no longer act fails it with SQLSTATE `ZF001`), the work, `COMMIT` (a read's
+//! `ROLLBACK` rides with sqlx's release `Sync`: [`PgTx::end_on_release`]). On SQLite
 //! sea-orm's transaction: `BEGIN`, the session check when there is a token, the work,
 //! `COMMIT`. The pool does not ping a connection it hands out unless the connection sat
 //! idle for [`PING_AFTER_IDLE`].

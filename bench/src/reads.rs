@@ -316,12 +316,12 @@ async fn capture(db: &BenchDb, root: &RootKey, token: &str) -> anyhow::Result<(C
     Ok(captures)
 }
 
-/// How long the capture waits for a request's COMMIT and the connection's release.
+/// How long the capture waits for a request's transaction end and the connection's release.
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Sends `query` until the pool's connections have prepared its statements, then
 /// captures the first request that prepares none, from sending it to the connection's
-/// release after its COMMIT; its capture and answer.
+/// release after its transaction ended; its capture and answer.
 async fn capture_one(
     api: &Api,
     proxy: &Proxy,
@@ -333,7 +333,7 @@ async fn capture_one(
     }
     let mut last = None;
     for _ in 0..CAPTURE_TRIES {
-        // The previous request's COMMIT and release come after its answer.
+        // The previous request's transaction end and release come after its answer.
         proxy.settle(SETTLE_LIMIT).await?;
         proxy.take();
         let answer = api.post(Some(token), query, json!({})).await?;

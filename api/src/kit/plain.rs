@@ -327,7 +327,7 @@ mod tests {
             999_999_999,
             500_000_001,
         ];
-        // Every 10,000,007th second from 1970 to the end of 9999, and before 1970.
+        // Every 10,000,007th second from the start of year 0 to the end of 9999.
         for seconds in (-62_167_219_200_i64..253_402_300_800).step_by(10_000_007) {
             for &nanos in &fractions {
                 let at = DateTime::from_timestamp(seconds, nanos).expect("in range");

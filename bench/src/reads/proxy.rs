@@ -95,10 +95,10 @@ impl Proxy {
     }
 
     /// Waits (at most `limit`) until what the gateway sends after a request's answer
-    /// has arrived: a query's `COMMIT` goes out after its response
-    /// (`RequestTx::finish_read_only`), then sqlx's `Sync` when the connection goes back
-    /// to its pool. Settled means nothing was sent, or the last statement ended a
-    /// transaction and a `Sync` came after it.
+    /// has arrived: a query's `ROLLBACK` goes out after its response, in one write with
+    /// sqlx's `Sync` as the connection goes back to its pool (`PgTx::end_on_release`); a
+    /// mutation's `COMMIT` before its answer, its `Sync` after. Settled means nothing
+    /// was sent, or the last statement ended a transaction and a `Sync` came after it.
     pub async fn settle(&self, limit: Duration) -> anyhow::Result<()> {
         let settled = || {
             self.capture.lock().is_ok_and(|capture| {

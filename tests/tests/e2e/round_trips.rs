@@ -1,5 +1,5 @@
 //! What an operation costs the database, counted in round trips (`Database::round_trips`:
-//! every statement plus a `BEGIN` sent alone and each `COMMIT`), and what the query that
+//! every statement plus a `BEGIN` sent alone and each transaction end), and what the query that
 //! opens a transaction must keep: the caller's role and settings end with the
 //! transaction, a transaction that does not finish leaves nothing behind, and a token is
 //! checked against the database on every operation.
@@ -21,8 +21,8 @@ on_both_backends!(
 
 /// The round trips of an authenticated read. Postgres: `BEGIN` with the statement that
 /// switches to the caller and checks the session (one simple query), the page with its
-/// count, `COMMIT`. SQLite: sea-orm's `BEGIN` alone, the session check, the page,
-/// `COMMIT`.
+/// count, the end (a `ROLLBACK` sent with sqlx's release `Sync`). SQLite: sea-orm's
+/// `BEGIN` alone, the session check, the page, `COMMIT`.
 fn read_budget(app: &TestApp) -> u64 {
     match app.state.db.backend() {
         DatabaseBackend::Postgres => 3,
@@ -31,7 +31,7 @@ fn read_budget(app: &TestApp) -> u64 {
 }
 
 /// An anonymous read on either backend: the opening (no session to check), the page,
-/// `COMMIT`.
+/// the end.
 const ANONYMOUS_READ_BUDGET: u64 = 3;
 
 const MINE: &str =
