@@ -23,7 +23,7 @@ use futures_util::{
     stream::{self, BoxStream},
 };
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{StreamMap, wrappers::ReceiverStream};
 
 use crate::{
@@ -449,7 +449,7 @@ fn in_span(
 }
 
 /// Resolves when the replica shuts down (never, if its state is gone first).
-async fn shutting_down(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|stopping| *stopping).await.is_err() {
         future::pending::<()>().await;
     }
@@ -483,11 +483,13 @@ pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol, clie
         acknowledged: false,
         session_ended: future::pending().boxed(),
         operations: StreamMap::new(),
-        shutdown: gateway.state().shutdown.watch(),
         socket,
         gateway,
     };
-    served.run(init_timeout).await;
+    // Turns `true` when the replica shuts down; held while the socket is open, so the
+    // server knows when every socket has closed.
+    let shutdown = served.gateway.state().shutdown.watch();
+    served.run(init_timeout, shutdown).await;
 }
 
 /// The I/O side of one socket: the [`Connection`] plus what it needs to act.
@@ -505,15 +507,16 @@ struct Served {
     /// Each operation's responses, then `None` when its stream ends. Removing an entry
     /// drops the stream, which cancels the operation (and rolls back its transaction).
     operations: StreamMap<String, BoxStream<'static, Option<Arc<Delivery>>>>,
-    /// Turns `true` when the replica shuts down; held while the socket is open, so
-    /// the server knows when every socket has closed.
-    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Served {
-    async fn run(&mut self, init_timeout: Duration) {
+    async fn run(&mut self, init_timeout: Duration, mut shutdown: watch::Receiver<bool>) {
         let init_deadline = tokio::time::sleep(init_timeout);
         tokio::pin!(init_deadline);
+        // Waited on once for the socket's life, not once per message: a new wait joins
+        // the shutdown signal's list of waiters, which every socket shares.
+        let stopping = shutting_down(&mut shutdown);
+        tokio::pin!(stopping);
         let legacy = self.connection.protocol == Protocol::Legacy;
         let mut keep_alive =
             tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
@@ -525,7 +528,7 @@ impl Served {
                     self.close(code::INIT_TIMEOUT, "Connection initialisation timeout").await
                 }
                 () = &mut self.session_ended => self.close(code::FORBIDDEN, "Forbidden").await,
-                () = shutting_down(&mut self.shutdown) => {
+                () = &mut stopping => {
                     self.close(code::GOING_AWAY, "Server shutting down").await
                 }
                 _ = keep_alive.tick(), if legacy && self.acknowledged => {
