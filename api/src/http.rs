@@ -770,27 +770,28 @@ fn is_preflighted(headers: &HeaderMap) -> bool {
     {
         return true;
     }
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .is_some_and(|v| {
-            !v.is_empty()
-                && !matches!(
-                    v.as_str(),
-                    "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
-                )
-        })
+    media_type(headers).is_some_and(|media| {
+        !media.is_empty()
+            && ![
+                "application/x-www-form-urlencoded",
+                "multipart/form-data",
+                "text/plain",
+            ]
+            .iter()
+            .any(|simple| media.eq_ignore_ascii_case(simple))
+    })
 }
 
 /// Whether the request's `Content-Type` is `media` (parameters such as `charset` aside).
 fn content_type_is(headers: &HeaderMap, media: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media))
+    media_type(headers).is_some_and(|sent| sent.eq_ignore_ascii_case(media))
+}
+
+/// The media type the request's `Content-Type` names, parameters and spaces trimmed off
+/// (compare it ignoring ASCII case); `None` without one, or when it is not text.
+fn media_type(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    value.split(';').next().map(str::trim)
 }
 
 /// A refusal before the pipeline: `err` as a request error, marked for
