@@ -14,7 +14,7 @@
 //! resolver first needs it, after validation (`db::PendingTx`), so a refused operation
 //! never reaches the database. This module never reads the database itself.
 
-use std::{collections::HashMap, net::IpAddr, num::NonZeroU32, time::Duration};
+use std::{collections::HashMap, net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use async_graphql::{
     Positioned, ServerError,
@@ -341,8 +341,10 @@ pub struct RateLimits {
 }
 
 struct Limiters {
-    /// By the token's own revocation id.
-    tokens: DefaultKeyedRateLimiter<String>,
+    /// By the token's revocation ids (its chain of signatures, shared with its session:
+    /// keying costs no allocation per operation). A token derived from another has a
+    /// bucket of its own, as its last id differs.
+    tokens: DefaultKeyedRateLimiter<Arc<[String]>>,
     /// By client address.
     addresses: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -370,10 +372,10 @@ impl RateLimits {
         let Some(limiters) = &self.limiters else {
             return Ok(());
         };
-        match session.and_then(Session::own_revocation_id) {
+        match session.map(Session::shared_revocation_ids) {
             Some(token) => limiters
                 .tokens
-                .check_key(&token.to_owned())
+                .check_key(&token)
                 .map_err(|not_until| not_until.wait_time_from(limiters.tokens.clock().now())),
             None => limiters
                 .addresses
