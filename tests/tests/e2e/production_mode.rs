@@ -351,3 +351,27 @@ async fn over_websocket_introspection_is_for_admins_only_too() {
     let name = &next["payload"]["data"]["__schema"]["queryType"]["name"];
     assert_eq!(name, "Query", "{next}");
 }
+
+/// An argument that passes validation but fails to parse while its field runs (a
+/// `Decimal` is checked only then) is the client's mistake: in production its message
+/// still reaches the client, with `BAD_USER_INPUT`, and is not made an opaque
+/// `INTERNAL`. The gateway tells such errors by async-graphql's wording
+/// (`pipeline::is_input_coercion`), which this catches changing.
+#[tokio::test]
+async fn an_argument_that_fails_to_parse_keeps_its_message_in_production() {
+    let app = production(|_| {}).await;
+    let (admin, _) = app.admin("root@example.com").await;
+    let create =
+        "mutation($i: CreateAiServiceInput!) { createAiService(input: $i) { aiService { id } } }";
+    let input = json!({ "i": {
+        "slug": "priced", "name": "Priced", "provider": "openai", "model": "gpt",
+        "inputPricePer1k": "a lot", "outputPricePer1k": "0.01",
+    } });
+    let refused = admin.graphql(create, input).await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+    assert!(message(&refused).contains("Decimal"), "{refused}");
+    assert_eq!(
+        refused["errors"][0]["path"][0], "createAiService",
+        "{refused}"
+    );
+}
