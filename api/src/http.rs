@@ -368,15 +368,23 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> axum::response::Respo
 /// Any method `/graphql` does not serve.
 async fn method_not_allowed(headers: HeaderMap) -> axum::response::Response {
     let media = negotiate(&headers).unwrap_or(Media::Json);
-    let mut response = error_response(
+    let response = error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         ApiError::bad_input("/graphql answers GET (queries) and POST"),
         Reason::Method,
         media,
     );
+    allowing(response, GRAPHQL_METHODS)
+}
+
+/// `response` with an `Allow` header naming `methods`, as a 405 must (RFC 9110 §15.5.6).
+fn allowing(
+    mut response: axum::response::Response,
+    methods: &'static str,
+) -> axum::response::Response {
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(GRAPHQL_METHODS));
+        .insert(header::ALLOW, HeaderValue::from_static(methods));
     response
 }
 
@@ -584,11 +592,9 @@ async fn execute(
     let request_error = refusal.is_some() || is_request_error(&response);
     let status = match refusal {
         Some(Refusal::MethodNotAllowed) => {
-            let mut refused = json_response(StatusCode::METHOD_NOT_ALLOWED, &response, media);
-            refused
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return refused;
+            // Nothing ran: a request error, without a `data` entry.
+            let refused = request_error_response(StatusCode::METHOD_NOT_ALLOWED, &response, media);
+            return allowing(refused, "POST");
         }
         Some(Refusal::Unauthenticated) => StatusCode::UNAUTHORIZED,
         Some(Refusal::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,

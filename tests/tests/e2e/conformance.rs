@@ -280,6 +280,8 @@ async fn methods_content_types_and_allow() {
         assert_eq!(answer.allow, "POST");
         assert_eq!(answer.content_type, accept);
         assert_eq!(code(&answer.body), "BAD_USER_INPUT");
+        // Nothing executed: a request error has no `data` entry at all.
+        assert!(answer.body.get("data").is_none(), "{}", answer.body);
     }
     let signed_up = app
         .anonymous()
