@@ -5,7 +5,8 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
+use axum::serve::{ListenerExt as _, TapIo};
+use tokio::net::{TcpListener, TcpStream};
 
 pub use crate::state::AppState;
 use crate::{db::Database, http, pipeline::Gateway, schema::build_schema, session};
@@ -78,6 +79,20 @@ pub async fn prepare_schema(state: &AppState) -> anyhow::Result<()> {
     )
 }
 
+/// `listener` as the gateway accepts on it: every connection with Nagle's algorithm off.
+/// With it on, a frame written while the previous one is not yet acknowledged waits for
+/// that ACK, which the client delays (40 ms or more on Linux): a WebSocket query's
+/// `complete` trailed its `next` by that much.
+pub fn accepting(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
+    listener.tap_io(no_delay as fn(&mut TcpStream))
+}
+
+fn no_delay(stream: &mut TcpStream) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
+    }
+}
+
 /// Serves on `listener` until `shutdown` resolves, then stops accepting connections,
 /// lets in-flight requests finish, and closes every WebSocket with 1001 (going away),
 /// waiting at most [`DRAIN`] for all of that. Starts the event hub and the hourly
@@ -94,7 +109,7 @@ pub async fn serve_until(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let closing = state.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(accepting(listener), app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: draining requests, closing WebSockets (1001)");
         // Upgraded connections are not the server's to drain: the sockets close

@@ -148,7 +148,7 @@ impl TestApp {
         let app =
             router_with(state.clone(), extra).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(flashfusion_api::app::accepting(listener), app).await;
         });
         Self {
             base: format!("http://{address}"),

@@ -2,7 +2,7 @@
 //! (the graphql-ws project's PROTOCOL.md), ping/pong, the `error`-message rule, the
 //! per-socket limits, and the legacy `graphql-ws` protocol.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use biscuit_auth::KeyPair;
 use flashfusion_api::auth::{Role, TokenService};
@@ -206,6 +206,31 @@ async fn ping_is_answered_with_pong_and_its_payload() {
     ws.send(json!({ "type": "pong" })).await;
     ws.send(json!({ "type": "ping" })).await;
     assert_eq!(ws.next().await.expect("pong"), json!({ "type": "pong" }));
+}
+
+/// A query's `complete` follows its `next` at once. With Nagle's algorithm on (the
+/// gateway's accepted connections turn it off, `app::accepting`), the second of two
+/// small frames waits until the client acknowledges the first, and the client delays
+/// that ACK by 40 ms or more: every query over a socket took that long to complete.
+/// The median of seven gaps is compared with 30 ms, well under that delay and far above
+/// the microseconds between the two writes.
+#[tokio::test]
+async fn a_query_completes_without_waiting_for_the_client_to_acknowledge_its_data() {
+    let app = TestApp::sqlite().await;
+    let mut ws = acknowledged(&app, TRANSPORT_WS).await;
+    let mut gaps = Vec::new();
+    for round in 0..7 {
+        let id = format!("q{round}");
+        subscribe(&mut ws, &id, "{ __typename }").await;
+        let next = ws.next().await.expect("next");
+        assert_eq!(next["type"], "next", "{next}");
+        let data_at = Instant::now();
+        let complete = ws.next().await.expect("complete");
+        gaps.push(data_at.elapsed());
+        assert_eq!(complete, json!({ "type": "complete", "id": id }));
+    }
+    gaps.sort();
+    assert!(gaps[3] < Duration::from_millis(30), "{gaps:?}");
 }
 
 #[tokio::test]
