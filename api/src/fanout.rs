@@ -1,17 +1,25 @@
 //! Subscriptions fanned out to sockets. A subscription's responses are executed and
 //! serialized once per *cohort*: the subscriptions of this replica that asked the same
-//! thing (query text, operation name, variables) with the same token. Every member
-//! socket then sends the same bytes. A dashboard open in many tabs, or a service
-//! showing one feed to many viewers, costs one execution per event instead of one per
-//! socket; Hasura's multiplexed subscriptions group subscribers into cohorts the same
-//! way.
+//! thing (query text, operation name, variables) as the same caller. A dashboard open in
+//! many tabs, or a service showing one feed to many viewers, costs one execution per
+//! event instead of one per socket; Hasura's multiplexed subscriptions group subscribers
+//! into cohorts the same way, by query, variables and session variables.
+//!
+//! The same caller is the same token, or, when a subscription's deliveries depend on
+//! nothing but the caller's identity (account and role), any token of that identity
+//! (`SubscriptionTx::by_identity`): a delivery that opens no transaction (its selection
+//! reaches no other rows) for a token that restricts no projects. A user signed in on
+//! several devices, each with its own token, then shares one execution too.
 //!
 //! Why sharing is safe: with the same token, document and variables, every resolver
 //! answers the same — the domain's read rule and the token's scope give the same
-//! verdicts, and a delivery's own transaction reads as the same caller. Each member
-//! still runs its own set-up (its token's revocation, the project or row it names)
-//! before it joins, and its socket still watches its own session (`ws.rs`). A
-//! subscription that resumes with `after` replays its own past, so it is never shared.
+//! verdicts, and a delivery's own transaction reads as the same caller. By identity,
+//! a delivery runs only the domain's read rule, which takes the identity, and plain
+//! fields: nothing asks the token, so its expiry or revocation cannot change a
+//! response. Each member still runs its own set-up (its token's revocation and scope,
+//! the project or row it names) before it joins, and its socket still watches its own
+//! session (`ws.rs`), closing when that token may no longer act. A subscription that
+//! resumes with `after` replays its own past, so it is never shared.
 //!
 //! A cohort runs in a task of its own and hands each delivery to its members through
 //! bounded channels it never waits on: a member that does not keep up is dropped with
@@ -35,7 +43,10 @@ use tokio::{
     task::AbortHandle,
 };
 
-use crate::{auth::Session, error::ApiError};
+use crate::{
+    auth::{Identity, Session},
+    error::ApiError,
+};
 
 /// One response of a WebSocket operation, serialized once for every socket it goes to.
 #[derive(Debug)]
@@ -77,14 +88,24 @@ fn internal_errors() -> String {
     r#"[{"message":"internal error","extensions":{"code":"INTERNAL"}}]"#.to_owned()
 }
 
-/// What makes two subscriptions the same: the token (all its blocks' revocation ids,
-/// which are its signatures, shared with its session) and the request.
+/// What makes two subscriptions the same: the caller and the request.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Key {
-    token: Option<Arc<[String]>>,
+    caller: Caller,
     query: String,
     operation: Option<String>,
     variables: String,
+}
+
+/// Who a subscription's responses are for.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Caller {
+    /// A token: all its blocks' revocation ids, which are its signatures, shared with
+    /// its session; `None` for an anonymous caller.
+    Token(Option<Arc<[String]>>),
+    /// Any token acting as this identity, for a subscription whose responses depend on
+    /// nothing else (`SubscriptionTx::by_identity`).
+    Identity(Identity),
 }
 
 impl Key {
@@ -92,11 +113,19 @@ impl Key {
     /// reliably (variables that do not serialize), so it is not shared.
     pub fn of(request: &Request, session: Option<&Session>) -> Option<Self> {
         Some(Self {
-            token: session.map(Session::shared_revocation_ids),
+            caller: Caller::Token(session.map(Session::shared_revocation_ids)),
             query: request.query.clone(),
             operation: request.operation_name.clone(),
             variables: serde_json::to_string(&request.variables).ok()?,
         })
+    }
+
+    /// The same request, for every token acting as `identity`.
+    pub fn by_identity(self, identity: Identity) -> Self {
+        Self {
+            caller: Caller::Identity(identity),
+            ..self
+        }
     }
 }
 
@@ -436,7 +465,7 @@ mod tests {
 
     fn key(token: &str) -> Option<Key> {
         Some(Key {
-            token: Some(Arc::from([token.to_owned()])),
+            caller: Caller::Token(Some(Arc::from([token.to_owned()]))),
             query: "subscription { n }".to_owned(),
             operation: None,
             variables: "{}".to_owned(),

@@ -676,6 +676,9 @@ impl Gateway {
         );
         let span = observed.span.clone();
         let key = Key::of(&request, caller.as_ref());
+        let identity = caller
+            .as_ref()
+            .map_or(Identity::ANONYMOUS, Session::identity);
         let (subscription, done) = SubscriptionTx::new();
         let set_up = async {
             let set_up = self
@@ -698,8 +701,14 @@ impl Gateway {
                 return stream::iter(response.map(|response| Delivery::of(&response))).boxed();
             }
         };
-        // Only a feed that starts from now, with nothing delivered yet, may be shared.
-        let key = key.filter(|_| first.is_none() && subscription.starts_now());
+        // Only a feed that starts from now, with nothing delivered yet, may be shared;
+        // by every token of its identity when its deliveries depend on nothing else.
+        let key = key
+            .filter(|_| first.is_none() && subscription.starts_now())
+            .map(|key| match subscription.by_identity() {
+                true => key.by_identity(identity),
+                false => key,
+            });
         let live = subscription.live();
         let deliveries = stream::iter(first)
             .chain(responses)

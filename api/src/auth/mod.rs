@@ -23,7 +23,7 @@ pub(crate) use tokens::write_private;
 pub use tokens::{DEFAULT_TOKEN_CACHE, INVALID_TOKEN, Session, TokenService};
 
 /// The role a token carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// An ordinary account.
     User,
@@ -54,7 +54,7 @@ impl Role {
 }
 
 /// The caller as the database sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Identity {
     user_id: Option<Uuid>,
     role: Option<Role>,

@@ -67,6 +67,8 @@ pub struct SubscriptionTx {
     live: watch::Sender<bool>,
     /// Whether the feed starts from now (no `after`), so it may be shared.
     from_now: AtomicBool,
+    /// Whether its deliveries depend on the caller's identity alone, not on its token.
+    by_identity: AtomicBool,
 }
 
 impl SubscriptionTx {
@@ -78,13 +80,16 @@ impl SubscriptionTx {
             delivery: Mutex::new(None),
             live: watch::Sender::new(false),
             from_now: AtomicBool::new(false),
+            by_identity: AtomicBool::new(false),
         };
         (Arc::new(this), setup)
     }
 
-    /// The set-up is done; the feed starts from now when `starts_now` (no `after`).
-    fn set_up(&self, starts_now: bool) {
+    /// The set-up is done; the feed starts from now when `starts_now` (no `after`), and
+    /// its deliveries depend on the caller's identity alone when `by_identity`.
+    fn set_up(&self, starts_now: bool, by_identity: bool) {
         self.from_now.store(starts_now, Ordering::Relaxed);
+        self.by_identity.store(by_identity, Ordering::Relaxed);
         if let Some(done) = self.setup_done.lock().ok().and_then(|mut done| done.take()) {
             let _ = done.send(());
         }
@@ -99,6 +104,16 @@ impl SubscriptionTx {
     /// only then may it share another's responses ([`crate::fanout`]).
     pub(crate) fn starts_now(&self) -> bool {
         self.from_now.load(Ordering::Relaxed)
+    }
+
+    /// Whether each delivery is the same for every token of the caller's identity: it
+    /// opens no transaction (its selection reaches no other rows, whose resolvers ask
+    /// the token) and the token restricts no projects (its scope is judged per event).
+    /// Then the token only matters to the set-up, which every subscriber runs, and to
+    /// its socket, which watches it (`ws.rs`); so it may share the responses of another
+    /// token of the same identity ([`crate::fanout`]).
+    pub(crate) fn by_identity(&self) -> bool {
+        self.by_identity.load(Ordering::Relaxed)
     }
 
     fn went_live(&self) {
@@ -203,9 +218,10 @@ where
     let identity = rc.identity();
     let tx = rc.tx_ref().clone();
     let db = needs_db.then(|| state.db.clone());
+    let by_identity = !needs_db && !rc.session_opt().is_some_and(Session::restricts_resources);
     // The set-up transaction is not needed past this point: end it before waiting on
     // the hub or reading the events table.
-    subscription.set_up(after.is_none());
+    subscription.set_up(after.is_none(), by_identity);
     let (live, position) = state.hub.subscribe().await;
     subscription.went_live();
     if let Some(after) = after

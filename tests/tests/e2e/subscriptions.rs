@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use flashfusion_tests::{Scrape, TIMEOUT, TestApp, WsClient};
+use flashfusion_api::auth::Role;
+use flashfusion_tests::{Scrape, TIMEOUT, TestApp, WsClient, WsEnd, scoped};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
@@ -82,6 +83,7 @@ on_both_backends!(
     an_expired_or_malformed_cursor_is_refused,
     only_readers_of_a_row_receive_its_changes,
     identical_subscriptions_share_one_execution,
+    tokens_of_one_account_share_what_depends_on_the_account_alone,
     each_delivery_reads_nested_lists_afresh,
 );
 
@@ -573,6 +575,70 @@ async fn identical_subscriptions_share_one_execution(app: TestApp) {
     let after = event(&mut second, "notificationAdded").await;
     assert_eq!(after["notification"]["title"], "after");
     assert_eq!(app.state.fanout.running(), 2);
+}
+
+/// Tokens of one account (each device signing in on its own) share one execution of a
+/// subscription whose deliveries depend on the account alone: plain fields, read by the
+/// domain's rule, for a token that restricts no projects. Signing one of them out closes
+/// its socket and leaves the others' feed running. A selection that reaches other rows
+/// (`task { project { id } }`), or a token scoped to a project, runs its own execution:
+/// there the token is asked at each delivery.
+async fn tokens_of_one_account_share_what_depends_on_the_account_alone(app: TestApp) {
+    const FLAT_TASKS: &str = "subscription { agentTaskUpdated { cursor task { id title } } }";
+    let world = World::new(&app).await;
+    let laptop = world.owner();
+    let phone = app.mint(&world.owner_id, Role::User);
+    let mut on_laptop = subscribe(&app, laptop.token(), NOTIFICATIONS, json!({})).await;
+    let mut on_phone = subscribe(&app, &phone, NOTIFICATIONS, json!({})).await;
+    assert_eq!(
+        app.state.fanout.running(),
+        1,
+        "two tokens of one account ran apart"
+    );
+
+    notify(&world, &world.owner_id, "both").await;
+    let (a, b) = (
+        event(&mut on_laptop, "notificationAdded").await,
+        event(&mut on_phone, "notificationAdded").await,
+    );
+    assert_eq!(a["notification"]["title"], "both", "{a}");
+    assert_eq!(a, b, "members of one execution got different events");
+
+    let out = laptop.graphql("mutation { signOut }", json!({})).await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+    match on_laptop.next().await {
+        Err(WsEnd::Closed(code)) => assert_eq!(code, 4403),
+        Ok(message) => panic!("the signed-out socket got {message}"),
+    }
+    notify(&world, &world.owner_id, "after").await;
+    let after = event(&mut on_phone, "notificationAdded").await;
+    assert_eq!(after["notification"]["title"], "after", "{after}");
+    assert_eq!(app.state.fanout.running(), 1);
+
+    // Plain task fields: shared by two unscoped tokens, not with a project-scoped one.
+    let tablet = app.mint(&world.owner_id, Role::User);
+    let scoped = scoped(
+        &app.with_token(&tablet),
+        json!({ "projectId": world.project }),
+    )
+    .await;
+    let _flat = subscribe(&app, &phone, FLAT_TASKS, json!({})).await;
+    let _flat_too = subscribe(&app, &tablet, FLAT_TASKS, json!({})).await;
+    assert_eq!(app.state.fanout.running(), 2, "plain task fields ran apart");
+    let _flat_scoped = subscribe(&app, &scoped, FLAT_TASKS, json!({})).await;
+    assert_eq!(
+        app.state.fanout.running(),
+        3,
+        "a scoped token joined an unscoped one"
+    );
+    // Reaching the task's project, each token runs its own execution.
+    let _nested = subscribe(&app, &phone, TASKS, json!({})).await;
+    let _nested_too = subscribe(&app, &tablet, TASKS, json!({})).await;
+    assert_eq!(
+        app.state.fanout.running(),
+        5,
+        "nested selections were shared"
+    );
 }
 
 /// A subscription's set-up counts in `/metrics` as an operation of its name, type
