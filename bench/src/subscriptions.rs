@@ -65,11 +65,17 @@ pub struct Args {
     /// Events per run.
     #[arg(long, default_value_t = 60)]
     events: usize,
-    /// Each subscriber signs in with a token of its own, so no two share an execution
-    /// (the gateway executes identical subscriptions of one token once; see
-    /// ARCHITECTURE.md, "Cohorts"). By default all share the reader's one token.
+    /// Each subscriber signs in with a token of its own (as each device of a user does).
+    /// By default all share the reader's one token. The gateway executes identical
+    /// subscriptions of one token once, and of one account once when the deliveries
+    /// depend on the account alone, as this one's do (ARCHITECTURE.md, "Cohorts").
     #[arg(long)]
     own_tokens: bool,
+    /// Each subscriber names its operation differently (`subscription S<n>`), so no two
+    /// share an execution: what each subscriber costs when none may share, as with
+    /// subscribers of different accounts.
+    #[arg(long)]
+    apart: bool,
     /// A tiny run that only proves the benchmark works (CI): 20 subscribers, 50 events
     /// at 50 per second.
     #[arg(long)]
@@ -130,7 +136,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
 
 fn args_line(args: &Args) -> String {
     format!(
-        "`bench subscriptions --subscribers {} --rate {} --events {}{}`{}",
+        "`bench subscriptions --subscribers {} --rate {} --events {}{}{}`{}",
         args.subscribers
             .iter()
             .map(ToString::to_string)
@@ -139,6 +145,7 @@ fn args_line(args: &Args) -> String {
         args.rate,
         args.events,
         if args.own_tokens { " --own-tokens" } else { "" },
+        if args.apart { " --apart" } else { "" },
         report::build_kind()
     )
 }
@@ -156,6 +163,7 @@ async fn runs(args: &Args, db: &BenchDb) -> anyhow::Result<(report::Machine, Vec
             events: args.events,
             rate: args.rate,
             own_tokens: args.own_tokens,
+            apart: args.apart,
         };
         figures.push(one_run(db, index, load).await?);
     }
@@ -169,6 +177,8 @@ struct Load {
     rate: f64,
     /// A token per subscriber rather than one for all.
     own_tokens: bool,
+    /// A differently named operation per subscriber.
+    apart: bool,
 }
 
 /// One subscriber count, on a gateway of its own (so its memory baseline is clean).
@@ -194,6 +204,7 @@ async fn measure(
         events,
         rate,
         own_tokens,
+        apart,
     } = load;
     let api = Api::new(&gateway.base, TIMEOUT)?;
     let tag = format!("{}-{index}", std::process::id());
@@ -213,7 +224,7 @@ async fn measure(
     writer.create("warm-up").await?;
     let ws_url = format!("{}/graphql", gateway.base.replacen("http", "ws", 1));
     let mut sentinel = open_socket(&ws_url, &reader_token).await?;
-    subscribe(&mut sentinel).await?;
+    subscribe(&mut sentinel, None).await?;
     let warming = async {
         for probe in 0.. {
             writer.create(&format!("warm-up-{probe}")).await?;
@@ -260,7 +271,7 @@ async fn measure(
     let mut subscribed = 0;
     while subscribed < subscribers {
         for mut socket in sockets.by_ref().take(SUBSCRIBING_AT_ONCE) {
-            subscribe(&mut socket).await?;
+            subscribe(&mut socket, apart.then_some(subscribed)).await?;
             clients.spawn(receive(socket, events, live_tx.clone(), stop_rx.clone()));
             subscribed += 1;
         }
@@ -443,11 +454,16 @@ async fn open_socket(url: &str, token: &str) -> anyhow::Result<Socket> {
         .context("opening a subscription timed out")?
 }
 
-/// Starts the subscription on an acknowledged socket.
-async fn subscribe(socket: &mut Socket) -> anyhow::Result<()> {
+/// Starts the subscription on an acknowledged socket; with `name`, as an operation of
+/// its own (`subscription S<name> ...`).
+async fn subscribe(socket: &mut Socket, name: Option<usize>) -> anyhow::Result<()> {
+    let query = match name {
+        Some(n) => SUBSCRIPTION.replacen("subscription", &format!("subscription S{n}"), 1),
+        None => SUBSCRIPTION.to_owned(),
+    };
     send(
         socket,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION } }),
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }),
     )
     .await
 }
