@@ -403,7 +403,14 @@ pub async fn project_feed<M: ProjectRow, T: Send + 'static>(
     needs_db: bool,
     make: fn(&Event, M) -> T,
 ) -> ApiResult<BoxStream<'static, ApiResult<T>>> {
-    let mut scope = ProjectScope::of(RequestContext::of(ctx)?);
+    let rc = RequestContext::of(ctx)?;
+    // As a list asks (`authz::scope_to_token`): a token that restricts no projects must
+    // still be allowed to read the account's rows (a holder may have limited it to
+    // writes); a restricted one is judged per event, project by project.
+    if !rc.session_opt().is_some_and(Session::restricts_resources) {
+        rc.authorize(Operation::Read, Resource::Account)?;
+    }
+    let mut scope = ProjectScope::of(rc);
     let admit = move |event: &Event| {
         let row = M::pick(&event.row)?;
         let wanted = project.is_none_or(|project| project == row.project_id())

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use biscuit_auth::{Biscuit, BlockBuilder};
 use flashfusion_api::auth::Role;
 use flashfusion_tests::{Scrape, TIMEOUT, TestApp, WsClient, WsEnd, scoped};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
@@ -84,6 +85,7 @@ on_both_backends!(
     only_readers_of_a_row_receive_its_changes,
     identical_subscriptions_share_one_execution,
     tokens_of_one_account_share_what_depends_on_the_account_alone,
+    a_token_limited_to_writes_gets_no_task_or_deployment_events,
     each_delivery_reads_nested_lists_afresh,
 );
 
@@ -639,6 +641,38 @@ async fn tokens_of_one_account_share_what_depends_on_the_account_alone(app: Test
         5,
         "nested selections were shared"
     );
+}
+
+/// A token its holder limited to writes (an appended `check if operation("write")`)
+/// may not read tasks or deployments through a subscription any more than through a
+/// list: naming no project or task, the set-up asks the token to read the account's
+/// rows, as the lists do.
+async fn a_token_limited_to_writes_gets_no_task_or_deployment_events(app: TestApp) {
+    let world = World::new(&app).await;
+    let token = Biscuit::from_base64(world.owner().token(), app.root.public()).expect("parse");
+    let write_only = token
+        .append(
+            BlockBuilder::new()
+                .code(r#"check if operation("write");"#)
+                .expect("block"),
+        )
+        .and_then(|token| token.to_base64())
+        .expect("append");
+    let listed = app
+        .with_token(&write_only)
+        .graphql("{ agentTasks { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        listed["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{listed}"
+    );
+    for query in [
+        "subscription { agentTaskUpdated { cursor } }",
+        "subscription { deploymentUpdated { cursor } }",
+    ] {
+        let mut ws = ask(&app, &write_only, query, json!({})).await;
+        assert_eq!(refusal(&mut ws).await, "FORBIDDEN", "{query}");
+    }
 }
 
 /// A subscription's set-up counts in `/metrics` as an operation of its name, type
