@@ -705,9 +705,12 @@ impl Gateway {
         // by every token of its identity when its deliveries depend on nothing else.
         let key = key
             .filter(|_| first.is_none() && subscription.starts_now())
-            .map(|key| match subscription.by_identity() {
-                true => key.by_identity(identity),
-                false => key,
+            .map(|key| {
+                if subscription.by_identity() {
+                    key.by_identity(identity)
+                } else {
+                    key
+                }
             });
         let live = subscription.live();
         let deliveries = stream::iter(first)
@@ -891,7 +894,7 @@ impl Gateway {
     /// `session` events of its account say when to look). A socket holding it closes
     /// then.
     pub async fn session_ended(&self, session: &Session) {
-        let left = (session.expires_at() - chrono::Utc::now())
+        let left = (session.ends_at() - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
         let expiry = tokio::time::sleep(left);

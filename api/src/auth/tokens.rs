@@ -71,8 +71,8 @@ pub struct Session(Arc<Verified>);
 struct Verified {
     token: Biscuit,
     /// The token's revocation ids (hex), one per block, computed once: every operation's
-    /// transaction checks them, the rate limit keys on the last, and the subscription
-    /// cohorts' keys share them.
+    /// transaction checks them, and the rate limit and the subscription cohorts' keys
+    /// share them.
     revocation_ids: Arc<[String]>,
     identity: Identity,
     /// The earliest expiry any block states (what clients are told).
@@ -526,6 +526,16 @@ impl Session {
     /// The earliest expiry the token's blocks state.
     pub fn expires_at(&self) -> DateTime<Utc> {
         self.0.expires_at
+    }
+
+    /// When the token stops working by the clock: the moment its time checks start
+    /// failing when all of them have the gateway's form (a holder may append one without
+    /// stating an `expires`), else the earliest expiry its blocks state. A socket closes
+    /// then.
+    pub fn ends_at(&self) -> DateTime<Utc> {
+        self.0
+            .live_until
+            .map_or(self.0.expires_at, |until| until.min(self.0.expires_at))
     }
 
     /// The expiry of the authority block, which the gateway signed: the latest moment

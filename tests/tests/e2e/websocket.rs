@@ -2,9 +2,12 @@
 //! (the graphql-ws project's PROTOCOL.md), ping/pong, the `error`-message rule, the
 //! per-socket limits, and the legacy `graphql-ws` protocol.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
-use biscuit_auth::KeyPair;
+use biscuit_auth::{Biscuit, BlockBuilder, KeyPair, builder::date};
 use flashfusion_api::auth::{Role, TokenService};
 use flashfusion_tests::{TestApp, TestDb, WsClient, WsEnd};
 use serde_json::{Value, json};
@@ -116,6 +119,46 @@ async fn the_socket_closes_4403_when_its_token_expires() {
     assert!(
         chrono::Utc::now() >= expires_at,
         "closed before the token expired ({expires_at})"
+    );
+}
+
+/// A token its holder limited in time offline (an appended `check if time($t), $t <
+/// ..` with no `expires` fact) closes its socket at that time too, not at the expiry
+/// the gateway signed an hour later.
+#[tokio::test]
+async fn the_socket_closes_4403_when_a_time_check_appended_offline_fails() {
+    let app = TestApp::sqlite().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    // Whole seconds, as biscuit's dates are.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    let until = std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 2);
+    let token = Biscuit::from_base64(ada.token(), app.root.public())
+        .and_then(|token| {
+            token.append(
+                BlockBuilder::new()
+                    .code_with_params(
+                        "check if time($t), $t < {until};",
+                        HashMap::from([("until".to_owned(), date(&until))]),
+                        HashMap::new(),
+                    )
+                    .expect("block"),
+            )
+        })
+        .and_then(|token| token.to_base64())
+        .expect("append");
+    let mut ws = app
+        .websocket(
+            TRANSPORT_WS,
+            json!({ "Authorization": format!("Bearer {token}") }),
+        )
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    assert_eq!(close_code(&mut ws).await, 4403);
+    assert!(
+        std::time::SystemTime::now() >= until,
+        "closed before its time"
     );
 }
 
