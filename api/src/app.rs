@@ -191,3 +191,22 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received; draining");
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener as _;
+
+    use super::*;
+
+    /// [`accepting`], which `serve_until` and the e2e harness serve through, hands out
+    /// connections with Nagle's algorithm off.
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("an address");
+        let mut listener = accepting(listener);
+        let _client = TcpStream::connect(address).await.expect("connect");
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().expect("TCP_NODELAY readable"));
+    }
+}

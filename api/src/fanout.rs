@@ -420,6 +420,7 @@ mod tests {
     use tokio_stream::wrappers::UnboundedReceiverStream;
 
     use super::*;
+    use crate::auth::Role;
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -461,6 +462,18 @@ mod tests {
             dropped,
         };
         (execution, responses, receiver)
+    }
+
+    /// Keyed by identity, two tokens of one account and role are one caller; another
+    /// role of the account, or the same request keyed by token, is not.
+    #[test]
+    fn keys_by_identity_ignore_the_token_but_not_the_role() {
+        let account = uuid::Uuid::new_v4();
+        let by = |token, role| key(token).map(|key| key.by_identity(Identity::user(account, role)));
+        assert_eq!(by("laptop", Role::User), by("phone", Role::User));
+        assert_ne!(by("laptop", Role::User), by("laptop", Role::Admin));
+        assert_ne!(by("laptop", Role::User), key("laptop"));
+        assert_ne!(key("laptop"), key("phone"));
     }
 
     fn key(token: &str) -> Option<Key> {

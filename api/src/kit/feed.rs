@@ -178,7 +178,11 @@ impl ProjectScope {
 }
 
 /// Whether the subscription's selection under `field` reaches any of `nested` (fields
-/// that read other rows), so each delivery needs a transaction.
+/// that read other rows), so each delivery needs a transaction. `nested` must name
+/// every field of the row's type that is not plain (every resolver of its
+/// `ComplexObject`): a subscription reaching none of them is shared by every token of
+/// its identity ([`SubscriptionTx::by_identity`]), so a field left out that asks the
+/// token would answer all of them as one.
 pub fn selects_any(ctx: &Context<'_>, field: &str, nested: &[&str]) -> bool {
     let payload = ctx.look_ahead().field(field);
     nested.iter().any(|name| payload.field(name).exists())
@@ -189,6 +193,11 @@ pub fn selects_any(ctx: &Context<'_>, field: &str, nested: &[&str]) -> bool {
 /// `None`. `readers` is the domain's read rule, which `admit` applies; the replay
 /// reads only rows it may admit. Call it last in a subscription field: it ends the
 /// set-up transaction.
+///
+/// `admit` may depend on the caller's identity and the request, and on the token only
+/// through a [`ProjectScope`] (which a token restricting no projects leaves empty): when
+/// `needs_db` is false and the token restricts no projects, the subscription's
+/// responses are shared by every token of its identity ([`crate::fanout`]).
 ///
 /// Await it boxed (`Box::pin`), and the set-up checks before it too: the field stream
 /// async-graphql generates holds the resolver's future for the subscription's whole

@@ -533,8 +533,8 @@ async fn a_subscriber_that_never_reads_does_not_delay_others() {
 }
 
 /// Sockets that subscribe to the same document with the same token share one
-/// execution (`fanout`), and each still gets every event it may read; another token
-/// runs on its own and sees none of them. A member leaving does not end the others'.
+/// execution (`fanout`), and each still gets every event it may read; another
+/// account's token runs on its own and sees none of them. A member leaving does not end the others'.
 async fn identical_subscriptions_share_one_execution(app: TestApp) {
     let world = World::new(&app).await;
     let owner = world.owner().token();

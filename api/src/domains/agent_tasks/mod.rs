@@ -344,7 +344,8 @@ event_type!(
     AgentTaskEvent { task: AgentTask }
 );
 
-/// The fields of [`AgentTask`] that read other rows.
+/// The fields of [`AgentTask`] that read other rows: every field that is not plain
+/// (its `ComplexObject`'s), as [`selects_any`] requires.
 const TASK_EDGES: &[&str] = &["project", "agent", "parentTask"];
 
 #[derive(Default)]

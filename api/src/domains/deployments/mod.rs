@@ -276,6 +276,7 @@ impl DeploymentSubscription {
             after,
             (project, deployment),
             policy::readers(rc.identity()),
+            // `project`: the one field of `Deployment` that is not plain.
             selects_any(ctx, "deployment", &["project"]),
             |event, deployment: deployments::Model| DeploymentEvent::new(event, deployment.into()),
         )
