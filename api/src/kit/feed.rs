@@ -462,6 +462,34 @@ macro_rules! event_type {
 }
 pub(crate) use event_type;
 
+/// Asserts that the fields of `T` that are not plain are exactly `edges`, what its
+/// subscription gives [`selects_any`]: a field missing from `edges` would be answered,
+/// once, for every token of the identity (see [`SubscriptionTx::by_identity`]). Each
+/// domain whose rows a subscription carries runs it on a sample row.
+#[cfg(test)]
+pub(crate) fn assert_edges_are_the_fields_not_plain<T: crate::kit::plain::PlainFields>(
+    sample: &T,
+    edges: &[&str],
+) {
+    use async_graphql::registry::{MetaType, Registry};
+
+    let mut registry = Registry::default();
+    T::create_type_info(&mut registry);
+    let name = T::type_name();
+    let Some(MetaType::Object { fields, .. }) = registry.types.get(name.as_ref()) else {
+        panic!("{name} is not an object type");
+    };
+    let mut not_plain: Vec<&str> = fields
+        .keys()
+        .map(String::as_str)
+        .filter(|field| !field.starts_with("__") && sample.plain(field).is_none())
+        .collect();
+    not_plain.sort_unstable();
+    let mut edges = edges.to_vec();
+    edges.sort_unstable();
+    assert_eq!(not_plain, edges, "{name}: the fields that are not plain");
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

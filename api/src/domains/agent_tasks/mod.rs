@@ -701,3 +701,23 @@ async fn notify_end(rc: &RequestContext, task: &agent_tasks::Model) -> ApiResult
 const TITLE_MAX: usize = 200;
 /// Longest error message, in characters.
 const ERROR_MAX: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn task_edges_are_its_fields_that_are_not_plain() {
+        let row: agent_tasks::Model = serde_json::from_value(json!({
+            "id": Uuid::nil(), "project_id": Uuid::nil(), "user_id": Uuid::nil(),
+            "agent_id": Uuid::nil(), "parent_task_id": null, "title": "t", "input": {},
+            "output": null, "status": "queued", "progress": 0, "priority": 0, "error": null,
+            "attempts": 0, "started_at": null, "finished_at": null,
+            "created_at": "2026-11-26T00:00:00Z", "updated_at": "2026-11-26T00:00:00Z",
+        }))
+        .expect("a task row");
+        crate::kit::feed::assert_edges_are_the_fields_not_plain(&AgentTask::from(row), TASK_EDGES);
+    }
+}

@@ -248,6 +248,10 @@ event_type!(
     DeploymentEvent { deployment: Deployment }
 );
 
+/// The fields of [`Deployment`] that read other rows: every field that is not plain
+/// (its `ComplexObject`'s), as [`selects_any`] requires.
+const DEPLOYMENT_EDGES: &[&str] = &["project"];
+
 #[derive(Default)]
 pub struct DeploymentSubscription;
 
@@ -276,8 +280,7 @@ impl DeploymentSubscription {
             after,
             (project, deployment),
             policy::readers(rc.identity()),
-            // `project`: the one field of `Deployment` that is not plain.
-            selects_any(ctx, "deployment", &["project"]),
+            selects_any(ctx, "deployment", DEPLOYMENT_EDGES),
             |event, deployment: deployments::Model| DeploymentEvent::new(event, deployment.into()),
         )
         .await
@@ -473,3 +476,25 @@ const COMMIT_SHA_MAX: usize = 100;
 const URL_MAX: usize = 2_000;
 /// Longest log, in characters; a deployer that needs more keeps its own.
 const LOG_MAX: usize = 1_000_000;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn deployment_edges_are_its_fields_that_are_not_plain() {
+        let row: deployments::Model = serde_json::from_value(json!({
+            "id": Uuid::nil(), "project_id": Uuid::nil(), "user_id": Uuid::nil(),
+            "environment": "preview", "provider": "p", "status": "queued", "url": null,
+            "commit_sha": null, "log": null, "finished_at": null,
+            "created_at": "2026-11-26T00:00:00Z", "updated_at": "2026-11-26T00:00:00Z",
+        }))
+        .expect("a deployment row");
+        crate::kit::feed::assert_edges_are_the_fields_not_plain(
+            &Deployment::from(row),
+            DEPLOYMENT_EDGES,
+        );
+    }
+}

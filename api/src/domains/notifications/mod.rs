@@ -288,3 +288,23 @@ fn own(rc: &RequestContext, id: &ID) -> ApiResult<(Uuid, Uuid)> {
 
 /// Services send notifications but have none (their role reads none).
 const NO_NOTIFICATIONS: &str = "service tokens send notifications but have none";
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Its subscription reads no other rows for any selection (`feed`'s `needs_db` is
+    /// false): every field is plain.
+    #[test]
+    fn every_notification_field_is_plain() {
+        let row: notifications::Model = serde_json::from_value(json!({
+            "id": Uuid::nil(), "user_id": Uuid::nil(), "kind": "k", "title": "t",
+            "body": null, "data": {}, "read_at": null,
+            "created_at": "2026-11-26T00:00:00Z", "updated_at": "2026-11-26T00:00:00Z",
+        }))
+        .expect("a notification row");
+        crate::kit::feed::assert_edges_are_the_fields_not_plain(&Notification::from(row), &[]);
+    }
+}
