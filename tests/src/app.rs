@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use biscuit_auth::KeyPair;
+use biscuit_auth::{Biscuit, BlockBuilder, KeyPair};
 use flashfusion_api::{
     app::{AppState, router_with},
     auth::TokenService,
@@ -162,6 +162,15 @@ impl TestApp {
                 .expect("http client"),
             server,
         }
+    }
+
+    /// `token` with `block` appended by its holder, offline: biscuit attenuation, with
+    /// no gateway involved.
+    pub fn appended(&self, token: &str, block: BlockBuilder) -> String {
+        Biscuit::from_base64(token, self.root.public())
+            .and_then(|token| token.append(block))
+            .and_then(|token| token.to_base64())
+            .expect("a token of this root key, with the block appended")
     }
 
     /// A client without a token.

@@ -341,15 +341,12 @@ async fn scoped_token_expiry_only_shortens() {
 async fn offline_attenuation_is_enforced(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
     // The holder derives a read-only token without asking the gateway.
-    let token = Biscuit::from_base64(ada.token(), app.root.public()).expect("parse");
-    let read_only = token
-        .append(
-            BlockBuilder::new()
-                .code(r#"check if operation("read");"#)
-                .expect("block"),
-        )
-        .and_then(|t| t.to_base64())
-        .expect("append");
+    let read_only = app.appended(
+        ada.token(),
+        BlockBuilder::new()
+            .code(r#"check if operation("read");"#)
+            .expect("block"),
+    );
     let read_only = app.with_token(&read_only);
     assert!(read_only.graphql(ME, json!({})).await["data"]["me"].is_object());
     assert_eq!(
@@ -359,18 +356,16 @@ async fn offline_attenuation_is_enforced(app: TestApp) {
 
     // And one that has already expired.
     let past = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
-    let expired = token
-        .append(
-            BlockBuilder::new()
-                .code_with_params(
-                    "check if time($t), $t < {exp};",
-                    HashMap::from([("exp".to_owned(), date(&past))]),
-                    HashMap::new(),
-                )
-                .expect("block"),
-        )
-        .and_then(|t| t.to_base64())
-        .expect("append");
+    let expired = app.appended(
+        ada.token(),
+        BlockBuilder::new()
+            .code_with_params(
+                "check if time($t), $t < {exp};",
+                HashMap::from([("exp".to_owned(), date(&past))]),
+                HashMap::new(),
+            )
+            .expect("block"),
+    );
     assert_eq!(
         code(&app.with_token(&expired).graphql(ME, json!({})).await),
         "UNAUTHENTICATED"

@@ -94,15 +94,12 @@ async fn list_authorizations_are_bounded_per_operation(app: TestApp) {
 
 async fn a_read_only_token_signs_itself_out(app: TestApp) {
     let (ada, _) = app.user("ada@example.com").await;
-    let token = Biscuit::from_base64(ada.token(), app.root.public()).expect("parse");
-    let read_only = token
-        .append(
-            BlockBuilder::new()
-                .code(r#"check if operation("read");"#)
-                .expect("block"),
-        )
-        .and_then(|t| t.to_base64())
-        .expect("append");
+    let read_only = app.appended(
+        ada.token(),
+        BlockBuilder::new()
+            .code(r#"check if operation("read");"#)
+            .expect("block"),
+    );
     let dashboard = app.with_token(&read_only);
     let out = dashboard.graphql("mutation { signOut }", json!({})).await;
     assert_eq!(out["data"]["signOut"], true, "{out}");

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use biscuit_auth::{Biscuit, BlockBuilder};
+use biscuit_auth::BlockBuilder;
 use flashfusion_api::auth::Role;
 use flashfusion_tests::{Scrape, TIMEOUT, TestApp, WsClient, WsEnd, scoped};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
@@ -649,15 +649,12 @@ async fn tokens_of_one_account_share_what_depends_on_the_account_alone(app: Test
 /// rows, as the lists do.
 async fn a_token_limited_to_writes_gets_no_task_or_deployment_events(app: TestApp) {
     let world = World::new(&app).await;
-    let token = Biscuit::from_base64(world.owner().token(), app.root.public()).expect("parse");
-    let write_only = token
-        .append(
-            BlockBuilder::new()
-                .code(r#"check if operation("write");"#)
-                .expect("block"),
-        )
-        .and_then(|token| token.to_base64())
-        .expect("append");
+    let write_only = app.appended(
+        world.owner().token(),
+        BlockBuilder::new()
+            .code(r#"check if operation("write");"#)
+            .expect("block"),
+    );
     let listed = app
         .with_token(&write_only)
         .graphql("{ agentTasks { totalCount } }", json!({}))

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use biscuit_auth::{Biscuit, BlockBuilder, KeyPair, builder::date};
+use biscuit_auth::{BlockBuilder, KeyPair, builder::date};
 use flashfusion_api::auth::{Role, TokenService};
 use flashfusion_tests::{TestApp, TestDb, WsClient, WsEnd};
 use serde_json::{Value, json};
@@ -28,6 +28,14 @@ async fn close_code(ws: &mut WsClient) -> u16 {
 /// A socket that has been acknowledged, anonymous.
 async fn acknowledged(app: &TestApp, protocol: &str) -> WsClient {
     let mut ws = app.websocket(protocol, json!({})).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws
+}
+
+/// A graphql-transport-ws socket that has been acknowledged, signed in with `token`.
+async fn acknowledged_as(app: &TestApp, token: &str) -> WsClient {
+    let payload = json!({ "Authorization": format!("Bearer {token}") });
+    let mut ws = app.websocket(TRANSPORT_WS, payload).await;
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
     ws
 }
@@ -107,13 +115,7 @@ async fn the_socket_closes_4403_when_its_token_expires() {
             Some(Duration::from_secs(2)),
         )
         .expect("mint");
-    let mut ws = app
-        .websocket(
-            TRANSPORT_WS,
-            json!({ "Authorization": format!("Bearer {token}") }),
-        )
-        .await;
-    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let mut ws = acknowledged_as(&app, &token).await;
     // The close is the event awaited: nothing is sent, the expiry alone ends the socket.
     assert_eq!(close_code(&mut ws).await, 4403);
     assert!(
@@ -134,27 +136,17 @@ async fn the_socket_closes_4403_when_a_time_check_appended_offline_fails() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after the epoch");
     let until = std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 2);
-    let token = Biscuit::from_base64(ada.token(), app.root.public())
-        .and_then(|token| {
-            token.append(
-                BlockBuilder::new()
-                    .code_with_params(
-                        "check if time($t), $t < {until};",
-                        HashMap::from([("until".to_owned(), date(&until))]),
-                        HashMap::new(),
-                    )
-                    .expect("block"),
+    let token = app.appended(
+        ada.token(),
+        BlockBuilder::new()
+            .code_with_params(
+                "check if time($t), $t < {until};",
+                HashMap::from([("until".to_owned(), date(&until))]),
+                HashMap::new(),
             )
-        })
-        .and_then(|token| token.to_base64())
-        .expect("append");
-    let mut ws = app
-        .websocket(
-            TRANSPORT_WS,
-            json!({ "Authorization": format!("Bearer {token}") }),
-        )
-        .await;
-    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+            .expect("block"),
+    );
+    let mut ws = acknowledged_as(&app, &token).await;
     assert_eq!(close_code(&mut ws).await, 4403);
     assert!(
         std::time::SystemTime::now() >= until,
