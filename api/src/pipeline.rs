@@ -892,13 +892,22 @@ impl Gateway {
     /// Resolves when `session` may no longer act: its token expired, one of its
     /// revocation ids was revoked, or its account was demoted or deleted (the hub's
     /// `session` events of its account say when to look). A socket holding it closes
-    /// then.
+    /// then. A token whose time checks the clock cannot read
+    /// ([`Session::ends_by_the_clock`]) is asked every [`LIVENESS_POLL`] besides.
     pub async fn session_ended(&self, session: &Session) {
         let left = (session.ends_at() - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
         let expiry = tokio::time::sleep(left);
         tokio::pin!(expiry);
+        let mut polls = (!session.ends_by_the_clock()).then(|| {
+            let mut polls = tokio::time::interval_at(
+                tokio::time::Instant::now() + LIVENESS_POLL,
+                LIVENESS_POLL,
+            );
+            polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            polls
+        });
         let account = session.identity().user_id();
         let mut events = self.state.hub.sessions().await;
         // A revocation committed before the receiver existed sends no event to it.
@@ -908,6 +917,12 @@ impl Gateway {
         loop {
             let look = tokio::select! {
                 () = &mut expiry => return,
+                () = next_poll(&mut polls) => {
+                    if session.has_expired() {
+                        return;
+                    }
+                    continue;
+                }
                 event = events.recv() => match event {
                     Ok(event) => event.owner_id.is_none() || event.owner_id == account,
                     // Missed events may have concerned this session.
@@ -941,6 +956,22 @@ impl Gateway {
                 Ok(false)
             }
         }
+    }
+}
+
+/// How often a socket asks the authorizer whether its token has expired, when the
+/// token's time checks do not say when (`Gateway::session_ended`): a socket outlives
+/// such a token by at most this long. Each ask runs the token's checks once, under the
+/// authorizer's run limits (`auth::tokens`).
+pub const LIVENESS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The next tick of `polls`; never, when there are none.
+async fn next_poll(polls: &mut Option<tokio::time::Interval>) {
+    match polls {
+        Some(polls) => {
+            polls.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -531,7 +531,8 @@ impl Session {
     /// When the token stops working by the clock: the moment its time checks start
     /// failing when all of them have the gateway's form (a holder may append one without
     /// stating an `expires`), else the earliest expiry its blocks state. A socket closes
-    /// then.
+    /// then, or earlier when the authorizer finds the token expired
+    /// ([`Session::ends_by_the_clock`]).
     pub fn ends_at(&self) -> DateTime<Utc> {
         self.0
             .live_until
@@ -567,18 +568,41 @@ impl Session {
     /// WebSocket operation, so a socket opened with a token stops working when it
     /// expires.
     pub fn ensure_live(&self) -> ApiResult<()> {
+        match self.liveness() {
+            Ok(()) => Ok(()),
+            Err(Outcome::Expired) => Err(INVALID_TOKEN),
+            Err(_) => Err(over_limits()),
+        }
+    }
+
+    /// Whether the token's time checks fail now: what [`Session::ensure_live`] refuses
+    /// as expired. An authorization that hit biscuit's limits tells nothing, so it is
+    /// not taken for an expiry.
+    pub fn has_expired(&self) -> bool {
+        matches!(self.liveness(), Err(Outcome::Expired))
+    }
+
+    /// Whether [`Session::ends_at`] is the exact moment the token stops working. It is
+    /// not when a time check has another form than the gateway's: only the authorizer
+    /// can tell then ([`Session::has_expired`]), so a socket holding such a token asks
+    /// it at intervals.
+    pub fn ends_by_the_clock(&self) -> bool {
+        self.0.live_until.is_some()
+    }
+
+    /// `Ok` while the token's time checks pass; `Expired` once they fail.
+    fn liveness(&self) -> Result<(), Outcome> {
         if let Some(until) = self.0.live_until {
             // Exactly what the checks decide: `time(now)` is whole seconds, `until` too.
             return if Utc::now() < until {
                 Ok(())
             } else {
-                Err(INVALID_TOKEN)
+                Err(Outcome::Expired)
             };
         }
         match check(&self.0.token, "") {
-            Ok(()) | Err(Outcome::Refused) => Ok(()),
-            Err(Outcome::Expired) => Err(INVALID_TOKEN),
-            Err(Outcome::Error) => Err(over_limits()),
+            Err(Outcome::Refused) => Ok(()),
+            outcome => outcome,
         }
     }
 

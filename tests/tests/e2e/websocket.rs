@@ -154,6 +154,41 @@ async fn the_socket_closes_4403_when_a_time_check_appended_offline_fails() {
     );
 }
 
+/// A time check of another form than the gateway's (here `<=`) gives no exact end, so
+/// the socket asks the authorizer every `LIVENESS_POLL` and closes within one of them.
+#[tokio::test]
+async fn the_socket_closes_4403_when_a_time_check_of_another_form_fails() {
+    let app = TestApp::sqlite().await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    let until = std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 2);
+    let token = app.appended(
+        ada.token(),
+        BlockBuilder::new()
+            .code_with_params(
+                "check if time($t), $t <= {until};",
+                HashMap::from([("until".to_owned(), date(&until))]),
+                HashMap::new(),
+            )
+            .expect("block"),
+    );
+    let mut ws = acknowledged_as(&app, &token).await;
+    assert_eq!(close_code(&mut ws).await, 4403);
+    let closed = std::time::SystemTime::now();
+    // `<=` passes through the whole second `until`.
+    assert!(
+        closed >= until + Duration::from_secs(1),
+        "closed before its time"
+    );
+    assert!(
+        closed < until + Duration::from_secs(1) + 2 * flashfusion_api::pipeline::LIVENESS_POLL,
+        "closed {:?} after its time",
+        closed.duration_since(until)
+    );
+}
+
 #[tokio::test]
 async fn no_connection_init_in_time_closes_4408() {
     let db = TestDb::new().await;
