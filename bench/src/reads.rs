@@ -4,7 +4,7 @@
 //! not measured), with one token per user minted from a throwaway root key:
 //!
 //! 1. **Statements per request**, counted from the wire: a gateway whose database URL
-//!    points at [`proxy`] serves the read query and the nested 100-project query after a
+//!    points at `bench::wire::proxy` serves the read query and the nested 100-project query after a
 //!    few warm-up requests; the proxy records every statement (SQL and parameters) and
 //!    round trip of the next request whose statements were all prepared already.
 //! 2. **HTTP load** ([`load`]) on a gateway connected directly: at each connection count
@@ -32,8 +32,6 @@
 mod figures;
 mod load;
 mod pgbench;
-mod proxy;
-mod sql;
 
 use std::{
     path::PathBuf,
@@ -42,6 +40,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use bench::wire::{
+    proxy::{Capture, Proxy},
+    sql::Statement,
+};
 use flashfusion_api::auth::Role;
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
@@ -50,8 +52,6 @@ use uuid::Uuid;
 use self::{
     figures::{Figures, Replay, StartUp},
     load::Load,
-    proxy::{Capture, Proxy},
-    sql::Statement,
 };
 use crate::{
     database::BenchDb,

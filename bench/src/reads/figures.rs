@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use super::{load::Observed, proxy::Capture};
+use bench::wire::proxy::Capture;
+
+use super::load::Observed;
 use crate::report::{Cell, Machine, Percentiles, ms, per_second, table, us};
 
 /// Everything one run measured.

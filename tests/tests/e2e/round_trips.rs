@@ -1,9 +1,11 @@
 //! What an operation costs the database, counted in round trips (`Database::round_trips`:
-//! every statement plus a `BEGIN` sent alone and each transaction end), and what the query that
-//! opens a transaction must keep: the caller's role and settings end with the
+//! every statement plus a `BEGIN` sent alone and each transaction end; for a read also on
+//! the wire, through `bench::wire::proxy`), and what the query that opens a transaction
+//! must keep: the caller's role and settings end with the
 //! transaction, a transaction that does not finish leaves nothing behind, and a token is
 //! checked against the database on every operation.
 
+use bench::wire::proxy::{Capture, Proxy};
 use flashfusion_api::auth::{Identity, Role};
 use flashfusion_tests::{Client, TestApp, TestDb, create_visible_project, eventually};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
@@ -147,6 +149,62 @@ async fn a_mutation_stays_within_its_budget() {
         round_trips <= 3,
         "createProject took {round_trips} round trips"
     );
+}
+
+/// The same budget on the wire, as Postgres receives it (`bench::wire::proxy` between
+/// the gateway and the server): an authenticated read is three round trips, and its
+/// `ROLLBACK` is not one of its own but rides with the `Sync` sqlx sends as the
+/// connection goes back to its pool (`PgTx::end_on_release`); awaited alone, it would
+/// make four.
+#[tokio::test]
+async fn on_the_wire_a_read_ends_in_the_round_trip_of_its_connections_release() {
+    let db = TestDb::new().await;
+    let server = host_and_port(db.url()).to_owned();
+    let proxy = Proxy::start(server.clone()).await.expect("proxy");
+    // Without TLS, so that the proxy can read the protocol.
+    let url = db.url().replacen(&server, &proxy.address, 1);
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}sslmode=disable");
+    let app = TestApp::start(url, Some(db)).await;
+    let (ada, _) = app.user("ada@example.com").await;
+    create_visible_project(&ada, "p", "PRIVATE").await;
+    let settle = std::time::Duration::from_secs(10);
+    // The fewest of five, as in `measured`: the hub shares the proxy.
+    let mut fewest: Option<Capture> = None;
+    for _ in 0..5 {
+        proxy.settle(settle).await.expect("settled before the read");
+        proxy.take();
+        let page = ada.graphql(MINE, json!({})).await;
+        assert_eq!(total_count(&page, "myProjects"), 1, "{page}");
+        proxy.settle(settle).await.expect("settled after the read");
+        let capture = proxy.take();
+        if fewest
+            .as_ref()
+            .is_none_or(|f| capture.round_trips < f.round_trips)
+        {
+            fewest = Some(capture);
+        }
+    }
+    let read = fewest.expect("five reads");
+    let sql: Vec<&str> = read.statements.iter().map(|s| s.sql.trim()).collect();
+    assert_eq!(read.round_trips, 3, "{sql:#?}");
+    assert_eq!(
+        sql.len(),
+        4,
+        "BEGIN, the switch, the page, ROLLBACK: {sql:#?}"
+    );
+    assert!(sql[0].eq_ignore_ascii_case("BEGIN"), "{sql:#?}");
+    assert!(sql[3].eq_ignore_ascii_case("ROLLBACK"), "{sql:#?}");
+    // The release `Sync`, sent after the `ROLLBACK` (and counted in its round trip).
+    assert_eq!(read.empty_round_trips, [4], "{sql:#?}");
+    assert_eq!(read.connections.len(), 1, "{sql:#?}");
+}
+
+/// `host:port` of a Postgres URL (`postgres://user@host:port/db`).
+fn host_and_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split(['/', '?']).next().unwrap_or(rest)
 }
 
 async fn a_token_revoked_between_two_requests_is_refused_on_the_second(app: TestApp) {
