@@ -129,24 +129,7 @@ async fn the_socket_closes_4403_when_its_token_expires() {
 /// the gateway signed an hour later.
 #[tokio::test]
 async fn the_socket_closes_4403_when_a_time_check_appended_offline_fails() {
-    let app = TestApp::sqlite().await;
-    let (ada, _) = app.user("ada@example.com").await;
-    // Whole seconds, as biscuit's dates are.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after the epoch");
-    let until = std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 2);
-    let token = app.appended(
-        ada.token(),
-        BlockBuilder::new()
-            .code_with_params(
-                "check if time($t), $t < {until};",
-                HashMap::from([("until".to_owned(), date(&until))]),
-                HashMap::new(),
-            )
-            .expect("block"),
-    );
-    let mut ws = acknowledged_as(&app, &token).await;
+    let (_app, mut ws, until) = socket_with_time_check("check if time($t), $t < {until};").await;
     assert_eq!(close_code(&mut ws).await, 4403);
     assert!(
         std::time::SystemTime::now() >= until,
@@ -158,6 +141,23 @@ async fn the_socket_closes_4403_when_a_time_check_appended_offline_fails() {
 /// the socket asks the authorizer every `LIVENESS_POLL` and closes within one of them.
 #[tokio::test]
 async fn the_socket_closes_4403_when_a_time_check_of_another_form_fails() {
+    let (_app, mut ws, until) = socket_with_time_check("check if time($t), $t <= {until};").await;
+    assert_eq!(close_code(&mut ws).await, 4403);
+    let closed = std::time::SystemTime::now();
+    // `<=` passes through the whole second `until`.
+    let ends = until + Duration::from_secs(1);
+    assert!(closed >= ends, "closed before its time");
+    assert!(
+        closed < ends + 2 * flashfusion_api::pipeline::LIVENESS_POLL,
+        "closed {:?} after its time",
+        closed.duration_since(ends)
+    );
+}
+
+/// An acknowledged socket of a new account whose token carries `check`, appended
+/// offline, with `{until}` two seconds from now (in whole seconds, as biscuit's dates
+/// are); with its app, and `until`.
+async fn socket_with_time_check(check: &str) -> (TestApp, WsClient, std::time::SystemTime) {
     let app = TestApp::sqlite().await;
     let (ada, _) = app.user("ada@example.com").await;
     let now = std::time::SystemTime::now()
@@ -168,25 +168,14 @@ async fn the_socket_closes_4403_when_a_time_check_of_another_form_fails() {
         ada.token(),
         BlockBuilder::new()
             .code_with_params(
-                "check if time($t), $t <= {until};",
+                check,
                 HashMap::from([("until".to_owned(), date(&until))]),
                 HashMap::new(),
             )
             .expect("block"),
     );
-    let mut ws = acknowledged_as(&app, &token).await;
-    assert_eq!(close_code(&mut ws).await, 4403);
-    let closed = std::time::SystemTime::now();
-    // `<=` passes through the whole second `until`.
-    assert!(
-        closed >= until + Duration::from_secs(1),
-        "closed before its time"
-    );
-    assert!(
-        closed < until + Duration::from_secs(1) + 2 * flashfusion_api::pipeline::LIVENESS_POLL,
-        "closed {:?} after its time",
-        closed.duration_since(until)
-    );
+    let ws = acknowledged_as(&app, &token).await;
+    (app, ws, until)
 }
 
 #[tokio::test]
