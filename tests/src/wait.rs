@@ -27,3 +27,19 @@ impl TestApp {
         eventually(what, || std::future::ready(done(self.state.fanout.live()))).await;
     }
 }
+
+/// `secs` seconds from now, in whole seconds as biscuit's dates are: a time limit a
+/// test appends to a token.
+pub fn whole_seconds_from_now(secs: u64) -> std::time::SystemTime {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs() + secs)
+}
+
+/// Waits until the wall clock reaches `at` (a token's time limit passing).
+pub async fn until_the_clock_reaches(at: std::time::SystemTime) {
+    if let Ok(left) = at.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+}

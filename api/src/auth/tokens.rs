@@ -92,9 +92,11 @@ struct Verified {
     live_until: Option<DateTime<Utc>>,
     /// Where the verification cache keeps this session (`None`: caching is off).
     cache_key: Option<CacheKey>,
-    /// Verdicts of [`Session::authorize`] already reached, kept only when `live_until`
-    /// is known: the token's other checks do not depend on the time, so a verdict holds
-    /// until then. At most [`MAX_REMEMBERED_VERDICTS`].
+    /// Verdicts of [`Session::authorize`] already reached, at most
+    /// [`MAX_REMEMBERED_VERDICTS`]. When `live_until` is known they answer the same
+    /// access again: the token's other checks do not depend on the time, so a verdict
+    /// holds until then. When it is not, they are never reused; the accesses granted are
+    /// what [`Session::has_expired`] asks again.
     verdicts: Mutex<HashMap<(Operation, Resource), bool>>,
 }
 
@@ -398,6 +400,15 @@ fn authorizer(token: &Biscuit, facts: &str, at: Option<SystemTime>) -> ApiResult
         .map_err(|e| ApiError::internal("cannot build authorizer", e))
 }
 
+/// The facts the authorizer is given for `operation` on `resource`.
+fn access_facts(operation: Operation, resource: Resource) -> String {
+    let op = match operation {
+        Operation::Read => "read",
+        Operation::Write => "write",
+    };
+    format!("operation(\"{op}\");{}", resource.fact())
+}
+
 /// Why an authorization did not pass.
 enum Outcome {
     /// A `time` check failed: the token (or one of its blocks) has expired.
@@ -575,17 +586,38 @@ impl Session {
         }
     }
 
-    /// Whether the token's time checks fail now: what [`Session::ensure_live`] refuses
-    /// as expired. An authorization that hit biscuit's limits tells nothing, so it is
-    /// not taken for an expiry.
+    /// Whether the token no longer works for what it has been used for: its time checks
+    /// fail now ([`Session::ensure_live`]), or an access [`Session::authorize`] granted
+    /// it is refused now. A token's checks and the facts of an access never change, so
+    /// only the clock can turn a grant into a refusal: a check that names the time
+    /// together with the access (`check if operation("read"), time($t), $t < ..`) or
+    /// holds only within a window. An authorization that hit biscuit's limits tells
+    /// nothing, so it is not taken for an expiry.
     pub fn has_expired(&self) -> bool {
-        matches!(self.liveness(), Err(Outcome::Expired))
+        if matches!(self.liveness(), Err(Outcome::Expired)) {
+            return true;
+        }
+        if self.ends_by_the_clock() {
+            return false;
+        }
+        let granted: Vec<(Operation, Resource)> = self
+            .verdicts()
+            .iter()
+            .filter_map(|(access, allowed)| allowed.then_some(*access))
+            .collect();
+        granted.into_iter().any(|(operation, resource)| {
+            matches!(
+                check(&self.0.token, &access_facts(operation, resource)),
+                Err(Outcome::Refused | Outcome::Expired)
+            )
+        })
     }
 
     /// Whether [`Session::ends_at`] is the exact moment the token stops working. It is
     /// not when a time check has another form than the gateway's: only the authorizer
     /// can tell then ([`Session::has_expired`]), so a socket holding such a token asks
-    /// it at intervals.
+    /// it at intervals, and a subscription judging projects one by one does not reuse
+    /// its verdicts (`kit::feed::ProjectScope`).
     pub fn ends_by_the_clock(&self) -> bool {
         self.0.live_until.is_some()
     }
@@ -633,23 +665,17 @@ impl Session {
                 return if *allowed { Ok(()) } else { Err(REFUSED) };
             }
         }
-        let op = match operation {
-            Operation::Read => "read",
-            Operation::Write => "write",
-        };
-        let facts = format!("operation(\"{op}\");{}", resource.fact());
-        let allowed = match check(&self.0.token, &facts) {
+        let allowed = match check(&self.0.token, &access_facts(operation, resource)) {
             Ok(()) => true,
             Err(Outcome::Refused) => false,
             Err(Outcome::Expired) => return Err(INVALID_TOKEN),
             Err(Outcome::Error) => return Err(over_limits()),
         };
-        if self.0.live_until.is_some() {
-            let mut verdicts = self.verdicts();
-            if verdicts.len() < MAX_REMEMBERED_VERDICTS {
-                verdicts.insert((operation, resource), allowed);
-            }
+        let mut verdicts = self.verdicts();
+        if verdicts.len() < MAX_REMEMBERED_VERDICTS {
+            verdicts.insert((operation, resource), allowed);
         }
+        drop(verdicts);
         if allowed { Ok(()) } else { Err(REFUSED) }
     }
 

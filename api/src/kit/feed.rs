@@ -137,7 +137,9 @@ impl SubscriptionTx {
 }
 
 /// The token's verdicts on reading projects, remembered for a subscription's life
-/// (bounded): a one-project token receives events of that project only.
+/// (bounded): a one-project token receives events of that project only. A token whose
+/// end the clock cannot tell (`Session::ends_by_the_clock`) may lose a project with
+/// time, so its verdicts are not remembered: each event asks the authorizer.
 pub struct ProjectScope {
     session: Option<Session>,
     verdicts: HashMap<Uuid, bool>,
@@ -166,13 +168,15 @@ impl ProjectScope {
         if let Some(verdict) = self.verdicts.get(&project) {
             return *verdict;
         }
-        if self.verdicts.len() >= SCOPE_MEMORY {
-            self.verdicts.clear();
-        }
         let verdict = session
             .authorize(Operation::Read, Resource::Project(project))
             .is_ok();
-        self.verdicts.insert(project, verdict);
+        if session.ends_by_the_clock() {
+            if self.verdicts.len() >= SCOPE_MEMORY {
+                self.verdicts.clear();
+            }
+            self.verdicts.insert(project, verdict);
+        }
         verdict
     }
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use biscuit_auth::BlockBuilder;
 use flashfusion_api::auth::Role;
-use flashfusion_tests::{Scrape, TIMEOUT, TestApp, WsClient, WsEnd, scoped};
+use flashfusion_tests::{
+    Scrape, TIMEOUT, TestApp, WsClient, WsEnd, scoped, until_the_clock_reaches,
+    whole_seconds_from_now,
+};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
@@ -87,6 +90,7 @@ on_both_backends!(
     tokens_of_one_account_share_what_depends_on_the_account_alone,
     a_token_limited_to_writes_gets_no_task_or_deployment_events,
     each_delivery_reads_nested_lists_afresh,
+    a_project_s_events_stop_when_the_token_s_time_on_it_ends,
 );
 
 async fn a_task_s_progress_arrives_in_order(app: TestApp) {
@@ -669,6 +673,39 @@ async fn a_token_limited_to_writes_gets_no_task_or_deployment_events(app: TestAp
     ] {
         let mut ws = ask(&app, &write_only, query, json!({})).await;
         assert_eq!(refusal(&mut ws).await, "FORBIDDEN", "{query}");
+    }
+}
+
+/// A token whose reach of a project ends with time, in a check of its holder's own
+/// form: events of that project stop at that time, and the socket closes 4403, although
+/// the subscription's first event judged the project readable.
+async fn a_project_s_events_stop_when_the_token_s_time_on_it_ends(app: TestApp) {
+    let world = World::new(&app).await;
+    let until = whole_seconds_from_now(3);
+    let token = app.appended(
+        world.owner().token(),
+        BlockBuilder::new()
+            .code_with_params(
+                r#"check if resource("project", {project}), time($t), $t < {until} or resource("account");"#,
+                std::collections::HashMap::from([
+                    ("project".to_owned(), world.project.clone().into()),
+                    ("until".to_owned(), biscuit_auth::builder::date(&until)),
+                ]),
+                std::collections::HashMap::new(),
+            )
+            .expect("block"),
+    );
+    let mut ws = subscribe(&app, &token, TASKS, json!({})).await;
+    let first = create_task(&world, &world.project, "code-reviewer", 0).await;
+    assert_eq!(
+        event(&mut ws, "agentTaskUpdated").await["task"]["id"],
+        first
+    );
+    until_the_clock_reaches(until).await;
+    create_task(&world, &world.project, "code-reviewer", 0).await;
+    match ws.next().await {
+        Err(WsEnd::Closed(code)) => assert_eq!(code, 4403),
+        Ok(message) => panic!("an event after the token's time on its project: {message}"),
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 
 use biscuit_auth::{BlockBuilder, KeyPair, builder::date};
 use flashfusion_api::auth::{Role, TokenService};
-use flashfusion_tests::{TestApp, TestDb, WsClient, WsEnd};
+use flashfusion_tests::{TestApp, TestDb, WsClient, WsEnd, whole_seconds_from_now};
 use serde_json::{Value, json};
 
 const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -154,16 +154,33 @@ async fn the_socket_closes_4403_when_a_time_check_of_another_form_fails() {
     );
 }
 
+/// A time limit joined to an access (`check if operation("read"), time($t), $t < ..`)
+/// fails for that access only, never for the token alone: the socket asks again what
+/// its subscription was granted, and closes once that read is refused.
+#[tokio::test]
+async fn the_socket_closes_4403_when_a_time_limit_on_reading_passes() {
+    let (app, mut ws, until) =
+        socket_with_time_check(r#"check if operation("read"), time($t), $t < {until};"#).await;
+    let live = app.state.fanout.live();
+    subscribe(&mut ws, "mine", NOTIFICATIONS).await;
+    app.until_live("the subscription never started", |now| now > live)
+        .await;
+    assert_eq!(close_code(&mut ws).await, 4403);
+    let closed = std::time::SystemTime::now();
+    assert!(closed >= until, "closed before its time");
+    assert!(
+        closed < until + 2 * flashfusion_api::pipeline::LIVENESS_POLL,
+        "closed {:?} after its time",
+        closed.duration_since(until)
+    );
+}
+
 /// An acknowledged socket of a new account whose token carries `check`, appended
-/// offline, with `{until}` two seconds from now (in whole seconds, as biscuit's dates
-/// are); with its app, and `until`.
+/// offline, with `{until}` two seconds from now; with its app, and `until`.
 async fn socket_with_time_check(check: &str) -> (TestApp, WsClient, std::time::SystemTime) {
     let app = TestApp::sqlite().await;
     let (ada, _) = app.user("ada@example.com").await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after the epoch");
-    let until = std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 2);
+    let until = whole_seconds_from_now(2);
     let token = app.appended(
         ada.token(),
         BlockBuilder::new()
