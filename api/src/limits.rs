@@ -182,14 +182,7 @@ pub fn count_tokens(query: &str, max: usize) -> usize {
                     b'.' if rest.starts_with(b"...") => 3,
                     b'"' if rest.starts_with(b"\"\"\"") => block_string_len(rest),
                     b'"' => string_len(rest),
-                    b'-' | b'0'..=b'9' => {
-                        1 + rest[1..]
-                            .iter()
-                            .take_while(|b| {
-                                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-')
-                            })
-                            .count()
-                    }
+                    b'-' | b'0'..=b'9' => number_len(rest),
                     b'_' | b'a'..=b'z' | b'A'..=b'Z' => rest
                         .iter()
                         .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
@@ -200,6 +193,22 @@ pub fn count_tokens(query: &str, max: usize) -> usize {
         };
     }
     count
+}
+
+/// Length of the number at the start of `rest`: a `-` or digit, then digits, letters
+/// and `.`, with a sign only straight after an exponent's `e` (`1.5e-3`). Any other
+/// sign starts a token of its own: the parser reads `[1-1-1]` as three numbers, so a
+/// list of them must count as many tokens as it has.
+fn number_len(rest: &[u8]) -> usize {
+    let mut at = 1;
+    while let Some(&byte) = rest.get(at) {
+        let exponent_sign = matches!(byte, b'+' | b'-') && matches!(rest[at - 1], b'e' | b'E');
+        if !(byte.is_ascii_alphanumeric() || byte == b'.' || exponent_sign) {
+            break;
+        }
+        at += 1;
+    }
+    at
 }
 
 /// Length of the string value at the start of `rest` (`"` ... `"`, with escapes);
@@ -422,6 +431,23 @@ mod tests {
         assert_eq!(count_tokens(query, 100), 23);
         // Counting stops just past the limit.
         assert_eq!(count_tokens(&"a ".repeat(10_000), 5), 6);
+        // Numbers need no separator: `1-1-1` is three of them, as the parser reads it.
+        assert_eq!(count_tokens("[1-1-1]", 100), 5);
+        assert_eq!(count_tokens("[1e-5 2E+3 -0.5-4]", 100), 6);
+        let document = parse_query("{ a(l: [1-1-1]) }").expect("parses");
+        let async_graphql::parser::types::DocumentOperations::Single(operation) =
+            &document.operations
+        else {
+            panic!("one operation");
+        };
+        let Selection::Field(field) = &operation.node.selection_set.node.items[0].node else {
+            panic!("a field");
+        };
+        assert_eq!(
+            field.node.arguments[0].1.node.to_string(),
+            "[1, -1, -1]",
+            "the parser's reading"
+        );
     }
 
     #[test]

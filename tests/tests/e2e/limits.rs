@@ -75,6 +75,15 @@ async fn tokens_are_counted_before_parsing() {
         parses,
         "the refused query was parsed"
     );
+    // Numbers need no separator between them: `[1-1-…]` is a list of one number per
+    // `-`, however few bytes its text takes.
+    let numbers = format!("{{ __typename @include(if: [{}1]) }}", "1-".repeat(1_000));
+    refused(&app, &numbers, json!({}), "FLASHFUSION_MAX_TOKENS", 400).await;
+    assert_eq!(
+        app.state.documents.parses(),
+        parses,
+        "the list of numbers was parsed"
+    );
     // Comments and commas are not tokens.
     let padded = format!("{} # {}\n,,,,", tokens(1_000), "x ".repeat(5_000));
     runs(&app, &padded, json!({})).await;
