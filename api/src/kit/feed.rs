@@ -380,7 +380,9 @@ impl<T, F: FnMut(&Event) -> Option<T>> Feed<F> {
                         position,
                         self.owner,
                     ));
-                    self.live_after = position;
+                    // A feed resumed from a cursor ahead of this replica's hub (read
+                    // from a replica further on) must still skip what precedes it.
+                    self.live_after = position.max(self.live_after);
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     return Err(ApiError::RateLimited(format!(
@@ -591,6 +593,43 @@ mod tests {
             feed.next().await.is_none(),
             "the feed goes on after lagging"
         );
+    }
+
+    /// A feed resumed from a cursor ahead of this replica's hub (the client read it
+    /// from a replica further on), outrun by live events before reading any, catches up
+    /// and still delivers nothing at or before that cursor.
+    #[tokio::test]
+    async fn a_feed_resumed_ahead_of_its_hub_repeats_nothing_after_catching_up() {
+        let state = tiny_buffer_state().await;
+        let (live, position) = state.hub.subscribe().await;
+        let (tx, id) = position.to_string().split_once('-').map_or_else(
+            || panic!("a cursor: {position}"),
+            |(tx, id)| (tx.to_owned(), id.parse::<i64>().expect("an id")),
+        );
+        let ahead: Cursor = format!("{tx}-{}", id + 4).parse().expect("a cursor");
+        let mut feed = Feed {
+            live_after: ahead,
+            last: ahead,
+            live_read: false,
+            ..feed_of(&state, live, position, None)
+        };
+        // Three events outrun the buffer of two: the feed catches up from the hub's new
+        // position, the third event, still behind `ahead`.
+        broadcast_events(&state, 3).await;
+        let mut next = std::pin::pin!(feed.next());
+        assert!(
+            futures_util::poll!(&mut next).is_pending(),
+            "an event before `ahead`"
+        );
+        // The fourth, which the client had, and the fifth.
+        broadcast_events(&state, 2).await;
+        let first = tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("an event within the timeout");
+        match first {
+            Some(Ok(cursor)) => assert!(cursor > ahead, "{cursor} repeated: not after {ahead}"),
+            other => panic!("not an event: {:?}", other.map(|r| r.is_ok())),
+        }
     }
 
     /// A resuming feed whose live buffer overflowed while it replayed is not the
