@@ -14,7 +14,14 @@
 //! either environment). In production, errors that did not come from [`ApiError`] and
 //! are not the client's input reach clients only as `INTERNAL`.
 
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
 
 use async_graphql::{
     Name, Request, Response, ServerError, Value,
@@ -894,7 +901,13 @@ impl Gateway {
     /// `session` events of its account say when to look). A socket holding it closes
     /// then. A token whose time checks the clock cannot read
     /// ([`Session::ends_by_the_clock`]) is asked every [`LIVENESS_POLL`] besides.
-    pub async fn session_ended(&self, session: &Session) {
+    ///
+    /// `looking` is true while the session is being looked at (from a `session` event
+    /// until the database has answered), and the socket holds its deliveries meanwhile:
+    /// the hub sends a `session` event before any event written after it, so a
+    /// delivery made after a revocation waits for the revocation's verdict. A look the
+    /// database fails is tried again after [`LOOK_RETRY`], deliveries still held.
+    pub async fn session_ended(&self, session: &Session, looking: &AtomicBool) {
         let left = (session.ends_at() - chrono::Utc::now())
             .to_std()
             .unwrap_or_default();
@@ -908,21 +921,39 @@ impl Gateway {
             polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             polls
         });
+        let mut retry = None;
         let account = session.identity().user_id();
         let mut events = self.state.hub.sessions().await;
         // A revocation committed before the receiver existed sends no event to it.
-        if !Box::pin(self.still_current(session)).await {
-            return;
-        }
+        let mut look = true;
         loop {
-            let look = tokio::select! {
+            if look {
+                looking.store(true, Ordering::Release);
+                match Box::pin(self.session_is_current(session)).await {
+                    Ok(true) => {
+                        retry = None;
+                        looking.store(false, Ordering::Release);
+                        // The socket's task polls this first: have it poll its
+                        // deliveries again once events already queued are looked at.
+                        std::future::poll_fn(|cx| {
+                            cx.waker().wake_by_ref();
+                            std::task::Poll::Ready(())
+                        })
+                        .await;
+                    }
+                    Ok(false) => return,
+                    Err(_) => retry = Some(Box::pin(tokio::time::sleep(LOOK_RETRY))),
+                }
+            }
+            look = tokio::select! {
                 () = &mut expiry => return,
                 () = next_poll(&mut polls) => {
                     if session.has_expired() {
                         return;
                     }
-                    continue;
+                    false
                 }
+                () = next_retry(&mut retry) => true,
                 event = events.recv() => match event {
                     Ok(event) => event.owner_id.is_none() || event.owner_id == account,
                     // Missed events may have concerned this session.
@@ -933,17 +964,7 @@ impl Gateway {
                     }
                 },
             };
-            if look && !Box::pin(self.still_current(session)).await {
-                return;
-            }
         }
-    }
-
-    /// Whether `session` may still act, in a short transaction of its own; a database
-    /// failure keeps the socket (the next operation checks again anyway). Callers box
-    /// it: its database futures would otherwise size every idle socket's watcher.
-    async fn still_current(&self, session: &Session) -> bool {
-        self.session_is_current(session).await.unwrap_or(true)
     }
 
     /// Whether `session` may still act, in one short read-only transaction (the
@@ -964,6 +985,18 @@ impl Gateway {
 /// such a token by at most this long. Each ask runs the token's checks once, under the
 /// authorizer's run limits (`auth::tokens`).
 pub const LIVENESS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a socket waits before looking at its session again when the database
+/// could not answer (`Gateway::session_ended`); its deliveries wait as long.
+pub const LOOK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When `retry` fires; never, when there is none.
+async fn next_retry(retry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match retry {
+        Some(retry) => retry.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// The next tick of `polls`; never, when there are none.
 async fn next_poll(polls: &mut Option<tokio::time::Interval>) {

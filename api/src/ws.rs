@@ -13,7 +13,17 @@
 //! [`Connection`] is the pure part (what a message means, what to answer, which ids are
 //! active); [`serve`] does the I/O around it.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::Poll,
+    time::Duration,
+};
 
 use async_graphql::{Request, ServerError, parser::types::OperationType};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -482,6 +492,7 @@ pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol, clie
         client,
         acknowledged: false,
         session_ended: future::pending().boxed(),
+        looking: Arc::new(AtomicBool::new(false)),
         operations: StreamMap::new(),
         socket,
         gateway,
@@ -490,6 +501,21 @@ pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol, clie
     // server knows when every socket has closed.
     let shutdown = served.gateway.state().shutdown.watch();
     served.run(init_timeout, shutdown).await;
+}
+
+/// The next item of `operations`, but none while `looking` holds: the session's
+/// watcher, polled first, wakes the socket again once it is done.
+fn unless<'a>(
+    looking: &'a AtomicBool,
+    operations: &'a mut StreamMap<String, BoxStream<'static, Option<Arc<Delivery>>>>,
+) -> impl Future<Output = Option<(String, Option<Arc<Delivery>>)>> + 'a {
+    future::poll_fn(move |cx| {
+        if looking.load(Ordering::Acquire) {
+            Poll::Pending
+        } else {
+            operations.poll_next_unpin(cx)
+        }
+    })
 }
 
 /// The I/O side of one socket: the [`Connection`] plus what it needs to act.
@@ -504,6 +530,9 @@ struct Served {
     acknowledged: bool,
     /// Resolves when the acknowledged caller's session may no longer act.
     session_ended: BoxFuture<'static, ()>,
+    /// True while `session_ended` looks at the session: deliveries wait meanwhile
+    /// (`Gateway::session_ended`).
+    looking: Arc<AtomicBool>,
     /// Each operation's responses, then `None` when its stream ends. Removing an entry
     /// drops the stream, which cancels the operation (and rolls back its transaction).
     operations: StreamMap<String, BoxStream<'static, Option<Arc<Delivery>>>>,
@@ -521,15 +550,20 @@ impl Served {
         let mut keep_alive =
             tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         loop {
+            // In this order: the session is looked at before any delivery is taken, so a
+            // delivery never overtakes the revocation the hub sent before its event.
             let step = tokio::select! {
-                message = self.socket.recv() => self.on_incoming(message).await,
-                Some((id, output)) = self.operations.next() => self.on_output(id, output).await,
+                biased;
+                () = &mut stopping => {
+                    self.close(code::GOING_AWAY, "Server shutting down").await
+                }
+                () = &mut self.session_ended => self.close(code::FORBIDDEN, "Forbidden").await,
                 () = &mut init_deadline, if !self.connection.initialised => {
                     self.close(code::INIT_TIMEOUT, "Connection initialisation timeout").await
                 }
-                () = &mut self.session_ended => self.close(code::FORBIDDEN, "Forbidden").await,
-                () = &mut stopping => {
-                    self.close(code::GOING_AWAY, "Server shutting down").await
+                message = self.socket.recv() => self.on_incoming(message).await,
+                Some((id, output)) = unless(&self.looking, &mut self.operations) => {
+                    self.on_output(id, output).await
                 }
                 _ = keep_alive.tick(), if legacy && self.acknowledged => {
                     self.send(&server_message("ka", None, None)).await
@@ -630,9 +664,9 @@ impl Served {
         match authenticate(&self.gateway, payload).await {
             Ok(caller) => {
                 if let Some(session) = caller.clone() {
-                    let gateway = self.gateway.clone();
+                    let (gateway, looking) = (self.gateway.clone(), self.looking.clone());
                     self.session_ended =
-                        async move { gateway.session_ended(&session).await }.boxed();
+                        async move { gateway.session_ended(&session, &looking).await }.boxed();
                 }
                 self.caller = caller;
                 self.acknowledged = true;

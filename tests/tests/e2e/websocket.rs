@@ -259,6 +259,35 @@ async fn signing_out_elsewhere_closes_the_socket_4403(app: TestApp) {
     assert_eq!(close_code(&mut ws).await, 4403);
 }
 
+/// A revocation and a change its token could see, committed together: the hub sends
+/// the revocation's event first, and the socket holds the change's delivery until its
+/// session has been looked at, so it closes 4403 without delivering it.
+#[tokio::test]
+async fn a_change_committed_with_the_token_s_revocation_is_not_delivered() {
+    let app = TestApp::postgres().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let mut ws = acknowledged_as(&app, ada.token()).await;
+    let live = app.state.fanout.live();
+    subscribe(&mut ws, "mine", NOTIFICATIONS).await;
+    app.until_live("the subscription never started", |now| now > live)
+        .await;
+    let session = app.state.tokens.verify(ada.token()).expect("a valid token");
+    let own = session.own_revocation_id().expect("a revocation id");
+    let conn = app.db.as_ref().expect("postgres").connect().await;
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &conn,
+        &format!(
+            "insert into revoked_tokens (revocation_id, user_id, expires_at) \
+             values ('{own}', '{ada_id}', now() + interval '1 day'); \
+             insert into notifications (id, user_id, kind, title) \
+             values (gen_random_uuid(), '{ada_id}', 'k', 'after the revocation')"
+        ),
+    )
+    .await
+    .expect("a revocation and a change, in one transaction");
+    assert_eq!(close_code(&mut ws).await, 4403);
+}
+
 #[tokio::test]
 async fn a_second_connection_init_closes_4429() {
     let app = TestApp::sqlite().await;
