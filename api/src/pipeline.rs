@@ -407,9 +407,12 @@ impl Gateway {
         if ran {
             prepared.prove();
         }
-        if authenticated && ran {
+        if authenticated && (ran || identity.is_admin()) {
             // Opened already, or, for an operation that needed no database, now: a
-            // session proves it may still act on every operation it runs.
+            // session proves it may still act on every operation it runs. An admin's
+            // refused one too, since validation answered it on the admin's schema (with
+            // suggestions in production): a signed-out or demoted admin gets only the
+            // refusal of its session.
             let _ = pending.open().await;
         }
         let tx = match pending.take() {

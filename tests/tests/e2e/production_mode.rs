@@ -107,6 +107,24 @@ async fn introspection_and_suggestions_are_for_admins_only_in_production() {
     assert_eq!(code(&response), "FORBIDDEN", "{response}");
 }
 
+/// What an admin's token gets beyond a user's (introspection, suggestions) depends on
+/// the session, not the token's claim: once the admin signs out, the same token's
+/// introspection and misspelled queries get only `UNAUTHENTICATED`.
+#[tokio::test]
+async fn a_signed_out_admin_token_gets_nothing_of_the_admin_schema() {
+    let app = production(|_| {}).await;
+    let (admin, _) = app.admin("root@example.com").await;
+    assert_open(&admin, "admin").await;
+    let out = admin.graphql("mutation { signOut }", json!({})).await;
+    assert_eq!(out["data"]["signOut"], true, "{out}");
+    for query in [SCHEMA, MISSPELLED] {
+        let response = admin.graphql(query, json!({})).await;
+        assert_eq!(code(&response), "UNAUTHENTICATED", "{query}: {response}");
+        assert!(!message(&response).contains("Did you mean"), "{response}");
+        assert!(response["data"].is_null(), "{query}: {response}");
+    }
+}
+
 #[tokio::test]
 async fn development_keeps_introspection_and_suggestions_for_everyone() {
     let app = TestApp::sqlite().await;
