@@ -110,6 +110,7 @@ pub struct Metrics {
     refusals: Family<RefusalLabels, Counter>,
     sockets: Gauge,
     deliveries: Counter,
+    failed_looks: Counter,
     names: Bounded,
     codes: Bounded,
 }
@@ -164,6 +165,13 @@ impl Metrics {
             "Subscription responses handed to sockets (one per subscriber and event)",
             deliveries.clone(),
         );
+        let failed_looks = Counter::default();
+        registry.register(
+            "session_looks_failed",
+            "Looks at a socket's session (after a revocation or a role change of its account) \
+             the database could not answer; each is tried again, the socket's deliveries held",
+            failed_looks.clone(),
+        );
         Self {
             registry,
             operations,
@@ -172,6 +180,7 @@ impl Metrics {
             refusals,
             sockets,
             deliveries,
+            failed_looks,
             names: Bounded::new("anonymous"),
             codes: Bounded::new(NO_CODE),
         }
@@ -258,6 +267,11 @@ impl Metrics {
     pub fn socket_opened(&self) -> OpenSocket {
         self.sockets.inc();
         OpenSocket(self.sockets.clone())
+    }
+
+    /// Counts a look at a socket's session that the database could not answer.
+    pub fn session_look_failed(&self) {
+        self.failed_looks.inc();
     }
 
     /// The counter of subscription responses handed to sockets.

@@ -945,7 +945,10 @@ impl Gateway {
                         .await;
                     }
                     Ok(false) => return,
-                    Err(_) => retry = Some(Box::pin(tokio::time::sleep(LOOK_RETRY))),
+                    Err(_) => {
+                        self.state.metrics.session_look_failed();
+                        retry = Some(Box::pin(tokio::time::sleep(LOOK_RETRY)));
+                    }
                 }
             }
             look = tokio::select! {

@@ -9,7 +9,9 @@ use std::{
 
 use biscuit_auth::{BlockBuilder, KeyPair, builder::date};
 use flashfusion_api::auth::{Role, TokenService};
-use flashfusion_tests::{TestApp, TestDb, WsClient, WsEnd, whole_seconds_from_now};
+use flashfusion_tests::{
+    Client, Scrape, TestApp, TestDb, WsClient, WsEnd, eventually, whole_seconds_from_now,
+};
 use serde_json::{Value, json};
 
 const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -271,21 +273,77 @@ async fn a_change_committed_with_the_token_s_revocation_is_not_delivered() {
     subscribe(&mut ws, "mine", NOTIFICATIONS).await;
     app.until_live("the subscription never started", |now| now > live)
         .await;
-    let session = app.state.tokens.verify(ada.token()).expect("a valid token");
+    revoke_with(
+        &app,
+        &ada,
+        &ada_id,
+        &format!(
+            "insert into notifications (id, user_id, kind, title) \
+             values (gen_random_uuid(), '{ada_id}', 'k', 'after the revocation')"
+        ),
+    )
+    .await;
+    assert_eq!(close_code(&mut ws).await, 4403);
+}
+
+/// A look at the session that the database cannot answer (here the function that
+/// checks a session is gone for a while; the hub reads events without it) is tried again, deliveries held meanwhile: a
+/// token revoked then still closes its socket once the database answers.
+#[tokio::test]
+async fn a_session_look_the_database_fails_is_tried_again() {
+    let app = TestApp::postgres().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let mut ws = acknowledged_as(&app, ada.token()).await;
+    let live = app.state.fanout.live();
+    subscribe(&mut ws, "mine", NOTIFICATIONS).await;
+    app.until_live("the subscription never started", |now| now > live)
+        .await;
+    let failed = || Scrape::of_state(&app).sum("flashfusion_session_looks_failed_total", &[]);
+    let before = failed();
+    let conn = app.db.as_ref().expect("postgres").connect().await;
+    let rename = |from: &str, to: &str| format!("alter function {from} rename to {to}");
+    let (checks, away) = (
+        "flashfusion_session_is_current",
+        "flashfusion_session_is_away",
+    );
+    sea_orm::ConnectionTrait::execute_unprepared(&conn, &rename(checks, away))
+        .await
+        .expect("the session check gone");
+    revoke(&app, &ada, &ada_id).await;
+    eventually("the look never failed", || {
+        std::future::ready(failed() > before)
+    })
+    .await;
+    sea_orm::ConnectionTrait::execute_unprepared(&conn, &rename(away, checks))
+        .await
+        .expect("the session check back");
+    assert_eq!(close_code(&mut ws).await, 4403);
+}
+
+/// Revokes `client`'s token (of account `id`) behind the gateway's back, as an operator
+/// would, with `also` in the same transaction.
+async fn revoke_with(app: &TestApp, client: &Client, id: &str, also: &str) {
+    let session = app
+        .state
+        .tokens
+        .verify(client.token())
+        .expect("a valid token");
     let own = session.own_revocation_id().expect("a revocation id");
     let conn = app.db.as_ref().expect("postgres").connect().await;
     sea_orm::ConnectionTrait::execute_unprepared(
         &conn,
         &format!(
             "insert into revoked_tokens (revocation_id, user_id, expires_at) \
-             values ('{own}', '{ada_id}', now() + interval '1 day'); \
-             insert into notifications (id, user_id, kind, title) \
-             values (gen_random_uuid(), '{ada_id}', 'k', 'after the revocation')"
+             values ('{own}', '{id}', now() + interval '1 day'); {also}"
         ),
     )
     .await
-    .expect("a revocation and a change, in one transaction");
-    assert_eq!(close_code(&mut ws).await, 4403);
+    .expect("a revocation");
+}
+
+/// [`revoke_with`] nothing else.
+async fn revoke(app: &TestApp, client: &Client, id: &str) {
+    revoke_with(app, client, id, "").await;
 }
 
 #[tokio::test]
