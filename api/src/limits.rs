@@ -198,8 +198,13 @@ pub fn count_tokens(query: &str, max: usize) -> usize {
 /// Length of the number at the start of `rest`: a `-` or digit, then digits, letters
 /// and `.`, with a sign only straight after an exponent's `e` (`1.5e-3`). Any other
 /// sign starts a token of its own: the parser reads `[1-1-1]` as three numbers, so a
-/// list of them must count as many tokens as it has.
+/// list of them must count as many tokens as it has. So does a digit after a leading
+/// `0` (an integer part is `0` or starts with 1–9): `[00]` is two numbers.
 fn number_len(rest: &[u8]) -> usize {
+    let zero = usize::from(rest[0] == b'-');
+    if rest.get(zero) == Some(&b'0') && rest.get(zero + 1).is_some_and(u8::is_ascii_digit) {
+        return zero + 1;
+    }
     let mut at = 1;
     while let Some(&byte) = rest.get(at) {
         let exponent_sign = matches!(byte, b'+' | b'-') && matches!(rest[at - 1], b'e' | b'E');
@@ -434,7 +439,22 @@ mod tests {
         // Numbers need no separator: `1-1-1` is three of them, as the parser reads it.
         assert_eq!(count_tokens("[1-1-1]", 100), 5);
         assert_eq!(count_tokens("[1e-5 2E+3 -0.5-4]", 100), 6);
-        let document = parse_query("{ a(l: [1-1-1]) }").expect("parses");
+        assert_eq!(count_tokens("[00 -012 0.5 10]", 100), 8);
+        assert_eq!(
+            parsed_list("[1-1-1]"),
+            "[1, -1, -1]",
+            "the parser's reading"
+        );
+        assert_eq!(
+            parsed_list("[00 -012]"),
+            "[0, 0, -0.0, 12]",
+            "the parser's reading"
+        );
+    }
+
+    /// `list` as async-graphql's parser reads it, as an argument's value.
+    fn parsed_list(list: &str) -> String {
+        let document = parse_query(format!("{{ a(l: {list}) }}")).expect("parses");
         let async_graphql::parser::types::DocumentOperations::Single(operation) =
             &document.operations
         else {
@@ -443,11 +463,7 @@ mod tests {
         let Selection::Field(field) = &operation.node.selection_set.node.items[0].node else {
             panic!("a field");
         };
-        assert_eq!(
-            field.node.arguments[0].1.node.to_string(),
-            "[1, -1, -1]",
-            "the parser's reading"
-        );
+        field.node.arguments[0].1.node.to_string()
     }
 
     #[test]
