@@ -168,8 +168,9 @@ impl Metrics {
         let failed_looks = Counter::default();
         registry.register(
             "session_looks_failed",
-            "Looks at a socket's session (after a revocation or a role change of its account) \
-             the database could not answer; each is tried again, the socket's deliveries held",
+            "Looks at a socket's session (when it opens, after a session event of its account \
+             such as a revocation or a role change) the database could not answer; each is \
+             tried again, the socket's deliveries held",
             failed_looks.clone(),
         );
         Self {

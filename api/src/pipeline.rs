@@ -905,11 +905,12 @@ impl Gateway {
     /// then. A token whose time checks the clock cannot read
     /// ([`Session::ends_by_the_clock`]) is asked every [`LIVENESS_POLL`] besides.
     ///
-    /// `looking` is true while the session is being looked at (from a `session` event
-    /// until the database has answered), and the socket holds its deliveries meanwhile:
-    /// the hub sends a `session` event before any event written after it, so a
-    /// delivery made after a revocation waits for the revocation's verdict. A look the
-    /// database fails is tried again after [`LOOK_RETRY`], deliveries still held.
+    /// `looking` is true while the session is being looked at (when the socket opens,
+    /// and from a `session` event of its account until the database has answered), and
+    /// the socket holds its deliveries meanwhile: the hub sends a `session` event
+    /// before any event written after it, so a delivery made after a revocation waits
+    /// for the revocation's verdict. A look the database fails is tried again after
+    /// [`LOOK_RETRY`], doubling up to [`LOOK_RETRY_MAX`], deliveries still held.
     pub async fn session_ended(&self, session: &Session, looking: &AtomicBool) {
         let left = (session.ends_at() - chrono::Utc::now())
             .to_std()
@@ -924,7 +925,7 @@ impl Gateway {
             polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             polls
         });
-        let mut retry = None;
+        let (mut retry, mut failures) = (None, 0);
         let account = session.identity().user_id();
         let mut events = self.state.hub.sessions().await;
         // A revocation committed before the receiver existed sends no event to it.
@@ -933,21 +934,17 @@ impl Gateway {
             if look {
                 looking.store(true, Ordering::Release);
                 match Box::pin(self.session_is_current(session)).await {
+                    // The socket polls its deliveries right after this returns.
                     Ok(true) => {
-                        retry = None;
+                        (retry, failures) = (None, 0);
                         looking.store(false, Ordering::Release);
-                        // The socket's task polls this first: have it poll its
-                        // deliveries again once events already queued are looked at.
-                        std::future::poll_fn(|cx| {
-                            cx.waker().wake_by_ref();
-                            std::task::Poll::Ready(())
-                        })
-                        .await;
                     }
                     Ok(false) => return,
                     Err(_) => {
                         self.state.metrics.session_look_failed();
-                        retry = Some(Box::pin(tokio::time::sleep(LOOK_RETRY)));
+                        let wait = LOOK_RETRY.saturating_mul(1 << failures.min(4));
+                        failures += 1;
+                        retry = Some(Box::pin(tokio::time::sleep(wait.min(LOOK_RETRY_MAX))));
                     }
                 }
             }
@@ -988,13 +985,19 @@ impl Gateway {
 
 /// How often a socket asks the authorizer whether its token has expired, when the
 /// token's time checks do not say when (`Gateway::session_ended`): a socket outlives
-/// such a token by at most this long. Each ask runs the token's checks once, under the
-/// authorizer's run limits (`auth::tokens`).
+/// such a token by about this long (longer only while its session is being looked
+/// at). Each ask runs the token's checks once and once more for each access it was
+/// granted (at most 16, `auth::tokens`), under the authorizer's run limits.
 pub const LIVENESS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a socket waits before looking at its session again when the database
-/// could not answer (`Gateway::session_ended`); its deliveries wait as long.
+/// could not answer (`Gateway::session_ended`), doubled after each failure up to
+/// [`LOOK_RETRY_MAX`] so that sockets do not crowd a struggling database; its
+/// deliveries wait as long.
 pub const LOOK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The longest wait between two looks at a socket's session that fail.
+pub const LOOK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(16);
 
 /// When `retry` fires; never, when there is none.
 async fn next_retry(retry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {

@@ -503,8 +503,9 @@ pub async fn serve(gateway: Gateway, socket: WebSocket, protocol: Protocol, clie
     served.run(init_timeout, shutdown).await;
 }
 
-/// The next item of `operations`, but none while `looking` holds: the session's
-/// watcher, polled first, wakes the socket again once it is done.
+/// The next item of `operations`, but none while `looking` holds. The session's
+/// watcher clears it, and the socket's loop polls this right after the watcher; while
+/// it holds, the watcher awaits the database or its retry, which wake the socket.
 fn unless<'a>(
     looking: &'a AtomicBool,
     operations: &'a mut StreamMap<String, BoxStream<'static, Option<Arc<Delivery>>>>,
@@ -561,12 +562,13 @@ impl Served {
                 () = &mut init_deadline, if !self.connection.initialised => {
                     self.close(code::INIT_TIMEOUT, "Connection initialisation timeout").await
                 }
+                // Before the two streams, which a busy socket may never see empty.
+                _ = keep_alive.tick(), if legacy && self.acknowledged => {
+                    self.send(&server_message("ka", None, None)).await
+                }
                 message = self.socket.recv() => self.on_incoming(message).await,
                 Some((id, output)) = unless(&self.looking, &mut self.operations) => {
                     self.on_output(id, output).await
-                }
-                _ = keep_alive.tick(), if legacy && self.acknowledged => {
-                    self.send(&server_message("ka", None, None)).await
                 }
             };
             if step.is_err() {

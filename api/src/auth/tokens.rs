@@ -92,17 +92,32 @@ struct Verified {
     live_until: Option<DateTime<Utc>>,
     /// Where the verification cache keeps this session (`None`: caching is off).
     cache_key: Option<CacheKey>,
-    /// Verdicts of [`Session::authorize`] already reached, at most
-    /// [`MAX_REMEMBERED_VERDICTS`]. When `live_until` is known they answer the same
-    /// access again: the token's other checks do not depend on the time, so a verdict
-    /// holds until then. When it is not, they are never reused; the accesses granted are
-    /// what [`Session::has_expired`] asks again.
+    /// Verdicts of [`Session::authorize`] already reached, kept only when `live_until`
+    /// is known: the token's other checks do not depend on the time, so a verdict holds
+    /// until then. At most [`MAX_REMEMBERED_VERDICTS`].
     verdicts: Mutex<HashMap<(Operation, Resource), bool>>,
+    /// The accesses [`Session::authorize`] granted, kept only when `live_until` is not
+    /// known: what [`Session::has_expired`] asks again.
+    grants: Mutex<Grants>,
 }
 
 /// Most access verdicts one session remembers across operations; beyond, new accesses
 /// are authorized every time (a list over many projects, say).
 const MAX_REMEMBERED_VERDICTS: usize = 64;
+
+/// Most grants a session whose end the clock cannot tell keeps for
+/// [`Session::has_expired`], which asks each again every time (a socket's watcher, once
+/// a second): beyond, the session counts as expired, since a grant it could not keep
+/// could no longer be asked.
+const MAX_WATCHED_GRANTS: usize = 16;
+
+/// The accesses granted to a session whose end the clock cannot tell.
+#[derive(Default)]
+struct Grants {
+    accesses: Vec<(Operation, Resource)>,
+    /// More were granted than [`MAX_WATCHED_GRANTS`].
+    overflowed: bool,
+}
 
 impl TokenService {
     /// Uses `private_key_hex` when given; otherwise the development key in `key_file`,
@@ -286,6 +301,7 @@ impl TokenService {
             live_until: time_limit(&checks),
             cache_key,
             verdicts: Mutex::default(),
+            grants: Mutex::default(),
             identity: Identity::user(
                 Uuid::parse_str(&user).map_err(|_| INVALID_TOKEN)?,
                 Role::parse(&role).ok_or(INVALID_TOKEN)?,
@@ -591,8 +607,9 @@ impl Session {
     /// it is refused now. A token's checks and the facts of an access never change, so
     /// only the clock can turn a grant into a refusal: a check that names the time
     /// together with the access (`check if operation("read"), time($t), $t < ..`) or
-    /// holds only within a window. An authorization that hit biscuit's limits tells
-    /// nothing, so it is not taken for an expiry.
+    /// holds only within a window. A session that was granted more than
+    /// [`MAX_WATCHED_GRANTS`] accesses counts as expired. An authorization that hit
+    /// biscuit's limits tells nothing, so it is not taken for an expiry.
     pub fn has_expired(&self) -> bool {
         if matches!(self.liveness(), Err(Outcome::Expired)) {
             return true;
@@ -600,11 +617,13 @@ impl Session {
         if self.ends_by_the_clock() {
             return false;
         }
-        let granted: Vec<(Operation, Resource)> = self
-            .verdicts()
-            .iter()
-            .filter_map(|(access, allowed)| allowed.then_some(*access))
-            .collect();
+        let granted = {
+            let grants = self.grants();
+            if grants.overflowed {
+                return true;
+            }
+            grants.accesses.clone()
+        };
         granted.into_iter().any(|(operation, resource)| {
             matches!(
                 check(&self.0.token, &access_facts(operation, resource)),
@@ -671,12 +690,28 @@ impl Session {
             Err(Outcome::Expired) => return Err(INVALID_TOKEN),
             Err(Outcome::Error) => return Err(over_limits()),
         };
-        let mut verdicts = self.verdicts();
-        if verdicts.len() < MAX_REMEMBERED_VERDICTS {
-            verdicts.insert((operation, resource), allowed);
+        if self.0.live_until.is_some() {
+            let mut verdicts = self.verdicts();
+            if verdicts.len() < MAX_REMEMBERED_VERDICTS {
+                verdicts.insert((operation, resource), allowed);
+            }
+        } else if allowed {
+            let mut grants = self.grants();
+            if !grants.accesses.contains(&(operation, resource)) {
+                if grants.accesses.len() < MAX_WATCHED_GRANTS {
+                    grants.accesses.push((operation, resource));
+                } else {
+                    grants.overflowed = true;
+                }
+            }
         }
-        drop(verdicts);
         if allowed { Ok(()) } else { Err(REFUSED) }
+    }
+
+    /// The watched grants, locked. Nothing panics while they are held, so a poisoned
+    /// lock is used as it is.
+    fn grants(&self) -> std::sync::MutexGuard<'_, Grants> {
+        self.0.grants.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The remembered verdicts, locked. Nothing panics while they are held, so a
@@ -892,5 +927,18 @@ mod tests {
         assert_eq!(session.0.live_until, None);
         assert!(!tokens.is_cached(&other));
         assert!(session.ensure_live().is_ok());
+        // Its grants are kept for the socket's watcher to ask again, bounded: one more
+        // than it can keep, and it counts as expired.
+        assert!(!session.has_expired());
+        for _ in 0..MAX_WATCHED_GRANTS {
+            let project = Resource::Project(Uuid::now_v7());
+            assert!(session.authorize(Operation::Read, project).is_ok());
+            assert!(session.authorize(Operation::Read, project).is_ok());
+        }
+        assert!(session.verdicts().is_empty(), "no verdict is reused");
+        assert!(!session.has_expired());
+        let one_more = Resource::Project(Uuid::now_v7());
+        assert!(session.authorize(Operation::Read, one_more).is_ok());
+        assert!(session.has_expired());
     }
 }

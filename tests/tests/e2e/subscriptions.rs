@@ -681,7 +681,7 @@ async fn a_token_limited_to_writes_gets_no_task_or_deployment_events(app: TestAp
 /// the subscription's first event judged the project readable.
 async fn a_project_s_events_stop_when_the_token_s_time_on_it_ends(app: TestApp) {
     let world = World::new(&app).await;
-    let until = whole_seconds_from_now(3);
+    let until = whole_seconds_from_now(5);
     let token = app.appended(
         world.owner().token(),
         BlockBuilder::new()

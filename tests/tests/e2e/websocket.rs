@@ -150,7 +150,7 @@ async fn the_socket_closes_4403_when_a_time_check_of_another_form_fails() {
     let ends = until + Duration::from_secs(1);
     assert!(closed >= ends, "closed before its time");
     assert!(
-        closed < ends + 2 * flashfusion_api::pipeline::LIVENESS_POLL,
+        closed < ends + 3 * flashfusion_api::pipeline::LIVENESS_POLL,
         "closed {:?} after its time",
         closed.duration_since(ends)
     );
@@ -171,18 +171,19 @@ async fn the_socket_closes_4403_when_a_time_limit_on_reading_passes() {
     let closed = std::time::SystemTime::now();
     assert!(closed >= until, "closed before its time");
     assert!(
-        closed < until + 2 * flashfusion_api::pipeline::LIVENESS_POLL,
+        closed < until + 3 * flashfusion_api::pipeline::LIVENESS_POLL,
         "closed {:?} after its time",
         closed.duration_since(until)
     );
 }
 
 /// An acknowledged socket of a new account whose token carries `check`, appended
-/// offline, with `{until}` two seconds from now; with its app, and `until`.
+/// offline, with `{until}` four seconds from now (time enough to set a subscription up
+/// first); with its app, and `until`.
 async fn socket_with_time_check(check: &str) -> (TestApp, WsClient, std::time::SystemTime) {
     let app = TestApp::sqlite().await;
     let (ada, _) = app.user("ada@example.com").await;
-    let until = whole_seconds_from_now(2);
+    let until = whole_seconds_from_now(4);
     let token = app.appended(
         ada.token(),
         BlockBuilder::new()
