@@ -237,6 +237,14 @@ impl TestApp {
             .0
     }
 
+    /// A graphql-transport-ws socket signed in with `token` through `connection_init`
+    /// ([`bearer`]) and acknowledged.
+    pub async fn socket_as(&self, token: &str) -> WsClient {
+        let mut ws = self.websocket("graphql-transport-ws", bearer(token)).await;
+        assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+        ws
+    }
+
     /// Opens a WebSocket on `/graphql` with `subprotocol` and sends `connection_init`
     /// with `payload`.
     pub async fn websocket(&self, subprotocol: &str, payload: Value) -> WsClient {
@@ -368,4 +376,10 @@ impl WsClient {
             }
         }
     }
+}
+
+/// The `connection_init` payload that signs a socket in with `token`, as a browser
+/// client sends it: an `Authorization` value.
+pub fn bearer(token: &str) -> Value {
+    json!({ "Authorization": format!("Bearer {token}") })
 }

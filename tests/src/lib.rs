@@ -17,7 +17,7 @@ mod wait;
 pub use actors::{
     Actor, Actors, Case, create_project, create_visible_project, outcome, run_matrix, scoped,
 };
-pub use app::{Client, PANIC_ROUTE, TIMEOUT, TestApp, WsClient, WsEnd};
+pub use app::{Client, PANIC_ROUTE, TIMEOUT, TestApp, WsClient, WsEnd, bearer};
 pub use cluster::Cluster;
 pub use database::{TestDb, test_database_url};
 pub use metrics::Scrape;

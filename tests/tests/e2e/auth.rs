@@ -589,13 +589,7 @@ async fn a_websocket_closes_when_its_scoped_tokens_expiry_passes() {
             .expect("expiresAt"),
     )
     .expect("rfc3339");
-    let mut ws = app
-        .websocket(
-            "graphql-transport-ws",
-            json!({ "Authorization": format!("Bearer {token}") }),
-        )
-        .await;
-    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let mut ws = app.socket_as(token).await;
     // The expiry of the appended block, not the authority's, ends the socket (4403).
     assert!(
         matches!(ws.next().await, Err(flashfusion_tests::WsEnd::Closed(4403))),

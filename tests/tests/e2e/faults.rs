@@ -80,13 +80,7 @@ async fn a_postgres_restart_fails_fast_then_recovers_listener_included() {
     .await;
     let (ada, _) = app.user("ada@example.com").await;
     let project = create_project(&ada, "resilient").await;
-    let mut ws = app
-        .websocket(
-            "graphql-transport-ws",
-            json!({ "Authorization": format!("Bearer {}", ada.token()) }),
-        )
-        .await;
-    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let mut ws = app.socket_as(ada.token()).await;
     let live = app.state.fanout.live();
     ws.send(json!({ "id": "1", "type": "subscribe", "payload": {
         "query": "subscription($p: ID) { agentTaskUpdated(projectId: $p) { task { title } } }",

@@ -273,13 +273,7 @@ async fn a_subscription_refused_by_validation_does_no_database_work() {
     // With a token, it starts and delivers.
     let (ada, ada_id) = app.user("ada@example.com").await;
     let (admin, _) = app.admin("root@example.com").await;
-    let mut ws = app
-        .websocket(
-            "graphql-transport-ws",
-            json!({ "Authorization": format!("Bearer {}", ada.token()) }),
-        )
-        .await;
-    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let mut ws = app.socket_as(ada.token()).await;
     let live = app.state.fanout.live();
     ws.send(json!({ "id": "1", "type": "subscribe", "payload": {
         "query": "subscription { notificationAdded { notification { title } } }" } }))

@@ -48,13 +48,7 @@ async fn operations_errors_and_subscriptions_are_counted(app: TestApp) {
 
     // A subscription that receives one event.
     let live = app.state.fanout.live();
-    let mut ws = app
-        .websocket(
-            "graphql-transport-ws",
-            json!({ "Authorization": format!("Bearer {}", ada.token()) }),
-        )
-        .await;
-    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let mut ws = app.socket_as(ada.token()).await;
     ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": NOTIFICATIONS } }))
         .await;
     app.until_live("the subscription never started", |now| now > live)

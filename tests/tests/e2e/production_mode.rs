@@ -359,9 +359,7 @@ async fn over_websocket_introspection_is_for_admins_only_too() {
         "{refused}"
     );
 
-    let payload = json!({ "Authorization": format!("Bearer {}", admin.token()) });
-    let mut ws = app.websocket("graphql-transport-ws", payload).await;
-    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let mut ws = app.socket_as(admin.token()).await;
     ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": SCHEMA } }))
         .await;
     let next = ws.next().await.expect("next");

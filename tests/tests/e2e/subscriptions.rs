@@ -10,7 +10,7 @@ use std::time::Duration;
 use biscuit_auth::BlockBuilder;
 use flashfusion_api::auth::Role;
 use flashfusion_tests::{
-    Scrape, TIMEOUT, TestApp, WsClient, WsEnd, scoped, until_the_clock_reaches,
+    Scrape, TIMEOUT, TestApp, WsClient, WsEnd, bearer, scoped, until_the_clock_reaches,
     whole_seconds_from_now,
 };
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
@@ -29,7 +29,7 @@ async fn ask(app: &TestApp, token: &str, query: &str, variables: Value) -> WsCli
     let payload = if token.is_empty() {
         json!({})
     } else {
-        json!({ "Authorization": format!("Bearer {token}") })
+        bearer(token)
     };
     let mut ws = app.websocket("graphql-transport-ws", payload).await;
     assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
@@ -495,7 +495,7 @@ async fn a_subscriber_that_never_reads_does_not_delay_others() {
             .expect("ws connect");
     let token = world.owner().token();
     for message in [
-        json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }),
+        json!({ "type": "connection_init", "payload": bearer(token) }),
         json!({ "id": "1", "type": "subscribe", "payload": {
             "query": "subscription { notificationAdded { notification { title data } } }" } }),
     ] {

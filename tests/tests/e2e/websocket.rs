@@ -34,11 +34,12 @@ async fn acknowledged(app: &TestApp, protocol: &str) -> WsClient {
     ws
 }
 
-/// A graphql-transport-ws socket that has been acknowledged, signed in with `token`.
-async fn acknowledged_as(app: &TestApp, token: &str) -> WsClient {
-    let payload = json!({ "Authorization": format!("Bearer {token}") });
-    let mut ws = app.websocket(TRANSPORT_WS, payload).await;
-    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+/// `ws` once its subscription to the caller's notifications (id `mine`) is live.
+async fn subscribed(app: &TestApp, mut ws: WsClient) -> WsClient {
+    let live = app.state.fanout.live();
+    subscribe(&mut ws, "mine", NOTIFICATIONS).await;
+    app.until_live("the subscription never started", |now| now > live)
+        .await;
     ws
 }
 
@@ -117,7 +118,7 @@ async fn the_socket_closes_4403_when_its_token_expires() {
             Some(Duration::from_secs(2)),
         )
         .expect("mint");
-    let mut ws = acknowledged_as(&app, &token).await;
+    let mut ws = app.socket_as(&token).await;
     // The close is the event awaited: nothing is sent, the expiry alone ends the socket.
     assert_eq!(close_code(&mut ws).await, 4403);
     assert!(
@@ -161,12 +162,9 @@ async fn the_socket_closes_4403_when_a_time_check_of_another_form_fails() {
 /// its subscription was granted, and closes once that read is refused.
 #[tokio::test]
 async fn the_socket_closes_4403_when_a_time_limit_on_reading_passes() {
-    let (app, mut ws, until) =
+    let (app, ws, until) =
         socket_with_time_check(r#"check if operation("read"), time($t), $t < {until};"#).await;
-    let live = app.state.fanout.live();
-    subscribe(&mut ws, "mine", NOTIFICATIONS).await;
-    app.until_live("the subscription never started", |now| now > live)
-        .await;
+    let mut ws = subscribed(&app, ws).await;
     assert_eq!(close_code(&mut ws).await, 4403);
     let closed = std::time::SystemTime::now();
     assert!(closed >= until, "closed before its time");
@@ -194,7 +192,7 @@ async fn socket_with_time_check(check: &str) -> (TestApp, WsClient, std::time::S
             )
             .expect("block"),
     );
-    let ws = acknowledged_as(&app, &token).await;
+    let ws = app.socket_as(&token).await;
     (app, ws, until)
 }
 
@@ -269,11 +267,7 @@ async fn signing_out_elsewhere_closes_the_socket_4403(app: TestApp) {
 async fn a_change_committed_with_the_token_s_revocation_is_not_delivered() {
     let app = TestApp::postgres().await;
     let (ada, ada_id) = app.user("ada@example.com").await;
-    let mut ws = acknowledged_as(&app, ada.token()).await;
-    let live = app.state.fanout.live();
-    subscribe(&mut ws, "mine", NOTIFICATIONS).await;
-    app.until_live("the subscription never started", |now| now > live)
-        .await;
+    let mut ws = subscribed(&app, app.socket_as(ada.token()).await).await;
     revoke_with(
         &app,
         &ada,
@@ -288,17 +282,14 @@ async fn a_change_committed_with_the_token_s_revocation_is_not_delivered() {
 }
 
 /// A look at the session that the database cannot answer (here the function that
-/// checks a session is gone for a while; the hub reads events without it) is tried again, deliveries held meanwhile: a
-/// token revoked then still closes its socket once the database answers.
+/// checks a session is gone for a while; the hub reads events without it) is tried
+/// again, deliveries held meanwhile: a token revoked then still closes its socket once
+/// the database answers.
 #[tokio::test]
 async fn a_session_look_the_database_fails_is_tried_again() {
     let app = TestApp::postgres().await;
     let (ada, ada_id) = app.user("ada@example.com").await;
-    let mut ws = acknowledged_as(&app, ada.token()).await;
-    let live = app.state.fanout.live();
-    subscribe(&mut ws, "mine", NOTIFICATIONS).await;
-    app.until_live("the subscription never started", |now| now > live)
-        .await;
+    let mut ws = subscribed(&app, app.socket_as(ada.token()).await).await;
     let failed = || Scrape::of_state(&app).sum("flashfusion_session_looks_failed_total", &[]);
     let before = failed();
     let conn = app.db.as_ref().expect("postgres").connect().await;
