@@ -232,7 +232,7 @@ fn string_len(rest: &[u8]) -> usize {
 }
 
 /// Length of the block string at the start of `rest` (`"""` ... `"""`, where `\"""`
-/// is escaped); an unterminated one runs to the end.
+/// is escaped).
 fn block_string_len(rest: &[u8]) -> usize {
     let mut at = 3;
     while at < rest.len() {
@@ -244,7 +244,9 @@ fn block_string_len(rest: &[u8]) -> usize {
             at += 1;
         }
     }
-    rest.len()
+    // Unterminated: the parser reads `""` (an empty string) and goes on from the third
+    // quote, so counting must too.
+    2
 }
 
 /// What an operation's shape adds up to.
@@ -440,6 +442,13 @@ mod tests {
         assert_eq!(count_tokens("[1-1-1]", 100), 5);
         assert_eq!(count_tokens("[1e-5 2E+3 -0.5-4]", 100), 6);
         assert_eq!(count_tokens("[00 -012 0.5 10]", 100), 8);
+        // An unterminated block string is an empty string and what follows.
+        assert_eq!(count_tokens(r#"[""" x" 1 1]"#, 100), 6);
+        assert_eq!(
+            parsed_list(r#"[""" x" 1 1]"#),
+            r#"["", " x", 1, 1]"#,
+            "the parser's reading"
+        );
         assert_eq!(
             parsed_list("[1-1-1]"),
             "[1, -1, -1]",
