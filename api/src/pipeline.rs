@@ -942,7 +942,7 @@ impl Gateway {
                     Ok(false) => return,
                     Err(_) => {
                         self.state.metrics.session_look_failed();
-                        let wait = LOOK_RETRY.saturating_mul(1 << failures.min(4));
+                        let wait = LOOK_RETRY.saturating_mul(1 << failures.min(2));
                         failures += 1;
                         retry = Some(Box::pin(tokio::time::sleep(wait.min(LOOK_RETRY_MAX))));
                     }
@@ -986,8 +986,9 @@ impl Gateway {
 /// How often a socket asks the authorizer whether its token has expired, when the
 /// token's time checks do not say when (`Gateway::session_ended`): a socket outlives
 /// such a token by about this long (longer only while its session is being looked
-/// at). Each ask runs the token's checks once and once more for each access it was
-/// granted (at most 16, `auth::tokens`), under the authorizer's run limits.
+/// at). Each ask runs the token's checks once and once more for each access to the
+/// account's resources it was granted (at most 14, `auth::tokens`), under the
+/// authorizer's run limits.
 pub const LIVENESS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a socket waits before looking at its session again when the database
@@ -996,8 +997,9 @@ pub const LIVENESS_POLL: std::time::Duration = std::time::Duration::from_secs(1)
 /// deliveries wait as long.
 pub const LOOK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The longest wait between two looks at a socket's session that fail.
-pub const LOOK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(16);
+/// The longest wait between two looks at a socket's session that fail: short, since
+/// deliveries wait as long once the database is back.
+pub const LOOK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// When `retry` fires; never, when there is none.
 async fn next_retry(retry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {

@@ -96,28 +96,17 @@ struct Verified {
     /// is known: the token's other checks do not depend on the time, so a verdict holds
     /// until then. At most [`MAX_REMEMBERED_VERDICTS`].
     verdicts: Mutex<HashMap<(Operation, Resource), bool>>,
-    /// The accesses [`Session::authorize`] granted, kept only when `live_until` is not
-    /// known: what [`Session::has_expired`] asks again.
-    grants: Mutex<Grants>,
+    /// The accesses to the account's resources [`Session::authorize`] granted, kept only
+    /// when `live_until` is not known: what [`Session::has_expired`] asks again. A
+    /// project's are not kept: a subscription asks again for each event's project
+    /// (`kit::feed::ProjectScope`) and an operation for its own. So there are at most
+    /// one per operation and resource kind (14).
+    grants: Mutex<Vec<(Operation, Resource)>>,
 }
 
 /// Most access verdicts one session remembers across operations; beyond, new accesses
 /// are authorized every time (a list over many projects, say).
 const MAX_REMEMBERED_VERDICTS: usize = 64;
-
-/// Most grants a session whose end the clock cannot tell keeps for
-/// [`Session::has_expired`], which asks each again every time (a socket's watcher, once
-/// a second): beyond, the session counts as expired, since a grant it could not keep
-/// could no longer be asked.
-const MAX_WATCHED_GRANTS: usize = 16;
-
-/// The accesses granted to a session whose end the clock cannot tell.
-#[derive(Default)]
-struct Grants {
-    accesses: Vec<(Operation, Resource)>,
-    /// More were granted than [`MAX_WATCHED_GRANTS`].
-    overflowed: bool,
-}
 
 impl TokenService {
     /// Uses `private_key_hex` when given; otherwise the development key in `key_file`,
@@ -607,9 +596,8 @@ impl Session {
     /// it is refused now. A token's checks and the facts of an access never change, so
     /// only the clock can turn a grant into a refusal: a check that names the time
     /// together with the access (`check if operation("read"), time($t), $t < ..`) or
-    /// holds only within a window. A session that was granted more than
-    /// [`MAX_WATCHED_GRANTS`] accesses counts as expired. An authorization that hit
-    /// biscuit's limits tells nothing, so it is not taken for an expiry.
+    /// holds only within a window. An authorization that hit biscuit's limits tells
+    /// nothing, so it is not taken for an expiry.
     pub fn has_expired(&self) -> bool {
         if matches!(self.liveness(), Err(Outcome::Expired)) {
             return true;
@@ -617,13 +605,7 @@ impl Session {
         if self.ends_by_the_clock() {
             return false;
         }
-        let granted = {
-            let grants = self.grants();
-            if grants.overflowed {
-                return true;
-            }
-            grants.accesses.clone()
-        };
+        let granted = self.grants().clone();
         granted.into_iter().any(|(operation, resource)| {
             matches!(
                 check(&self.0.token, &access_facts(operation, resource)),
@@ -695,14 +677,10 @@ impl Session {
             if verdicts.len() < MAX_REMEMBERED_VERDICTS {
                 verdicts.insert((operation, resource), allowed);
             }
-        } else if allowed {
+        } else if allowed && !matches!(resource, Resource::Project(_)) {
             let mut grants = self.grants();
-            if !grants.accesses.contains(&(operation, resource)) {
-                if grants.accesses.len() < MAX_WATCHED_GRANTS {
-                    grants.accesses.push((operation, resource));
-                } else {
-                    grants.overflowed = true;
-                }
+            if !grants.contains(&(operation, resource)) {
+                grants.push((operation, resource));
             }
         }
         if allowed { Ok(()) } else { Err(REFUSED) }
@@ -710,7 +688,7 @@ impl Session {
 
     /// The watched grants, locked. Nothing panics while they are held, so a poisoned
     /// lock is used as it is.
-    fn grants(&self) -> std::sync::MutexGuard<'_, Grants> {
+    fn grants(&self) -> std::sync::MutexGuard<'_, Vec<(Operation, Resource)>> {
         self.0.grants.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -927,18 +905,23 @@ mod tests {
         assert_eq!(session.0.live_until, None);
         assert!(!tokens.is_cached(&other));
         assert!(session.ensure_live().is_ok());
-        // Its grants are kept for the socket's watcher to ask again, bounded: one more
-        // than it can keep, and it counts as expired.
-        assert!(!session.has_expired());
-        for _ in 0..MAX_WATCHED_GRANTS {
+        // Its grants on the account's resources are kept for the socket's watcher to
+        // ask again, once each; a project's are asked again where they are used.
+        for _ in 0..2 {
+            for resource in [Resource::Account, Resource::Notifications] {
+                assert!(session.authorize(Operation::Read, resource).is_ok());
+            }
             let project = Resource::Project(Uuid::now_v7());
             assert!(session.authorize(Operation::Read, project).is_ok());
-            assert!(session.authorize(Operation::Read, project).is_ok());
         }
+        assert_eq!(
+            *session.grants(),
+            [
+                (Operation::Read, Resource::Account),
+                (Operation::Read, Resource::Notifications)
+            ]
+        );
         assert!(session.verdicts().is_empty(), "no verdict is reused");
         assert!(!session.has_expired());
-        let one_more = Resource::Project(Uuid::now_v7());
-        assert!(session.authorize(Operation::Read, one_more).is_ok());
-        assert!(session.has_expired());
     }
 }
