@@ -99,16 +99,22 @@ impl ApiError {
 }
 
 /// Database errors map here and nowhere else: unique violations become `CONFLICT`
-/// named by their constraint, RLS refusals become `FORBIDDEN`, the rest is internal.
+/// named by their constraint, RLS refusals become `FORBIDDEN`, text Postgres cannot
+/// store (a NUL that validation did not catch) `BAD_USER_INPUT`, the rest is internal.
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
         if let Some(SqlErr::UniqueConstraintViolation(detail)) = err.sql_err() {
             return Self::Conflict(conflict_message(&detail));
         }
-        if is_permission_denied(&err) {
-            return Self::Forbidden("the database refused this operation for your role");
+        match sqlstate(&err).as_deref() {
+            // insufficient_privilege, which includes "new row violates row-level
+            // security policy".
+            Some("42501") => Self::Forbidden("the database refused this operation for your role"),
+            // character_not_in_repertoire (NUL in text), untranslatable_character (NUL
+            // in jsonb): only a value a client sent can hold one.
+            Some("22021" | "22P05") => Self::bad_input("a value holds the NUL character"),
+            _ => Self::internal("database error", err),
         }
-        Self::internal("database error", err)
     }
 }
 
@@ -125,17 +131,16 @@ fn conflict_message(detail: &str) -> &'static str {
     }
 }
 
-/// Postgres `42501 insufficient_privilege`, which includes "new row violates row-level
-/// security policy".
-fn is_permission_denied(err: &DbErr) -> bool {
+/// The Postgres SQLSTATE of a statement's error, if it has one.
+fn sqlstate(err: &DbErr) -> Option<String> {
     let runtime = match err {
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
-        _ => return false,
+        _ => return None,
     };
     runtime
         .as_database_error()
         .and_then(|db| db.code())
-        .is_some_and(|code| code == "42501")
+        .map(|code| code.into_owned())
 }
 
 impl From<ApiError> for async_graphql::Error {

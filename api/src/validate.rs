@@ -3,6 +3,8 @@
 //! both backends store the same thing and bad input is `BAD_USER_INPUT`, never a
 //! database error.
 
+use serde_json::Value;
+
 use crate::error::{ApiError, ApiResult};
 
 /// What a piece of text may span.
@@ -61,9 +63,53 @@ pub fn provider(field: &str, raw: &str) -> ApiResult<String> {
     Ok(required(field, raw, 100, Lines::One)?.to_lowercase())
 }
 
+/// A JSON value clients send: no NUL anywhere in its strings or keys, which Postgres'
+/// `jsonb` cannot store (SQLite would), so both backends keep the same values.
+pub fn json(field: &str, value: &Value) -> ApiResult<()> {
+    fn holds_nul(value: &Value) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().any(holds_nul),
+            Value::Object(map) => map
+                .iter()
+                .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+            _ => false,
+        }
+    }
+    if holds_nul(value) {
+        return Err(ApiError::bad_input(format!(
+            "{field}: must not contain the NUL character"
+        )));
+    }
+    Ok(())
+}
+
+/// [`json`], and an object.
+pub fn json_object(field: &str, value: &Value) -> ApiResult<()> {
+    if !value.is_object() {
+        return Err(ApiError::bad_input(format!(
+            "{field}: must be a JSON object"
+        )));
+    }
+    json(field, value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_values_refuse_nul_anywhere() {
+        assert!(json_object("input", &serde_json::json!({ "a": [1, "b"] })).is_ok());
+        assert!(json_object("input", &serde_json::json!([1])).is_err());
+        for bad in [
+            serde_json::json!({ "a": "x\u{0}" }),
+            serde_json::json!({ "a\u{0}": 1 }),
+            serde_json::json!({ "a": [{ "b": "\u{0}" }] }),
+        ] {
+            assert!(json("input", &bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn names_are_trimmed_and_refuse_control_characters() {

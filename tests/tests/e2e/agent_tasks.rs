@@ -235,6 +235,14 @@ async fn claims_take_the_highest_priority_then_the_oldest(app: flashfusion_tests
         Value::Null,
         "{none}"
     );
+    let nul = world
+        .service()
+        .graphql(
+            crate::work_support::CLAIM,
+            json!({ "slugs": ["code\u{0}reviewer"] }),
+        )
+        .await;
+    assert_eq!(code(&nul), "BAD_USER_INPUT", "{nul}");
 }
 
 async fn new_tasks_are_checked(app: flashfusion_tests::TestApp) {
@@ -260,6 +268,9 @@ async fn new_tasks_are_checked(app: flashfusion_tests::TestApp) {
         json!({ "title": "  " }),
         json!({ "title": "two\nlines" }),
         json!({ "input": [1, 2] }),
+        // Postgres cannot store NUL; refused alike on both backends.
+        json!({ "input": { "a": "nul\u{0}" } }),
+        json!({ "agentSlug": "code\u{0}reviewer" }),
         json!({ "parentTaskId": elsewhere }),
         json!({ "parentTaskId": "not-an-id" }),
     ] {
@@ -332,4 +343,32 @@ async fn lists_answer_plain_fields_as_the_single_task_does(app: flashfusion_test
         Some(&json!({ "report": "fine", "lines": [1, 2] })),
         "{nodes:?}"
     );
+}
+
+/// A NUL that no validation caught reaches Postgres, which refuses it (SQLSTATE 22021 in
+/// text, 22P05 in `jsonb`): only a client's value can hold one, so it maps to
+/// `BAD_USER_INPUT`, not `INTERNAL` (`error.rs`).
+#[tokio::test]
+async fn text_postgres_cannot_store_is_the_client_s_error() {
+    let app = flashfusion_tests::TestApp::postgres().await;
+    for (sql, value) in [
+        ("select $1::text", "a\u{0}b"),
+        ("select $1::jsonb", r#"{"a": "\u0000"}"#),
+    ] {
+        let refused = sea_orm::ConnectionTrait::query_one_raw(
+            app.state.db.connection(),
+            sea_orm::Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                sql,
+                [value.into()],
+            ),
+        )
+        .await
+        .expect_err("Postgres refuses it");
+        assert_eq!(
+            flashfusion_api::error::ApiError::from(refused).code(),
+            "BAD_USER_INPUT",
+            "{sql}"
+        );
+    }
 }

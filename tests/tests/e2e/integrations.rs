@@ -154,6 +154,7 @@ async fn credentials_are_write_only_and_providers_unique(app: TestApp) {
     for input in [
         json!({ "provider": "x", "config": [1, 2] }),
         json!({ "provider": "x", "config": "text" }),
+        json!({ "provider": "x", "config": { "org": "nul\u{0}" } }),
         json!({ "provider": " " }),
         json!({ "provider": "x", "credentials": "  " }),
         json!({ "provider": "x", "config": { "big": "y".repeat(20_000) } }),

@@ -419,11 +419,10 @@ impl AgentTaskMutation {
         let project = require_changeable(rc, project_id).await?;
         let title = validate::required("title", &input.title, TITLE_MAX, Lines::One)?;
         let payload = input.input.map_or_else(|| json!({}), |Json(value)| value);
-        if !payload.is_object() {
-            return Err(ApiError::bad_input("input: must be a JSON object"));
-        }
+        validate::json_object("input", &payload)?;
+        let slug = validate::required("agentSlug", &input.agent_slug, SLUG_MAX, Lines::One)?;
         let tx = rc.tx().await?;
-        let agent = repo::find_active_agent(&*tx, input.agent_slug.trim())
+        let agent = repo::find_active_agent(&*tx, &slug)
             .await?
             .ok_or_else(|| ApiError::bad_input("agentSlug: no active agent has this slug"))?;
         let parent_task_id = match &input.parent_task_id {
@@ -495,8 +494,13 @@ impl AgentTaskMutation {
     ) -> ApiResult<ClaimAgentTaskPayload> {
         let rc = RequestContext::of(ctx)?;
         require_service(rc)?;
+        let slugs = input
+            .agent_slugs
+            .iter()
+            .map(|slug| validate::required("agentSlugs", slug, SLUG_MAX, Lines::One))
+            .collect::<ApiResult<Vec<_>>>()?;
         let tx = rc.tx().await?;
-        let agents = repo::active_agent_ids(&*tx, &input.agent_slugs).await?;
+        let agents = repo::active_agent_ids(&*tx, &slugs).await?;
         if agents.is_empty() {
             return Ok(ClaimAgentTaskPayload { task: None });
         }
@@ -559,7 +563,7 @@ impl AgentTaskMutation {
             None,
             repo::Step {
                 progress: Some(input.progress),
-                output: input.output.map(|Json(output)| output),
+                output: output(input.output)?,
                 ..repo::Step::default()
             },
         )
@@ -581,7 +585,7 @@ impl AgentTaskMutation {
             Some(DbStatus::Succeeded),
             repo::Step {
                 progress: Some(100),
-                output: input.output.map(|Json(output)| output),
+                output: output(input.output)?,
                 finished_at: true,
                 ..repo::Step::default()
             },
@@ -701,6 +705,14 @@ async fn notify_end(rc: &RequestContext, task: &agent_tasks::Model) -> ApiResult
 const TITLE_MAX: usize = 200;
 /// Longest error message, in characters.
 const ERROR_MAX: usize = 10_000;
+/// Longest agent slug, in characters (the catalog's).
+const SLUG_MAX: usize = 64;
+
+/// A task's output as a client sent it, if any.
+fn output(raw: Option<Json<serde_json::Value>>) -> ApiResult<Option<serde_json::Value>> {
+    raw.map(|Json(output)| validate::json("output", &output).map(|()| output))
+        .transpose()
+}
 
 #[cfg(test)]
 mod tests {

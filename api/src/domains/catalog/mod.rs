@@ -441,7 +441,6 @@ fn capabilities(names: Vec<String>) -> ApiResult<Value> {
 fn config(value: Option<Json<Value>>) -> ApiResult<Value> {
     match value.map(|Json(v)| v) {
         None => Ok(Value::Object(Default::default())),
-        Some(object @ Value::Object(_)) => Ok(object),
-        Some(_) => Err(ApiError::bad_input("config: must be a JSON object")),
+        Some(object) => validate::json_object("config", &object).map(|()| object),
     }
 }

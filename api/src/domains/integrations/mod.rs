@@ -224,9 +224,7 @@ fn config(raw: Option<Json<serde_json::Value>>) -> ApiResult<Option<serde_json::
     let Some(Json(value)) = raw else {
         return Ok(None);
     };
-    if !value.is_object() {
-        return Err(ApiError::bad_input("config: must be a JSON object"));
-    }
+    validate::json_object("config", &value)?;
     if value.to_string().len() > CONFIG_MAX_BYTES {
         return Err(ApiError::bad_input(format!(
             "config: at most {CONFIG_MAX_BYTES} bytes"
