@@ -43,3 +43,59 @@ pub async fn until_the_clock_reaches(at: std::time::SystemTime) {
         tokio::time::sleep(left).await;
     }
 }
+
+/// Whether at least `n` statements of the current database wait on a lock, as
+/// `watcher` (a connection of its own) sees them: a test that holds a row or table
+/// knows its requests have queued behind it.
+pub async fn waiting_on_locks(watcher: &impl sea_orm::ConnectionTrait, n: i64) -> bool {
+    watcher
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "select count(*) from pg_stat_activity \
+             where datname = current_database() and wait_event_type = 'Lock'",
+        ))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+        .is_some_and(|waiting| waiting >= n)
+}
+
+impl TestApp {
+    /// Sends `requests` while row `id` of `table` is held (`select .. for update` in a
+    /// transaction of its own), lets it go once every one of them waits on it, and
+    /// returns their responses in order: requests that read the row, then queue to write
+    /// it, as concurrent clients would (Postgres only).
+    pub async fn racing_on_row<F>(
+        &self,
+        table: &str,
+        id: &str,
+        requests: Vec<F>,
+    ) -> Vec<serde_json::Value>
+    where
+        F: Future<Output = serde_json::Value> + Send + 'static,
+    {
+        use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+        let db = self.db.as_ref().expect("a Postgres app");
+        let blocker = db.connect().await;
+        let lock = blocker.begin().await.expect("begin");
+        lock.execute_unprepared(&format!(
+            "select 1 from {table} where id = '{id}' for update"
+        ))
+        .await
+        .expect("hold the row");
+        let waiting = i64::try_from(requests.len()).expect("a few requests");
+        let running: Vec<_> = requests.into_iter().map(tokio::spawn).collect();
+        let watcher = db.connect().await;
+        eventually("the requests wait on the row", || {
+            waiting_on_locks(&watcher, waiting)
+        })
+        .await;
+        lock.commit().await.expect("release the row");
+        let mut responses = Vec::new();
+        for request in running {
+            responses.push(request.await.expect("the request ran"));
+        }
+        responses
+    }
+}

@@ -372,3 +372,32 @@ async fn text_postgres_cannot_store_is_the_client_s_error() {
         );
     }
 }
+
+/// Two progress reports at once both pass the "only rises" rule against the progress
+/// they read; the second to write is refused rather than lowering the first's.
+#[tokio::test]
+async fn concurrent_progress_reports_never_lower_progress() {
+    let app = flashfusion_tests::TestApp::postgres().await;
+    let world = World::new(&app).await;
+    let id = in_status(&world, "RUNNING").await;
+    let progresses = [90, 40];
+    let reports = progresses
+        .iter()
+        .map(|progress| {
+            let input = json!({ "i": { "id": id, "progress": progress } });
+            let service = world.service().clone();
+            async move { service.graphql(PROGRESS, input).await }
+        })
+        .collect();
+    // Both read progress 0, then queue behind the held row to write theirs.
+    let responses = app.racing_on_row("agent_tasks", &id, reports).await;
+    let mut applied = Vec::new();
+    for (progress, response) in progresses.into_iter().zip(responses) {
+        match code(&response) {
+            "" => applied.push(progress),
+            refused => assert_eq!(refused, "INVALID_TRANSITION", "{response}"),
+        }
+    }
+    assert_eq!(applied.len(), 1, "one report applied, the other refused");
+    assert_eq!(task(&world, &id).await["progress"], applied[0]);
+}

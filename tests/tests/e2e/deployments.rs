@@ -311,3 +311,33 @@ async fn lists_answer_plain_fields_as_the_single_deployment_does(app: flashfusio
         "{nodes:?}"
     );
 }
+
+/// Two log appends at once (a deployer retrying, say) each append to the log as they
+/// read it, so the second to write would drop the first's line: it is refused instead,
+/// and no line is lost.
+#[tokio::test]
+async fn concurrent_log_appends_lose_no_line() {
+    let app = flashfusion_tests::TestApp::postgres().await;
+    let world = World::new(&app).await;
+    let id = create_deployment(&world, &world.project).await;
+    let lines = ["a\n", "b\n"];
+    let appends = lines
+        .iter()
+        .map(|line| {
+            let step = json!({ "i": { "id": id, "logAppend": line } });
+            let service = world.service().clone();
+            async move { service.graphql(ADVANCE, step).await }
+        })
+        .collect();
+    // Both read the log, then queue behind the held row to write it.
+    let responses = app.racing_on_row("deployments", &id, appends).await;
+    let mut applied = Vec::new();
+    for (line, response) in lines.into_iter().zip(responses) {
+        match code(&response) {
+            "" => applied.push(line),
+            refused => assert_eq!(refused, "INVALID_TRANSITION", "{response}"),
+        }
+    }
+    assert_eq!(applied.len(), 1, "one append applied, the other refused");
+    assert_eq!(deployment(&world, &id).await["log"], applied[0]);
+}

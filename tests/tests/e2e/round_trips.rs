@@ -7,7 +7,9 @@
 
 use bench::wire::proxy::{Capture, Proxy};
 use flashfusion_api::auth::{Identity, Role};
-use flashfusion_tests::{Client, TestApp, TestDb, create_visible_project, eventually};
+use flashfusion_tests::{
+    Client, TestApp, TestDb, create_visible_project, eventually, waiting_on_locks,
+};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
@@ -385,7 +387,7 @@ async fn an_opening_cancelled_in_flight_leaves_nothing_behind() {
     let opening = app.state.db.begin_session(&session, true);
     tokio::select! {
         opened = opening => panic!("opened through the lock: {}", opened.is_ok()),
-        () = eventually("the opening waits on the lock", || waiting_on_locks(&watcher)) => {}
+        () = eventually("the opening waits on the lock", || waiting_on_locks(&watcher, 1)) => {}
     }
     lock.commit().await.expect("release the lock");
     assert_connection_is_clean(&app).await;
@@ -420,19 +422,4 @@ async fn a_refused_session_leaves_the_connection_clean() {
     assert_connection_is_clean(&app).await;
     let public = app.anonymous().graphql(PUBLIC, json!({})).await;
     assert_eq!(total_count(&public, "publicProjects"), 0, "{public}");
-}
-
-/// Whether a backend of this database waits on a lock.
-async fn waiting_on_locks(watcher: &impl ConnectionTrait) -> bool {
-    watcher
-        .query_one_raw(Statement::from_string(
-            DatabaseBackend::Postgres,
-            "select count(*) from pg_stat_activity \
-             where datname = current_database() and wait_event_type = 'Lock'",
-        ))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
-        .is_some_and(|waiting| waiting > 0)
 }

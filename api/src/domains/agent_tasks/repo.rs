@@ -185,16 +185,20 @@ pub async fn apply(
         updated_at: Set(now),
         ..Default::default()
     };
+    // Only if the row is still as read: the move was judged from its status and the
+    // progress rule from its progress, and a concurrent change must not be overwritten.
     let updated = agent_tasks::Entity::update_many()
         .set(changes)
         .filter(agent_tasks::Column::Id.eq(task.id))
         .filter(agent_tasks::Column::Status.eq(task.status))
+        .filter(agent_tasks::Column::Progress.eq(task.progress))
         .exec(db)
         .await?;
     if updated.rows_affected == 0 {
         return Err(ApiError::InvalidTransition(format!(
-            "the agent task is no longer {}",
-            policy::name(task.status)
+            "the agent task changed meanwhile (it was {} at {}%); read it again",
+            policy::name(task.status),
+            task.progress
         )));
     }
     agent_tasks::Entity::find_by_id(task.id)

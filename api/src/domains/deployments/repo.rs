@@ -120,15 +120,22 @@ pub async fn apply(
         updated_at: Set(now),
         ..Default::default()
     };
+    // Only if the row is still as read: the move was judged from its status and the
+    // log appended to what was read, and a concurrent change must not be overwritten.
+    let log = match &deployment.log {
+        Some(log) => deployments::Column::Log.eq(log.as_str()),
+        None => deployments::Column::Log.is_null(),
+    };
     let updated = deployments::Entity::update_many()
         .set(changes)
         .filter(deployments::Column::Id.eq(deployment.id))
         .filter(deployments::Column::Status.eq(deployment.status))
+        .filter(log)
         .exec(db)
         .await?;
     if updated.rows_affected == 0 {
         return Err(ApiError::InvalidTransition(format!(
-            "the deployment is no longer {}",
+            "the deployment changed meanwhile (it was {}); read it again",
             policy::name(deployment.status)
         )));
     }
