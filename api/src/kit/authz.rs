@@ -183,8 +183,22 @@ where
         .into_tuple()
         .all(&*rc.tx().await?)
         .await?;
+    // More candidates than the budget were cut off by the limit: however many of them
+    // are already judged, the rest are unknown, and a list of only some would be wrong.
+    if ids.len() > AUTHORIZATION_BUDGET {
+        return Err(over_budget());
+    }
     let allowed = readable_projects(rc, ids).await?;
     Ok(query.filter(project.is_in(allowed)))
+}
+
+/// A list whose candidates a restricted token cannot all be authorized for.
+fn over_budget() -> ApiError {
+    ApiError::bad_input(format!(
+        "this token restricts projects, so lists authorize each project they return, at \
+         most {AUTHORIZATION_BUDGET} per operation; ask for fewer lists, or name the \
+         projects with scope_project(\"<id>\") facts in the token's block"
+    ))
 }
 
 /// The projects among `ids` the token may read. Verdicts already reached in this
@@ -206,11 +220,7 @@ async fn readable_projects(rc: &RequestContext, ids: Vec<Uuid>) -> ApiResult<Vec
         return Ok(allowed);
     }
     if unknown.len() > *budget {
-        return Err(ApiError::bad_input(format!(
-            "this token restricts projects, so lists authorize each project they return, at \
-             most {AUTHORIZATION_BUDGET} per operation; ask for fewer lists, or name the \
-             projects with scope_project(\"<id>\") facts in the token's block"
-        )));
+        return Err(over_budget());
     }
     *budget -= unknown.len();
     let session = rc.session()?.clone();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use biscuit_auth::{Biscuit, BlockBuilder, builder::string};
 use chrono::Utc;
 use flashfusion_tests::TestApp;
-use sea_orm::{ActiveValue::Set, EntityTrait};
+use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -79,17 +79,33 @@ async fn list_authorizations_are_remembered_across_aliases(app: TestApp) {
 
 async fn list_authorizations_are_bounded_per_operation(app: TestApp) {
     let (ada, ada_id) = app.user("ada@example.com").await;
-    seed_projects(&app, &ada_id, 501).await;
+    seed_projects(&app, &ada_id, 502).await;
     let dashboard = app.with_token(&deny_list_token(&app, ada.token()));
     let page = dashboard
         .graphql("{ myProjects { totalCount } }", json!({}))
+        .await;
+    assert_eq!(code(&page), "BAD_USER_INPUT", "{page}");
+    // A project judged earlier in the operation is not charged again, but the list's
+    // candidates were cut off past the budget: refused, not a list of only some.
+    let oldest = entity::projects::Entity::find()
+        .order_by_asc(entity::projects::Column::Id)
+        .one(app.state.db.connection())
+        .await
+        .expect("query")
+        .expect("a project")
+        .id;
+    let page = dashboard
+        .graphql(
+            &format!(r#"{{ p: project(id: "{oldest}") {{ id }} myProjects {{ totalCount }} }}"#),
+            json!({}),
+        )
         .await;
     assert_eq!(code(&page), "BAD_USER_INPUT", "{page}");
     // The owner's own token restricts nothing: one authorization decides the list.
     let page = ada
         .graphql("{ myProjects { totalCount } }", json!({}))
         .await;
-    assert_eq!(page["data"]["myProjects"]["totalCount"], 501, "{page}");
+    assert_eq!(page["data"]["myProjects"]["totalCount"], 502, "{page}");
 }
 
 async fn a_read_only_token_signs_itself_out(app: TestApp) {
