@@ -520,12 +520,10 @@ impl AgentTaskMutation {
             &*tx,
             &task,
             Some(DbStatus::Running),
-            // A new attempt starts from nothing: its progress rises from 0 again.
             repo::Step {
                 attempts: Some(task.attempts + 1),
                 started_at: true,
                 error: Some(None),
-                progress: Some(0),
                 ..repo::Step::default()
             },
         )
