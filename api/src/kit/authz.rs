@@ -167,8 +167,23 @@ pub async fn scope_to_token<E>(
 where
     E: EntityTrait,
 {
+    scope_for(rc, Operation::Read, query, project, otherwise).await
+}
+
+/// [`scope_to_token`] for `operation`: the rows whose project the token allows it on
+/// (a worker claims only tasks of projects its token may write).
+pub async fn scope_for<E>(
+    rc: &RequestContext,
+    operation: Operation,
+    query: Select<E>,
+    project: E::Column,
+    otherwise: Resource,
+) -> ApiResult<Select<E>>
+where
+    E: EntityTrait,
+{
     let Some(session) = rc.session_opt().filter(|s| s.restricts_resources()) else {
-        rc.authorize(Operation::Read, otherwise)?;
+        rc.authorize(operation, otherwise)?;
         return Ok(query);
     };
     let mut candidates = query.clone();
@@ -188,7 +203,7 @@ where
     if ids.len() > AUTHORIZATION_BUDGET {
         return Err(over_budget());
     }
-    let allowed = readable_projects(rc, ids).await?;
+    let allowed = allowed_projects(rc, operation, ids).await?;
     Ok(query.filter(project.is_in(allowed)))
 }
 
@@ -201,16 +216,21 @@ fn over_budget() -> ApiError {
     ))
 }
 
-/// The projects among `ids` the token may read. Verdicts already reached in this
-/// operation are reused; the rest are charged to the budget and authorized off the
-/// async runtime, stopping early if the operation is dropped (client gone, timeout).
-async fn readable_projects(rc: &RequestContext, ids: Vec<Uuid>) -> ApiResult<Vec<Uuid>> {
+/// The projects among `ids` the token allows `operation` on. Verdicts already reached
+/// in this operation are reused; the rest are charged to the budget and authorized off
+/// the async runtime, stopping early if the operation is dropped (client gone,
+/// timeout).
+async fn allowed_projects(
+    rc: &RequestContext,
+    operation: Operation,
+    ids: Vec<Uuid>,
+) -> ApiResult<Vec<Uuid>> {
     // One list at a time per operation, so a concurrent sibling reuses these verdicts.
     let mut budget = rc.budget.lock().await;
     let mut allowed = Vec::new();
     let mut unknown = Vec::new();
     for id in ids {
-        match rc.remembered(Operation::Read, Resource::Project(id)) {
+        match rc.remembered(operation, Resource::Project(id)) {
             Some(Ok(())) => allowed.push(id),
             Some(Err(_)) => {}
             None => unknown.push(id),
@@ -230,19 +250,14 @@ async fn readable_projects(rc: &RequestContext, ids: Vec<Uuid>) -> ApiResult<Vec
         unknown
             .into_iter()
             .take_while(|_| !flag.load(Ordering::Relaxed))
-            .map(|id| {
-                (
-                    id,
-                    session.authorize(Operation::Read, Resource::Project(id)),
-                )
-            })
+            .map(|id| (id, session.authorize(operation, Resource::Project(id))))
             .collect::<Vec<_>>()
     })
     .await
     .map_err(|e| ApiError::internal("authorizing list candidates failed", e))?;
     drop(cancelled);
     for (id, verdict) in verdicts {
-        rc.remember(Operation::Read, Resource::Project(id), verdict.clone());
+        rc.remember(operation, Resource::Project(id), verdict.clone());
         match verdict {
             Ok(()) => allowed.push(id),
             Err(ApiError::Internal(err)) => return Err(ApiError::Internal(err)),

@@ -18,6 +18,7 @@ on_both_backends!(
     progress_only_rises_within_bounds,
     retries_requeue_until_the_third_attempt,
     claims_take_the_highest_priority_then_the_oldest,
+    a_worker_limited_to_some_projects_claims_only_their_tasks,
     new_tasks_are_checked,
     lists_answer_plain_fields_as_the_single_task_does,
 );
@@ -243,6 +244,38 @@ async fn claims_take_the_highest_priority_then_the_oldest(app: flashfusion_tests
         )
         .await;
     assert_eq!(code(&nul), "BAD_USER_INPUT", "{nul}");
+}
+
+/// A worker whose token may write only some projects (reading all) claims the next
+/// task among those, not a higher one elsewhere it could never claim.
+async fn a_worker_limited_to_some_projects_claims_only_their_tasks(
+    app: flashfusion_tests::TestApp,
+) {
+    let world = World::new(&app).await;
+    let elsewhere = create_task(&world, &world.other_project, WORKED, 9).await;
+    let mine = create_task(&world, &world.project, WORKED, 0).await;
+    let limited = app.appended(
+        world.service().token(),
+        biscuit_auth::BlockBuilder::new()
+            .code_with_params(
+                r#"check if operation("read") or resource("project", {project});"#,
+                std::collections::HashMap::from([(
+                    "project".to_owned(),
+                    world.project.clone().into(),
+                )]),
+                std::collections::HashMap::new(),
+            )
+            .expect("block"),
+    );
+    let claimed = app
+        .with_token(&limited)
+        .graphql(crate::work_support::CLAIM, json!({ "slugs": [WORKED] }))
+        .await;
+    assert_eq!(
+        claimed["data"]["claimAgentTask"]["task"]["id"], mine,
+        "{claimed}"
+    );
+    assert_eq!(task(&world, &elsewhere).await["status"], "QUEUED");
 }
 
 async fn new_tasks_are_checked(app: flashfusion_tests::TestApp) {

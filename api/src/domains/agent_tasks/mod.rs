@@ -35,7 +35,7 @@ use crate::{
     error::{ApiError, ApiResult},
     kit::{
         RequestContext,
-        authz::{as_service, require_service, scope_to_token},
+        authz::{as_service, require_service, scope_for, scope_to_token},
         enums::mirror_enum,
         feed::{ProjectRow, event_type, project_feed, selects_any},
         loaders::{ById, Loaders, load_one},
@@ -504,9 +504,18 @@ impl AgentTaskMutation {
         if agents.is_empty() {
             return Ok(ClaimAgentTaskPayload { task: None });
         }
-        let candidates = repo::readable(rc.identity(), None, None);
         let candidates = scope_to_token(
             rc,
+            repo::readable(rc.identity(), None, None),
+            agent_tasks::Column::ProjectId,
+            Resource::Account,
+        )
+        .await?;
+        // And of those, the projects the token may write: a token limited to some must
+        // not pick, every time, a task it cannot claim ahead of those it can.
+        let candidates = scope_for(
+            rc,
+            Operation::Write,
             candidates,
             agent_tasks::Column::ProjectId,
             Resource::Account,
