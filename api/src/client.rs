@@ -17,7 +17,12 @@ const FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The client's address for a request that arrived from `peer` with `headers`.
 pub fn address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    // A dual-stack listener sees an IPv4 proxy as `::ffff:a.b.c.d`; the networks are
+    // written as IPv4, so addresses are compared in their canonical form.
+    let is_trusted = |ip: &IpAddr| {
+        let ip = ip.to_canonical();
+        trusted.iter().any(|net| net.contains(&ip))
+    };
     if !is_trusted(&peer) {
         return peer;
     }
@@ -111,6 +116,23 @@ mod tests {
         assert_eq!(
             address(ip("10.0.0.1"), &headers(&["1.2.3.4"]), &[]),
             ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn an_ipv4_proxy_seen_by_a_dual_stack_listener_is_trusted() {
+        let trusted = ["10.0.0.0/8".parse().expect("net")];
+        assert_eq!(
+            address(ip("::ffff:10.0.0.5"), &headers(&["198.51.100.7"]), &trusted),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            address(
+                ip("10.0.0.5"),
+                &headers(&["198.51.100.7, ::ffff:10.0.0.6"]),
+                &trusted
+            ),
+            ip("198.51.100.7")
         );
     }
 
