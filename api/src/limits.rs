@@ -357,10 +357,11 @@ pub struct RateLimits {
 }
 
 struct Limiters {
-    /// By the token's revocation ids (its chain of signatures, shared with its session:
-    /// keying costs no allocation per operation). A token derived from another has a
-    /// bucket of its own, as its last id differs.
-    tokens: DefaultKeyedRateLimiter<Arc<[String]>>,
+    /// By the revocation id of the token's authority block (shared with its session:
+    /// keying costs no allocation per operation). Every token derived from one signed
+    /// token shares its bucket: a holder can append blocks offline without end, and each
+    /// would otherwise bring a fresh bucket.
+    tokens: DefaultKeyedRateLimiter<Arc<str>>,
     /// By client address.
     addresses: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -388,7 +389,7 @@ impl RateLimits {
         let Some(limiters) = &self.limiters else {
             return Ok(());
         };
-        match session.map(Session::shared_revocation_ids) {
+        match session.map(Session::authority_id) {
             Some(token) => limiters
                 .tokens
                 .check_key(&token)

@@ -74,6 +74,9 @@ struct Verified {
     /// transaction checks them, and the rate limit and the subscription cohorts' keys
     /// share them.
     revocation_ids: Arc<[String]>,
+    /// The authority block's revocation id (the first of them), shared: what every
+    /// token derived from the same signed token has in common, so its rate-limit key.
+    authority_id: Arc<str>,
     identity: Identity,
     /// The earliest expiry any block states (what clients are told).
     expires_at: DateTime<Utc>,
@@ -302,6 +305,12 @@ impl TokenService {
                 .into_iter()
                 .filter_map(|(id,)| Uuid::parse_str(&id).ok())
                 .collect(),
+            authority_id: token
+                .revocation_identifiers()
+                .first()
+                .map(hex::encode)
+                .ok_or(INVALID_TOKEN)?
+                .into(),
             revocation_ids: token
                 .revocation_identifiers()
                 .iter()
@@ -565,6 +574,13 @@ impl Session {
     /// revoked: its own, or one of a token it was derived from.
     pub fn revocation_ids(&self) -> &[String] {
         &self.0.revocation_ids
+    }
+
+    /// The revocation id of the token's authority block, which the gateway signed: the
+    /// same for every token derived from it, offline or not, so a holder cannot mint
+    /// fresh rate-limit buckets by appending blocks. Shared (one reference count).
+    pub fn authority_id(&self) -> Arc<str> {
+        self.0.authority_id.clone()
     }
 
     /// [`Session::revocation_ids`], shared rather than copied (one reference count).

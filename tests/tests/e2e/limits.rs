@@ -369,6 +369,15 @@ async fn token_holders_are_limited_per_token() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(code(&body), "RATE_LIMITED", "{body}");
     assert!(retry_after.is_some());
+    // Nor is a token its holder derives offline a fresh bucket.
+    let derived = app.appended(
+        ada.token(),
+        biscuit_auth::BlockBuilder::new()
+            .code(r#"check if operation("read");"#)
+            .expect("block"),
+    );
+    let (status, _, body) = from(&app, "198.51.100.1", Some(&derived)).await;
+    assert_eq!(status, 429, "{body}");
     // Another token from the same address is not affected.
     let (status, _, body) = from(&app, "198.51.100.1", Some(bob.token())).await;
     assert_eq!(status, 200, "{body}");
