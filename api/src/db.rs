@@ -53,6 +53,22 @@ use crate::{
 /// instead of returning it to the pool.
 pub const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 
+/// `text` with the password of database URL `url` (`scheme://user:password@host/..`)
+/// replaced by `***`. The password is taken up to the last `@`, so one holding an
+/// unencoded `/` or `@` (which makes the URL unparseable) is found whole.
+fn without_password(text: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+        .and_then(|(user_info, _)| user_info.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|password| !password.is_empty());
+    match password {
+        Some(password) => text.replace(password, "***"),
+        None => text.to_owned(),
+    }
+}
+
 /// How long a request waits for a pooled connection before it is refused with 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -112,9 +128,14 @@ impl Database {
             .connect_timeout(CONNECT_TIMEOUT)
             .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
             .sqlx_logging(false);
-        let mut conn = sea_orm::Database::connect(options)
-            .await
-            .context("cannot connect to the database (check DATABASE_URL)")?;
+        // sea-orm's errors quote the URL (one that does not parse, or names no driver):
+        // never with its password, which would reach the logs.
+        let mut conn = sea_orm::Database::connect(options).await.map_err(|err| {
+            anyhow::anyhow!(
+                "cannot connect to the database (check DATABASE_URL): {}",
+                without_password(&err.to_string(), url)
+            )
+        })?;
         let statements = Arc::new(AtomicU64::new(0));
         let counter = statements.clone();
         conn.set_metric_callback(move |_| {
@@ -737,4 +758,31 @@ impl PendingTx {
 /// Builds an identity-less id for rows created by the gateway.
 pub fn new_id() -> Uuid {
     Uuid::now_v7()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_database_url_s_password_is_masked_wherever_it_appears() {
+        let masked = |url: &str| without_password(&format!("bad url `{url}`"), url);
+        assert_eq!(
+            masked("postgress://app:hunter2@db:5432/ff"),
+            "bad url `postgress://app:***@db:5432/ff`"
+        );
+        // Unencoded, so the URL does not parse: found whole all the same.
+        assert_eq!(
+            masked("postgres://app:pa/ss@w@db/ff"),
+            "bad url `postgres://app:***@db/ff`"
+        );
+        assert_eq!(
+            masked("sqlite://data/ff.db?mode=rwc"),
+            "bad url `sqlite://data/ff.db?mode=rwc`"
+        );
+        assert_eq!(
+            masked("postgres://app@db/ff"),
+            "bad url `postgres://app@db/ff`"
+        );
+    }
 }

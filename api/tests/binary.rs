@@ -351,6 +351,36 @@ async fn a_change_through_one_process_reaches_a_subscriber_of_another() {
         .await;
 }
 
+/// A `DATABASE_URL` that does not parse (here a mistyped scheme) stops the gateway
+/// with an error that names the setting, and never with its password.
+#[test]
+fn a_bad_database_url_is_refused_without_its_password() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", "postgress://app:hunter2@127.0.0.1:5432/ff")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = tx.send(text);
+    });
+    let text = rx.recv_timeout(TIMEOUT).expect("the gateway did not stop");
+    let status = child.wait().expect("exit status");
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("DATABASE_URL"), "{text}");
+    assert!(
+        !text.contains("hunter2"),
+        "the password reached the log: {text}"
+    );
+}
+
 #[test]
 fn schema_graphql_is_up_to_date() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schema.graphql");
