@@ -10,8 +10,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // A missing .env is the normal case outside development.
-    let _ = dotenvy::dotenv();
+    // A missing .env is the normal case outside development; one that cannot be read
+    // whole stops the start, since dotenvy stops at its first bad line and every
+    // setting after it would be silently ignored.
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        eprintln!("error: .env: {err}");
+        return std::process::ExitCode::FAILURE;
+    }
     match flashfusion_api::cli::run(flashfusion_api::config::Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -63,6 +63,25 @@ async fn sign_up(client: &reqwest::Client, url: &str, email: &str, name: &str) -
         .to_owned()
 }
 
+/// Runs `command` (a gateway expected to stop by itself) to its exit, bounded by
+/// [`TIMEOUT`]: its status and what it wrote to stderr.
+fn run_to_exit(command: &mut Command) -> (std::process::ExitStatus, String) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = tx.send(text);
+    });
+    let text = rx.recv_timeout(TIMEOUT).expect("the gateway did not stop");
+    (child.wait().expect("exit status"), text)
+}
+
 /// Starts the gateway in `dir` with only `env` set, on a port the kernel picks; returns
 /// it and its base URL once it listens.
 fn start(dir: &Path, env: &[(&str, &str)]) -> (Gateway, String) {
@@ -356,29 +375,33 @@ async fn a_change_through_one_process_reaches_a_subscriber_of_another() {
 #[test]
 fn a_bad_database_url_is_refused_without_its_password() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("DATABASE_URL", "postgress://app:hunter2@127.0.0.1:5432/ff")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the gateway");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        let _ = tx.send(text);
-    });
-    let text = rx.recv_timeout(TIMEOUT).expect("the gateway did not stop");
-    let status = child.wait().expect("exit status");
+    let (status, text) = run_to_exit(
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("DATABASE_URL", "postgress://app:hunter2@127.0.0.1:5432/ff"),
+    );
     assert!(!status.success(), "{text}");
     assert!(text.contains("DATABASE_URL"), "{text}");
     assert!(
         !text.contains("hunter2"),
         "the password reached the log: {text}"
     );
+}
+
+/// A `.env` with a line that does not parse stops the start: dotenvy stops reading at
+/// it, so every setting after it would be ignored without a word.
+#[test]
+fn a_dotenv_file_that_does_not_parse_stops_the_start() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(
+        dir.path().join(".env"),
+        "FLASHFUSION_LOG=info, sqlx=warn\nFLASHFUSION_ENV=production\n",
+    )
+    .expect("write .env");
+    let (status, text) = run_to_exit(Command::new(BIN).current_dir(dir.path()).env_clear());
+    assert!(!status.success(), "{text}");
+    assert!(text.contains(".env"), "{text}");
 }
 
 #[test]
