@@ -71,6 +71,27 @@ impl Shutdown {
 impl AppState {
     /// Connects to the database and loads the root key.
     pub async fn init(config: Config) -> anyhow::Result<Arc<Self>> {
+        // Development keys live in files next to the process: each replica would make
+        // its own, and a new container would lose them (every token and sealed secret
+        // with them). Production names its keys.
+        if config.is_production() {
+            let missing: Vec<&str> = [
+                (
+                    "FLASHFUSION_BISCUIT_PRIVATE_KEY",
+                    config.biscuit_private_key.is_none(),
+                ),
+                ("FLASHFUSION_SECRETS_KEY", config.secrets_key.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, missing)| missing.then_some(name))
+            .collect();
+            anyhow::ensure!(
+                missing.is_empty(),
+                "production needs {} set: development key files would differ between \
+                 replicas and be lost with the machine",
+                missing.join(" and ")
+            );
+        }
         let tokens = TokenService::load(
             config.biscuit_private_key.as_ref().map(|k| k.expose()),
             &config.biscuit_key_file,

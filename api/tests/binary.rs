@@ -404,6 +404,28 @@ fn a_dotenv_file_that_does_not_parse_stops_the_start() {
     assert!(text.contains(".env"), "{text}");
 }
 
+/// Production does not make up its keys: without them it does not start.
+#[test]
+fn production_without_its_keys_does_not_start() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (status, text) = run_to_exit(
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("FLASHFUSION_ENV", "production")
+            .env("FLASHFUSION_BIND", "127.0.0.1:0"),
+    );
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("FLASHFUSION_BISCUIT_PRIVATE_KEY and FLASHFUSION_SECRETS_KEY"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("flashfusion.secrets-key").exists(),
+        "a development key was written"
+    );
+}
+
 #[test]
 fn schema_graphql_is_up_to_date() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schema.graphql");
