@@ -289,6 +289,12 @@ impl TokenService {
             .query_all_with_limits("data($p) <- scope_project($p)", LIMITS)
             .map_err(|_| INVALID_TOKEN)?;
         let (_, _, checks, _) = authorizer.dump();
+        let revocation_ids: Arc<[String]> = token
+            .revocation_identifiers()
+            .iter()
+            .map(hex::encode)
+            .collect();
+        let authority_id = Arc::from(revocation_ids.first().ok_or(INVALID_TOKEN)?.as_str());
         Ok(Session(Arc::new(Verified {
             live_until: time_limit(&checks),
             cache_key,
@@ -305,17 +311,8 @@ impl TokenService {
                 .into_iter()
                 .filter_map(|(id,)| Uuid::parse_str(&id).ok())
                 .collect(),
-            authority_id: token
-                .revocation_identifiers()
-                .first()
-                .map(hex::encode)
-                .ok_or(INVALID_TOKEN)?
-                .into(),
-            revocation_ids: token
-                .revocation_identifiers()
-                .iter()
-                .map(hex::encode)
-                .collect(),
+            authority_id,
+            revocation_ids,
             token,
         })))
     }
