@@ -94,7 +94,8 @@ fn no_delay(stream: &mut TcpStream) {
 }
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting connections,
-/// lets in-flight requests finish, and closes every WebSocket with 1001 (going away),
+/// lets in-flight requests finish (a WebSocket's queries and mutations too), and closes
+/// every WebSocket with 1001 (going away),
 /// waiting at most [`DRAIN`] for all of that. Starts the event hub and the hourly
 /// housekeeping, which stops when this returns.
 pub async fn serve_until(

@@ -46,8 +46,9 @@ pub struct AppState {
 }
 
 /// The shutdown of a replica as its WebSockets see it: each open socket holds a
-/// [`Shutdown::watch`] receiver and closes with 1001 (going away) once
-/// [`Shutdown::begin`] is called; [`Shutdown::sockets_closed`] resolves when every
+/// [`Shutdown::watch`] receiver and, once [`Shutdown::begin`] is called, ends its
+/// subscriptions, answers its queries and mutations in flight and closes with 1001
+/// (going away); [`Shutdown::sockets_closed`] resolves when every
 /// receiver is gone, i.e. every socket has closed.
 pub struct Shutdown(tokio::sync::watch::Sender<bool>);
 

@@ -5,7 +5,8 @@
 //!
 //! It owns a socket's life: `connection_init` (the only place a socket's caller comes
 //! from), the initialisation timeout, the protocol's close codes, the per-socket limits on
-//! operations and subscriptions, and the end of the socket when its session ends. It
+//! operations and subscriptions, the end of the socket when its session ends, and its
+//! drain when the replica shuts down (`Served::drain`). It
 //! executes nothing itself: every operation goes through [`Gateway::execute_ws`]. It never
 //! queues an operation beyond its limits, and each socket is served by its own task,
 //! which is that socket's only writer, so a slow client holds up nobody else.
@@ -147,6 +148,8 @@ struct Connection {
     operations: HashMap<String, Operation>,
     /// Where an operation's document comes from (parsed here otherwise).
     documents: Option<Arc<DocumentCache>>,
+    /// The replica is shutting down: no operation starts any more.
+    draining: bool,
 }
 
 impl Connection {
@@ -157,7 +160,25 @@ impl Connection {
             initialised: false,
             operations: HashMap::new(),
             documents: None,
+            draining: false,
         }
+    }
+
+    /// Starts no operation from now on and forgets the active subscriptions, whose ids
+    /// it returns: their streams are the caller's to drop. Queries and mutations in
+    /// flight stay, to be answered.
+    fn drain(&mut self) -> Vec<String> {
+        self.draining = true;
+        let subscriptions: Vec<String> = self
+            .operations
+            .iter()
+            .filter(|(_, op)| op.subscription)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &subscriptions {
+            self.operations.remove(id);
+        }
+        subscriptions
     }
 
     /// Takes each operation's parsed document from `documents`.
@@ -225,7 +246,12 @@ impl Connection {
     }
 
     /// Accepts operation `id` unless the id is taken (4409) or a limit is reached.
+    /// While draining, an operation is neither started nor answered: the socket's
+    /// close (1001) follows, and a graphql-ws client sends it again on its next socket.
     fn start(&mut self, id: String, mut request: Request) -> Action {
+        if self.draining {
+            return Action::Nothing;
+        }
         if self.operations.contains_key(&id) {
             return Action::Close(
                 code::SUBSCRIBER_EXISTS,
@@ -555,8 +581,9 @@ impl Served {
             // delivery never overtakes the revocation the hub sent before its event.
             let step = tokio::select! {
                 biased;
-                () = &mut stopping => {
-                    self.close(code::GOING_AWAY, "Server shutting down").await
+                () = &mut stopping, if !self.connection.draining => {
+                    self.drain();
+                    Ok(())
                 }
                 () = &mut self.session_ended => self.close(code::FORBIDDEN, "Forbidden").await,
                 () = &mut init_deadline, if !self.connection.initialised => {
@@ -574,6 +601,20 @@ impl Served {
             if step.is_err() {
                 return;
             }
+            if self.connection.draining && self.operations.is_empty() {
+                let _ = self.close(code::GOING_AWAY, "Server shutting down").await;
+                return;
+            }
+        }
+    }
+
+    /// The replica is shutting down: the subscriptions end without a `complete` (the
+    /// client resubscribes on its next socket, resuming with `after`), queries and
+    /// mutations in flight are answered, and then the socket closes with 1001, going
+    /// away. The server waits for that at most its drain deadline (`app::serve_until`).
+    fn drain(&mut self) {
+        for id in self.connection.drain() {
+            self.operations.remove(&id);
         }
     }
 
@@ -856,6 +897,32 @@ mod tests {
             subscribe(&mut connection, "a", "{ __typename }"),
             Action::Start { .. }
         ));
+    }
+
+    #[test]
+    fn a_drain_forgets_subscriptions_keeps_queries_and_starts_nothing() {
+        let mut connection = ready(Protocol::TransportWs, 2, 2);
+        for (id, query) in [("q", "{ __typename }"), ("s", "subscription { x }")] {
+            assert!(matches!(
+                subscribe(&mut connection, id, query),
+                Action::Start { .. }
+            ));
+        }
+        assert_eq!(connection.drain(), vec!["s".to_owned()]);
+        // Neither a new operation nor a taken id is answered now.
+        for id in ["n", "q"] {
+            assert!(matches!(
+                subscribe(&mut connection, id, "{ __typename }"),
+                Action::Nothing
+            ));
+        }
+        // The query in flight is still answered and completed; the subscription is not.
+        let delivery = Delivery::of(&Response::new(async_graphql::Value::Null));
+        assert!(connection.on_response("s", &delivery).is_none());
+        let (message, finished) = responded(&mut connection, "q", &delivery);
+        assert_eq!((message["type"].as_str(), finished), (Some("next"), false));
+        assert!(connection.on_end("q").is_some());
+        assert!(connection.operations.is_empty());
     }
 
     #[test]

@@ -256,17 +256,7 @@ impl TestApp {
 
     /// Opens a WebSocket on `/graphql` with `subprotocol` and sends nothing.
     pub async fn silent_websocket(&self, subprotocol: &str) -> WsClient {
-        let url = format!("{}/graphql", self.base.replacen("http", "ws", 1));
-        let mut request = url.into_client_request().expect("ws request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_str(subprotocol).expect("protocol header"),
-        );
-        let (stream, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("ws connect timed out")
-            .expect("ws connect");
-        WsClient { stream }
+        WsClient::connect(&self.base, subprotocol).await
     }
 }
 
@@ -345,6 +335,22 @@ pub enum WsEnd {
 }
 
 impl WsClient {
+    /// Opens a WebSocket on `/graphql` of the gateway at `base` (`http://…`) with
+    /// `subprotocol`, and sends nothing.
+    pub async fn connect(base: &str, subprotocol: &str) -> Self {
+        let url = format!("{}/graphql", base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().expect("ws request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(subprotocol).expect("protocol header"),
+        );
+        let (stream, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("ws connect timed out")
+            .expect("ws connect");
+        Self { stream }
+    }
+
     /// Sends one JSON message.
     pub async fn send(&mut self, message: Value) {
         self.stream

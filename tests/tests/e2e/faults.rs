@@ -14,7 +14,9 @@ use flashfusion_api::{
     auth::TokenService,
     config::Config,
 };
-use flashfusion_tests::{Client, Cluster, TIMEOUT, TestApp, WsClient, create_project, eventually};
+use flashfusion_tests::{
+    Client, Cluster, TIMEOUT, TestApp, WsClient, WsEnd, bearer, create_project, eventually,
+};
 use futures_util::{SinkExt, StreamExt};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Database};
@@ -291,4 +293,101 @@ async fn shutdown_drains_a_running_request_and_closes_sockets_with_1001() {
             .is_err(),
         "no new connection after shutdown"
     );
+}
+
+#[tokio::test]
+async fn shutdown_answers_a_socket_s_operations_in_flight_then_closes_1001() {
+    let served = served().await;
+    let signed_up = reqwest::Client::new()
+        .post(format!("{}/graphql", served.base))
+        .json(&json!({ "query": "mutation { signUp(input: {email: \"ada@example.com\", password: \"correct horse\", displayName: \"Ada\"}) { token } }" }))
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .expect("sign up")
+        .json::<Value>()
+        .await
+        .expect("JSON");
+    let token = signed_up["data"]["signUp"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{signed_up}"));
+    let mut ws = WsClient::connect(&served.base, "graphql-transport-ws").await;
+    ws.send(json!({ "type": "connection_init", "payload": bearer(token) }))
+        .await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    let subscribe = |id: &str, query: &str| json!({ "id": id, "type": "subscribe", "payload": { "query": query } });
+    ws.send(subscribe(
+        "s",
+        "subscription { notificationAdded { cursor } }",
+    ))
+    .await;
+
+    // A query held in flight by a lock on `projects`, which it reads.
+    let blocker = served.db.connect().await;
+    let lock = sea_orm::TransactionTrait::begin(&blocker)
+        .await
+        .expect("begin");
+    lock.execute_unprepared("lock table projects in access exclusive mode")
+        .await
+        .expect("lock projects");
+    ws.send(subscribe(
+        "q",
+        "{ publicProjects(first: 1) { totalCount } }",
+    ))
+    .await;
+    let watcher = served.db.connect().await;
+    let watcher = &watcher;
+    eventually("the query waits on the lock", || async move {
+        watcher
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "select count(*) from pg_stat_activity where datname = current_database() \
+                 and wait_event_type = 'Lock' and query ilike '%projects%'",
+            ))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+            == Some(1)
+    })
+    .await;
+
+    // The signal; once the server accepts no more connections, the socket has been told.
+    served.stop.send(()).expect("the server is running");
+    let address = served.base.trim_start_matches("http://").to_owned();
+    let address = &address;
+    eventually("the server stops accepting", || async move {
+        tokio::net::TcpStream::connect(address).await.is_err()
+    })
+    .await;
+    // Sent during the drain: neither started nor answered (the client sends it again
+    // on its next socket). Started, it would be answered at once, before `q`.
+    ws.send(subscribe("late", "{ __typename }")).await;
+
+    // The query in flight is answered once the lock goes, then the socket closes; the
+    // subscription ends without a `complete`, which would tell a client not to resume it.
+    lock.commit().await.expect("release the lock");
+    let answer = ws.next().await.expect("the query's answer");
+    assert_eq!(
+        (&answer["type"], &answer["id"]),
+        (&json!("next"), &json!("q")),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["payload"]["data"]["publicProjects"]["totalCount"], 0,
+        "{answer}"
+    );
+    assert_eq!(
+        ws.next().await.expect("the query's end"),
+        json!({ "type": "complete", "id": "q" })
+    );
+    assert!(
+        matches!(ws.next().await, Err(WsEnd::Closed(1001))),
+        "going away, nothing else first"
+    );
+    let outcome = tokio::time::timeout(TIMEOUT, served.server)
+        .await
+        .expect("the server stops once drained")
+        .expect("the server task");
+    assert!(outcome.is_ok(), "{outcome:?}");
 }
