@@ -69,13 +69,6 @@ impl<K: Hash + Eq> Buckets<K> {
         true
     }
 
-    /// Whether a cell could be taken now, without taking it.
-    fn is_empty(&self, key: &K) -> bool {
-        let now = Instant::now();
-        let cells = self.cells();
-        self.after_one(&cells, key, now).duration_since(now) > self.span
-    }
-
     /// Takes a cell even when there is none left (the bucket stays just empty).
     fn charge(&self, key: K) {
         let now = Instant::now();
@@ -149,24 +142,33 @@ impl AccountThrottles {
     /// owner out. So it is not checked for an address the account signed in from
     /// successfully within [`KNOWN_FOR`]: there the owner still gets in with the right
     /// password (and is still limited per address+email like anyone else).
+    ///
+    /// From an address that is not known, the attempt takes its cell of the email's
+    /// bucket too, before the password is checked: attempts on one email in flight at
+    /// once (each a hash long) then count against the lock together, instead of all
+    /// passing it before the first one fails.
     pub fn begin_sign_in(&self, client: IpAddr, email: &Email) -> ApiResult<SignInAttempt<'_>> {
         let address = client::limit_key(client);
         let email = email.as_str().to_owned();
         let pair = (address, email);
-        if !self.is_known(&pair) && self.sign_in_account.is_empty(&pair.1) {
+        let holds_email_cell = !self.is_known(&pair);
+        if holds_email_cell && !self.sign_in_account.take(pair.1.clone()) {
             return Err(limited());
         }
+        // From here on, dropping the attempt gives the email's cell back.
+        let attempt = SignInAttempt {
+            throttles: self,
+            pair,
+            holds_email_cell,
+        };
         if !self.sign_in_address.take(address) {
             return Err(limited());
         }
-        if !self.sign_in_pair.take(pair.clone()) {
+        if !self.sign_in_pair.take(attempt.pair.clone()) {
             self.sign_in_address.give_back(&address);
             return Err(limited());
         }
-        Ok(SignInAttempt {
-            throttles: self,
-            pair,
-        })
+        Ok(attempt)
     }
 
     /// Admits a sign-up from `client`, or refuses it `RATE_LIMITED`. Every admitted
@@ -202,11 +204,14 @@ impl AccountThrottles {
 }
 
 /// A sign-in attempt admitted by [`AccountThrottles::begin_sign_in`]. Dropped without
-/// an outcome (an internal error), it keeps its cells: it counts as a failure for the
-/// address, not for the email.
+/// an outcome (an internal error), it keeps its address's cells: it counts as a failure
+/// for the address, not for the email.
 pub struct SignInAttempt<'a> {
     throttles: &'a AccountThrottles,
     pair: (IpAddr, String),
+    /// Whether it holds a cell of the email's bucket, which its drop gives back
+    /// unless it failed.
+    holds_email_cell: bool,
 }
 
 impl SignInAttempt<'_> {
@@ -218,12 +223,22 @@ impl SignInAttempt<'_> {
         throttles.sign_in_pair.give_back(&self.pair);
         throttles
             .known_addresses()
-            .insert(self.pair, Instant::now());
+            .insert(self.pair.clone(), Instant::now());
     }
 
     /// The email or the password was wrong: it counts for the email too.
-    pub fn failed(self) {
-        self.throttles.sign_in_account.charge(self.pair.1);
+    pub fn failed(mut self) {
+        if !std::mem::take(&mut self.holds_email_cell) {
+            self.throttles.sign_in_account.charge(self.pair.1.clone());
+        }
+    }
+}
+
+impl Drop for SignInAttempt<'_> {
+    fn drop(&mut self) {
+        if self.holds_email_cell {
+            self.throttles.sign_in_account.give_back(&self.pair.1);
+        }
     }
 }
 
@@ -248,15 +263,44 @@ mod tests {
         assert!(buckets.take("k"));
         assert!(buckets.take("k"));
         assert!(!buckets.take("k"));
-        assert!(buckets.is_empty(&"k"));
-        assert!(!buckets.is_empty(&"other"));
+        assert!(buckets.take("other"));
         buckets.give_back(&"k");
-        assert!(!buckets.is_empty(&"k"));
+        assert!(buckets.take("k"));
+        assert!(!buckets.take("k"));
+        buckets.give_back(&"k");
         assert!(buckets.take("k"));
         buckets.charge("k");
         buckets.charge("k");
         buckets.give_back(&"k");
         assert!(buckets.take("k"), "charging saturates at empty");
+    }
+
+    #[test]
+    fn attempts_in_flight_on_one_email_count_against_its_lock_together() {
+        let throttles = AccountThrottles::new(quota(100), quota(100), quota(1), quota(1));
+        let ada = Email::parse("ada@example.com").expect("email");
+        let first = throttles
+            .begin_sign_in(ip("203.0.113.1"), &ada)
+            .expect("admitted");
+        assert!(
+            throttles.begin_sign_in(ip("203.0.113.2"), &ada).is_err(),
+            "the email's only cell is held by the attempt in flight"
+        );
+        // A success, or an attempt ended by an internal error, gives the cell back.
+        first.succeeded();
+        drop(
+            throttles
+                .begin_sign_in(ip("203.0.113.2"), &ada)
+                .expect("admitted again"),
+        );
+        throttles
+            .begin_sign_in(ip("203.0.113.3"), &ada)
+            .expect("admitted again")
+            .failed();
+        assert!(
+            throttles.begin_sign_in(ip("203.0.113.4"), &ada).is_err(),
+            "a failure keeps it"
+        );
     }
 
     #[test]
