@@ -394,11 +394,20 @@ impl RateLimits {
                 .tokens
                 .check_key(&token)
                 .map_err(|not_until| not_until.wait_time_from(limiters.tokens.clock().now())),
-            None => limiters
-                .addresses
-                .check_key(&client::limit_key(client))
-                .map_err(|not_until| not_until.wait_time_from(limiters.addresses.clock().now())),
+            None => self.check_address(client),
         }
+    }
+
+    /// Counts one operation of `client`, whoever the caller; over the limit, how long
+    /// until the next one is allowed.
+    pub fn check_address(&self, client: IpAddr) -> Result<(), Duration> {
+        let Some(limiters) = &self.limiters else {
+            return Ok(());
+        };
+        limiters
+            .addresses
+            .check_key(&client::limit_key(client))
+            .map_err(|not_until| not_until.wait_time_from(limiters.addresses.clock().now()))
     }
 
     /// Forgets keys whose limit has fully refilled (housekeeping).

@@ -1,12 +1,18 @@
 //! Validated credentials at the edge: an [`Email`] is well-formed and normalised, a
 //! [`Password`] long enough and never printed; argon2id hashing lives here too.
 
-use std::{fmt, sync::LazyLock};
+use std::{
+    fmt,
+    num::NonZeroUsize,
+    sync::{Arc, LazyLock},
+};
 
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
     password_hash::{SaltString, rand_core::OsRng},
 };
+
+use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -80,9 +86,37 @@ impl fmt::Debug for Password {
     }
 }
 
+/// Hashes and verifications running at once, one per core: each takes 19 MiB while
+/// it runs, and the blocking pool would otherwise run up to 512 of them. The rest wait
+/// for a turn as futures, which a request's timeout drops; a hash that has started
+/// holds its turn until it ends, even if its request has gone.
+static HASHING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    Arc::new(Semaphore::new(
+        std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+    ))
+});
+
+/// Runs `work` on the blocking pool once a turn of [`HASHING`] is free.
+async fn hashing<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let turn = HASHING
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::internal("password hashing closed", e))?;
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        work()
+    })
+    .await
+    .map_err(|e| ApiError::internal(what, e))?
+}
+
 /// Hashes with argon2id and a fresh salt, off the async executor.
 pub async fn hash_password(password: Password) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || {
+    hashing("hashing task failed", move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.0.as_bytes(), &salt)
@@ -90,13 +124,12 @@ pub async fn hash_password(password: Password) -> ApiResult<String> {
             .map_err(|e| ApiError::internal("argon2 hashing failed", anyhow::anyhow!("{e}")))
     })
     .await
-    .map_err(|e| ApiError::internal("hashing task failed", e))?
 }
 
 /// Verifies against a stored hash; `None` stands for "no such account" and still
 /// spends the time of one verification so timing does not tell which part was wrong.
 pub async fn verify_password(password: Password, stored: Option<String>) -> ApiResult<bool> {
-    tokio::task::spawn_blocking(move || {
+    hashing("verification task failed", move || {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
         let hash = PasswordHash::new(&stored)
@@ -107,7 +140,6 @@ pub async fn verify_password(password: Password, stored: Option<String>) -> ApiR
         Ok(known && matches)
     })
     .await
-    .map_err(|e| ApiError::internal("verification task failed", e))?
 }
 
 /// An argon2id hash (default parameters) of a random string nobody knows, made once.
@@ -121,7 +153,21 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt as _;
+
     use super::*;
+
+    #[tokio::test]
+    async fn a_hash_waits_for_a_free_turn() {
+        let all = u32::try_from(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+            .expect("few cores");
+        let turns = HASHING.acquire_many(all).await.expect("every turn");
+        let mut hash = Box::pin(hash_password(Password("correct horse".to_owned())));
+        assert!((&mut hash).now_or_never().is_none(), "no turn, no hash");
+        drop(turns);
+        let hashed = hash.await.expect("hashed once a turn is free");
+        assert!(hashed.starts_with("$argon2id$"), "{hashed}");
+    }
 
     #[test]
     fn emails_are_validated_and_normalised() {

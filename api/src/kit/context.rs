@@ -21,6 +21,7 @@ use crate::{
     auth::{Identity, Operation, Resource, Session},
     db::{Tx, TxRef},
     error::{ApiError, ApiResult},
+    limits::RateLimits,
     state::AppState,
 };
 
@@ -143,11 +144,22 @@ impl RequestContext {
     /// Claims the operation's one argon2 hash or verification, before it is made: a
     /// hash costs tens of milliseconds of CPU and 19 MiB, so aliased `signIn`s or
     /// `signUp`s must not multiply it. The second claim is `BAD_USER_INPUT`.
-    pub fn spend_password_hash(&self) -> ApiResult<()> {
+    ///
+    /// A token holder's operation has counted against its token's rate limit only,
+    /// and each `signIn` returns a token with a limit of its own: sending each sign-in
+    /// with the token the last one returned would hash without end. So the hash also
+    /// counts against the client address's limit (`limits`), which an anonymous
+    /// caller's operation has counted against already.
+    pub fn spend_password_hash(&self, limits: &RateLimits) -> ApiResult<()> {
         if self.hashed.swap(true, Ordering::Relaxed) {
             return Err(ApiError::bad_input(
                 "only one signIn or signUp may run per operation; send each in its own request",
             ));
+        }
+        if self.session.is_some() {
+            limits
+                .check_address(self.client)
+                .map_err(|wait| crate::limits::rate_limited(wait).0)?;
         }
         Ok(())
     }

@@ -383,6 +383,45 @@ async fn token_holders_are_limited_per_token() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Each `signIn` returns a token with a rate limit of its own, so a token holder
+/// signing in again and again with the token the last sign-in returned would hash
+/// passwords without end: a password hash counts against the address too.
+#[tokio::test]
+async fn signing_in_with_each_new_token_counts_against_the_address() {
+    let app = rate_limited_app(3).await;
+    let (ada, _) = app.user("ada@example.com").await;
+    let mut token = ada.token().to_owned();
+    let mut refused = None;
+    for attempt in 0..5 {
+        let request = app
+            .anonymous()
+            .request(reqwest::Method::POST, "/graphql")
+            .header("X-Forwarded-For", "198.51.100.1")
+            .bearer_auth(&token)
+            .json(&json!({ "query": "mutation { signIn(input: {email: \"ada@example.com\", password: \"correct horse\"}) { token } }" }));
+        let body: Value = request
+            .send()
+            .await
+            .expect("a response")
+            .json()
+            .await
+            .expect("JSON");
+        match body["data"]["signIn"]["token"].as_str() {
+            Some(next) => token = next.to_owned(),
+            None => {
+                refused = Some((attempt, body));
+                break;
+            }
+        }
+    }
+    let (attempt, body) = refused.expect("refused within five sign-ins");
+    assert_eq!(
+        attempt, 3,
+        "the address's burst of three, then refused: {body}"
+    );
+    assert_eq!(code(&body), "RATE_LIMITED", "{body}");
+}
+
 #[tokio::test]
 async fn websocket_operations_count_against_the_limit_too() {
     let app = rate_limited_app(2).await;

@@ -302,8 +302,9 @@ impl AccountMutation {
         let email = Email::parse(&input.email).map_err(|_| unusable_email())?;
         let password = Password::parse_new(input.password)?;
         let display_name = validate::required("displayName", &input.display_name, 100, Lines::One)?;
-        rc.spend_password_hash()?;
-        app_state(ctx)?.account_throttles.sign_up(rc.client())?;
+        let state = app_state(ctx)?;
+        rc.spend_password_hash(&state.rate_limits)?;
+        state.account_throttles.sign_up(rc.client())?;
         let password_hash = auth::hash_password(password).await?;
         let user = as_service(rc, async {
             let db = rc.tx().await?;
@@ -333,12 +334,11 @@ impl AccountMutation {
         const WRONG: ApiError = ApiError::Unauthenticated("wrong email or password");
         let rc = RequestContext::of(ctx)?;
         let email = Email::parse(&input.email).map_err(|_| WRONG)?;
-        rc.spend_password_hash()?;
+        let state = app_state(ctx)?;
+        rc.spend_password_hash(&state.rate_limits)?;
         // Found or not, the email is throttled the same, so a refusal says nothing about
         // accounts.
-        let attempt = app_state(ctx)?
-            .account_throttles
-            .begin_sign_in(rc.client(), &email)?;
+        let attempt = state.account_throttles.begin_sign_in(rc.client(), &email)?;
         let user = as_service(rc, async { find_by_email(&*rc.tx().await?, &email).await }).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         // Verified whether the account exists or not, so timing does not tell.
