@@ -750,7 +750,14 @@ impl Session {
             .code_with_params(code, params, HashMap::new())
             .and_then(|block| self.0.token.append(block))
             .and_then(|t| t.to_base64())
-            .map_err(|e| ApiError::internal("cannot attenuate token", e))?;
+            .map_err(|e| match e {
+                // Sealing (`Biscuit::seal`) is its holder's choice to allow no more blocks.
+                Token::AlreadySealed => ApiError::bad_input(
+                    "this token is sealed, so it cannot be narrowed; derive the new token \
+                     from the unsealed one",
+                ),
+                e => ApiError::internal("cannot attenuate token", e),
+            })?;
         Ok((token, expires_at))
     }
 }
@@ -781,6 +788,20 @@ mod tests {
 
     fn refused(result: ApiResult<Session>) -> bool {
         matches!(result, Err(ApiError::Unauthenticated(_)))
+    }
+
+    #[test]
+    fn a_sealed_token_cannot_be_narrowed_and_says_so() {
+        let tokens = service(10);
+        let sealed = Biscuit::from_base64(mint(&tokens), tokens.root.public())
+            .and_then(|token| token.seal())
+            .and_then(|token| token.to_base64())
+            .expect("sealed");
+        let session = verified(&tokens, &sealed);
+        assert!(matches!(
+            session.attenuate(None, true, None),
+            Err(ApiError::BadUserInput(message)) if message.contains("sealed")
+        ));
     }
 
     #[test]
