@@ -24,7 +24,7 @@ use std::{
 };
 
 use async_graphql::{
-    Name, Request, Response, ServerError, Value,
+    Name, Request, Response, ServerError, Value, Variables,
     parser::types::{DocumentOperations, OperationType},
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -759,26 +759,56 @@ pub(crate) fn operation_type(request: &mut Request) -> Result<OperationType, Api
 /// The type and the name (none for an anonymous one) of the operation the request
 /// will run: its document names it even when the request has no `operationName`.
 fn operation(request: &mut Request) -> Result<(OperationType, Option<Name>), ApiError> {
+    // Out of the request while its parsed document, which borrows it, is read.
+    let variables = std::mem::take(&mut request.variables);
+    let found = selected(request, &variables);
+    request.variables = variables;
+    found
+}
+
+/// [`operation`], with the request's variables apart.
+fn selected(
+    request: &mut Request,
+    variables: &Variables,
+) -> Result<(OperationType, Option<Name>), ApiError> {
     let name = request.operation_name.clone();
     let document = request
         .parsed_query()
         .map_err(|e| ApiError::bad_input(e.message))?;
     let operation = match (&document.operations, name) {
-        (DocumentOperations::Single(op), _) => Some((op.node.ty, None)),
+        (DocumentOperations::Single(op), _) => Some((op, None)),
         (DocumentOperations::Multiple(ops), Some(name)) => ops
             .get_key_value(name.as_str())
-            .map(|(name, op)| (op.node.ty, Some(name.clone()))),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
-            .iter()
-            .next()
-            .map(|(name, op)| (op.node.ty, Some(name.clone()))),
+            .map(|(name, op)| (op, Some(name.clone()))),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.iter().next().map(|(name, op)| (op, Some(name.clone())))
+        }
         (DocumentOperations::Multiple(_), None) => {
             return Err(ApiError::bad_input(
                 "operationName: required when the document has several operations",
             ));
         }
     };
-    operation.ok_or_else(|| ApiError::bad_input("operationName: no such operation in the document"))
+    let (operation, name) = operation
+        .ok_or_else(|| ApiError::bad_input("operationName: no such operation in the document"))?;
+    // async-graphql's validation skips an argument whose variable is missing, and the
+    // field then fails as it runs, with an error that has no code (or, in `@include`
+    // or `@skip`, the variable counts as false). GraphQL's CoerceVariableValues
+    // (spec, "Coercing Variable Values") makes it a request error.
+    for variable in &operation.node.variable_definitions {
+        let variable = &variable.node;
+        let given = variables.get(&variable.name.node);
+        if !variable.var_type.node.nullable
+            && variable.default_value.is_none()
+            && given.is_none_or(|value| *value == Value::Null)
+        {
+            return Err(ApiError::bad_input(format!(
+                "variables: ${} ({}) is required",
+                variable.name.node, variable.var_type.node
+            )));
+        }
+    }
+    Ok((operation.node.ty, name))
 }
 
 /// Whether async-graphql ran `response`'s operation, i.e. it passed validation: it has

@@ -136,6 +136,18 @@ async fn request_errors_are_400_with_the_graphql_media_type_and_200_with_json() 
             "variable of the wrong type",
             json!({ "query": "query($n: Int) { publicProjects(first: $n) { totalCount } }", "variables": { "n": "ten" } }),
         ),
+        (
+            "required variable missing",
+            json!({ "query": "query($id: ID!) { project(id: $id) { id } }", "variables": {} }),
+        ),
+        (
+            "required variable null",
+            json!({ "query": "query($id: ID!) { project(id: $id) { id } }", "variables": { "id": null } }),
+        ),
+        (
+            "required variable of a directive missing",
+            json!({ "query": "query($c: Boolean!) { __typename @include(if: $c) }" }),
+        ),
     ];
     for (what, request) in request_errors {
         let strict = post_query(&app, GRAPHQL_RESPONSE, request.clone()).await;
