@@ -41,6 +41,7 @@ mod m20261126_000010_act_as_in_one_statement;
 mod m20261126_000011_migration_state_for_the_login_role;
 mod m20261126_000012_act_as_or_refuse;
 mod m20261126_000013_unpinned_request_functions;
+mod m20261126_000014_the_service_reads_retired_ai_services;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -87,6 +88,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000011_migration_state_for_the_login_role::Migration),
             Box::new(m20261126_000012_act_as_or_refuse::Migration),
             Box::new(m20261126_000013_unpinned_request_functions::Migration),
+            Box::new(m20261126_000014_the_service_reads_retired_ai_services::Migration),
         ]
     }
 }

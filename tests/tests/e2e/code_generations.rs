@@ -14,6 +14,7 @@ on_both_backends!(
     generations_per_actor,
     the_state_machine_moves_forward_only,
     completion_is_priced_exactly_and_recorded,
+    a_retired_ai_service_still_prices_its_running_generation,
 );
 
 const CREATE: &str = "mutation($i: CreateCodeGenerationInput!) { createCodeGeneration(input: $i) { codeGeneration { id status prompt language tokensIn tokensOut cost project { id } aiService { provider } } } }";
@@ -234,4 +235,30 @@ async fn completion_is_priced_exactly_and_recorded(app: TestApp) {
         )
         .await;
     assert_eq!(code(&blank), "BAD_USER_INPUT");
+}
+
+/// An admin retires the AI service while a generation runs on it: the service still
+/// completes and prices it, on Postgres under RLS as on SQLite (migration
+/// m20261126_000014); new generations cannot choose it.
+async fn a_retired_ai_service_still_prices_its_running_generation(app: TestApp) {
+    let a = Actors::new(&app).await;
+    let id = created(&a.owner, &a.project_id).await;
+    let started = a.service.graphql(START, json!({ "id": id })).await;
+    assert_eq!(outcome(&started), "ok", "{started}");
+    let retired = a
+        .admin
+        .graphql(
+            "mutation($i: UpdateAiServiceInput!) { updateAiService(input: $i) { aiService { isActive } } }",
+            json!({ "i": { "id": SONNET, "isActive": false } }),
+        )
+        .await;
+    assert_eq!(
+        retired["data"]["updateAiService"]["aiService"]["isActive"], false,
+        "{retired}"
+    );
+    let done = a.service.graphql(COMPLETE, complete(&id, 1000, 1000)).await;
+    let generation = &done["data"]["completeCodeGeneration"]["codeGeneration"];
+    assert_eq!(generation["status"], "SUCCEEDED", "{done}");
+    assert_ne!(generation["cost"], "0", "{done}");
+    assert_eq!(code(&create(&a.owner, &a.project_id).await), "NOT_FOUND");
 }

@@ -1,7 +1,9 @@
 //! Who may read and write the catalogs (`ai_services`, `agents`): the one statement of
 //! their policies. Everyone (anonymous and scoped tokens included) reads active
-//! entries, admins read all and write. One by one, services read every agent and users
-//! the agents of their own tasks ([`agent_readable`]); the lists stay the catalog.
+//! entries, admins read all and write. One by one, services read every agent and every
+//! AI service (pricing a generation whose service was retired meanwhile reads it as the
+//! service, whatever its state: migration m20261126_000014), and users the agents of
+//! their own tasks ([`agent_readable`]); the lists stay the catalog.
 
 use entity::{agent_tasks, agents};
 use sea_orm::{ColumnTrait, Condition, sea_query::Query};
