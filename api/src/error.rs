@@ -100,7 +100,9 @@ impl ApiError {
 
 /// Database errors map here and nowhere else: unique violations become `CONFLICT`
 /// named by their constraint, RLS refusals become `FORBIDDEN`, text Postgres cannot
-/// store (a NUL that validation did not catch) `BAD_USER_INPUT`, the rest is internal.
+/// store (a NUL that validation did not catch) `BAD_USER_INPUT`, a row that refers to
+/// one deleted since it was read (a project deleted while a task is created under it)
+/// `NOT_FOUND`, the rest is internal.
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
         if let Some(SqlErr::UniqueConstraintViolation(detail)) = err.sql_err() {
@@ -113,6 +115,9 @@ impl From<DbErr> for ApiError {
             // character_not_in_repertoire (NUL in text), untranslatable_character (NUL
             // in jsonb): only a value a client sent can hold one.
             Some("22021" | "22P05") => Self::bad_input("a value holds the NUL character"),
+            // foreign_key_violation: every write checks what it refers to first, so
+            // only a concurrent delete gets here.
+            Some("23503") => Self::NotFound("the row it refers to"),
             _ => Self::internal("database error", err),
         }
     }

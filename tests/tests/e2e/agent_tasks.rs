@@ -406,6 +406,39 @@ async fn text_postgres_cannot_store_is_the_client_s_error() {
     }
 }
 
+/// A project deleted between a task's check of it and the task's insert: the insert's
+/// foreign key finds it gone, which is `NOT_FOUND`, not `INTERNAL` (`error.rs`).
+#[tokio::test]
+async fn a_project_deleted_while_a_task_is_created_under_it_is_not_found() {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+    let app = flashfusion_tests::TestApp::postgres().await;
+    let world = World::new(&app).await;
+    let db = app.db.as_ref().expect("a Postgres app");
+    // The delete, not yet committed: the task's insert reads the project as there,
+    // then its foreign key check waits for the delete's lock on the row.
+    let deleter = db.connect().await;
+    let delete = deleter.begin().await.expect("begin");
+    delete
+        .execute_unprepared(&format!(
+            "delete from projects where id = '{}'",
+            world.project
+        ))
+        .await
+        .expect("delete the project");
+    let owner = world.owner().clone();
+    let input =
+        json!({ "i": { "projectId": world.project, "agentSlug": WORKED, "title": "late" } });
+    let created = tokio::spawn(async move { owner.graphql(CREATE_TASK, input).await });
+    let watcher = db.connect().await;
+    flashfusion_tests::eventually("the insert waits on the delete", || {
+        flashfusion_tests::waiting_on_locks(&watcher, 1)
+    })
+    .await;
+    delete.commit().await.expect("commit the delete");
+    let created = created.await.expect("the request");
+    assert_eq!(code(&created), "NOT_FOUND", "{created}");
+}
+
 /// Two progress reports at once both pass the "only rises" rule against the progress
 /// they read; the second to write is refused rather than lowering the first's.
 #[tokio::test]
