@@ -114,6 +114,21 @@ async fn notifications_flow_from_the_service_to_their_owner(app: TestApp) {
     };
     assert_eq!(count(&cast.owner).await, 2);
     assert_eq!(count(&cast.other).await, 0);
+    // What Postgres cannot store is refused on both backends alike, and nothing is sent.
+    for data in [json!({ "a": "\u{0}" }), json!({ "a\u{0}": 1 }), json!([1])] {
+        let refused = cast
+            .service
+            .graphql(
+                "mutation($u: ID!, $d: JSON!) { createNotification(input: {userId: $u, kind: \"k\", title: \"t\", data: $d}) { notificationId } }",
+                json!({ "u": cast.owner_id, "d": data }),
+            )
+            .await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{refused}"
+        );
+    }
+    assert_eq!(count(&cast.owner).await, 2);
     let list = cast
         .owner
         .graphql(

@@ -210,11 +210,10 @@ impl NotificationMutation {
         let rc = RequestContext::of(ctx)?;
         require_service_or_admin(rc)?;
         rc.authorize(Operation::Write, Resource::Notifications)?;
-        let data = match input.data.map(|Json(v)| v) {
-            None => Value::Object(Default::default()),
-            Some(object @ Value::Object(_)) => object,
-            Some(_) => return Err(ApiError::bad_input("data: must be a JSON object")),
-        };
+        let data = input
+            .data
+            .map_or_else(|| Value::Object(Default::default()), |Json(data)| data);
+        validate::json_object("data", &data)?;
         let user_id = parse_id("userId", &input.user_id)?;
         let db = rc.tx().await?;
         if !profiles::account_exists(&*db, user_id).await? {
