@@ -51,7 +51,10 @@ use crate::{
 /// One response of a WebSocket operation, serialized once for every socket it goes to.
 #[derive(Debug)]
 pub struct Delivery {
-    /// Errors and no data: as an operation's first response, a refusal before execution.
+    /// Errors, no data, and none of the errors from deeper than the root field: as an
+    /// operation's first response, a refusal before execution (validation, the root
+    /// field's set-up). An event whose nested field failed (its project deleted with it)
+    /// was executed, and is delivered as such.
     pub refused: bool,
     /// The response as JSON text.
     pub response: String,
@@ -62,7 +65,9 @@ pub struct Delivery {
 impl Delivery {
     /// Serializes `response`.
     pub fn of(response: &Response) -> Arc<Self> {
-        let refused = !response.errors.is_empty() && response.data == async_graphql::Value::Null;
+        let refused = !response.errors.is_empty()
+            && response.data == async_graphql::Value::Null
+            && response.errors.iter().all(|error| error.path.len() <= 1);
         let errors = if refused {
             serde_json::to_string(&response.errors).unwrap_or_else(|_| internal_errors())
         } else {
@@ -462,6 +467,29 @@ mod tests {
             dropped,
         };
         (execution, responses, receiver)
+    }
+
+    /// Only errors before execution or from the root field refuse; an event whose
+    /// nested field failed (and nulled the data, through non-null fields) was executed.
+    #[test]
+    fn a_refusal_is_an_error_of_the_root_field_or_before_it() {
+        use async_graphql::{PathSegment, ServerError};
+        let failed = |path: &[&str]| {
+            let mut error = ServerError::new("not found", None);
+            error.path = path
+                .iter()
+                .map(|field| PathSegment::Field((*field).to_owned()))
+                .collect();
+            Delivery::of(&Response::from_errors(vec![error])).refused
+        };
+        assert!(failed(&[]), "validation");
+        assert!(failed(&["deploymentUpdated"]), "the subscription's set-up");
+        assert!(!failed(&["deploymentUpdated", "deployment", "project"]));
+        let mut data = Response::new(async_graphql::Value::Null);
+        assert!(!Delivery::of(&data).refused, "no errors");
+        data.data = async_graphql::Value::from("x");
+        data.errors = vec![ServerError::new("x", None)];
+        assert!(!Delivery::of(&data).refused, "data");
     }
 
     /// Keyed by identity, two tokens of one account and role are one caller; another
