@@ -240,17 +240,16 @@ where
     if let Some(after) = after
         && !Box::pin(state.hub.retains(after)).await?
     {
-        return Err(ApiError::bad_input(
-            "cursor expired: refetch, then subscribe without `after`",
-        ));
+        return Err(cursor_expired());
     }
     let owner = readers.owner();
     let feed = Feed {
-        replay: after.map(|after| Replay::new(state.clone(), after, position, owner)),
+        replay: after.map(|after| Replay::new(state.clone(), after, position, owner, true)),
         live,
         // Live events up to here were replayed, or come before `after`.
         live_after: after.map_or(position, |after| after.max(position)),
         last: after.unwrap_or(position),
+        last_anchored: after.is_some(),
         live_read: after.is_none(),
         state,
         owner,
@@ -278,12 +277,20 @@ where
     }))
 }
 
+/// The refusal of a resume whose events have been pruned.
+fn cursor_expired() -> ApiError {
+    ApiError::bad_input("cursor expired: refetch, then subscribe without `after`")
+}
+
 /// What a resuming subscriber missed, read from the `events` table in batches as it is
 /// delivered (so a long absence does not load every event at once).
 struct Replay {
     state: Arc<AppState>,
     /// The last cursor read.
     from: Cursor,
+    /// Whether `from` is an event's (one read, or a resume's `after` found retained),
+    /// whose absence then means the events after it may have been pruned too.
+    anchored: bool,
     /// Where live events begin.
     upto: Cursor,
     /// Only this account's rows, when the subscriber reads no other.
@@ -292,20 +299,39 @@ struct Replay {
 }
 
 impl Replay {
-    fn new(state: Arc<AppState>, from: Cursor, upto: Cursor, owner: Option<Uuid>) -> Self {
+    fn new(
+        state: Arc<AppState>,
+        from: Cursor,
+        upto: Cursor,
+        owner: Option<Uuid>,
+        anchored: bool,
+    ) -> Self {
         Self {
             state,
             from,
+            anchored,
             upto,
             owner,
             batch: VecDeque::new(),
         }
     }
 
-    /// The next missed event; `None` once caught up.
+    /// The next missed event; `None` once caught up. A replay whose next events were
+    /// pruned while it read (the housekeeping's prune reached past where it stands)
+    /// ends with "cursor expired", as a resume from a pruned cursor does, rather than
+    /// skip them.
     async fn next(&mut self) -> ApiResult<Option<Arc<Event>>> {
         if self.batch.is_empty() {
             let batch = Box::pin(self.state.hub.replay(self.from, self.upto, self.owner)).await?;
+            // Pruning deletes the oldest events, in cursor order: `from` still there
+            // after the batch was read means nothing after it was pruned before.
+            if self.anchored
+                && self.from < self.upto
+                && !Box::pin(self.state.hub.retains(self.from)).await?
+            {
+                return Err(cursor_expired());
+            }
+            self.anchored = !batch.is_empty();
             self.from = batch.last().map_or(self.upto, |event| event.cursor);
             self.batch = batch.into();
         }
@@ -321,6 +347,9 @@ struct Feed<F> {
     live_after: Cursor,
     /// The last event this feed went past, admitted or not.
     last: Cursor,
+    /// Whether `last` is an event's cursor (see [`Replay`]'s `anchored`), not the
+    /// hub's position.
+    last_anchored: bool,
     /// Whether live events have been read since the last replay: until then, falling
     /// behind the buffer is the replay's doing, not the subscriber's.
     live_read: bool,
@@ -346,6 +375,7 @@ impl<T, F: FnMut(&Event) -> Option<T>> Feed<F> {
                 }
             };
             self.last = event.cursor;
+            self.last_anchored = true;
             if let Some(item) = (self.admit)(&event) {
                 return Some(Ok(item));
             }
@@ -379,6 +409,7 @@ impl<T, F: FnMut(&Event) -> Option<T>> Feed<F> {
                         self.last,
                         position,
                         self.owner,
+                        self.last_anchored,
                     ));
                     // A feed resumed from a cursor ahead of this replica's hub (read
                     // from a replica further on) must still skip what precedes it.
@@ -567,11 +598,45 @@ mod tests {
             live,
             live_after: position,
             last: position,
+            last_anchored: false,
             state: state.clone(),
             owner: None,
             admit: |event: &Event| Some(event.cursor),
             ended: false,
         }
+    }
+
+    /// A replay whose next events are pruned while it reads (here all of them, the
+    /// prefix the hourly prune deletes reaching past it) ends with "cursor expired"
+    /// instead of going live as if nothing had been missed.
+    #[tokio::test]
+    async fn a_replay_whose_events_are_pruned_meanwhile_ends_with_cursor_expired() {
+        let state = tiny_buffer_state().await;
+        let (_, start) = state.hub.subscribe().await;
+        broadcast_events(&state, 3).await;
+        let (live, upto) = state.hub.subscribe().await;
+        let first = Replay::new(state.clone(), start, upto, None, false)
+            .next()
+            .await
+            .expect("the events are read")
+            .expect("an event")
+            .cursor;
+        let replay = Replay::new(state.clone(), first, upto, None, true);
+        let mut feed = feed_of(&state, live, upto, Some(replay));
+        state
+            .db
+            .connection()
+            .execute_unprepared("delete from events")
+            .await
+            .expect("pruned");
+        let next = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("not waiting for live events");
+        assert!(
+            matches!(&next, Some(Err(ApiError::BadUserInput(m))) if m.contains("cursor expired")),
+            "{:?}",
+            next.map(|r| r.map_err(|e| e.message()))
+        );
     }
 
     /// A feed whose subscriber stopped reading while more events than the replica's
@@ -638,7 +703,7 @@ mod tests {
     async fn a_replay_outrun_by_live_events_catches_up_from_the_table() {
         let state = tiny_buffer_state().await;
         let (live, start) = state.hub.subscribe().await;
-        let replay = Replay::new(state.clone(), start, start, None);
+        let replay = Replay::new(state.clone(), start, start, None, false);
         let mut feed = feed_of(&state, live, start, Some(replay));
         broadcast_events(&state, 5).await;
         let mut cursors = Vec::new();
