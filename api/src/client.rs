@@ -35,7 +35,7 @@ pub fn address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
             line.to_str()
                 .unwrap_or_default()
                 .rsplit(',')
-                .map(|hop| hop.trim().parse::<IpAddr>().ok())
+                .map(|hop| hop_address(hop.trim()))
                 .collect::<Vec<_>>()
         });
     let mut client = peer;
@@ -52,6 +52,14 @@ pub fn address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
         }
     }
     client
+}
+
+/// The address of one `X-Forwarded-For` hop: an address, or, as some proxies write it,
+/// an address with its port (`203.0.113.5:51234`, `[2001:db8::1]:443`).
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
 }
 
 /// The key a client address is limited by (the rate limit, the sign-in and sign-up
@@ -117,6 +125,22 @@ mod tests {
             address(ip("10.0.0.1"), &headers(&["1.2.3.4"]), &[]),
             ip("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn hops_written_with_their_port_are_read() {
+        let trusted = ["10.0.0.0/8".parse().expect("net")];
+        for (hops, client) in [
+            ("198.51.100.7:4711", "198.51.100.7"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("198.51.100.7, 10.0.0.2:80", "198.51.100.7"),
+        ] {
+            assert_eq!(
+                address(ip("10.0.0.1"), &headers(&[hops]), &trusted),
+                ip(client),
+                "{hops}"
+            );
+        }
     }
 
     #[test]
