@@ -585,7 +585,8 @@ async fn execute(
     let caller = match caller_from_header(gateway, headers) {
         Ok(caller) => caller,
         Err(err) => {
-            return error_response(caller_refusal_status(&err), err, Reason::Token, media);
+            let refused = error_response(caller_refusal_status(&err), err, Reason::Token, media);
+            return challenging(refused);
         }
     };
     let (response, refusal) = gateway.run(request, caller, client, transport).await;
@@ -618,7 +619,18 @@ async fn execute(
             .headers_mut()
             .insert(header::RETRY_AFTER, retry_after.into());
     }
-    answer
+    challenging(answer)
+}
+
+/// `response`, which names the scheme it takes when it is a 401: a bearer token in
+/// `Authorization` (RFC 9110 §15.5.2 asks every 401 for `WWW-Authenticate`).
+fn challenging(mut response: axum::response::Response) -> axum::response::Response {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 /// Whether `response` answers a request that did not execute: `data` is null and no

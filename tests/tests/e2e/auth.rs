@@ -131,6 +131,7 @@ async fn sign_out_revokes_the_token_and_its_derivatives(app: TestApp) {
         let (status, body) = client.post_json(json!({ "query": ME })).await;
         assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
         assert_eq!(status, 401);
+        assert_eq!(challenge(client).await.as_deref(), Some("Bearer"));
     }
     // Signing in again gives a fresh, working token.
     let again = sign_in(&app, "ada@example.com", "correct horse").await;
@@ -177,7 +178,25 @@ async fn expired_tampered_and_foreign_tokens_are_unauthenticated() {
             .await;
         assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
         assert_eq!(status, 401);
+        let refused = app.with_token(&token);
+        assert_eq!(challenge(&refused).await.as_deref(), Some("Bearer"));
     }
+}
+
+/// The `WWW-Authenticate` header of the answer to `client`'s `{ me }`, which must be
+/// refused 401 (RFC 9110 §15.5.2: every 401 has one).
+async fn challenge(client: &flashfusion_tests::Client) -> Option<String> {
+    let request = client
+        .request(reqwest::Method::POST, "/graphql")
+        .bearer_auth(client.token())
+        .json(&json!({ "query": ME }));
+    let response = request.send().await.expect("a response");
+    assert_eq!(response.status().as_u16(), 401);
+    response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
 }
 
 #[tokio::test]
