@@ -22,6 +22,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate { action } => {
+            if matches!(action, MigrateAction::Down { yes: false }) {
+                anyhow::bail!(
+                    "migrate down drops every table and its data; if that is what you want, \
+                     run it again with --yes"
+                );
+            }
             // As the schema's owner: DATABASE_MIGRATION_URL, else DATABASE_URL. Two
             // connections at least: `up` holds its lock on one and migrates on another.
             let db = Database::connect(
@@ -32,7 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let conn = db.connection();
             match action {
                 MigrateAction::Up => db.migrate().await?,
-                MigrateAction::Down => Migrator::down(conn, None)
+                MigrateAction::Down { .. } => Migrator::down(conn, None)
                     .await
                     .context("migration failed")?,
                 MigrateAction::Status => {}

@@ -46,8 +46,12 @@ pub enum Command {
 pub enum MigrateAction {
     /// Apply every pending migration.
     Up,
-    /// Revert every applied migration.
-    Down,
+    /// Revert every applied migration, dropping every table and its data.
+    Down {
+        /// Confirms that every table and its data should go.
+        #[arg(long)]
+        yes: bool,
+    },
     /// List migrations and whether each is applied.
     Status,
 }

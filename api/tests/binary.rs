@@ -404,6 +404,30 @@ fn a_dotenv_file_that_does_not_parse_stops_the_start() {
     assert!(text.contains(".env"), "{text}");
 }
 
+/// `migrate down` drops every table, so it asks for `--yes` before it connects.
+#[test]
+fn migrate_down_wants_a_yes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let migrate = |args: &[&str]| {
+        run_to_exit(
+            Command::new(BIN)
+                .current_dir(dir.path())
+                .env_clear()
+                .args(["migrate", "down"])
+                .args(args),
+        )
+    };
+    let (status, text) = migrate(&[]);
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("--yes"), "{text}");
+    assert!(
+        !dir.path().join("flashfusion.db").exists(),
+        "it connected to the database"
+    );
+    let (status, text) = migrate(&["--yes"]);
+    assert!(status.success(), "{text}");
+}
+
 /// Production does not make up its keys: without them it does not start.
 #[test]
 fn production_without_its_keys_does_not_start() {
