@@ -1,8 +1,9 @@
 //! Validation of the free text clients send, in one place: trimmed, bounded, and free
 //! of control characters (Postgres refuses NUL outright, and none belong in a name), so
 //! both backends store the same thing and bad input is `BAD_USER_INPUT`, never a
-//! database error.
+//! database error. Instants too: within the years both backends store and compare.
 
+use chrono::{DateTime, Datelike as _, Utc};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
@@ -29,6 +30,20 @@ fn check(field: &str, value: &str, max: usize, lines: Lines) -> ApiResult<()> {
         )));
     }
     Ok(())
+}
+
+/// An instant a client sent, in the years 1 to 9999. GraphQL's `DateTime` (RFC 3339,
+/// read by chrono) takes any signed year, but Postgres refuses timestamps before 4714
+/// BC (an error, not the client's), and SQLite stores them as RFC 3339 text, where a
+/// year past 9999 is written `+10000…` and sorts before every other.
+pub fn instant(field: &str, at: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
+    if (1..=9999).contains(&at.year()) {
+        Ok(at)
+    } else {
+        Err(ApiError::bad_input(format!(
+            "{field}: must be within the years 1 to 9999"
+        )))
+    }
 }
 
 /// Required text: trimmed, not empty, at most `max` characters.

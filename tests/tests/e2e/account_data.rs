@@ -209,6 +209,17 @@ async fn billing_starts_free_and_only_services_and_admins_change_it(app: TestApp
     let now = cast.owner.graphql(MINE, json!({})).await;
     assert_eq!(now["data"]["myBilling"]["plan"], "TEAM", "{now}");
     assert_eq!(now["data"]["myBilling"]["status"], "ACTIVE", "{now}");
+    let far = cast
+        .admin
+        .graphql(
+            "mutation($u: ID!) { setBilling(input: {userId: $u, currentPeriodEnd: \"+10000-01-01T00:00:00Z\"}) { billing { plan } } }",
+            json!({ "u": cast.owner_id }),
+        )
+        .await;
+    assert_eq!(
+        far["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{far}"
+    );
     let admin_view = cast
         .admin
         .graphql(
@@ -315,6 +326,22 @@ async fn usage_is_summed_per_bucket_and_admins_read_anyones(app: TestApp) {
         "BAD_USER_INPUT",
         "{backwards}"
     );
+    // Instants GraphQL's DateTime reads but neither backend stores or compares as an
+    // instant: Postgres refuses years before 4714 BC, SQLite's text sorts `+10000`
+    // before every year. Both refuse them alike.
+    for (from, to) in [
+        ("-5000-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+        ("2000-01-01T00:00:00Z", "+10000-01-01T00:00:00Z"),
+    ] {
+        let far = cast
+            .owner
+            .graphql(
+                "query($f: DateTime!, $t: DateTime!) { usageSummary(from: $f, to: $t, groupBy: DAY) { key } }",
+                json!({ "f": from, "t": to }),
+            )
+            .await;
+        assert_eq!(outcome(&far, "usageSummary"), "BAD_USER_INPUT", "{far}");
+    }
 }
 
 async fn profiles_and_roles_change_as_the_rules_say(app: TestApp) {

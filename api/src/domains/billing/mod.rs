@@ -22,6 +22,7 @@ use crate::{
         loaders::{ById, Loaders},
         parse_id, profiles,
     },
+    validate,
 };
 
 /// The plan an account pays for.
@@ -187,7 +188,10 @@ impl BillingMutation {
         let changes = repo::BillingChanges {
             plan: input.plan.map(Into::into),
             status: input.status.map(Into::into),
-            current_period_end: input.current_period_end,
+            current_period_end: input
+                .current_period_end
+                .map(|end| validate::instant("currentPeriodEnd", end))
+                .transpose()?,
             cancel_at_period_end: input.cancel_at_period_end,
         };
         repo::upsert(&*db, user_id, changes).await?;

@@ -17,6 +17,7 @@ use crate::{
     auth::{Operation, Resource},
     error::{ApiError, ApiResult},
     kit::{RequestContext, money, parse_optional_id},
+    validate,
 };
 
 /// One usage row to append.
@@ -81,6 +82,10 @@ impl UsageQuery {
             ));
         }
         rc.authorize(Operation::Read, Resource::Usage)?;
+        let (from, to) = (
+            validate::instant("from", from)?,
+            validate::instant("to", to)?,
+        );
         if from >= to {
             return Err(ApiError::bad_input("from: must be before to"));
         }
