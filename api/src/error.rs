@@ -40,6 +40,9 @@ pub enum ApiError {
     /// The caller is sending too much, too fast, or reading too slowly; the message
     /// says which.
     RateLimited(String),
+    /// Over a rate limit that refills: `RATE_LIMITED`, with the whole seconds until the
+    /// next operation is allowed in `extensions.retryAfter`.
+    RateLimitedFor { message: String, seconds: u64 },
     /// Anything else: a bug or an outage. Logged in full, shown as `INTERNAL`.
     Internal(Arc<anyhow::Error>),
     /// An automatic persisted query's hash this replica does not know: the client sends
@@ -58,7 +61,7 @@ impl ApiError {
             Self::BadUserInput(_) => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
             Self::InvalidTransition(_) => "INVALID_TRANSITION",
-            Self::RateLimited(_) => "RATE_LIMITED",
+            Self::RateLimited(_) | Self::RateLimitedFor { .. } => "RATE_LIMITED",
             Self::Internal(_) => "INTERNAL",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
         }
@@ -76,7 +79,7 @@ impl ApiError {
             Self::Unauthenticated(m) | Self::Forbidden(m) | Self::Conflict(m) => (*m).to_owned(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::BadUserInput(m) | Self::InvalidTransition(m) => m.clone(),
-            Self::RateLimited(message) => message.clone(),
+            Self::RateLimited(message) | Self::RateLimitedFor { message, .. } => message.clone(),
             Self::Internal(_) => "internal error".to_owned(),
             Self::PersistedQueryNotFound => "PersistedQueryNotFound".to_owned(),
         }
@@ -154,7 +157,16 @@ impl From<ApiError> for async_graphql::Error {
         if let ApiError::Internal(inner) = &err {
             tracing::error!(error = ?inner, "internal error");
         }
-        async_graphql::Error::new(err.message()).extend_with(|_, ext| ext.set("code", code))
+        let retry_after = match &err {
+            ApiError::RateLimitedFor { seconds, .. } => Some(*seconds),
+            _ => None,
+        };
+        async_graphql::Error::new(err.message()).extend_with(|_, ext| {
+            ext.set("code", code);
+            if let Some(seconds) = retry_after {
+                ext.set("retryAfter", seconds);
+            }
+        })
     }
 }
 

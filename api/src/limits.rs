@@ -419,18 +419,17 @@ impl RateLimits {
     }
 }
 
-/// The `RATE_LIMITED` refusal, with the whole seconds to wait (at least 1).
+/// The `RATE_LIMITED` refusal, and the whole seconds to wait (at least 1), which it
+/// carries in `extensions.retryAfter`.
 pub fn rate_limited(wait: Duration) -> (ApiError, u64) {
     let seconds = wait
         .as_secs()
         .saturating_add(u64::from(wait.subsec_nanos() > 0))
         .max(1);
-    (
-        ApiError::RateLimited(format!(
-            "too many operations (FLASHFUSION_RATE_LIMIT_BURST, FLASHFUSION_RATE_LIMIT_REFILL): retry in {seconds}s"
-        )),
-        seconds,
-    )
+    let message = format!(
+        "too many operations (FLASHFUSION_RATE_LIMIT_BURST, FLASHFUSION_RATE_LIMIT_REFILL): retry in {seconds}s"
+    );
+    (ApiError::RateLimitedFor { message, seconds }, seconds)
 }
 
 #[cfg(test)]

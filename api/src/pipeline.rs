@@ -515,13 +515,8 @@ impl Gateway {
     ) -> Option<(Response, Option<Refusal>)> {
         let wait = self.state.rate_limits.check(caller, client).err()?;
         let (err, retry_after) = limits::rate_limited(wait);
-        let mut error: ServerError = err.into();
-        error
-            .extensions
-            .get_or_insert_with(Default::default)
-            .set("retryAfter", retry_after);
         let refusal = Refusal::RateLimited { retry_after };
-        let response = Response::from_errors(vec![error]);
+        let response = Response::from_errors(vec![err.into()]);
         self.state.metrics.record_unread(
             request.operation_name.as_deref(),
             transport.name(),

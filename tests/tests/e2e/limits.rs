@@ -420,6 +420,10 @@ async fn signing_in_with_each_new_token_counts_against_the_address() {
         "the address's burst of three, then refused: {body}"
     );
     assert_eq!(code(&body), "RATE_LIMITED", "{body}");
+    assert!(
+        body["errors"][0]["extensions"]["retryAfter"].as_u64() >= Some(1),
+        "{body}"
+    );
 }
 
 #[tokio::test]
