@@ -1,8 +1,8 @@
 //! The service reads every AI service, retired ones included, as it reads every agent
 //! (m20261125_000007): it completes a generation that started before its AI service was
 //! deactivated, and pricing it reads that service's row. Everyone else still reads the
-//! active entries, admins all (Postgres only; `catalog::policy` says the same for the
-//! resolvers, which on SQLite have no policy under them).
+//! active entries, admins all (Postgres only; `catalog::policy::ai_service_readable`
+//! says the same for the resolvers, which on SQLite have no policy under them).
 
 use sea_orm_migration::prelude::*;
 

@@ -260,5 +260,16 @@ async fn a_retired_ai_service_still_prices_its_running_generation(app: TestApp) 
     let generation = &done["data"]["completeCodeGeneration"]["codeGeneration"];
     assert_eq!(generation["status"], "SUCCEEDED", "{done}");
     assert_ne!(generation["cost"], "0", "{done}");
+    // The service reads the retired service one by one too; the owner no longer does.
+    for (client, sees) in [(&a.service, true), (&a.owner, false)] {
+        let read = client
+            .graphql(
+                "query($id: ID!) { codeGeneration(id: $id) { aiService { id } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let service = &read["data"]["codeGeneration"]["aiService"];
+        assert_eq!(!service.is_null(), sees, "{read}");
+    }
     assert_eq!(code(&create(&a.owner, &a.project_id).await), "NOT_FOUND");
 }

@@ -105,7 +105,7 @@ pub fn register(loaders: Loaders) -> Loaders {
         .register(|tx, identity| {
             AiServiceLoader::new(
                 tx,
-                policy::readable(identity, ai_services::Column::IsActive),
+                policy::ai_service_readable(identity),
                 ai_services::Column::Id,
                 |row| (row.id, row.into()),
             )

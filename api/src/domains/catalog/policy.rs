@@ -2,10 +2,11 @@
 //! their policies. Everyone (anonymous and scoped tokens included) reads active
 //! entries, admins read all and write. One by one, services read every agent and every
 //! AI service (pricing a generation whose service was retired meanwhile reads it as the
-//! service, whatever its state: migration m20261126_000014), and users the agents of
-//! their own tasks ([`agent_readable`]); the lists stay the catalog.
+//! service, whatever its state: [`ai_service_readable`], migration m20261126_000014),
+//! and users the agents of their own tasks ([`agent_readable`]); the lists stay the
+//! catalog.
 
-use entity::{agent_tasks, agents};
+use entity::{agent_tasks, agents, ai_services};
 use sea_orm::{ColumnTrait, Condition, sea_query::Query};
 
 use crate::auth::{Identity, Role};
@@ -38,6 +39,16 @@ pub fn agent_readable(identity: Identity) -> Condition {
             )
         }
         _ => Condition::all().add(agents::Column::IsActive.eq(true)),
+    }
+}
+
+/// The AI services `identity` may read one by one (a generation's `aiService`): active
+/// ones, and every one for admins and services (the service prices every generation,
+/// whatever became of its AI service). Migration m20261126_000014 says the same in SQL.
+pub fn ai_service_readable(identity: Identity) -> Condition {
+    match identity.role() {
+        Some(Role::Admin | Role::Service) => Condition::all(),
+        _ => Condition::all().add(ai_services::Column::IsActive.eq(true)),
     }
 }
 
