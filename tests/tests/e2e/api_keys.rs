@@ -16,7 +16,7 @@ on_both_backends!(
 );
 
 pub const CREATE: &str = "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { apiKey { id label provider aiService { slug } hint lastUsedAt revokedAt createdAt } } }";
-const MINE: &str = "{ myApiKeys { id label hint revokedAt lastUsedAt } }";
+const MINE: &str = "{ myApiKeys { nodes { id label hint revokedAt lastUsedAt } } }";
 const REVOKE: &str = "mutation($id: ID!) { revokeApiKey(id: $id) { apiKey { id revokedAt } } }";
 pub const CREDENTIAL: &str =
     "mutation($i: AgentTaskCredentialInput!) { agentTaskCredential(input: $i) { secret } }";
@@ -52,7 +52,7 @@ async fn keys_are_their_owners_alone(app: TestApp) {
         };
         assert_eq!(outcome(&response), expected, "{who}: {response}");
         if expected == "ok" {
-            let ids: Vec<&Value> = response["data"]["myApiKeys"]
+            let ids: Vec<&Value> = response["data"]["myApiKeys"]["nodes"]
                 .as_array()
                 .expect("list")
                 .iter()
@@ -76,7 +76,10 @@ async fn keys_are_their_owners_alone(app: TestApp) {
         assert_eq!(outcome(&response), expected, "{who}: {response}");
     }
     let bobs = a.other.graphql(MINE, json!({})).await;
-    assert_eq!(bobs["data"]["myApiKeys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        bobs["data"]["myApiKeys"]["nodes"].as_array().map(Vec::len),
+        Some(1)
+    );
 
     // revokeApiKey of the owner's key: invisible to everyone else.
     for (who, client) in all(&a) {
@@ -98,10 +101,39 @@ async fn keys_are_their_owners_alone(app: TestApp) {
     let again = a.owner.graphql(REVOKE, json!({ "id": id })).await;
     assert_eq!(again["data"]["revokeApiKey"]["apiKey"]["revokedAt"], first);
     let listed = a.owner.graphql(MINE, json!({})).await;
-    let keys = listed["data"]["myApiKeys"].as_array().expect("list");
+    let keys = listed["data"]["myApiKeys"]["nodes"]
+        .as_array()
+        .expect("list");
     assert_eq!(keys.len(), 2, "revoked keys stay listed: {listed}");
     assert_eq!(keys[1]["id"], id, "newest first");
     assert_eq!(keys[1]["revokedAt"], first);
+    // A connection like every list: paged, counted, resumable after a cursor.
+    let page = a
+        .owner
+        .graphql(
+            "{ myApiKeys(first: 1) { totalCount edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }",
+            json!({}),
+        )
+        .await;
+    let connection = &page["data"]["myApiKeys"];
+    assert_eq!(connection["totalCount"], 2, "{page}");
+    assert_eq!(
+        connection["edges"][0]["node"]["id"], keys[0]["id"],
+        "{page}"
+    );
+    assert_eq!(connection["pageInfo"]["hasNextPage"], true, "{page}");
+    let rest = a
+        .owner
+        .graphql(
+            "query($after: String) { myApiKeys(first: 1, after: $after) { nodes { id } } }",
+            json!({ "after": connection["pageInfo"]["endCursor"] }),
+        )
+        .await;
+    assert_eq!(
+        rest["data"]["myApiKeys"]["nodes"],
+        json!([{ "id": id }]),
+        "{rest}"
+    );
 }
 
 async fn bad_key_input_is_refused_without_echoing_the_secret(app: TestApp) {
@@ -156,7 +188,10 @@ async fn bad_key_input_is_refused_without_echoing_the_secret(app: TestApp) {
     assert_eq!(key["provider"], "openai", "{without_service}");
     assert_eq!(key["aiService"], Value::Null);
     let mine = ada.graphql(MINE, json!({})).await;
-    assert_eq!(mine["data"]["myApiKeys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        mine["data"]["myApiKeys"]["nodes"].as_array().map(Vec::len),
+        Some(1)
+    );
 }
 
 async fn only_a_service_gets_a_running_tasks_key(app: TestApp) {
@@ -197,11 +232,11 @@ async fn only_a_service_gets_a_running_tasks_key(app: TestApp) {
     assert_eq!(usage_count(&app, "api_key.used").await, 1);
     let mine = a.owner.graphql(MINE, json!({})).await;
     assert!(
-        mine["data"]["myApiKeys"][0]["lastUsedAt"].is_string(),
+        mine["data"]["myApiKeys"]["nodes"][0]["lastUsedAt"].is_string(),
         "{mine}"
     );
     assert!(
-        mine["data"]["myApiKeys"][1]["lastUsedAt"].is_null(),
+        mine["data"]["myApiKeys"]["nodes"][1]["lastUsedAt"].is_null(),
         "{mine}"
     );
 
@@ -222,7 +257,7 @@ async fn only_a_service_gets_a_running_tasks_key(app: TestApp) {
     assert_eq!(code(&no_task), "NOT_FOUND", "{no_task}");
 
     // Revoked keys are never handed out: the older one takes over, then none is left.
-    let newest = mine["data"]["myApiKeys"][0]["id"].clone();
+    let newest = mine["data"]["myApiKeys"]["nodes"][0]["id"].clone();
     a.owner.graphql(REVOKE, json!({ "id": newest })).await;
     let older = a
         .service
@@ -232,7 +267,7 @@ async fn only_a_service_gets_a_running_tasks_key(app: TestApp) {
         older["data"]["agentTaskCredential"]["secret"], old,
         "{older}"
     );
-    let oldest = mine["data"]["myApiKeys"][1]["id"].clone();
+    let oldest = mine["data"]["myApiKeys"]["nodes"][1]["id"].clone();
     a.owner.graphql(REVOKE, json!({ "id": oldest })).await;
     let none = a
         .service

@@ -14,7 +14,7 @@ on_both_backends!(
 );
 
 pub const CONNECT: &str = "mutation($i: ConnectIntegrationInput!) { connectIntegration(input: $i) { integration { id provider config status hasCredentials createdAt updatedAt } } }";
-const MINE: &str = "{ myIntegrations { id provider config status hasCredentials } }";
+const MINE: &str = "{ myIntegrations { nodes { id provider config status hasCredentials } } }";
 const UPDATE: &str = "mutation($i: UpdateIntegrationInput!) { updateIntegration(input: $i) { integration { id config hasCredentials } } }";
 const DISCONNECT: &str = "mutation($id: ID!) { disconnectIntegration(id: $id) { deletedId } }";
 
@@ -43,7 +43,7 @@ async fn integrations_are_their_owners_alone(app: TestApp) {
         };
         assert_eq!(outcome(&response), expected, "{who}: {response}");
         if expected == "ok" {
-            let sees = response["data"]["myIntegrations"]
+            let sees = response["data"]["myIntegrations"]["nodes"]
                 .as_array()
                 .expect("list")
                 .iter()
@@ -82,7 +82,7 @@ async fn integrations_are_their_owners_alone(app: TestApp) {
         );
     }
     let mine = a.owner.graphql(MINE, json!({})).await;
-    let github = mine["data"]["myIntegrations"]
+    let github = mine["data"]["myIntegrations"]["nodes"]
         .as_array()
         .expect("list")
         .iter()
@@ -164,7 +164,9 @@ async fn credentials_are_write_only_and_providers_unique(app: TestApp) {
     }
     let listed = ada.graphql(MINE, json!({})).await;
     assert_eq!(
-        listed["data"]["myIntegrations"].as_array().map(Vec::len),
+        listed["data"]["myIntegrations"]["nodes"]
+            .as_array()
+            .map(Vec::len),
         Some(1),
         "{listed}"
     );

@@ -156,16 +156,19 @@ async fn every_identity_sees_the_same_rows_through_the_api_and_in_sql() {
         // the API never lists.
         if actor != Actor::Service {
             let got = client
-                .graphql("{ myApiKeys { id } myIntegrations { id } }", json!({}))
+                .graphql(
+                    "{ myApiKeys { nodes { id } } myIntegrations { nodes { id } } }",
+                    json!({}),
+                )
                 .await;
             seen.push((
                 "user_api_keys",
-                strings(&got, "data.myApiKeys.*.id"),
+                strings(&got, "data.myApiKeys.nodes.*.id"),
                 in_sql(&app, &cast, actor, "select id::text from user_api_keys").await,
             ));
             seen.push((
                 "integrations",
-                strings(&got, "data.myIntegrations.*.id"),
+                strings(&got, "data.myIntegrations.nodes.*.id"),
                 in_sql(&app, &cast, actor, "select id::text from integrations").await,
             ));
         }

@@ -18,7 +18,7 @@ const NULL: &str = "null";
 #[rustfmt::skip]
 pub const CASES: [Case; 15] = [
     //                                         anon owner other admin service readOnly otherProject
-    Case { field: "myApiKeys", query: "{ myApiKeys { id } }",
+    Case { field: "myApiKeys", query: "{ myApiKeys { nodes { id } } }",
            expected: [U, D, D, D, F, D, F] },
     Case { field: "createApiKey", query: "mutation { createApiKey(input: {label: \"l\", provider: \"anthropic\", secret: \"sk-matrix-0001\"}) { apiKey { id } } }",
            expected: [U, D, D, D, F, F, F] },
@@ -26,7 +26,7 @@ pub const CASES: [Case; 15] = [
            expected: [U, F, F, F, D, F, F] },
     Case { field: "revokeApiKey", query: "mutation($key: ID!) { revokeApiKey(id: $key) { apiKey { id } } }",
            expected: [U, D, N, N, F, F, F] },
-    Case { field: "myIntegrations", query: "{ myIntegrations { id } }",
+    Case { field: "myIntegrations", query: "{ myIntegrations { nodes { id } } }",
            expected: [U, D, D, D, F, D, F] },
     Case { field: "connectIntegration", query: "mutation { connectIntegration(input: {provider: \"vercel\"}) { integration { id } } }",
            expected: [U, D, D, D, F, F, F] },

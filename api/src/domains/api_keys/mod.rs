@@ -12,7 +12,10 @@ mod repo;
 
 use async_graphql::{ComplexObject, Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use entity::{agent_tasks::AgentTaskStatus, user_api_keys::Metadata};
+use entity::{
+    agent_tasks::AgentTaskStatus,
+    user_api_keys::{self, Metadata},
+};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -27,6 +30,7 @@ use crate::{
         RequestContext, app_state,
         authz::{require_account_data, require_service},
         loaders::load_one,
+        pagination::{Page, PageArgs, page_complexity, paginate},
         parse_id,
     },
     secrets::Sealed,
@@ -115,11 +119,25 @@ pub struct ApiKeyQuery;
 #[Object]
 impl ApiKeyQuery {
     /// The caller's own API keys (metadata only), newest first, revoked ones included.
-    async fn my_api_keys(&self, ctx: &Context<'_>) -> ApiResult<Vec<ApiKey>> {
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn my_api_keys(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<ApiKey>> {
         let rc = RequestContext::of(ctx)?;
         require_account_data(rc, Operation::Read, Resource::ApiKeys, NO_KEYS)?;
-        let keys = repo::list(&*rc.tx().await?, policy::manageable(rc.identity())).await?;
-        Ok(keys.into_iter().map(ApiKey::from).collect())
+        paginate(
+            rc.tx_ref(),
+            repo::list(policy::manageable(rc.identity())),
+            (user_api_keys::Column::Id, |key: &Metadata| key.id),
+            PageArgs::new(ctx, first, after, last, before),
+            ApiKey::from,
+        )
+        .await
     }
 }
 

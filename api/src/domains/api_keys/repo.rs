@@ -9,20 +9,16 @@ use entity::{
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, sea_query::Expr,
+    QueryOrder, Select, sea_query::Expr,
 };
 use uuid::Uuid;
 
 use crate::{error::ApiResult, secrets::Sealed};
 
-/// The owner's keys that `visible` allows, newest first.
-pub async fn list(db: &impl ConnectionTrait, visible: Condition) -> ApiResult<Vec<Metadata>> {
-    Ok(user_api_keys::Entity::find()
-        .filter(visible)
-        .order_by_desc(user_api_keys::Column::Id)
-        .into_partial_model::<Metadata>()
-        .all(db)
-        .await?)
+/// The owner's keys that `visible` allows (paged newest first by
+/// `kit::pagination::paginate`).
+pub fn list(visible: Condition) -> Select<user_api_keys::Entity> {
+    user_api_keys::Entity::find().filter(visible)
 }
 
 /// The key `id` if `visible` allows it.

@@ -13,14 +13,18 @@ mod repo;
 
 use async_graphql::{Context, Enum, ID, InputObject, Json, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use entity::integrations::{IntegrationStatus as DbStatus, Metadata};
+use entity::integrations::{self, IntegrationStatus as DbStatus, Metadata};
 use uuid::Uuid;
 
 use crate::{
     auth::{Operation, Resource},
     error::{ApiError, ApiResult},
     kit::{
-        RequestContext, app_state, authz::require_account_data, enums::mirror_enum, parse_id,
+        RequestContext, app_state,
+        authz::require_account_data,
+        enums::mirror_enum,
+        pagination::{Page, PageArgs, page_complexity, paginate},
+        parse_id,
         payloads::DeletePayload,
     },
     secrets::Sealed,
@@ -100,11 +104,25 @@ pub struct IntegrationQuery;
 #[Object]
 impl IntegrationQuery {
     /// The caller's own integrations, newest first.
-    async fn my_integrations(&self, ctx: &Context<'_>) -> ApiResult<Vec<Integration>> {
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn my_integrations(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> ApiResult<Page<Integration>> {
         let rc = RequestContext::of(ctx)?;
         require_account_data(rc, Operation::Read, Resource::Integrations, NO_INTEGRATIONS)?;
-        let rows = repo::list(&*rc.tx().await?, policy::manageable(rc.identity())).await?;
-        Ok(rows.into_iter().map(Integration::from).collect())
+        paginate(
+            rc.tx_ref(),
+            repo::list(policy::manageable(rc.identity())),
+            (integrations::Column::Id, |row: &Metadata| row.id),
+            PageArgs::new(ctx, first, after, last, before),
+            Integration::from,
+        )
+        .await
     }
 }
 

@@ -4,21 +4,17 @@
 use chrono::Utc;
 use entity::integrations::{self, IntegrationStatus, Metadata};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, Select,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
 use crate::{error::ApiResult, secrets::Sealed};
 
-/// The integrations `visible` allows, newest first.
-pub async fn list(db: &impl ConnectionTrait, visible: Condition) -> ApiResult<Vec<Metadata>> {
-    Ok(integrations::Entity::find()
-        .filter(visible)
-        .order_by_desc(integrations::Column::Id)
-        .into_partial_model::<Metadata>()
-        .all(db)
-        .await?)
+/// The owner's integrations that `visible` allows (paged newest first by
+/// `kit::pagination::paginate`).
+pub fn list(visible: Condition) -> Select<integrations::Entity> {
+    integrations::Entity::find().filter(visible)
 }
 
 /// The integration `id` if `visible` allows it.
