@@ -31,6 +31,11 @@ const HELD_BACK_RETRY: (Duration, Duration) =
 const HELD_BACK_WARNING: Duration = Duration::from_secs(10);
 /// How long to wait before reading again after the database failed.
 const FAILURE_RETRY: Duration = Duration::from_millis(500);
+/// How often the hub looks on SQLite when nothing woke it. The pipeline wakes it after
+/// each commit it makes, but nothing tells it of a write from anywhere else (an
+/// operator's revocation in the `sqlite3` shell, another process on the file, a commit
+/// whose request was dropped before it could wake the hub); Postgres has NOTIFY.
+const SQLITE_POLL: Duration = Duration::from_secs(1);
 
 /// The replica's event hub. Its tasks start on first use, so commands that never
 /// serve (`migrate`, `token`) and databases not yet migrated never run them.
@@ -51,7 +56,8 @@ pub(super) struct Shared {
     position: Mutex<Cursor>,
     /// Whether `position` has been read from the database (the feed's end at start).
     ready: watch::Sender<bool>,
-    /// Set by NOTIFY (Postgres) or by the pipeline after a commit (SQLite).
+    /// Set by NOTIFY (Postgres) or by the pipeline after a commit (SQLite, which is
+    /// also looked at every [`SQLITE_POLL`]).
     pub(super) wake: Notify,
     pub(super) health: HubHealth,
 }
@@ -241,7 +247,11 @@ async fn read_loop(shared: Arc<Shared>) {
                 }
                 held_back_retry = HELD_BACK_RETRY.0;
                 held_back_since = None;
-                shared.wake.notified().await;
+                if shared.db.backend() == DatabaseBackend::Postgres {
+                    shared.wake.notified().await;
+                } else {
+                    let _ = tokio::time::timeout(SQLITE_POLL, shared.wake.notified()).await;
+                }
             }
             Err(err) => {
                 tracing::warn!(error = ?err, "reading events failed; retrying");

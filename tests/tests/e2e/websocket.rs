@@ -333,6 +333,29 @@ async fn revoke_with(app: &TestApp, client: &Client, id: &str, also: &str) {
     .expect("a revocation");
 }
 
+/// On SQLite nothing tells the hub of a write made outside this gateway's pipeline (an
+/// operator's `sqlite3` shell, another process on the file); it looks every second, so
+/// a revocation written so still closes the socket.
+#[tokio::test]
+async fn a_revocation_written_behind_the_gateway_s_back_closes_the_socket_on_sqlite() {
+    let app = TestApp::sqlite().await;
+    let (ada, ada_id) = app.user("ada@example.com").await;
+    let mut ws = subscribed(&app, app.socket_as(ada.token()).await).await;
+    let session = app.state.tokens.verify(ada.token()).expect("a valid token");
+    let own = session.own_revocation_id().expect("a revocation id");
+    let account = ada_id.replace('-', "");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        app.state.db.connection(),
+        &format!(
+            "insert into revoked_tokens (revocation_id, user_id, expires_at) \
+             values ('{own}', X'{account}', '2100-01-01T00:00:00Z')"
+        ),
+    )
+    .await
+    .expect("a revocation");
+    assert_eq!(close_code(&mut ws).await, 4403);
+}
+
 /// [`revoke_with`] nothing else.
 async fn revoke(app: &TestApp, client: &Client, id: &str) {
     revoke_with(app, client, id, "").await;
