@@ -415,6 +415,12 @@ impl Gateway {
             // refusal of its session.
             let _ = pending.open().await;
         }
+        let success = response.is_ok();
+        if operation_type != OperationType::Query && !success {
+            // Rolled back as a whole (if it opened a transaction at all): no field may
+            // claim a write that did not happen, or an outcome the operation did not have.
+            response.data = Value::Null;
+        }
         let tx = match pending.take() {
             Some(Ok(tx)) => tx,
             Some(Err(err)) => return refuse_opening(&err),
@@ -422,14 +428,9 @@ impl Gateway {
             // was opened.
             None => return (self.with_codes(response), None),
         };
-        let success = response.is_ok();
         if operation_type == OperationType::Query {
             tx.finish_read_only(success, self.state.config.request_timeout);
             return (self.with_codes(response), None);
-        }
-        if !success {
-            // Rolled back as a whole: no field may claim a write that did not happen.
-            response.data = Value::Null;
         }
         if let Err(err) = tx.finish(success).await {
             response = Response::from_errors(vec![err.into()]);

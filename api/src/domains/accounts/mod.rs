@@ -22,7 +22,7 @@ use super::{
     projects,
 };
 use crate::{
-    auth::{self, Email, Operation, Password, Resource, Role as TokenRole},
+    auth::{self, Email, Identity, Operation, Password, Resource, Role as TokenRole},
     error::{ApiError, ApiResult},
     kit::{
         RequestContext, app_state,
@@ -339,7 +339,13 @@ impl AccountMutation {
         // Found or not, the email is throttled the same, so a refusal says nothing about
         // accounts.
         let attempt = state.account_throttles.begin_sign_in(rc.client(), &email)?;
-        let user = as_service(rc, async { find_by_email(&*rc.tx().await?, &email).await }).await?;
+        // Read in a short transaction of its own, ended before the password waits for
+        // its turn to be verified: the operation's would hold a pooled connection (on
+        // SQLite, a mutation's write lock) through the wait and the verification.
+        let lookup = state.db.begin(&Identity::SERVICE, true).await?;
+        let user = find_by_email(lookup.conn(), &email).await;
+        lookup.finish(user.is_ok()).await?;
+        let user = user?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         // Verified whether the account exists or not, so timing does not tell.
         let verified = auth::verify_password(Password::presented(input.password), stored).await?;
