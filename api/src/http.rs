@@ -900,6 +900,9 @@ async fn websocket(
         );
     };
     let max_message = gateway.state().config.max_body_bytes;
+    // The upgrade request's span, so the socket's operations log under its id. Taken
+    // here: axum runs the callback in a task of its own, where no span is current.
+    let span = Span::current();
     upgrade
         .max_message_size(max_message)
         .max_frame_size(max_message)
@@ -907,8 +910,5 @@ async fn websocket(
         // dashboard's life) costs a few KiB instead of the default 128 KiB each way.
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(0)
-        // In the upgrade request's span, so the socket's operations log under its id.
-        .on_upgrade(move |socket| {
-            ws::serve(gateway, socket, protocol, client).instrument(Span::current())
-        })
+        .on_upgrade(move |socket| ws::serve(gateway, socket, protocol, client).instrument(span))
 }

@@ -12,7 +12,11 @@ use flashfusion_api::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+use tokio_tungstenite::tungstenite::{
+    Message,
+    client::IntoClientRequest,
+    http::{HeaderName, HeaderValue},
+};
 
 use migration::MigratorTrait as _;
 
@@ -338,12 +342,23 @@ impl WsClient {
     /// Opens a WebSocket on `/graphql` of the gateway at `base` (`http://…`) with
     /// `subprotocol`, and sends nothing.
     pub async fn connect(base: &str, subprotocol: &str) -> Self {
+        Self::connect_with(base, subprotocol, &[]).await
+    }
+
+    /// [`WsClient::connect`] with these headers on the upgrade request too.
+    pub async fn connect_with(base: &str, subprotocol: &str, headers: &[(&str, &str)]) -> Self {
         let url = format!("{}/graphql", base.replacen("http", "ws", 1));
         let mut request = url.into_client_request().expect("ws request");
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             HeaderValue::from_str(subprotocol).expect("protocol header"),
         );
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
         let (stream, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
             .await
             .expect("ws connect timed out")

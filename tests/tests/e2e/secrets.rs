@@ -5,7 +5,7 @@
 //! The gateway runs in the test's process, so its log lines (every target, at TRACE)
 //! are captured too and searched for the plaintexts.
 
-use flashfusion_tests::{Actors, TestApp};
+use flashfusion_tests::{Actors, TestApp, WsClient, eventually};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
 use serde_json::json;
 
@@ -183,6 +183,36 @@ fn captured_logs() -> Captured {
 }
 
 /// The gateway runs in this process, so its log lines are captured and searched.
+/// A socket's operations log inside its upgrade request's span, so their lines carry
+/// that request's id, as every HTTP request's do.
+#[tokio::test]
+async fn a_socket_s_log_lines_carry_its_upgrade_request_s_id() {
+    let captured = captured_logs();
+    let app = TestApp::sqlite().await;
+    let id = "ws-span-4d1c";
+    let mut ws =
+        WsClient::connect_with(&app.base, "graphql-transport-ws", &[("x-request-id", id)]).await;
+    ws.send(json!({ "type": "connection_init" })).await;
+    assert_eq!(ws.next().await.expect("ack")["type"], "connection_ack");
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ __typename }" } }))
+        .await;
+    assert_eq!(ws.next().await.expect("its answer")["type"], "next");
+    assert_eq!(ws.next().await.expect("its end")["type"], "complete");
+    let captured = &captured;
+    eventually(
+        "the operation's line carries the socket's request id",
+        || {
+            std::future::ready(
+                captured
+                    .text()
+                    .lines()
+                    .any(|line| line.contains("operation finished") && line.contains(id)),
+            )
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn no_log_line_holds_a_secret() {
     let captured = captured_logs();
