@@ -606,6 +606,17 @@ mod tests {
         }
     }
 
+    /// A retention longer than any timestamp reaches back prunes nothing (it panicked
+    /// in chrono's subtraction, which ended the housekeeping task for good).
+    #[tokio::test]
+    async fn a_retention_of_ages_prunes_nothing() {
+        let state = tiny_buffer_state().await;
+        broadcast_events(&state, 1).await;
+        for age in [Duration::from_secs(300_000 * 366 * 86_400), Duration::MAX] {
+            assert_eq!(state.hub.prune(age).await.expect("pruned"), 0, "{age:?}");
+        }
+    }
+
     /// A replay whose next events are pruned while it reads (here all of them, the
     /// prefix the hourly prune deletes reaching past it) ends with "cursor expired"
     /// instead of going live as if nothing had been missed.

@@ -109,10 +109,16 @@ pub async fn retains(db: &Database, cursor: Cursor) -> ApiResult<bool> {
     Ok(!rows.is_empty())
 }
 
-/// Deletes the events older than `age`, in cursor order up to the newest of them.
+/// Deletes the events older than `age`, in cursor order up to the newest of them; none
+/// when `age` reaches back before any instant a timestamp holds (a retention meant as
+/// "for ever").
 pub async fn prune(db: &Database, age: Duration) -> ApiResult<u64> {
-    let cutoff = chrono::Utc::now()
-        - chrono::Duration::from_std(age).map_err(|e| ApiError::internal("retention", e))?;
+    let cutoff = chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|age| chrono::Utc::now().checked_sub_signed(age));
+    let Some(cutoff) = cutoff else {
+        return Ok(0);
+    };
     let sql = "delete from events where (tx_id, id) <= (
                    select tx_id, id from events where created_at < $1
                    order by tx_id desc, id desc limit 1)";
