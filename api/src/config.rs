@@ -146,6 +146,17 @@ pub struct Config {
         global = true
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Origins whose pages may call the API from a browser (CORS), comma-separated
+    /// (e.g. `https://app.example.com`), or `*` for any. Unset: any in development, none
+    /// but the gateway's own (GraphiQL) in production.
+    #[arg(
+        long,
+        env = "FLASHFUSION_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_origin,
+        global = true
+    )]
+    pub cors_origins: Vec<String>,
     /// Database URL: `postgres://...` or `sqlite://file?mode=rwc`.
     #[arg(
         long,
@@ -501,6 +512,25 @@ fn parse_proxy(value: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("not an address or CIDR block: {value:?}"))
 }
 
+/// `*`, or an origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn parse_origin(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value == "*" {
+        return Ok(value.to_owned());
+    }
+    let uri = value
+        .parse::<axum::http::Uri>()
+        .map_err(|_| format!("not an origin: {value:?}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) if uri.path_and_query().is_none_or(|p| p == "/") => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!(
+            "not an origin (scheme://host[:port], e.g. https://app.example.com): {value:?}"
+        )),
+    }
+}
+
 /// A string that never prints: database URLs carry passwords, keys are keys.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -528,5 +558,29 @@ impl std::str::FromStr for Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_or_any() {
+        for (given, read) in [
+            ("*", "*"),
+            (" https://app.example.com ", "https://app.example.com"),
+            ("http://localhost:5173/", "http://localhost:5173"),
+        ] {
+            assert_eq!(parse_origin(given).as_deref(), Ok(read), "{given}");
+        }
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "ftp://x.y",
+            "",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
     }
 }

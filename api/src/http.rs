@@ -21,8 +21,9 @@
 //!   POST without `Content-Type: application/json` 415, a bad token 401, a database that
 //!   cannot be reached 503. A request error is sent without a `data` entry.
 //! - In production a GET query must carry a header a cross-site form cannot send
-//!   ([`is_preflighted`]), so a page elsewhere cannot make a browser run it with its
-//!   cookies or network position.
+//!   ([`is_preflighted`]), so a page elsewhere cannot make a browser run it without a
+//!   CORS preflight, which only origins in `FLASHFUSION_CORS_ORIGINS` pass there
+//!   ([`allowed_origins`]).
 //!
 //! The middleware stack also turns a panic into a 500 GraphQL error (logged) so the
 //! process and the client's connection live on, lets the body limit
@@ -44,7 +45,7 @@ use axum::{
 };
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    cors::CorsLayer,
+    cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     timeout::TimeoutLayer,
@@ -55,6 +56,7 @@ use tracing::{Instrument as _, Span};
 use crate::{
     auth::INVALID_TOKEN,
     client,
+    config::Config,
     error::ApiError,
     graphiql,
     metrics::{self, NO_CODE},
@@ -94,6 +96,7 @@ pub fn router_with(gateway: Gateway, extra: Router) -> Router {
     let state = gateway.state().clone();
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
+    let origins = allowed_origins(&state.config);
     let graphql = get(graphql_get)
         .post(graphql_post)
         // HEAD would run the query and throw the answer away.
@@ -127,8 +130,10 @@ pub fn router_with(gateway: Gateway, extra: Router) -> Router {
         .layer(middleware::from_fn_with_state(state, count_refusals))
         .layer(
             CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
+                .allow_origin(origins)
                 .allow_methods([Method::GET, Method::POST])
+                // What a page on another origin may read of a response.
+                .expose_headers([header::RETRY_AFTER, REQUEST_ID])
                 .allow_headers([
                     header::CONTENT_TYPE,
                     header::AUTHORIZATION,
@@ -659,6 +664,23 @@ fn caller_refusal_status(err: &ApiError) -> StatusCode {
         ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// The origins whose pages may call the API (`FLASHFUSION_CORS_ORIGINS`): those listed,
+/// or any for `*`; unset, any in development and none but the gateway's own in
+/// production, where a page elsewhere would otherwise act through its visitors'
+/// browsers and addresses (which the sign-in throttles trust, ARCHITECTURE.md).
+fn allowed_origins(config: &Config) -> AllowOrigin {
+    let origins = &config.cors_origins;
+    if origins.iter().any(|origin| origin == "*") || (origins.is_empty() && !config.is_production())
+    {
+        return AllowOrigin::any();
+    }
+    AllowOrigin::list(
+        origins
+            .iter()
+            .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+    )
 }
 
 /// The client's address, from the peer and, behind trusted proxies, `X-Forwarded-For`.

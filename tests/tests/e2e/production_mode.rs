@@ -391,3 +391,66 @@ async fn an_argument_that_fails_to_parse_keeps_its_message_in_production() {
         "{refused}"
     );
 }
+
+/// The `Access-Control-Allow-Origin` of a CORS preflight from `origin`, if any.
+async fn allowed(app: &TestApp, origin: &str) -> Option<String> {
+    let response = app
+        .anonymous()
+        .request(reqwest::Method::OPTIONS, "/graphql")
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "content-type, authorization",
+        )
+        .send()
+        .await
+        .expect("a preflight answer");
+    response
+        .headers()
+        .get("access-control-allow-origin")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Pages on other origins: any in development; in production only those listed in
+/// `FLASHFUSION_CORS_ORIGINS`, which then read `Retry-After` and the request id too.
+#[tokio::test]
+async fn only_listed_origins_may_call_from_a_browser_in_production() {
+    let development = TestApp::sqlite().await;
+    assert_eq!(
+        allowed(&development, "https://anywhere.example")
+            .await
+            .as_deref(),
+        Some("*")
+    );
+    let unlisted = production(|_| {}).await;
+    assert_eq!(allowed(&unlisted, "https://anywhere.example").await, None);
+    let listed = production(|config| {
+        config.cors_origins = vec!["https://app.example".to_owned()];
+    })
+    .await;
+    assert_eq!(
+        allowed(&listed, "https://app.example").await.as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(allowed(&listed, "https://evil.example").await, None);
+    let response = listed
+        .anonymous()
+        .request(reqwest::Method::POST, "/graphql")
+        .header("Origin", "https://app.example")
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("an answer");
+    let exposed = response
+        .headers()
+        .get("access-control-expose-headers")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("retry-after") && exposed.contains("x-request-id"),
+        "{exposed}"
+    );
+}
