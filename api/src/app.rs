@@ -1,12 +1,22 @@
 //! The application, the top of the stack: the router over the shared state, the schema
 //! check or migration before serving, serving with graceful shutdown (requests drained,
-//! WebSockets closed with 1001), and the hourly housekeeping.
+//! WebSockets closed with 1001) and bounded request heads ([`serve_http`]), and the
+//! hourly housekeeping.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use axum::serve::{ListenerExt as _, TapIo};
+use axum::{
+    extract::ConnectInfo,
+    serve::{Listener as _, ListenerExt as _, TapIo},
+};
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt as _;
 
 pub use crate::state::AppState;
 use crate::{db::Database, http, pipeline::Gateway, schema::build_schema, session};
@@ -87,6 +97,88 @@ pub fn accepting(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)
     listener.tap_io(no_delay as fn(&mut TcpStream))
 }
 
+/// How long a keep-alive connection may stay open after its last request began, with
+/// none after it; then it closes once that request is answered (nginx keeps 75 s).
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits
+/// for the requests in flight (an upgraded WebSocket is handed off, not waited for
+/// here). As `axum::serve` does, each request with the peer's [`ConnectInfo`], but with
+/// every connection bounded in time, which `axum::serve` leaves to the client: a
+/// request's head must arrive whole within `head` of the connection opening (and of
+/// its first byte, hyper's `header_read_timeout`), and a connection closes once `idle`
+/// has passed since its last request began. Unbounded, a client could hold connections
+/// (each a task and a descriptor) for as long as it liked without ever sending a
+/// request that any limit counts.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    (head, idle): (Duration, Duration),
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut listener = accepting(listener);
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(head);
+    // `true` once the server stops; every connection task holds a receiver, so the
+    // sender's `closed` tells when the last one has ended.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        // Bumped as each request begins: the connection's idle time counts from there.
+        let (began, mut requests) = tokio::sync::watch::channel(());
+        let service = app.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                began.send_replace(());
+                request
+            },
+        );
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let deadline = tokio::time::sleep(head);
+            let mut deadline = std::pin::pin!(deadline);
+            let (mut closing, mut counting) = (false, true);
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(err) = result {
+                            tracing::trace!(error = %err, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Answers what is in flight, then closes.
+                    _ = stop.wait_for(|stopping| *stopping), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = &mut deadline, if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    changed = requests.changed(), if !closing && counting => match changed {
+                        Ok(()) => deadline.as_mut().reset(tokio::time::Instant::now() + idle),
+                        // The service is gone with the connection, which ends next.
+                        Err(_) => counting = false,
+                    },
+                }
+            }
+            drop(stop);
+        });
+    }
+    drop(listener);
+    stopping.send_replace(true);
+    drop(stop);
+    stopping.closed().await;
+}
+
 fn no_delay(stream: &mut TcpStream) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
@@ -108,18 +200,22 @@ pub async fn serve_until(
     tracing::info!(%address, "FlashFusion gateway listening; GraphiQL at http://{address}/");
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let closing = state.clone();
-    let server = axum::serve(accepting(listener), app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining requests, closing WebSockets (1001)");
-        // Upgraded connections are not the server's to drain: the sockets close
-        // themselves, and are awaited below.
-        closing.shutdown.begin();
-        let _ = stop_tx.send(true);
-    });
+    let server = serve_http(
+        listener,
+        router(state.clone()),
+        (state.config.request_timeout, KEEP_ALIVE_IDLE),
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests, closing WebSockets (1001)");
+            // Upgraded connections are not the server's to drain: the sockets close
+            // themselves, and are awaited below.
+            closing.shutdown.begin();
+            let _ = stop_tx.send(true);
+        },
+    );
     let drained = async {
-        server.await.context("server error")?;
+        server.await;
         state.shutdown.sockets_closed().await;
         Ok::<_, anyhow::Error>(())
     };
@@ -143,7 +239,7 @@ pub async fn serve_until(
 }
 
 /// How long in-flight requests may run after a shutdown signal.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+const DRAIN: Duration = Duration::from_secs(30);
 
 /// Keeps in-process and database bookkeeping from growing forever: every hour, drop the
 /// revocations of tokens that have expired anyway, the account throttles' and rate
@@ -195,8 +291,6 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use axum::serve::Listener as _;
-
     use super::*;
 
     /// [`accepting`], which `serve_until` and the e2e harness serve through, hands out

@@ -1,7 +1,7 @@
 //! [`TestApp`]: the real gateway router on a free loopback port, and clients that talk
 //! to it over HTTP ([`Client`]) and WebSocket ([`WsClient`]) the way a browser would.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use biscuit_auth::{Biscuit, BlockBuilder, KeyPair};
 use flashfusion_api::{
@@ -149,11 +149,17 @@ impl TestApp {
             .await
             .expect("bind a free port");
         let address = listener.local_addr().expect("local address");
-        let app =
-            router_with(state.clone(), extra).into_make_service_with_connect_info::<SocketAddr>();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(flashfusion_api::app::accepting(listener), app).await;
-        });
+        let app = router_with(state.clone(), extra);
+        let bounds = (
+            state.config.request_timeout,
+            flashfusion_api::app::KEEP_ALIVE_IDLE,
+        );
+        let server = tokio::spawn(flashfusion_api::app::serve_http(
+            listener,
+            app,
+            bounds,
+            std::future::pending(),
+        ));
         Self {
             base: format!("http://{address}"),
             root,

@@ -391,3 +391,55 @@ async fn shutdown_answers_a_socket_s_operations_in_flight_then_closes_1001() {
         .expect("the server task");
     assert!(outcome.is_ok(), "{outcome:?}");
 }
+
+/// A connection must send a request's head whole within its bound of opening, and
+/// closes once idle for its bound after its last request began: one that never sends a
+/// whole head (half a head, nothing at all) or sits idle on keep-alive is closed rather
+/// than held for as long as the client likes.
+#[tokio::test]
+async fn connections_that_send_no_whole_request_head_are_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::sqlite().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let address = listener.local_addr().expect("an address");
+    let bound = Duration::from_secs(1);
+    let server = tokio::spawn(flashfusion_api::app::serve_http(
+        listener,
+        flashfusion_api::app::router(app.state.clone()),
+        (bound, bound),
+        std::future::pending(),
+    ));
+    /// Reads until the server closes the connection; what it sent.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> String {
+        let mut received = Vec::new();
+        tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut received))
+            .await
+            .expect("closed by the server before the test's timeout")
+            .ok();
+        String::from_utf8_lossy(&received).into_owned()
+    }
+    let connect = || async {
+        tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect")
+    };
+    let mut unfinished = connect().await;
+    unfinished
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("half a head");
+    let mut silent = connect().await;
+    let mut idle = connect().await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("a whole request");
+    for stream in [&mut unfinished, &mut silent] {
+        let sent = until_closed(stream).await;
+        assert!(!sent.contains("200 OK"), "{sent}");
+    }
+    let answered = until_closed(&mut idle).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    server.abort();
+}
