@@ -463,6 +463,33 @@ impl Config {
         self.environment == Environment::Production
     }
 
+    /// Refuses a zero where it would leave the gateway refusing nearly everything: a
+    /// request timeout (every request 408), a WebSocket initialisation wait (every
+    /// socket 4408), a body limit (every body 413). Zero per-socket limits are kept:
+    /// they turn WebSocket operations or subscriptions off.
+    pub fn ensure_usable(&self) -> anyhow::Result<()> {
+        let zero: Vec<&str> = [
+            (
+                "FLASHFUSION_REQUEST_TIMEOUT",
+                self.request_timeout.is_zero(),
+            ),
+            (
+                "FLASHFUSION_WS_INIT_TIMEOUT",
+                self.ws_init_timeout.is_zero(),
+            ),
+            ("FLASHFUSION_MAX_BODY_BYTES", self.max_body_bytes == 0),
+        ]
+        .into_iter()
+        .filter_map(|(name, zero)| zero.then_some(name))
+        .collect();
+        anyhow::ensure!(
+            zero.is_empty(),
+            "{} must be more than zero",
+            zero.join(", ")
+        );
+        Ok(())
+    }
+
     /// Whether `serve` migrates before serving (see `migrate_on_start`).
     pub fn migrates_on_start(&self) -> bool {
         self.migrate_on_start.unwrap_or_else(|| {
@@ -564,6 +591,19 @@ impl fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_that_would_refuse_everything_is_refused() {
+        assert!(Config::defaults().ensure_usable().is_ok());
+        let mut config = Config::defaults();
+        config.request_timeout = Duration::ZERO;
+        config.max_body_bytes = 0;
+        let refused = config.ensure_usable().expect_err("refused").to_string();
+        assert!(
+            refused.contains("FLASHFUSION_REQUEST_TIMEOUT, FLASHFUSION_MAX_BODY_BYTES"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn origins_are_scheme_host_and_port_or_any() {

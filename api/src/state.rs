@@ -105,6 +105,7 @@ impl AppState {
     /// verification cache `config` sizes. The sealing key comes from `config` (a
     /// development key file when none is set).
     pub async fn with_tokens(config: Config, tokens: TokenService) -> anyhow::Result<Arc<Self>> {
+        config.ensure_usable()?;
         let tokens = tokens.with_cache_capacity(config.token_cache);
         let sealer = Sealer::load(
             config.secrets_key.as_ref().map(|k| k.expose()),
