@@ -548,9 +548,22 @@ fn parse_origin(value: &str) -> Result<String, String> {
     let uri = value
         .parse::<axum::http::Uri>()
         .map_err(|_| format!("not an origin: {value:?}"))?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http" | "https"), Some(_)) if uri.path_and_query().is_none_or(|p| p == "/") => {
-            Ok(value.trim_end_matches('/').to_owned())
+    let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+    let default_port = match scheme.as_deref() {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => 0,
+    };
+    match (scheme, uri.host()) {
+        (Some(scheme), Some(host))
+            if default_port != 0 && uri.path_and_query().is_none_or(|p| p == "/") =>
+        {
+            // As a browser writes it: lower case, no default port.
+            let host = host.to_ascii_lowercase();
+            Ok(match uri.port_u16().filter(|port| *port != default_port) {
+                Some(port) => format!("{scheme}://{host}:{port}"),
+                None => format!("{scheme}://{host}"),
+            })
         }
         _ => Err(format!(
             "not an origin (scheme://host[:port], e.g. https://app.example.com): {value:?}"
@@ -611,6 +624,8 @@ mod tests {
             ("*", "*"),
             (" https://app.example.com ", "https://app.example.com"),
             ("http://localhost:5173/", "http://localhost:5173"),
+            ("HTTPS://App.Example.com:443", "https://app.example.com"),
+            ("http://x.example:80", "http://x.example"),
         ] {
             assert_eq!(parse_origin(given).as_deref(), Ok(read), "{given}");
         }

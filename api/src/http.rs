@@ -671,16 +671,43 @@ fn caller_refusal_status(err: &ApiError) -> StatusCode {
 /// production, where a page elsewhere would otherwise act through its visitors'
 /// browsers and addresses (which the sign-in throttles trust, ARCHITECTURE.md).
 fn allowed_origins(config: &Config) -> AllowOrigin {
-    let origins = &config.cors_origins;
-    if origins.iter().any(|origin| origin == "*") || (origins.is_empty() && !config.is_production())
-    {
+    if any_origin(config) {
         return AllowOrigin::any();
     }
     AllowOrigin::list(
-        origins
+        config
+            .cors_origins
             .iter()
             .filter_map(|origin| HeaderValue::from_str(origin).ok()),
     )
+}
+
+/// Whether pages of every origin may call the API ([`allowed_origins`]).
+fn any_origin(config: &Config) -> bool {
+    let origins = &config.cors_origins;
+    origins.iter().any(|origin| origin == "*") || (origins.is_empty() && !config.is_production())
+}
+
+/// Whether the page a WebSocket upgrade comes from may open one: browsers apply no CORS
+/// to the upgrade and leave its `Origin` to the server, so the rule of
+/// [`allowed_origins`] is applied here. Allowed: no `Origin` (not a browser), any where
+/// every origin is, a listed one, and the gateway's own (GraphiQL), whose host and port
+/// are the request's `Host`.
+fn websocket_origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    if any_origin(config) {
+        return true;
+    }
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    config.cors_origins.iter().any(|listed| listed == origin)
+        || origin.split_once("://").map(|(_, authority)| authority)
+            == headers
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
 }
 
 /// The client's address, from the peer and, behind trusted proxies, `X-Forwarded-For`.
@@ -900,6 +927,17 @@ async fn websocket(
     parts: &mut Parts,
     client: IpAddr,
 ) -> axum::response::Response {
+    if !websocket_origin_allowed(&gateway.state().config, &parts.headers) {
+        return refused(
+            (
+                StatusCode::FORBIDDEN,
+                "Origin: pages of this origin may not open a WebSocket (FLASHFUSION_CORS_ORIGINS)",
+            )
+                .into_response(),
+            NO_CODE,
+            Reason::WebSocket,
+        );
+    }
     let upgrade = match WebSocketUpgrade::from_request_parts(parts, &()).await {
         Ok(upgrade) => upgrade.protocols(ws::SUBPROTOCOLS),
         Err(rejection) => {

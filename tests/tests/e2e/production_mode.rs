@@ -454,3 +454,50 @@ async fn only_listed_origins_may_call_from_a_browser_in_production() {
         "{exposed}"
     );
 }
+
+/// The status of a WebSocket upgrade on `app` from a page at `origin` (none: not a
+/// browser): 101 when it opened.
+async fn upgrade_from(app: &TestApp, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::{Error, client::IntoClientRequest as _};
+    let url = format!("{}/graphql", app.base.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().expect("ws request");
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    if let Some(origin) = origin {
+        headers.insert("Origin", origin.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("no answer to the upgrade: {other}"),
+    }
+}
+
+/// Browsers apply no CORS to a WebSocket upgrade and leave its `Origin` to the server:
+/// in production a page elsewhere may not open one (it could run mutations as its
+/// visitor's browser and address), the gateway's own page (GraphiQL), listed origins
+/// and clients that are not browsers may.
+#[tokio::test]
+async fn only_listed_origins_may_open_a_websocket_in_production() {
+    let app = production(|config| {
+        config.cors_origins = vec!["https://app.example".to_owned()];
+    })
+    .await;
+    let own = app.base.clone();
+    for (origin, status) in [
+        (Some("https://evil.example"), 403),
+        (Some("https://app.example"), 101),
+        (Some(own.as_str()), 101),
+        (None, 101),
+    ] {
+        assert_eq!(upgrade_from(&app, origin).await, status, "{origin:?}");
+    }
+    let development = TestApp::sqlite().await;
+    assert_eq!(
+        upgrade_from(&development, Some("https://evil.example")).await,
+        101
+    );
+}
