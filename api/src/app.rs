@@ -97,19 +97,26 @@ pub fn accepting(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)
     listener.tap_io(no_delay as fn(&mut TcpStream))
 }
 
-/// How long a keep-alive connection may stay open after its last request began, with
-/// none after it; then it closes once that request is answered (nginx keeps 75 s).
-pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
+/// How long a connection may wait for a request's head once it has begun one, or sit
+/// idle between requests: longer than the idle timeouts of the proxies in front
+/// (60 s is common), so that they, not the gateway, close pooled connections (nginx's
+/// own `keepalive_timeout` is 75 s).
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(75);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits
 /// for the requests in flight (an upgraded WebSocket is handed off, not waited for
 /// here). As `axum::serve` does, each request with the peer's [`ConnectInfo`], but with
-/// every connection bounded in time, which `axum::serve` leaves to the client: a
-/// request's head must arrive whole within `head` of the connection opening (and of
-/// its first byte, hyper's `header_read_timeout`), and a connection closes once `idle`
-/// has passed since its last request began. Unbounded, a client could hold connections
-/// (each a task and a descriptor) for as long as it liked without ever sending a
-/// request that any limit counts.
+/// every connection bounded in time, which `axum::serve` leaves to the client:
+/// - its first request must begin within `head` of it opening;
+/// - a request's head, once begun, and the wait for the next one must each take at
+///   most `idle` (hyper's `header_read_timeout`, which needs the timer `axum::serve`
+///   does not set);
+/// - a connection told to close (by those bounds, `idle + head` after its last request
+///   began, or by the shutdown) that has not closed `head` later, because its peer reads
+///   nothing of what it is sent, is dropped.
+///
+/// Unbounded, a client could hold connections (each a task and a descriptor) for as
+/// long as it liked without sending a request that any limit counts.
 pub async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
@@ -118,7 +125,7 @@ pub async fn serve_http(
 ) {
     let mut listener = accepting(listener);
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(head);
+    builder.timer(TokioTimer::new()).header_read_timeout(idle);
     // `true` once the server stops; every connection task holds a receiver, so the
     // sender's `closed` tells when the last one has ended.
     let (stopping, stop) = tokio::sync::watch::channel(false);
@@ -128,7 +135,7 @@ pub async fn serve_http(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        // Bumped as each request begins: the connection's idle time counts from there.
+        // Bumped as each request begins.
         let (began, mut requests) = tokio::sync::watch::channel(());
         let service = app.clone().map_request(
             move |mut request: axum::extract::Request<hyper::body::Incoming>| {
@@ -158,13 +165,22 @@ pub async fn serve_http(
                     _ = stop.wait_for(|stopping| *stopping), if !closing => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + head);
                     }
-                    () = &mut deadline, if !closing => {
+                    () = &mut deadline => {
+                        if closing {
+                            // Told to close and still writing to a peer that reads
+                            // nothing: dropped.
+                            break;
+                        }
                         connection.as_mut().graceful_shutdown();
                         closing = true;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + head);
                     }
                     changed = requests.changed(), if !closing && counting => match changed {
-                        Ok(()) => deadline.as_mut().reset(tokio::time::Instant::now() + idle),
+                        Ok(()) => deadline
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + idle + head),
                         // The service is gone with the connection, which ends next.
                         Err(_) => counting = false,
                     },

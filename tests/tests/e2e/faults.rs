@@ -441,5 +441,25 @@ async fn connections_that_send_no_whole_request_head_are_closed() {
     }
     let answered = until_closed(&mut idle).await;
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+
+    // A peer that sends requests and never reads an answer: once the server's
+    // answers fill the buffers, the connection is told to close, cannot, and is
+    // dropped, which fails the peer's blocked write.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let mut deaf = socket.connect(address).await.expect("connect");
+    let requests = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n".repeat(2000);
+    let writing = tokio::time::timeout(TIMEOUT, async move {
+        loop {
+            if deaf.write_all(&requests).await.is_err() {
+                return;
+            }
+        }
+    });
+    writing
+        .await
+        .expect("the connection was dropped before the test's timeout");
     server.abort();
 }
