@@ -318,6 +318,45 @@ async fn only_readers_of_a_row_receive_its_changes(app: TestApp) {
 /// Two transactions whose events are numbered in one order and commit in the other:
 /// the later-numbered one is held back until the earlier commits, so a cursor handed
 /// out never skips an event.
+/// An event whose nested field fails is still an event: delivered as `next` with its
+/// error, and the subscription goes on (only a refusal before execution, or by the root
+/// field, is an `error` message: `fanout::Delivery::refused`). Deleting a project deletes
+/// its tasks, whose `project` went with it. async-graphql 7.2 leaves a failed non-null
+/// field out of its object rather than null the object (`do_resolve_container`), so the
+/// event keeps its data here.
+#[tokio::test]
+async fn an_event_whose_nested_field_fails_does_not_end_the_subscription() {
+    let app = TestApp::postgres().await;
+    let world = World::new(&app).await;
+    for _ in 0..2 {
+        create_task(&world, &world.project, "code-reviewer", 0).await;
+    }
+    let mut ws = subscribe(
+        &app,
+        world.owner().token(),
+        TASKS,
+        json!({ "project": world.project }),
+    )
+    .await;
+    ok(
+        world.owner(),
+        "mutation($id: ID!) { deleteProject(id: $id) { deletedId } }",
+        json!({ "id": world.project }),
+        "deleteProject",
+        "deletedId",
+    )
+    .await;
+    for _ in 0..2 {
+        let message = ws.next().await.expect("an event");
+        assert_eq!(message["type"], "next", "{message}");
+        assert_eq!(
+            message["payload"]["errors"][0]["path"],
+            json!(["agentTaskUpdated", "task", "project"]),
+            "{message}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn transactions_committing_in_reverse_order_lose_nothing() {
     let app = TestApp::postgres().await;
