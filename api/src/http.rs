@@ -67,8 +67,12 @@ use crate::{
 
 /// The GraphQL endpoint, for HTTP and WebSocket alike.
 pub const GRAPHQL_PATH: &str = "/graphql";
-/// A WebSocket's initial read buffer, in bytes.
-const SOCKET_BUFFER: usize = 4 * 1024;
+/// A WebSocket's initial read buffer, in bytes. tungstenite zeroes the buffer's whole
+/// capacity before every read (`FrameCodec::read_in`), and a socket's loop polls its
+/// read side each time it wakes, once per delivery: a small buffer keeps that cheap
+/// (BENCHMARKS.md, "Where a delivery's CPU goes") and an idle socket small. Client
+/// messages are a few hundred bytes; a larger one takes a few more reads.
+const SOCKET_BUFFER: usize = 1024;
 /// Prometheus metrics, when `FLASHFUSION_METRICS` is on.
 pub const METRICS_PATH: &str = "/metrics";
 /// The media type of GraphQL-over-HTTP responses.
