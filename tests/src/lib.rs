@@ -21,4 +21,7 @@ pub use app::{Client, PANIC_ROUTE, TIMEOUT, TestApp, WsClient, WsEnd, bearer};
 pub use cluster::Cluster;
 pub use database::{TestDb, test_database_url};
 pub use metrics::Scrape;
-pub use wait::{eventually, until_the_clock_reaches, waiting_on_locks, whole_seconds_from_now};
+pub use wait::{
+    eventually, statements_waiting_on_locks, until_the_clock_reaches, waiting_on_locks,
+    whole_seconds_from_now,
+};

@@ -48,11 +48,23 @@ pub async fn until_the_clock_reaches(at: std::time::SystemTime) {
 /// `watcher` (a connection of its own) sees them: a test that holds a row or table
 /// knows its requests have queued behind it.
 pub async fn waiting_on_locks(watcher: &impl sea_orm::ConnectionTrait, n: i64) -> bool {
+    statements_waiting_on_locks(watcher, n, "%").await
+}
+
+/// [`waiting_on_locks`], counting only statements whose text is `like` (an SQL `ilike`
+/// pattern, e.g. `%projects%`): a test that holds a table knows which request waits.
+pub async fn statements_waiting_on_locks(
+    watcher: &impl sea_orm::ConnectionTrait,
+    n: i64,
+    like: &str,
+) -> bool {
     watcher
-        .query_one_raw(sea_orm::Statement::from_string(
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DatabaseBackend::Postgres,
             "select count(*) from pg_stat_activity \
-             where datname = current_database() and wait_event_type = 'Lock'",
+             where datname = current_database() and wait_event_type = 'Lock' \
+             and query ilike $1",
+            [like.into()],
         ))
         .await
         .ok()

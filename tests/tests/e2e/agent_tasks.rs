@@ -9,7 +9,7 @@ use crate::{
     code,
     work_support::{
         CANCEL_TASK, COMPLETE, CREATE_TASK, FAIL, PROGRESS, World, claim, create_task, ok,
-        plain_lists_agree, task,
+        plain_lists_agree, task, the_one_applied,
     },
 };
 
@@ -457,13 +457,6 @@ async fn concurrent_progress_reports_never_lower_progress() {
         .collect();
     // Both read progress 0, then queue behind the held row to write theirs.
     let responses = app.racing_on_row("agent_tasks", &id, reports).await;
-    let mut applied = Vec::new();
-    for (progress, response) in progresses.into_iter().zip(responses) {
-        match code(&response) {
-            "" => applied.push(progress),
-            refused => assert_eq!(refused, "INVALID_TRANSITION", "{response}"),
-        }
-    }
-    assert_eq!(applied.len(), 1, "one report applied, the other refused");
-    assert_eq!(task(&world, &id).await["progress"], applied[0]);
+    let applied = the_one_applied(&progresses, &responses);
+    assert_eq!(task(&world, &id).await["progress"], applied);
 }

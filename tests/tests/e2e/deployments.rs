@@ -8,7 +8,7 @@ use crate::{
     code,
     work_support::{
         ACTORS, ADVANCE, Actor, CANCEL_DEPLOYMENT, CREATE_DEPLOYMENT, DEPLOYMENT, World,
-        create_deployment, deployment, ok, plain_lists_agree,
+        create_deployment, deployment, ok, plain_lists_agree, the_one_applied,
     },
 };
 
@@ -331,13 +331,6 @@ async fn concurrent_log_appends_lose_no_line() {
         .collect();
     // Both read the log, then queue behind the held row to write it.
     let responses = app.racing_on_row("deployments", &id, appends).await;
-    let mut applied = Vec::new();
-    for (line, response) in lines.into_iter().zip(responses) {
-        match code(&response) {
-            "" => applied.push(line),
-            refused => assert_eq!(refused, "INVALID_TRANSITION", "{response}"),
-        }
-    }
-    assert_eq!(applied.len(), 1, "one append applied, the other refused");
-    assert_eq!(deployment(&world, &id).await["log"], applied[0]);
+    let applied = the_one_applied(&lines, &responses);
+    assert_eq!(deployment(&world, &id).await["log"], applied);
 }

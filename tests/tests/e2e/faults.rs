@@ -16,6 +16,7 @@ use flashfusion_api::{
 };
 use flashfusion_tests::{
     Client, Cluster, TIMEOUT, TestApp, WsClient, WsEnd, bearer, create_project, eventually,
+    statements_waiting_on_locks, waiting_on_locks,
 };
 use futures_util::{SinkExt, StreamExt};
 use migration::{Migrator, MigratorTrait};
@@ -243,17 +244,8 @@ async fn shutdown_drains_a_running_request_and_closes_sockets_with_1001() {
     );
     let watcher = served.db.connect().await;
     let watcher = &watcher;
-    eventually("the request waits on the lock", || async move {
-        watcher
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DatabaseBackend::Postgres,
-                "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
-            ))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|row| row.try_get_by_index::<i64>(0).ok())
-            == Some(1)
+    eventually("the request waits on the lock", || {
+        waiting_on_locks(watcher, 1)
     })
     .await;
 
@@ -337,18 +329,8 @@ async fn shutdown_answers_a_socket_s_operations_in_flight_then_closes_1001() {
     .await;
     let watcher = served.db.connect().await;
     let watcher = &watcher;
-    eventually("the query waits on the lock", || async move {
-        watcher
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DatabaseBackend::Postgres,
-                "select count(*) from pg_stat_activity where datname = current_database() \
-                 and wait_event_type = 'Lock' and query ilike '%projects%'",
-            ))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|row| row.try_get_by_index::<i64>(0).ok())
-            == Some(1)
+    eventually("the query waits on the lock", || {
+        statements_waiting_on_locks(watcher, 1, "%projects%")
     })
     .await;
 

@@ -191,3 +191,22 @@ pub async fn plain_lists_agree(
     }
     answers.swap_remove(0)
 }
+
+/// Of concurrent writes of `tried` (one response each, in order) that raced on one row,
+/// the one that was applied; the others must have been refused `INVALID_TRANSITION`
+/// (the row changed between their read and their write) rather than overwrite it.
+pub fn the_one_applied<T: Copy + std::fmt::Debug>(tried: &[T], responses: &[Value]) -> T {
+    let mut applied = Vec::new();
+    for (tried, response) in tried.iter().zip(responses) {
+        match crate::code(response) {
+            "" => applied.push(*tried),
+            refused => assert_eq!(refused, "INVALID_TRANSITION", "{response}"),
+        }
+    }
+    assert_eq!(
+        applied.len(),
+        1,
+        "one write applied, the others refused: {applied:?}"
+    );
+    applied[0]
+}
