@@ -169,16 +169,10 @@ impl Connection {
     /// flight stay, to be answered.
     fn drain(&mut self) -> Vec<String> {
         self.draining = true;
-        let subscriptions: Vec<String> = self
-            .operations
-            .iter()
-            .filter(|(_, op)| op.subscription)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &subscriptions {
-            self.operations.remove(id);
-        }
-        subscriptions
+        self.operations
+            .extract_if(|_, op| op.subscription)
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Takes each operation's parsed document from `documents`.
